@@ -1,0 +1,14 @@
+//! Keel's schema migrations. Every migration here must run on both PostgreSQL and SQLite, so only
+//! portable column types and constraints are used (no partial indexes, no Postgres-only types).
+pub use sea_orm_migration::prelude::*;
+
+mod m20261129_000001_accounts;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261129_000001_accounts::Migration)]
+    }
+}

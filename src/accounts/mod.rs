@@ -1,0 +1,10 @@
+//! Account rules: registration, passwords, sessions and one-time tokens. Knows nothing of HTTP.
+
+pub mod passwords;
+pub mod tokens;
+pub mod validation;
+
+mod service;
+
+pub use service::*;
+pub use validation::FieldProblem;

@@ -1,0 +1,950 @@
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, Set, SqlErr, TransactionTrait, sea_query::Expr,
+};
+use uuid::Uuid;
+
+use super::{
+    FieldProblem,
+    passwords::{HashError, PasswordHasher},
+    tokens::{self, AccessClaims, JwtError, JwtKeys, Purpose},
+    validation,
+};
+use crate::{
+    config::Settings,
+    entities::{audit_log, one_time_token, refresh_token, session, user},
+    mail::{Email, Mailer, templates},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    #[error("the request has invalid fields")]
+    Validation(Vec<FieldProblem>),
+    #[error("an account with this email address already exists")]
+    EmailTaken,
+    #[error("this username is already taken")]
+    UsernameTaken,
+    #[error("incorrect email/username or password")]
+    InvalidCredentials,
+    #[error("the email address of this account is not verified yet")]
+    EmailNotVerified,
+    #[error("the current password is incorrect")]
+    WrongPassword,
+    #[error("the token is invalid or was already used")]
+    TokenInvalid,
+    #[error("the token has expired")]
+    TokenExpired,
+    #[error("the session has ended")]
+    SessionRevoked,
+    #[error("not found")]
+    NotFound,
+    #[error("database error: {0}")]
+    Db(#[from] DbErr),
+    #[error(transparent)]
+    Hash(#[from] HashError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+pub type Result<T, E = AccountError> = std::result::Result<T, E>;
+
+/// Where a request came from, for the audit log and the session list.
+#[derive(Debug, Clone, Default)]
+pub struct ClientInfo {
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TokenPair {
+    pub access_token: String,
+    pub refresh_token: String,
+    pub expires_in: u64,
+    pub session_id: Uuid,
+}
+
+/// Who is making an authenticated request.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub user: user::Model,
+    pub session_id: Uuid,
+}
+
+pub struct NewAccount {
+    pub email: String,
+    pub username: String,
+    pub password: String,
+}
+
+/// The account operations, shared by the HTTP API, the CLI and the start-up bootstrap.
+#[derive(Clone)]
+pub struct Accounts {
+    db: DatabaseConnection,
+    settings: Arc<Settings>,
+    hasher: PasswordHasher,
+    jwt: JwtKeys,
+    mailer: Mailer,
+}
+
+fn now() -> DateTime<Utc> {
+    Utc::now()
+}
+
+fn after(d: std::time::Duration) -> DateTime<Utc> {
+    now() + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+fn is_unique_violation(e: &DbErr) -> Option<String> {
+    match e.sql_err() {
+        Some(SqlErr::UniqueConstraintViolation(msg)) => Some(msg),
+        _ => None,
+    }
+}
+
+fn truncate(s: Option<String>, max: usize) -> Option<String> {
+    s.map(|s| s.chars().take(max).collect())
+}
+
+impl Accounts {
+    pub fn new(
+        db: DatabaseConnection,
+        settings: Arc<Settings>,
+        hasher: PasswordHasher,
+        mailer: Mailer,
+    ) -> Result<Self> {
+        let jwt = JwtKeys::new(&settings.secret_key)
+            .map_err(|e| AccountError::Internal(e.to_string()))?;
+        Ok(Self {
+            db,
+            settings,
+            hasher,
+            jwt,
+            mailer,
+        })
+    }
+
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    pub fn hasher(&self) -> &PasswordHasher {
+        &self.hasher
+    }
+
+    /// Hands a mail to the transport without making the request wait for delivery.
+    fn deliver(&self, email: Email) {
+        let mailer = self.mailer.clone();
+        tokio::spawn(async move {
+            if let Err(e) = mailer.send(&email).await {
+                tracing::error!(error = %e, subject = %email.subject, "mail delivery failed");
+            }
+        });
+    }
+
+    async fn audit(
+        &self,
+        conn: &impl ConnectionTrait,
+        user_id: Option<Uuid>,
+        event: &str,
+        client: &ClientInfo,
+        details: Option<serde_json::Value>,
+    ) -> Result<()> {
+        audit_log::ActiveModel {
+            id: Set(Uuid::new_v4()),
+            user_id: Set(user_id),
+            event: Set(event.to_string()),
+            ip_address: Set(truncate(client.ip.clone(), 64)),
+            user_agent: Set(truncate(client.user_agent.clone(), 512)),
+            details: Set(details),
+            created_at: Set(now()),
+        }
+        .insert(conn)
+        .await?;
+        Ok(())
+    }
+
+    // ---- registration and verification -------------------------------------------------------
+
+    /// Validates every field, reporting all problems at once, and checks uniqueness.
+    async fn check_new_account(&self, new: &NewAccount) -> Result<(String, String)> {
+        let mut problems = Vec::new();
+        let email = validation::normalise_email(&new.email)
+            .map_err(|p| problems.push(p))
+            .ok();
+        let username = validation::validate_username(&new.username)
+            .map_err(|p| problems.extend(p))
+            .ok();
+        if let Err(p) = validation::validate_password("password", &new.password) {
+            problems.extend(p);
+        }
+        let (Some(email), Some(username)) = (email, username) else {
+            return Err(AccountError::Validation(problems));
+        };
+        if !problems.is_empty() {
+            return Err(AccountError::Validation(problems));
+        }
+        if user::Entity::find()
+            .filter(user::Column::Email.eq(&email))
+            .one(&self.db)
+            .await?
+            .is_some()
+        {
+            return Err(AccountError::EmailTaken);
+        }
+        if user::Entity::find()
+            .filter(user::Column::UsernameLower.eq(username.to_lowercase()))
+            .one(&self.db)
+            .await?
+            .is_some()
+        {
+            return Err(AccountError::UsernameTaken);
+        }
+        Ok((email, username))
+    }
+
+    pub async fn register(&self, new: NewAccount, client: &ClientInfo) -> Result<user::Model> {
+        let (email, username) = self.check_new_account(&new).await?;
+        let hash = self.hasher.hash(new.password).await?;
+        let txn = self.db.begin().await?;
+        let user = insert_user(&txn, &email, &username, hash, false, false).await?;
+        let raw = self
+            .issue_one_time_token(&txn, user.id, Purpose::VerifyEmail)
+            .await?;
+        self.audit(&txn, Some(user.id), "register", client, None)
+            .await?;
+        txn.commit().await?;
+        self.deliver(self.verification_mail(&user, &raw));
+        Ok(user)
+    }
+
+    fn verification_mail(&self, user: &user::Model, raw: &str) -> Email {
+        templates::verify_email(
+            &self.settings.project_name,
+            &user.email,
+            &user.username,
+            &format!("{}/verify-email?token={raw}", self.settings.frontend_url),
+            self.settings.verification_token_ttl.as_secs() / 3600,
+        )
+    }
+
+    async fn issue_one_time_token(
+        &self,
+        conn: &impl ConnectionTrait,
+        user_id: Uuid,
+        purpose: Purpose,
+    ) -> Result<String> {
+        let ttl = match purpose {
+            Purpose::VerifyEmail => self.settings.verification_token_ttl,
+            Purpose::ResetPassword => self.settings.password_reset_token_ttl,
+        };
+        // Only the newest token of a purpose is valid: asking again retires the earlier ones.
+        one_time_token::Entity::update_many()
+            .col_expr(one_time_token::Column::UsedAt, Expr::value(now()))
+            .filter(one_time_token::Column::UserId.eq(user_id))
+            .filter(one_time_token::Column::Purpose.eq(purpose.as_str()))
+            .filter(one_time_token::Column::UsedAt.is_null())
+            .exec(conn)
+            .await?;
+        let raw = tokens::new_opaque_token();
+        one_time_token::ActiveModel {
+            id: Set(Uuid::new_v4()),
+            user_id: Set(user_id),
+            purpose: Set(purpose.as_str().to_string()),
+            token_hash: Set(tokens::hash_token(&raw)),
+            created_at: Set(now()),
+            expires_at: Set(after(ttl)),
+            used_at: Set(None),
+        }
+        .insert(conn)
+        .await?;
+        Ok(raw)
+    }
+
+    /// Marks a one-time token used, exactly once, and returns the user it belongs to.
+    async fn consume_one_time_token(
+        &self,
+        conn: &impl ConnectionTrait,
+        raw: &str,
+        purpose: Purpose,
+    ) -> Result<Uuid> {
+        let token = one_time_token::Entity::find()
+            .filter(one_time_token::Column::TokenHash.eq(tokens::hash_token(raw.trim())))
+            .filter(one_time_token::Column::Purpose.eq(purpose.as_str()))
+            .one(conn)
+            .await?
+            .ok_or(AccountError::TokenInvalid)?;
+        if token.used_at.is_some() {
+            return Err(AccountError::TokenInvalid);
+        }
+        if token.expires_at <= now() {
+            return Err(AccountError::TokenExpired);
+        }
+        // The conditional update makes two concurrent uses of one token succeed at most once.
+        let claimed = one_time_token::Entity::update_many()
+            .col_expr(one_time_token::Column::UsedAt, Expr::value(now()))
+            .filter(one_time_token::Column::Id.eq(token.id))
+            .filter(one_time_token::Column::UsedAt.is_null())
+            .exec(conn)
+            .await?;
+        if claimed.rows_affected != 1 {
+            return Err(AccountError::TokenInvalid);
+        }
+        Ok(token.user_id)
+    }
+
+    pub async fn verify_email(&self, raw: &str, client: &ClientInfo) -> Result<user::Model> {
+        let txn = self.db.begin().await?;
+        let user_id = self
+            .consume_one_time_token(&txn, raw, Purpose::VerifyEmail)
+            .await?;
+        let user = find_user(&txn, user_id).await?;
+        let was_verified = user.is_verified;
+        let mut active: user::ActiveModel = user.into();
+        active.is_verified = Set(true);
+        active.updated_at = Set(now());
+        let user = active.update(&txn).await?;
+        self.audit(&txn, Some(user.id), "email_verified", client, None)
+            .await?;
+        txn.commit().await?;
+        if !was_verified {
+            self.deliver(templates::welcome(
+                &self.settings.project_name,
+                &user.email,
+                &user.username,
+                &self.settings.frontend_url,
+            ));
+        }
+        Ok(user)
+    }
+
+    /// Sends a fresh verification mail when the account exists and is unverified; says nothing
+    /// either way so the endpoint cannot be used to discover accounts.
+    pub async fn resend_verification(&self, email: &str) -> Result<()> {
+        let Ok(email) = validation::normalise_email(email) else {
+            return Ok(());
+        };
+        let Some(user) = find_user_by_email(&self.db, &email).await? else {
+            return Ok(());
+        };
+        if user.is_verified || user.is_deleted {
+            return Ok(());
+        }
+        let txn = self.db.begin().await?;
+        let raw = self
+            .issue_one_time_token(&txn, user.id, Purpose::VerifyEmail)
+            .await?;
+        txn.commit().await?;
+        self.deliver(self.verification_mail(&user, &raw));
+        Ok(())
+    }
+
+    // ---- passwords ---------------------------------------------------------------------------
+
+    pub async fn forgot_password(&self, email: &str, client: &ClientInfo) -> Result<()> {
+        let Ok(email) = validation::normalise_email(email) else {
+            return Ok(());
+        };
+        let Some(user) = find_user_by_email(&self.db, &email).await? else {
+            return Ok(());
+        };
+        if user.is_deleted {
+            return Ok(());
+        }
+        let txn = self.db.begin().await?;
+        let raw = self
+            .issue_one_time_token(&txn, user.id, Purpose::ResetPassword)
+            .await?;
+        self.audit(
+            &txn,
+            Some(user.id),
+            "password_reset_requested",
+            client,
+            None,
+        )
+        .await?;
+        txn.commit().await?;
+        self.deliver(templates::password_reset(
+            &self.settings.project_name,
+            &user.email,
+            &user.username,
+            &format!("{}/reset-password?token={raw}", self.settings.frontend_url),
+            self.settings.password_reset_token_ttl.as_secs() / 60,
+        ));
+        Ok(())
+    }
+
+    pub async fn reset_password(
+        &self,
+        raw: &str,
+        new_password: String,
+        client: &ClientInfo,
+    ) -> Result<()> {
+        validation::validate_password("new_password", &new_password)
+            .map_err(AccountError::Validation)?;
+        let hash = self.hasher.hash(new_password).await?;
+        let txn = self.db.begin().await?;
+        let user_id = self
+            .consume_one_time_token(&txn, raw, Purpose::ResetPassword)
+            .await?;
+        let user = find_user(&txn, user_id).await?;
+        let mut active: user::ActiveModel = user.into();
+        active.password_hash = Set(hash);
+        // Following the mailed link proves the address belongs to the user.
+        active.is_verified = Set(true);
+        active.updated_at = Set(now());
+        let user = active.update(&txn).await?;
+        revoke_sessions(&txn, user.id, None, "password_reset").await?;
+        self.audit(&txn, Some(user.id), "password_reset", client, None)
+            .await?;
+        txn.commit().await?;
+        self.deliver(templates::password_changed(
+            &self.settings.project_name,
+            &user.email,
+            &user.username,
+            &now().to_rfc3339(),
+        ));
+        Ok(())
+    }
+
+    pub async fn change_password(
+        &self,
+        principal: &Principal,
+        current: String,
+        new_password: String,
+        client: &ClientInfo,
+    ) -> Result<()> {
+        validation::validate_password("new_password", &new_password)
+            .map_err(AccountError::Validation)?;
+        if current == new_password {
+            return Err(AccountError::Validation(vec![FieldProblem::new(
+                "new_password",
+                "must differ from the current password",
+            )]));
+        }
+        let user = find_user(&self.db, principal.user.id).await?;
+        if !self
+            .hasher
+            .verify(current, user.password_hash.clone())
+            .await?
+        {
+            self.audit(
+                &self.db,
+                Some(user.id),
+                "password_change_failed",
+                client,
+                None,
+            )
+            .await?;
+            return Err(AccountError::WrongPassword);
+        }
+        let hash = self.hasher.hash(new_password).await?;
+        let txn = self.db.begin().await?;
+        let mut active: user::ActiveModel = user.into();
+        active.password_hash = Set(hash);
+        active.updated_at = Set(now());
+        let user = active.update(&txn).await?;
+        revoke_sessions(
+            &txn,
+            user.id,
+            Some(principal.session_id),
+            "password_changed",
+        )
+        .await?;
+        self.audit(&txn, Some(user.id), "password_changed", client, None)
+            .await?;
+        txn.commit().await?;
+        self.deliver(templates::password_changed(
+            &self.settings.project_name,
+            &user.email,
+            &user.username,
+            &now().to_rfc3339(),
+        ));
+        Ok(())
+    }
+
+    // ---- login and sessions ------------------------------------------------------------------
+
+    pub async fn login(
+        &self,
+        identifier: &str,
+        password: String,
+        client: &ClientInfo,
+    ) -> Result<TokenPair> {
+        let identifier = identifier.trim();
+        let found = if identifier.contains('@') {
+            find_user_by_email(&self.db, &identifier.to_lowercase()).await?
+        } else {
+            user::Entity::find()
+                .filter(user::Column::UsernameLower.eq(identifier.to_lowercase()))
+                .one(&self.db)
+                .await?
+        };
+        let Some(user) = found.filter(|u| !u.is_deleted) else {
+            self.hasher.verify_dummy(password).await?;
+            self.audit(
+                &self.db,
+                None,
+                "login_failed",
+                client,
+                Some(serde_json::json!({"reason": "unknown_account"})),
+            )
+            .await?;
+            return Err(AccountError::InvalidCredentials);
+        };
+        if !self
+            .hasher
+            .verify(password, user.password_hash.clone())
+            .await?
+        {
+            self.audit(
+                &self.db,
+                Some(user.id),
+                "login_failed",
+                client,
+                Some(serde_json::json!({"reason": "wrong_password"})),
+            )
+            .await?;
+            return Err(AccountError::InvalidCredentials);
+        }
+        if self.settings.require_email_verification && !user.is_verified {
+            self.audit(
+                &self.db,
+                Some(user.id),
+                "login_failed",
+                client,
+                Some(serde_json::json!({"reason": "email_not_verified"})),
+            )
+            .await?;
+            return Err(AccountError::EmailNotVerified);
+        }
+        let txn = self.db.begin().await?;
+        let pair = self.open_session(&txn, &user, client).await?;
+        self.audit(
+            &txn,
+            Some(user.id),
+            "login_success",
+            client,
+            Some(serde_json::json!({"session_id": pair.session_id})),
+        )
+        .await?;
+        txn.commit().await?;
+        Ok(pair)
+    }
+
+    async fn open_session(
+        &self,
+        conn: &impl ConnectionTrait,
+        user: &user::Model,
+        client: &ClientInfo,
+    ) -> Result<TokenPair> {
+        let at = now();
+        // Keep at most MAX_SESSIONS_PER_USER live sessions, counting the one being opened.
+        let live: Vec<session::Model> = session::Entity::find()
+            .filter(session::Column::UserId.eq(user.id))
+            .filter(session::Column::RevokedAt.is_null())
+            .order_by_asc(session::Column::CreatedAt)
+            .all(conn)
+            .await?
+            .into_iter()
+            .filter(|s| s.is_live(at))
+            .collect();
+        let max = self.settings.max_sessions_per_user as usize;
+        if live.len() >= max {
+            let excess: Vec<Uuid> = live
+                .iter()
+                .take(live.len() + 1 - max)
+                .map(|s| s.id)
+                .collect();
+            session::Entity::update_many()
+                .col_expr(session::Column::RevokedAt, Expr::value(at))
+                .col_expr(session::Column::RevokedReason, Expr::value("session_limit"))
+                .filter(session::Column::Id.is_in(excess))
+                .exec(conn)
+                .await?;
+        }
+        let session = session::ActiveModel {
+            id: Set(Uuid::new_v4()),
+            user_id: Set(user.id),
+            created_at: Set(at),
+            last_used_at: Set(at),
+            expires_at: Set(after(self.settings.refresh_token_ttl)),
+            revoked_at: Set(None),
+            revoked_reason: Set(None),
+            device_info: Set(truncate(client.user_agent.clone(), 512)),
+            ip_address: Set(truncate(client.ip.clone(), 64)),
+        }
+        .insert(conn)
+        .await?;
+        self.issue_pair(conn, user.id, &session).await
+    }
+
+    async fn issue_pair(
+        &self,
+        conn: &impl ConnectionTrait,
+        user_id: Uuid,
+        session: &session::Model,
+    ) -> Result<TokenPair> {
+        let raw = tokens::new_opaque_token();
+        refresh_token::ActiveModel {
+            id: Set(Uuid::new_v4()),
+            session_id: Set(session.id),
+            token_hash: Set(tokens::hash_token(&raw)),
+            created_at: Set(now()),
+            // A refresh token never outlives its session.
+            expires_at: Set(after(self.settings.refresh_token_ttl).min(session.expires_at)),
+            used_at: Set(None),
+        }
+        .insert(conn)
+        .await?;
+        let issued = now().timestamp();
+        let ttl = self.settings.access_token_ttl.as_secs();
+        let access = self
+            .jwt
+            .issue(&AccessClaims {
+                sub: user_id,
+                sid: session.id,
+                iat: issued,
+                exp: issued + ttl as i64,
+                jti: Uuid::new_v4(),
+            })
+            .map_err(|e| AccountError::Internal(e.to_string()))?;
+        Ok(TokenPair {
+            access_token: access,
+            refresh_token: raw,
+            expires_in: ttl,
+            session_id: session.id,
+        })
+    }
+
+    /// Exchanges a refresh token for a new pair. A token that was already exchanged means it was
+    /// copied: the whole session is revoked, so neither the thief nor the user can go on with it.
+    pub async fn refresh(&self, raw: &str, client: &ClientInfo) -> Result<TokenPair> {
+        let txn = self.db.begin().await?;
+        let token = refresh_token::Entity::find()
+            .filter(refresh_token::Column::TokenHash.eq(tokens::hash_token(raw.trim())))
+            .one(&txn)
+            .await?
+            .ok_or(AccountError::TokenInvalid)?;
+        let session = session::Entity::find_by_id(token.session_id)
+            .one(&txn)
+            .await?
+            .ok_or(AccountError::TokenInvalid)?;
+        let at = now();
+        let claimed = if token.used_at.is_none() {
+            refresh_token::Entity::update_many()
+                .col_expr(refresh_token::Column::UsedAt, Expr::value(at))
+                .filter(refresh_token::Column::Id.eq(token.id))
+                .filter(refresh_token::Column::UsedAt.is_null())
+                .exec(&txn)
+                .await?
+                .rows_affected
+                == 1
+        } else {
+            false
+        };
+        if !claimed {
+            if session.revoked_at.is_none() {
+                revoke_session_row(&txn, session.id, "refresh_token_reuse").await?;
+                self.audit(
+                    &txn,
+                    Some(session.user_id),
+                    "refresh_token_reuse",
+                    client,
+                    Some(serde_json::json!({"session_id": session.id})),
+                )
+                .await?;
+                txn.commit().await?;
+            }
+            return Err(AccountError::TokenInvalid);
+        }
+        if !session.is_live(at) {
+            return Err(AccountError::SessionRevoked);
+        }
+        if token.expires_at <= at {
+            return Err(AccountError::TokenExpired);
+        }
+        let user = find_user(&txn, session.user_id).await?;
+        if user.is_deleted {
+            return Err(AccountError::SessionRevoked);
+        }
+        let mut active: session::ActiveModel = session.into();
+        active.last_used_at = Set(at);
+        if let Some(ip) = &client.ip {
+            active.ip_address = Set(truncate(Some(ip.clone()), 64));
+        }
+        let session = active.update(&txn).await?;
+        let pair = self.issue_pair(&txn, user.id, &session).await?;
+        txn.commit().await?;
+        Ok(pair)
+    }
+
+    /// Resolves an access token to its user, refusing it at once when its session has ended.
+    pub async fn authenticate(&self, access_token: &str) -> Result<Principal> {
+        let claims = self.jwt.verify(access_token).map_err(|e| match e {
+            JwtError::Expired => AccountError::TokenExpired,
+            JwtError::Invalid => AccountError::TokenInvalid,
+        })?;
+        let session = session::Entity::find_by_id(claims.sid)
+            .one(&self.db)
+            .await?
+            .filter(|s| s.user_id == claims.sub)
+            .ok_or(AccountError::TokenInvalid)?;
+        if !session.is_live(now()) {
+            return Err(AccountError::SessionRevoked);
+        }
+        let user = user::Entity::find_by_id(claims.sub)
+            .one(&self.db)
+            .await?
+            .filter(|u| !u.is_deleted)
+            .ok_or(AccountError::SessionRevoked)?;
+        Ok(Principal {
+            user,
+            session_id: session.id,
+        })
+    }
+
+    pub async fn logout_session(
+        &self,
+        user_id: Uuid,
+        session_id: Uuid,
+        client: &ClientInfo,
+    ) -> Result<()> {
+        let txn = self.db.begin().await?;
+        revoke_session_row(&txn, session_id, "logout").await?;
+        self.audit(
+            &txn,
+            Some(user_id),
+            "logout",
+            client,
+            Some(serde_json::json!({"session_id": session_id})),
+        )
+        .await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// Logs out the session a refresh token belongs to; an unknown token is refused.
+    pub async fn logout_with_refresh(&self, raw: &str, client: &ClientInfo) -> Result<()> {
+        let token = refresh_token::Entity::find()
+            .filter(refresh_token::Column::TokenHash.eq(tokens::hash_token(raw.trim())))
+            .one(&self.db)
+            .await?
+            .ok_or(AccountError::TokenInvalid)?;
+        let session = session::Entity::find_by_id(token.session_id)
+            .one(&self.db)
+            .await?
+            .ok_or(AccountError::TokenInvalid)?;
+        self.logout_session(session.user_id, session.id, client)
+            .await
+    }
+
+    pub async fn list_sessions(&self, user_id: Uuid) -> Result<Vec<session::Model>> {
+        let at = now();
+        Ok(session::Entity::find()
+            .filter(session::Column::UserId.eq(user_id))
+            .filter(session::Column::RevokedAt.is_null())
+            .order_by_desc(session::Column::LastUsedAt)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .filter(|s| s.is_live(at))
+            .collect())
+    }
+
+    /// Revokes one of the user's own sessions; another user's session id is "not found".
+    pub async fn revoke_session(
+        &self,
+        principal: &Principal,
+        session_id: Uuid,
+        client: &ClientInfo,
+    ) -> Result<()> {
+        let session = session::Entity::find_by_id(session_id)
+            .one(&self.db)
+            .await?
+            .filter(|s| s.user_id == principal.user.id && s.revoked_at.is_none())
+            .ok_or(AccountError::NotFound)?;
+        let txn = self.db.begin().await?;
+        revoke_session_row(&txn, session.id, "revoked_by_user").await?;
+        self.audit(
+            &txn,
+            Some(principal.user.id),
+            "session_revoked",
+            client,
+            Some(serde_json::json!({"session_id": session.id})),
+        )
+        .await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// Revokes every session of the user but the current one; returns how many ended.
+    pub async fn revoke_other_sessions(
+        &self,
+        principal: &Principal,
+        client: &ClientInfo,
+    ) -> Result<u64> {
+        let txn = self.db.begin().await?;
+        let n = revoke_sessions(
+            &txn,
+            principal.user.id,
+            Some(principal.session_id),
+            "revoked_by_user",
+        )
+        .await?;
+        self.audit(
+            &txn,
+            Some(principal.user.id),
+            "sessions_revoked",
+            client,
+            Some(serde_json::json!({"count": n})),
+        )
+        .await?;
+        txn.commit().await?;
+        Ok(n)
+    }
+
+    // ---- profile -----------------------------------------------------------------------------
+
+    pub async fn update_username(
+        &self,
+        principal: &Principal,
+        username: &str,
+    ) -> Result<user::Model> {
+        let username = validation::validate_username(username).map_err(AccountError::Validation)?;
+        let user = find_user(&self.db, principal.user.id).await?;
+        if user.username == username {
+            return Ok(user);
+        }
+        let mut active: user::ActiveModel = user.into();
+        active.username = Set(username.clone());
+        active.username_lower = Set(username.to_lowercase());
+        active.updated_at = Set(now());
+        active
+            .update(&self.db)
+            .await
+            .map_err(|e| match is_unique_violation(&e) {
+                Some(_) => AccountError::UsernameTaken,
+                None => e.into(),
+            })
+    }
+
+    /// Creates the configured first superuser (verified) unless that email already exists.
+    pub async fn ensure_first_superuser(&self) -> Result<Option<user::Model>> {
+        let (Some(email), Some(password)) = (
+            self.settings.first_superuser_email.clone(),
+            self.settings.first_superuser_password.clone(),
+        ) else {
+            return Ok(None);
+        };
+        let email =
+            validation::normalise_email(&email).map_err(|p| AccountError::Validation(vec![p]))?;
+        if find_user_by_email(&self.db, &email).await?.is_some() {
+            return Ok(None);
+        }
+        let username = self.settings.first_superuser_username.clone();
+        let hash = self.hasher.hash(password).await?;
+        let user = insert_user(&self.db, &email, &username, hash, true, true).await?;
+        self.audit(
+            &self.db,
+            Some(user.id),
+            "superuser_created",
+            &ClientInfo::default(),
+            None,
+        )
+        .await?;
+        Ok(Some(user))
+    }
+
+    pub async fn count_users(&self) -> Result<u64> {
+        Ok(user::Entity::find().count(&self.db).await?)
+    }
+}
+
+pub async fn find_user(conn: &impl ConnectionTrait, id: Uuid) -> Result<user::Model> {
+    user::Entity::find_by_id(id)
+        .one(conn)
+        .await?
+        .ok_or(AccountError::NotFound)
+}
+
+pub async fn find_user_by_email(
+    conn: &impl ConnectionTrait,
+    email: &str,
+) -> Result<Option<user::Model>> {
+    Ok(user::Entity::find()
+        .filter(user::Column::Email.eq(email))
+        .one(conn)
+        .await?)
+}
+
+async fn insert_user(
+    conn: &impl ConnectionTrait,
+    email: &str,
+    username: &str,
+    password_hash: String,
+    is_superuser: bool,
+    is_verified: bool,
+) -> Result<user::Model> {
+    let at = now();
+    user::ActiveModel {
+        id: Set(Uuid::new_v4()),
+        email: Set(email.to_string()),
+        username: Set(username.to_string()),
+        username_lower: Set(username.to_lowercase()),
+        password_hash: Set(password_hash),
+        is_superuser: Set(is_superuser),
+        is_verified: Set(is_verified),
+        created_at: Set(at),
+        updated_at: Set(at),
+        is_deleted: Set(false),
+        deleted_at: Set(None),
+        deletion_scheduled_for: Set(None),
+    }
+    .insert(conn)
+    .await
+    .map_err(|e| match is_unique_violation(&e) {
+        // Two registrations racing past the up-front check: the index has the last word.
+        Some(msg) if msg.contains("email") => AccountError::EmailTaken,
+        Some(_) => AccountError::UsernameTaken,
+        None => e.into(),
+    })
+}
+
+async fn revoke_session_row(
+    conn: &impl ConnectionTrait,
+    session_id: Uuid,
+    reason: &str,
+) -> Result<()> {
+    session::Entity::update_many()
+        .col_expr(session::Column::RevokedAt, Expr::value(now()))
+        .col_expr(session::Column::RevokedReason, Expr::value(reason))
+        .filter(session::Column::Id.eq(session_id))
+        .filter(session::Column::RevokedAt.is_null())
+        .exec(conn)
+        .await?;
+    Ok(())
+}
+
+async fn revoke_sessions(
+    conn: &impl ConnectionTrait,
+    user_id: Uuid,
+    except: Option<Uuid>,
+    reason: &str,
+) -> Result<u64> {
+    let mut update = session::Entity::update_many()
+        .col_expr(session::Column::RevokedAt, Expr::value(now()))
+        .col_expr(session::Column::RevokedReason, Expr::value(reason))
+        .filter(session::Column::UserId.eq(user_id))
+        .filter(session::Column::RevokedAt.is_null());
+    if let Some(keep) = except {
+        update = update.filter(session::Column::Id.ne(keep));
+    }
+    Ok(update.exec(conn).await?.rows_affected)
+}

@@ -1,0 +1,315 @@
+//! The account input rules from the contract, each violation reported on its own.
+
+/// One problem with one input field, shown to the client as is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldProblem {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldProblem {
+    pub fn new(field: &str, message: impl Into<String>) -> Self {
+        Self {
+            field: field.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+const RESERVED_USERNAMES: &[&str] = &[
+    "admin",
+    "administrator",
+    "root",
+    "system",
+    "api",
+    "auth",
+    "login",
+    "logout",
+    "register",
+    "support",
+    "help",
+];
+
+/// The passwords that every credential-stuffing list starts with; compared case-insensitively.
+const COMMON_PASSWORDS: &[&str] = &[
+    "password",
+    "password1",
+    "password12",
+    "password123",
+    "password1234",
+    "passw0rd",
+    "p@ssw0rd",
+    "p@ssword",
+    "p@ssword1",
+    "p@ssw0rd1",
+    "p@ssw0rd123",
+    "password!",
+    "password1!",
+    "password123!",
+    "12345678",
+    "123456789",
+    "1234567890",
+    "qwerty123",
+    "qwertyuiop",
+    "qwerty12",
+    "qwerty1!",
+    "qwerty123!",
+    "1q2w3e4r",
+    "1q2w3e4r5t",
+    "1qaz2wsx",
+    "1qaz@wsx",
+    "zaq12wsx",
+    "zaq1@wsx",
+    "iloveyou",
+    "iloveyou1",
+    "iloveyou1!",
+    "sunshine",
+    "sunshine1",
+    "sunshine1!",
+    "princess",
+    "princess1",
+    "football",
+    "football1",
+    "football1!",
+    "baseball",
+    "baseball1",
+    "welcome",
+    "welcome1",
+    "welcome1!",
+    "welcome123",
+    "welcome123!",
+    "letmein",
+    "letmein1",
+    "letmein1!",
+    "letmein123",
+    "admin123",
+    "admin123!",
+    "admin@123",
+    "administrator",
+    "changeme",
+    "changeme1",
+    "changeme1!",
+    "changeme123",
+    "trustno1",
+    "trustno1!",
+    "dragon123",
+    "monkey123",
+    "master123",
+    "superman",
+    "superman1",
+    "batman123",
+    "starwars",
+    "starwars1",
+    "whatever",
+    "whatever1",
+    "abc12345",
+    "abcd1234",
+    "abcd1234!",
+    "aa123456",
+    "asdf1234",
+    "asdfghjkl",
+    "zxcvbnm1",
+    "secret123",
+    "secret123!",
+    "summer2024!",
+    "summer2025!",
+    "summer2026!",
+    "winter2024!",
+    "winter2025!",
+    "winter2026!",
+    "spring2025!",
+    "spring2026!",
+    "autumn2025!",
+    "autumn2026!",
+    "january2026!",
+    "december2026!",
+    "qwerty@123",
+    "test1234",
+    "test@123",
+    "test1234!",
+    "testtest1!",
+    "pass@123",
+    "pass1234",
+    "pass1234!",
+    "hello123",
+    "hello123!",
+    "michael1",
+    "jennifer1",
+    "jordan23",
+    "charlie1",
+    "shadow123",
+    "computer1",
+    "internet1",
+    "mustang1",
+];
+
+/// Validates and normalises an email address: trimmed and lower-cased.
+pub fn normalise_email(raw: &str) -> Result<String, FieldProblem> {
+    let email = raw.trim().to_lowercase();
+    if email.len() > 254 {
+        return Err(FieldProblem::new("email", "must be at most 254 characters"));
+    }
+    // The `email_address` crate follows RFC 5322 loosely enough to accept display names and
+    // quoted locals; a product sign-up wants a plain `local@domain` with a dotted domain.
+    let valid = email_address::EmailAddress::parse_with_options(
+        &email,
+        email_address::Options::default()
+            .with_minimum_sub_domains(2)
+            .without_domain_literal()
+            .without_display_text(),
+    )
+    .is_ok()
+        && !email.contains(char::is_whitespace)
+        && email.rsplit_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty()
+                && !local.starts_with('"')
+                && domain.contains('.')
+                && !domain.ends_with('.')
+        });
+    if !valid {
+        return Err(FieldProblem::new("email", "must be a valid email address"));
+    }
+    Ok(email)
+}
+
+/// Checks the username rules; the stored form keeps the user's case.
+pub fn validate_username(raw: &str) -> Result<String, Vec<FieldProblem>> {
+    let name = raw.trim();
+    let mut problems = Vec::new();
+    let len = name.chars().count();
+    if !(3..=30).contains(&len) {
+        problems.push(FieldProblem::new(
+            "username",
+            "must be 3 to 30 characters long",
+        ));
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        problems.push(FieldProblem::new(
+            "username",
+            "may contain only letters, digits, underscores and hyphens",
+        ));
+    }
+    if name.starts_with(['_', '-']) || name.ends_with(['_', '-']) {
+        problems.push(FieldProblem::new(
+            "username",
+            "must not start or end with _ or -",
+        ));
+    }
+    if name.contains("__") || name.contains("--") {
+        problems.push(FieldProblem::new("username", "must not contain __ or --"));
+    }
+    if RESERVED_USERNAMES.contains(&name.to_ascii_lowercase().as_str()) {
+        problems.push(FieldProblem::new("username", "is reserved"));
+    }
+    if problems.is_empty() {
+        Ok(name.to_string())
+    } else {
+        Err(problems)
+    }
+}
+
+/// Checks every password rule and reports each one that fails.
+pub fn validate_password(field: &str, password: &str) -> Result<(), Vec<FieldProblem>> {
+    let mut problems = Vec::new();
+    let len = password.chars().count();
+    if len < 8 {
+        problems.push(FieldProblem::new(
+            field,
+            "must be at least 8 characters long",
+        ));
+    }
+    if len > 128 {
+        problems.push(FieldProblem::new(
+            field,
+            "must be at most 128 characters long",
+        ));
+    }
+    if !password.chars().any(|c| c.is_uppercase()) {
+        problems.push(FieldProblem::new(field, "must contain an uppercase letter"));
+    }
+    if !password.chars().any(|c| c.is_lowercase()) {
+        problems.push(FieldProblem::new(field, "must contain a lowercase letter"));
+    }
+    if !password.chars().any(|c| c.is_ascii_digit()) {
+        problems.push(FieldProblem::new(field, "must contain a digit"));
+    }
+    if !password
+        .chars()
+        .any(|c| !c.is_alphanumeric() && !c.is_whitespace())
+    {
+        problems.push(FieldProblem::new(field, "must contain a special character"));
+    }
+    if COMMON_PASSWORDS.contains(&password.to_lowercase().as_str()) {
+        problems.push(FieldProblem::new(field, "is too common"));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails() {
+        assert_eq!(
+            normalise_email("  Test@Example.COM ").unwrap(),
+            "test@example.com"
+        );
+        for bad in [
+            "",
+            "plain",
+            "a@b",
+            "@example.com",
+            "a b@example.com",
+            "Name <a@example.com>",
+            "a@example.",
+        ] {
+            assert!(normalise_email(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn usernames() {
+        assert!(validate_username("test_user-1").is_ok());
+        for bad in [
+            "ab",
+            "_abc",
+            "abc-",
+            "a__b",
+            "a--b",
+            "Admin",
+            "root",
+            "with space",
+            "ünï",
+            &"a".repeat(31),
+        ] {
+            assert!(validate_username(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn passwords_report_each_rule() {
+        assert!(validate_password("password", "TestPassword123!").is_ok());
+        let problems = validate_password("password", "abc").unwrap_err();
+        let messages: Vec<_> = problems.iter().map(|p| p.message.as_str()).collect();
+        assert!(messages.contains(&"must be at least 8 characters long"));
+        assert!(messages.contains(&"must contain an uppercase letter"));
+        assert!(messages.contains(&"must contain a digit"));
+        assert!(messages.contains(&"must contain a special character"));
+        assert!(!messages.contains(&"must contain a lowercase letter"));
+        assert!(validate_password("password", "Password123!").is_err());
+        assert_eq!(
+            validate_password("password", &format!("Aa1!{}", "x".repeat(130)))
+                .unwrap_err()
+                .len(),
+            1
+        );
+    }
+}

@@ -1,0 +1,539 @@
+//! `/auth`: registration, login, token refresh, logout, sessions, verification and passwords.
+
+use chrono::{DateTime, Utc};
+use poem::{Request, web::Data};
+use poem_openapi::{
+    ApiResponse, OAuthScopes, Object, OpenApi, SecurityScheme,
+    auth::Bearer,
+    param::{Cookie, Path},
+    payload::{Form, Json},
+};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::{
+    ApiTags,
+    models::{Message, UserOut},
+};
+use crate::{
+    accounts::{ClientInfo, NewAccount, Principal, TokenPair},
+    app::AppState,
+    error::{ApiError, ApiResult},
+};
+
+pub const REFRESH_COOKIE: &str = "refresh_token";
+
+/// Scopes that API keys can carry. Access tokens from a password login act with the user's own
+/// rights and need no scope.
+#[derive(OAuthScopes)]
+pub enum Scopes {
+    /// Read system status
+    #[oai(rename = "system:read")]
+    SystemRead,
+    /// Read background task status
+    #[oai(rename = "tasks:read")]
+    TasksRead,
+    /// Submit background tasks
+    #[oai(rename = "tasks:write")]
+    TasksWrite,
+}
+
+/// `Authorization: Bearer <access token>`; the docs' Authorize button logs in through the
+/// OAuth2 password flow at `/auth/login`.
+#[derive(SecurityScheme)]
+#[oai(
+    rename = "OAuth2PasswordBearer",
+    ty = "oauth2",
+    flows(password(token_url = "/auth/login", scopes = "Scopes")),
+    checker = "check_bearer"
+)]
+pub struct Auth(pub Principal);
+
+async fn check_bearer(req: &Request, bearer: Bearer) -> poem::Result<Principal> {
+    let state = req
+        .data::<AppState>()
+        .ok_or_else(|| poem::Error::from(ApiError::internal("application state missing")))?;
+    state
+        .accounts
+        .authenticate(&bearer.token)
+        .await
+        .map_err(|e| poem::Error::from(ApiError::from(e).as_auth_failure()))
+}
+
+/// The bearer token of an `Authorization` header, for operations where it is optional.
+fn bearer_token(req: &Request) -> Option<String> {
+    let value = req
+        .headers()
+        .get(poem::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    (scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty())
+        .then(|| token.trim().to_string())
+}
+
+/// The caller's address and user agent, for the audit log and the session list.
+pub fn client_info(req: &Request) -> ClientInfo {
+    ClientInfo {
+        ip: req
+            .remote_addr()
+            .as_socket_addr()
+            .map(|a| a.ip().to_string()),
+        user_agent: req
+            .headers()
+            .get(poem::http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+    }
+}
+
+#[derive(Object, Debug)]
+pub struct RegisterRequest {
+    /// A valid address; stored lower-cased.
+    pub email: String,
+    /// 3–30 characters of letters, digits, `_` and `-`.
+    pub username: String,
+    /// 8–128 characters with an upper- and lower-case letter, a digit and a special character.
+    #[oai(write_only)]
+    pub password: String,
+}
+
+/// OAuth2 password grant form (RFC 6749 §4.3); `username` may be the email or the username.
+#[derive(Object, Deserialize, Debug)]
+pub struct LoginForm {
+    pub username: String,
+    #[oai(write_only)]
+    pub password: String,
+    /// Accepted for OAuth2 clients; only `password` is meaningful.
+    pub grant_type: Option<String>,
+    pub scope: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+}
+
+#[derive(Object, Debug)]
+pub struct TokenResponse {
+    /// A JWT for `Authorization: Bearer`.
+    pub access_token: String,
+    /// An opaque token for `/auth/refresh`; each use returns a new one and retires this one.
+    pub refresh_token: String,
+    /// Always `bearer`.
+    pub token_type: String,
+    /// Seconds until the access token expires.
+    pub expires_in: u64,
+}
+
+#[derive(Object, Debug)]
+pub struct RefreshRequest {
+    /// The refresh token; may be omitted when the `refresh_token` cookie is sent.
+    pub refresh_token: Option<String>,
+}
+
+#[derive(Object, Debug)]
+pub struct SessionOut {
+    pub id: Uuid,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: DateTime<Utc>,
+    pub device_info: Option<String>,
+    pub ip_address: Option<String>,
+    /// True for the session the request was made with.
+    pub is_current: bool,
+}
+
+#[derive(Object, Debug)]
+pub struct SessionList {
+    pub sessions: Vec<SessionOut>,
+    pub total_sessions: u64,
+}
+
+#[derive(Object, Debug)]
+pub struct RevokedSessions {
+    pub message: String,
+    pub revoked: u64,
+}
+
+#[derive(Object, Debug)]
+pub struct ChangePasswordRequest {
+    #[oai(write_only)]
+    pub current_password: String,
+    #[oai(write_only)]
+    pub new_password: String,
+}
+
+#[derive(Object, Debug)]
+pub struct TokenRequest {
+    /// The token from the mailed link.
+    pub token: String,
+}
+
+#[derive(Object, Debug)]
+pub struct Verified {
+    pub verified: bool,
+}
+
+#[derive(Object, Debug)]
+pub struct EmailRequest {
+    pub email: String,
+}
+
+#[derive(Object, Debug)]
+pub struct ResetPasswordRequest {
+    pub token: String,
+    #[oai(write_only)]
+    pub new_password: String,
+}
+
+#[derive(ApiResponse)]
+pub enum Created {
+    /// The account was created and a verification mail is on its way.
+    #[oai(status = 201)]
+    Created(Json<UserOut>),
+}
+
+#[derive(ApiResponse)]
+pub enum Tokens {
+    /// A new token pair; the refresh token is also set as an HttpOnly cookie.
+    #[oai(status = 200)]
+    Ok(Json<TokenResponse>, #[oai(header = "Set-Cookie")] String),
+}
+
+#[derive(ApiResponse)]
+pub enum LoggedOut {
+    /// The session has ended; the refresh cookie is cleared.
+    #[oai(status = 200)]
+    Ok(Json<Message>, #[oai(header = "Set-Cookie")] String),
+}
+
+#[derive(ApiResponse)]
+pub enum Accepted {
+    /// Accepted; the same answer whether or not an account exists for the address.
+    #[oai(status = 202)]
+    Accepted(Json<Message>),
+}
+
+fn refresh_cookie(state: &AppState, value: &str, max_age: u64) -> String {
+    format!(
+        "{REFRESH_COOKIE}={value}; Path={}/auth; Max-Age={max_age}; HttpOnly; SameSite=Lax{}",
+        state.settings.api_prefix,
+        if state.settings.cookie_secure {
+            "; Secure"
+        } else {
+            ""
+        }
+    )
+}
+
+fn tokens_response(state: &AppState, pair: TokenPair) -> Tokens {
+    let cookie = refresh_cookie(
+        state,
+        &pair.refresh_token,
+        state.settings.refresh_token_ttl.as_secs(),
+    );
+    Tokens::Ok(
+        Json(TokenResponse {
+            access_token: pair.access_token,
+            refresh_token: pair.refresh_token,
+            token_type: "bearer".into(),
+            expires_in: pair.expires_in,
+        }),
+        cookie,
+    )
+}
+
+pub struct AuthApi;
+
+#[OpenApi(prefix_path = "/auth", tag = "ApiTags::Auth")]
+impl AuthApi {
+    /// Create an account
+    ///
+    /// Sends a verification mail. Fields other than email, username and password are ignored.
+    #[oai(path = "/register", method = "post", operation_id = "auth_register")]
+    async fn register(
+        &self,
+        state: Data<&AppState>,
+        req: &Request,
+        body: Json<RegisterRequest>,
+    ) -> ApiResult<Created> {
+        let body = body.0;
+        let user = state
+            .accounts
+            .register(
+                NewAccount {
+                    email: body.email,
+                    username: body.username,
+                    password: body.password,
+                },
+                &client_info(req),
+            )
+            .await?;
+        Ok(Created::Created(Json(user.into())))
+    }
+
+    /// Log in with email or username and password
+    ///
+    /// OAuth2 password grant: `application/x-www-form-urlencoded` with `username` and `password`.
+    #[oai(path = "/login", method = "post", operation_id = "auth_login")]
+    async fn login(
+        &self,
+        state: Data<&AppState>,
+        req: &Request,
+        form: Form<LoginForm>,
+    ) -> ApiResult<Tokens> {
+        let form = form.0;
+        let pair = state
+            .accounts
+            .login(&form.username, form.password, &client_info(req))
+            .await?;
+        Ok(tokens_response(&state, pair))
+    }
+
+    /// Exchange a refresh token for a new pair
+    ///
+    /// The token comes from the `refresh_token` cookie or the body. The old token stops working;
+    /// presenting it again ends the session.
+    #[oai(path = "/refresh", method = "post", operation_id = "auth_refresh")]
+    async fn refresh(
+        &self,
+        state: Data<&AppState>,
+        req: &Request,
+        #[oai(name = "refresh_token")] cookie: Cookie<Option<String>>,
+        body: Json<Option<RefreshRequest>>,
+    ) -> ApiResult<Tokens> {
+        let token = body
+            .0
+            .and_then(|b| b.refresh_token)
+            .or(cookie.0)
+            .ok_or_else(|| {
+                ApiError::unauthorized(
+                    "not_authenticated",
+                    "no refresh token in the body or cookie",
+                )
+            })?;
+        let pair = state
+            .accounts
+            .refresh(&token, &client_info(req))
+            .await
+            .map_err(|e| ApiError::from(e).as_auth_failure())?;
+        Ok(tokens_response(&state, pair))
+    }
+
+    /// End the current session
+    ///
+    /// Identifies the session by the refresh token (cookie or body) or the bearer access token.
+    /// Its access tokens stop working at once.
+    #[oai(path = "/logout", method = "post", operation_id = "auth_logout")]
+    async fn logout(
+        &self,
+        state: Data<&AppState>,
+        req: &Request,
+        #[oai(name = "refresh_token")] cookie: Cookie<Option<String>>,
+        body: Json<Option<RefreshRequest>>,
+    ) -> ApiResult<LoggedOut> {
+        let client = client_info(req);
+        if let Some(token) = body.0.and_then(|b| b.refresh_token).or(cookie.0) {
+            state
+                .accounts
+                .logout_with_refresh(&token, &client)
+                .await
+                .map_err(|e| ApiError::from(e).as_auth_failure())?;
+        } else if let Some(bearer) = bearer_token(req) {
+            let principal = state
+                .accounts
+                .authenticate(&bearer)
+                .await
+                .map_err(|e| ApiError::from(e).as_auth_failure())?;
+            state
+                .accounts
+                .logout_session(principal.user.id, principal.session_id, &client)
+                .await?;
+        } else {
+            return Err(ApiError::unauthorized(
+                "not_authenticated",
+                "send the refresh token (cookie or body) or a bearer access token",
+            ));
+        }
+        Ok(LoggedOut::Ok(
+            Json(Message::new("logged out")),
+            refresh_cookie(&state, "", 0),
+        ))
+    }
+
+    /// List your active sessions
+    #[oai(
+        path = "/sessions",
+        method = "get",
+        operation_id = "auth_sessions_list"
+    )]
+    async fn sessions(&self, state: Data<&AppState>, auth: Auth) -> ApiResult<Json<SessionList>> {
+        let current = auth.0.session_id;
+        let sessions: Vec<SessionOut> = state
+            .accounts
+            .list_sessions(auth.0.user.id)
+            .await?
+            .into_iter()
+            .map(|s| SessionOut {
+                is_current: s.id == current,
+                id: s.id,
+                created_at: s.created_at,
+                last_used_at: s.last_used_at,
+                device_info: s.device_info,
+                ip_address: s.ip_address,
+            })
+            .collect();
+        Ok(Json(SessionList {
+            total_sessions: sessions.len() as u64,
+            sessions,
+        }))
+    }
+
+    /// Revoke one of your sessions
+    #[oai(
+        path = "/sessions/:session_id",
+        method = "delete",
+        operation_id = "auth_sessions_revoke"
+    )]
+    async fn revoke_session(
+        &self,
+        state: Data<&AppState>,
+        req: &Request,
+        auth: Auth,
+        session_id: Path<Uuid>,
+    ) -> ApiResult<Json<Message>> {
+        state
+            .accounts
+            .revoke_session(&auth.0, session_id.0, &client_info(req))
+            .await?;
+        Ok(Json(Message::new("session revoked")))
+    }
+
+    /// Revoke all your sessions except this one
+    #[oai(
+        path = "/sessions",
+        method = "delete",
+        operation_id = "auth_sessions_revoke_others"
+    )]
+    async fn revoke_others(
+        &self,
+        state: Data<&AppState>,
+        req: &Request,
+        auth: Auth,
+    ) -> ApiResult<Json<RevokedSessions>> {
+        let revoked = state
+            .accounts
+            .revoke_other_sessions(&auth.0, &client_info(req))
+            .await?;
+        Ok(Json(RevokedSessions {
+            message: "all other sessions revoked".into(),
+            revoked,
+        }))
+    }
+
+    /// Change your password
+    ///
+    /// Every other session is signed out and a notice is mailed.
+    #[oai(
+        path = "/change-password",
+        method = "post",
+        operation_id = "auth_change_password"
+    )]
+    async fn change_password(
+        &self,
+        state: Data<&AppState>,
+        req: &Request,
+        auth: Auth,
+        body: Json<ChangePasswordRequest>,
+    ) -> ApiResult<Json<Message>> {
+        let body = body.0;
+        state
+            .accounts
+            .change_password(
+                &auth.0,
+                body.current_password,
+                body.new_password,
+                &client_info(req),
+            )
+            .await?;
+        Ok(Json(Message::new("password changed")))
+    }
+
+    /// Verify your email address with the mailed token
+    #[oai(
+        path = "/verify-email",
+        method = "post",
+        operation_id = "auth_verify_email"
+    )]
+    async fn verify_email(
+        &self,
+        state: Data<&AppState>,
+        req: &Request,
+        body: Json<TokenRequest>,
+    ) -> ApiResult<Json<Verified>> {
+        state
+            .accounts
+            .verify_email(&body.0.token, &client_info(req))
+            .await?;
+        Ok(Json(Verified { verified: true }))
+    }
+
+    /// Send the verification mail again
+    #[oai(
+        path = "/resend-verification",
+        method = "post",
+        operation_id = "auth_resend_verification"
+    )]
+    async fn resend_verification(
+        &self,
+        state: Data<&AppState>,
+        body: Json<EmailRequest>,
+    ) -> ApiResult<Accepted> {
+        state.accounts.resend_verification(&body.0.email).await?;
+        Ok(Accepted::Accepted(Json(Message::new(
+            "if an unverified account exists for this address, a verification mail is on its way",
+        ))))
+    }
+
+    /// Ask for a password reset mail
+    #[oai(
+        path = "/forgot-password",
+        method = "post",
+        operation_id = "auth_forgot_password"
+    )]
+    async fn forgot_password(
+        &self,
+        state: Data<&AppState>,
+        req: &Request,
+        body: Json<EmailRequest>,
+    ) -> ApiResult<Accepted> {
+        state
+            .accounts
+            .forgot_password(&body.0.email, &client_info(req))
+            .await?;
+        Ok(Accepted::Accepted(Json(Message::new(
+            "if an account exists for this address, a password reset mail is on its way",
+        ))))
+    }
+
+    /// Set a new password with the mailed token
+    ///
+    /// Every session of the account is signed out.
+    #[oai(
+        path = "/reset-password",
+        method = "post",
+        operation_id = "auth_reset_password"
+    )]
+    async fn reset_password(
+        &self,
+        state: Data<&AppState>,
+        req: &Request,
+        body: Json<ResetPasswordRequest>,
+    ) -> ApiResult<Json<Message>> {
+        let body = body.0;
+        state
+            .accounts
+            .reset_password(&body.token, body.new_password, &client_info(req))
+            .await?;
+        Ok(Json(Message::new(
+            "password reset; sign in with the new password",
+        )))
+    }
+}

@@ -1,0 +1,54 @@
+//! Request and response bodies shared by several route groups.
+
+use chrono::{DateTime, Utc};
+use poem_openapi::Object;
+use uuid::Uuid;
+
+use crate::entities::user;
+
+/// A user account as clients see it; the password hash never leaves the server.
+#[derive(Object, Debug, Clone)]
+#[oai(rename = "User")]
+pub struct UserOut {
+    pub id: Uuid,
+    pub email: String,
+    pub username: String,
+    pub is_superuser: bool,
+    pub is_verified: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub is_deleted: bool,
+    pub deleted_at: Option<DateTime<Utc>>,
+    pub deletion_scheduled_for: Option<DateTime<Utc>>,
+}
+
+impl From<user::Model> for UserOut {
+    fn from(u: user::Model) -> Self {
+        Self {
+            id: u.id,
+            email: u.email,
+            username: u.username,
+            is_superuser: u.is_superuser,
+            is_verified: u.is_verified,
+            created_at: u.created_at,
+            updated_at: u.updated_at,
+            is_deleted: u.is_deleted,
+            deleted_at: u.deleted_at,
+            deletion_scheduled_for: u.deletion_scheduled_for,
+        }
+    }
+}
+
+/// A plain acknowledgement.
+#[derive(Object, Debug, Clone)]
+pub struct Message {
+    pub message: String,
+}
+
+impl Message {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+        }
+    }
+}

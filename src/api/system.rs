@@ -1,0 +1,152 @@
+//! `/system`: liveness, readiness and a detailed health report.
+
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
+
+use chrono::{DateTime, Utc};
+use poem::web::Data;
+use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
+
+use super::ApiTags;
+use crate::{app::AppState, error::ApiResult};
+
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// One dependency's state: `healthy`, `unhealthy` or `disabled`.
+#[derive(Object, Debug, Clone)]
+pub struct Check {
+    pub status: String,
+    pub latency_ms: Option<f64>,
+    #[oai(skip_serializing_if_is_none)]
+    pub error: Option<String>,
+}
+
+#[derive(Object, Debug)]
+pub struct Health {
+    /// `healthy` when every enabled component is, else `degraded`.
+    pub status: String,
+    pub database: String,
+    pub redis: String,
+    pub rabbitmq: String,
+    /// `healthy` with a fresh worker heartbeat, `in-process` for the embedded worker.
+    pub worker: String,
+    pub version: String,
+    pub timestamp: DateTime<Utc>,
+    pub checks: BTreeMap<String, Check>,
+}
+
+#[derive(Object, Debug)]
+pub struct Liveness {
+    pub status: String,
+}
+
+#[derive(ApiResponse)]
+pub enum Readiness {
+    /// Every enabled dependency answers.
+    #[oai(status = 200)]
+    Ready(Json<Health>),
+    /// At least one enabled dependency does not answer.
+    #[oai(status = 503)]
+    NotReady(Json<Health>),
+}
+
+fn disabled() -> Check {
+    Check {
+        status: "disabled".into(),
+        latency_ms: None,
+        error: None,
+    }
+}
+
+async fn check_database(state: &AppState) -> Check {
+    let started = Instant::now();
+    let outcome = tokio::time::timeout(CHECK_TIMEOUT, state.db.ping()).await;
+    let latency = Some(started.elapsed().as_secs_f64() * 1000.0);
+    match outcome {
+        Ok(Ok(())) => Check {
+            status: "healthy".into(),
+            latency_ms: latency,
+            error: None,
+        },
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "database health check failed");
+            Check {
+                status: "unhealthy".into(),
+                latency_ms: latency,
+                error: Some("database did not answer".into()),
+            }
+        }
+        Err(_) => Check {
+            status: "unhealthy".into(),
+            latency_ms: latency,
+            error: Some(format!("no answer within {CHECK_TIMEOUT:?}")),
+        },
+    }
+}
+
+async fn health(state: &AppState) -> Health {
+    let mut checks = BTreeMap::new();
+    checks.insert("database".to_string(), check_database(state).await);
+    checks.insert("redis".to_string(), disabled());
+    checks.insert("rabbitmq".to_string(), disabled());
+    checks.insert("worker".to_string(), disabled());
+    let healthy = checks.values().all(|c| c.status != "unhealthy");
+    let status_of = |name: &str| {
+        checks
+            .get(name)
+            .map(|c| c.status.clone())
+            .unwrap_or_default()
+    };
+    Health {
+        status: if healthy { "healthy" } else { "degraded" }.into(),
+        database: status_of("database"),
+        redis: status_of("redis"),
+        rabbitmq: status_of("rabbitmq"),
+        worker: status_of("worker"),
+        version: crate::VERSION.into(),
+        timestamp: Utc::now(),
+        checks,
+    }
+}
+
+pub struct SystemApi;
+
+#[OpenApi(prefix_path = "/system", tag = "ApiTags::System")]
+impl SystemApi {
+    /// Health of the service and each dependency
+    ///
+    /// Always 200; `status` is `degraded` when an enabled dependency fails.
+    #[oai(path = "/health", method = "get", operation_id = "system_health")]
+    async fn health(&self, state: Data<&AppState>) -> ApiResult<Json<Health>> {
+        Ok(Json(health(&state).await))
+    }
+
+    /// Liveness: 200 while the process serves requests
+    #[oai(
+        path = "/health/live",
+        method = "get",
+        operation_id = "system_health_live"
+    )]
+    async fn live(&self) -> ApiResult<Json<Liveness>> {
+        Ok(Json(Liveness {
+            status: "alive".into(),
+        }))
+    }
+
+    /// Readiness: 200 when every enabled dependency answers, else 503
+    #[oai(
+        path = "/health/ready",
+        method = "get",
+        operation_id = "system_health_ready"
+    )]
+    async fn ready(&self, state: Data<&AppState>) -> ApiResult<Readiness> {
+        let report = health(&state).await;
+        Ok(if report.status == "healthy" {
+            Readiness::Ready(Json(report))
+        } else {
+            Readiness::NotReady(Json(report))
+        })
+    }
+}

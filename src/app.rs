@@ -1,0 +1,217 @@
+//! The composition point: application state, the route tree, its middleware, and serving.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use poem::{
+    Endpoint, EndpointExt, IntoEndpoint, IntoResponse, Request, Response, Route, Server,
+    http::{HeaderValue, StatusCode, header},
+    listener::{Acceptor, Listener, TcpAcceptor, TcpListener},
+    middleware::{CatchPanic, CookieJarManager},
+};
+use sea_orm::DatabaseConnection;
+
+use crate::{
+    accounts::{Accounts, passwords::PasswordHasher},
+    api::{self, root::Features},
+    config::Settings,
+    db,
+    error::{PROBLEM_CONTENT_TYPE, Problem, REQUEST_ID, problem_for_poem_error},
+    mail::Mailer,
+};
+
+/// Everything a request handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub db: DatabaseConnection,
+    pub accounts: Accounts,
+    pub mailer: Mailer,
+    /// The spec served at `/openapi.json`, rendered once at start.
+    pub spec: Arc<str>,
+}
+
+impl AppState {
+    /// Connects to the database, applies migrations when `AUTO_MIGRATE` is on, and creates the
+    /// first superuser when one is configured.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let settings = Arc::new(settings);
+        let db = db::connect(&settings).await?;
+        if settings.auto_migrate {
+            db::migrate(&db).await?;
+        } else {
+            let pending = db::pending_migrations(&db).await?;
+            if !pending.is_empty() {
+                anyhow::bail!(
+                    "{} database migration(s) pending ({}); run `admin migrate` or set AUTO_MIGRATE=true",
+                    pending.len(),
+                    pending.join(", ")
+                );
+            }
+        }
+        let hasher = PasswordHasher::new(settings.password_hash_concurrency)?;
+        let mailer = Mailer::from_settings(&settings)?;
+        let accounts = Accounts::new(db.clone(), settings.clone(), hasher, mailer.clone())?;
+        if let Some(user) = accounts.ensure_first_superuser().await? {
+            tracing::info!(user_id = %user.id, "created the first superuser from FIRST_SUPERUSER_EMAIL");
+        }
+        let spec = api::spec_json(&settings.project_name, &settings.api_prefix).into();
+        Ok(Self {
+            settings,
+            db,
+            accounts,
+            mailer,
+            spec,
+        })
+    }
+
+    pub fn features(&self) -> Features {
+        Features {
+            redis: false,
+            websockets: false,
+            rabbitmq: false,
+            email: self.settings.smtp.is_some(),
+            rate_limiting: false,
+            security_headers: false,
+        }
+    }
+}
+
+/// The whole route tree with its middleware.
+pub fn routes(state: AppState) -> impl Endpoint<Output = Response> + 'static {
+    let prefix = state.settings.api_prefix.clone();
+    let service = api::service(&state.settings.project_name, &prefix);
+    let docs = service.swagger_ui();
+    let spec = state.spec.clone();
+    let openapi_json = poem::endpoint::make_sync(move |_| {
+        Response::builder()
+            .content_type("application/json")
+            .body(spec.to_string())
+    });
+    let inner = Route::new()
+        .nest("/", service)
+        .nest("/docs", docs)
+        .at("/openapi.json", openapi_json);
+    let tree = if prefix.is_empty() {
+        inner
+    } else {
+        Route::new().nest(prefix, inner)
+    };
+    tree.with(CookieJarManager::new())
+        .with(CatchPanic::new())
+        .data(state)
+        .around(problem_and_request_id)
+        .into_endpoint()
+        .map_to_response()
+}
+
+/// An id for the request: the caller's, when it is short and plain, else a new UUID.
+fn request_id_for(req: &Request) -> String {
+    req.headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 128
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        })
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+}
+
+fn is_problem(resp: &Response) -> bool {
+    resp.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with(PROBLEM_CONTENT_TYPE))
+}
+
+fn problem_response(problem: &Problem) -> Response {
+    let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = serde_json::to_vec(problem).unwrap_or_default();
+    let mut resp = Response::builder()
+        .status(status)
+        .content_type(PROBLEM_CONTENT_TYPE)
+        .body(body);
+    if status == StatusCode::UNAUTHORIZED {
+        resp.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    resp
+}
+
+/// Outermost middleware: gives every request an id, and every error response a problem body.
+async fn problem_and_request_id<E: Endpoint>(next: E, req: Request) -> poem::Result<Response> {
+    let request_id = request_id_for(&req);
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let started = std::time::Instant::now();
+    let outcome = REQUEST_ID.scope(request_id.clone(), next.call(req)).await;
+    let mut resp = REQUEST_ID.sync_scope(request_id.clone(), || match outcome {
+        Ok(out) => {
+            let resp = out.into_response();
+            if (resp.status().is_client_error() || resp.status().is_server_error())
+                && !is_problem(&resp)
+            {
+                let status = resp.status();
+                let err = poem::Error::from_status(status);
+                problem_response(&problem_for_poem_error(&err))
+            } else {
+                resp
+            }
+        }
+        Err(err) if err.is_from_response() => {
+            let resp = err.into_response();
+            if is_problem(&resp) {
+                resp
+            } else {
+                let err = poem::Error::from_status(resp.status());
+                problem_response(&problem_for_poem_error(&err))
+            }
+        }
+        Err(err) => problem_response(&problem_for_poem_error(&err)),
+    });
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    tracing::info!(
+        request_id = %request_id,
+        method = %method,
+        path = %path,
+        status = resp.status().as_u16(),
+        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "request"
+    );
+    Ok(resp)
+}
+
+/// A server bound to its port, not yet serving: lets callers learn the port before it starts.
+pub struct BoundServer {
+    acceptor: TcpAcceptor,
+    state: AppState,
+}
+
+impl BoundServer {
+    pub async fn bind(state: AppState, addr: SocketAddr) -> std::io::Result<Self> {
+        let acceptor = TcpListener::bind(addr).into_acceptor().await?;
+        Ok(Self { acceptor, state })
+    }
+
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.acceptor
+            .local_addr()
+            .first()
+            .and_then(|a| a.as_socket_addr().copied())
+    }
+
+    /// Serves until `shutdown` resolves, then lets in-flight requests finish within `grace`.
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send,
+        grace: Duration,
+    ) -> std::io::Result<()> {
+        Server::new_with_acceptor(self.acceptor)
+            .run_with_graceful_shutdown(routes(self.state), shutdown, Some(grace))
+            .await
+    }
+}

@@ -1,0 +1,483 @@
+//! Every setting Keel reads, with its default and its validation.
+//!
+//! Settings are read once, at start-up, from the process environment (after an optional `.env`
+//! file). A bad value stops start-up with one line that names the variable and what is wrong with
+//! it. Every default works for the embedded mode: SQLite, in-memory state and mail to the log.
+
+use std::{collections::HashMap, fmt, net::IpAddr, str::FromStr, time::Duration};
+
+/// The development default for `SECRET_KEY`; production refuses to start with it.
+pub const DEFAULT_SECRET_KEY: &str = "keel-development-secret-key-change-me-before-production";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Environment {
+    Development,
+    Test,
+    Production,
+}
+
+impl FromStr for Environment {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "development" | "dev" | "local" => Ok(Self::Development),
+            "test" | "testing" => Ok(Self::Test),
+            "production" | "prod" => Ok(Self::Production),
+            _ => Err("expected one of development, test, production".into()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "pretty" | "text" => Ok(Self::Pretty),
+            "json" => Ok(Self::Json),
+            _ => Err("expected json or pretty".into()),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct SmtpSettings {
+    pub host: String,
+    pub port: u16,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// STARTTLS on a plain connection.
+    pub starttls: bool,
+    /// Implicit TLS from the first byte (port 465 style).
+    pub implicit_tls: bool,
+    pub timeout: Duration,
+}
+
+impl fmt::Debug for SmtpSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SmtpSettings")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("starttls", &self.starttls)
+            .field("implicit_tls", &self.implicit_tls)
+            .finish()
+    }
+}
+
+#[derive(Clone)]
+pub struct Settings {
+    pub environment: Environment,
+    pub project_name: String,
+    pub host: IpAddr,
+    pub port: u16,
+    /// Empty, or a path like `/api` under which every route is nested.
+    pub api_prefix: String,
+    pub log_format: LogFormat,
+    pub log_level: String,
+
+    pub secret_key: String,
+    pub access_token_ttl: Duration,
+    pub refresh_token_ttl: Duration,
+    pub verification_token_ttl: Duration,
+    pub password_reset_token_ttl: Duration,
+    pub max_sessions_per_user: u32,
+    pub require_email_verification: bool,
+    pub cookie_secure: bool,
+    /// How many password hashes may run at once; the rest wait their turn off the runtime.
+    pub password_hash_concurrency: usize,
+
+    pub database_url: String,
+    pub database_max_connections: u32,
+    pub database_min_connections: u32,
+    pub database_acquire_timeout: Duration,
+    pub database_connect_timeout: Duration,
+    pub auto_migrate: bool,
+
+    pub first_superuser_email: Option<String>,
+    pub first_superuser_username: String,
+    pub first_superuser_password: Option<String>,
+
+    pub frontend_url: String,
+    pub smtp: Option<SmtpSettings>,
+    pub from_email: String,
+    pub from_name: String,
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Secrets never reach a log line, even at debug level.
+        f.debug_struct("Settings")
+            .field("environment", &self.environment)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("api_prefix", &self.api_prefix)
+            .field("database", &redact_url(&self.database_url))
+            .field("smtp", &self.smtp)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A start-up configuration problem: which variable, and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {var}: {message}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub message: String,
+}
+
+/// Reads variables through a lookup function so tests can build settings without touching the
+/// process environment.
+struct Reader<'a> {
+    lookup: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl Reader<'_> {
+    fn raw(&self, var: &'static str) -> Option<String> {
+        (self.lookup)(var)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn string(&self, var: &'static str, default: &str) -> String {
+        self.raw(var).unwrap_or_else(|| default.to_string())
+    }
+
+    fn parse<T: FromStr>(&self, var: &'static str, default: T, what: &str) -> Result<T, ConfigError>
+    where
+        T::Err: fmt::Display,
+    {
+        match self.raw(var) {
+            None => Ok(default),
+            Some(v) => v.parse::<T>().map_err(|e| ConfigError {
+                var,
+                message: format!("{what} expected, got {v:?} ({e})"),
+            }),
+        }
+    }
+
+    fn bool(&self, var: &'static str, default: bool) -> Result<bool, ConfigError> {
+        match self.raw(var) {
+            None => Ok(default),
+            Some(v) => match v.to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" | "on" => Ok(true),
+                "0" | "false" | "no" | "off" => Ok(false),
+                _ => Err(ConfigError {
+                    var,
+                    message: format!("expected true or false, got {v:?}"),
+                }),
+            },
+        }
+    }
+
+    fn ranged(
+        &self,
+        var: &'static str,
+        default: u64,
+        min: u64,
+        max: u64,
+    ) -> Result<u64, ConfigError> {
+        let value = self.parse(var, default, "a whole number")?;
+        if value < min || value > max {
+            return Err(ConfigError {
+                var,
+                message: format!("must be between {min} and {max}, got {value}"),
+            });
+        }
+        Ok(value)
+    }
+}
+
+impl Settings {
+    /// Loads `.env` (when present) into the environment, then reads the settings from it.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        // A missing .env is the normal case; a malformed one is a configuration error.
+        if let Err(e) = dotenvy::dotenv()
+            && !e.not_found()
+        {
+            return Err(ConfigError {
+                var: ".env",
+                message: e.to_string(),
+            });
+        }
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Builds settings from explicit values; anything absent takes its default.
+    pub fn from_map(map: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        Self::from_lookup(|k| map.get(k).cloned())
+    }
+
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let r = Reader { lookup: &lookup };
+        let environment: Environment =
+            r.parse("ENVIRONMENT", Environment::Development, "an environment")?;
+        let production = environment == Environment::Production;
+
+        let secret_key = r.string("SECRET_KEY", DEFAULT_SECRET_KEY);
+        if production && (secret_key == DEFAULT_SECRET_KEY || secret_key.len() < 32) {
+            return Err(ConfigError {
+                var: "SECRET_KEY",
+                message: "production needs a random secret of at least 32 bytes (for example `openssl rand -hex 32`), not the development default".into(),
+            });
+        }
+        if secret_key.len() < 16 {
+            return Err(ConfigError {
+                var: "SECRET_KEY",
+                message: "must be at least 16 bytes long".into(),
+            });
+        }
+
+        let api_prefix = normalise_prefix(&r.string("API_PREFIX", ""))?;
+        let frontend_url = r.string("FRONTEND_URL", "http://localhost:3000");
+        if url::Url::parse(&frontend_url).is_err() {
+            return Err(ConfigError {
+                var: "FRONTEND_URL",
+                message: format!("expected an absolute URL, got {frontend_url:?}"),
+            });
+        }
+
+        let database_url = r.string("DATABASE_URL", "sqlite://keel.db?mode=rwc");
+        if !(database_url.starts_with("sqlite:")
+            || database_url.starts_with("postgres://")
+            || database_url.starts_with("postgresql://"))
+        {
+            return Err(ConfigError {
+                var: "DATABASE_URL",
+                message: format!(
+                    "expected a sqlite:// or postgres:// URL, got {:?}",
+                    redact_url(&database_url)
+                ),
+            });
+        }
+
+        let smtp = match r.raw("SMTP_HOST") {
+            None => None,
+            Some(host) => {
+                let implicit_tls = r.bool("SMTP_SSL", false)?;
+                let starttls = r.bool("SMTP_TLS", !implicit_tls)?;
+                if implicit_tls && starttls {
+                    return Err(ConfigError {
+                        var: "SMTP_TLS",
+                        message: "SMTP_TLS (STARTTLS) and SMTP_SSL (implicit TLS) exclude each other; set one".into(),
+                    });
+                }
+                let default_port = if implicit_tls { 465 } else { 587 };
+                Some(SmtpSettings {
+                    host,
+                    port: r.ranged("SMTP_PORT", default_port, 1, 65535)? as u16,
+                    username: r.raw("SMTP_USERNAME"),
+                    password: r.raw("SMTP_PASSWORD"),
+                    starttls,
+                    implicit_tls,
+                    timeout: Duration::from_secs(r.ranged("SMTP_TIMEOUT_SECONDS", 10, 1, 300)?),
+                })
+            }
+        };
+
+        let from_email = r.string("FROM_EMAIL", "noreply@example.com");
+        if from_email.parse::<lettre::Address>().is_err() {
+            return Err(ConfigError {
+                var: "FROM_EMAIL",
+                message: format!("expected an email address, got {from_email:?}"),
+            });
+        }
+
+        let first_superuser_email = r.raw("FIRST_SUPERUSER_EMAIL");
+        let first_superuser_password = r.raw("FIRST_SUPERUSER_PASSWORD");
+        if first_superuser_email.is_some() != first_superuser_password.is_some() {
+            return Err(ConfigError {
+                var: "FIRST_SUPERUSER_PASSWORD",
+                message: "FIRST_SUPERUSER_EMAIL and FIRST_SUPERUSER_PASSWORD go together; set both or neither".into(),
+            });
+        }
+
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let max_connections = r.ranged("DATABASE_MAX_CONNECTIONS", 10, 1, 1000)? as u32;
+        let min_connections = r.ranged("DATABASE_MIN_CONNECTIONS", 1, 0, 1000)? as u32;
+        if min_connections > max_connections {
+            return Err(ConfigError {
+                var: "DATABASE_MIN_CONNECTIONS",
+                message: format!("must not exceed DATABASE_MAX_CONNECTIONS ({max_connections})"),
+            });
+        }
+
+        Ok(Settings {
+            environment,
+            project_name: r.string("PROJECT_NAME", "Keel"),
+            host: r.parse("HOST", IpAddr::from([127, 0, 0, 1]), "an IP address")?,
+            port: r.ranged("PORT", 8000, 0, 65535)? as u16,
+            api_prefix,
+            log_format: r.parse("LOG_FORMAT", LogFormat::Pretty, "a log format")?,
+            log_level: r.string("LOG_LEVEL", "info"),
+            secret_key,
+            access_token_ttl: Duration::from_secs(
+                60 * r.ranged("ACCESS_TOKEN_EXPIRE_MINUTES", 15, 1, 24 * 60)?,
+            ),
+            refresh_token_ttl: Duration::from_secs(
+                86_400 * r.ranged("REFRESH_TOKEN_EXPIRE_DAYS", 30, 1, 365)?,
+            ),
+            verification_token_ttl: Duration::from_secs(
+                3600 * r.ranged("VERIFICATION_TOKEN_EXPIRE_HOURS", 24, 1, 24 * 30)?,
+            ),
+            password_reset_token_ttl: Duration::from_secs(
+                60 * r.ranged("PASSWORD_RESET_TOKEN_EXPIRE_MINUTES", 60, 1, 24 * 60)?,
+            ),
+            max_sessions_per_user: r.ranged("MAX_SESSIONS_PER_USER", 5, 1, 1000)? as u32,
+            require_email_verification: r.bool("REQUIRE_EMAIL_VERIFICATION", true)?,
+            cookie_secure: r.bool("COOKIE_SECURE", production)?,
+            password_hash_concurrency: r.ranged("PASSWORD_HASH_CONCURRENCY", cpus as u64, 1, 256)?
+                as usize,
+            database_url,
+            database_max_connections: max_connections,
+            database_min_connections: min_connections,
+            database_acquire_timeout: Duration::from_secs(r.ranged(
+                "DATABASE_ACQUIRE_TIMEOUT_SECONDS",
+                5,
+                1,
+                300,
+            )?),
+            database_connect_timeout: Duration::from_secs(r.ranged(
+                "DATABASE_CONNECT_TIMEOUT_SECONDS",
+                5,
+                1,
+                300,
+            )?),
+            auto_migrate: r.bool("AUTO_MIGRATE", true)?,
+            first_superuser_email,
+            first_superuser_username: r.string("FIRST_SUPERUSER_USERNAME", "superuser"),
+            first_superuser_password,
+            frontend_url: frontend_url.trim_end_matches('/').to_string(),
+            smtp,
+            from_email,
+            from_name: r.string("FROM_NAME", "Keel"),
+        })
+    }
+
+    pub fn is_production(&self) -> bool {
+        self.environment == Environment::Production
+    }
+}
+
+fn normalise_prefix(raw: &str) -> Result<String, ConfigError> {
+    let trimmed = raw.trim_matches('/');
+    if trimmed.is_empty() {
+        return Ok(String::new());
+    }
+    let ok = trimmed.split('/').all(|seg| {
+        !seg.is_empty()
+            && seg
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    });
+    if !ok {
+        return Err(ConfigError {
+            var: "API_PREFIX",
+            message: format!("expected a path such as /api, got {raw:?}"),
+        });
+    }
+    Ok(format!("/{trimmed}"))
+}
+
+/// Hides the password of a connection URL, for logs and error messages.
+pub fn redact_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        Ok(u) => u.to_string(),
+        Err(_) => "<unparseable URL>".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::from_map(&map)
+    }
+
+    #[test]
+    fn defaults_are_embedded() {
+        let s = settings(&[]).unwrap();
+        assert_eq!(s.port, 8000);
+        assert_eq!(s.database_url, "sqlite://keel.db?mode=rwc");
+        assert!(s.smtp.is_none());
+        assert!(s.require_email_verification);
+        assert_eq!(s.api_prefix, "");
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let e = settings(&[("PORT", "eighty")]).unwrap_err();
+        assert_eq!(e.var, "PORT");
+        assert!(
+            e.to_string().starts_with("invalid configuration: PORT:"),
+            "{e}"
+        );
+        assert_eq!(
+            settings(&[("AUTO_MIGRATE", "maybe")]).unwrap_err().var,
+            "AUTO_MIGRATE"
+        );
+        assert_eq!(
+            settings(&[("DATABASE_URL", "mysql://x")]).unwrap_err().var,
+            "DATABASE_URL"
+        );
+        assert_eq!(
+            settings(&[("API_PREFIX", "/a b")]).unwrap_err().var,
+            "API_PREFIX"
+        );
+    }
+
+    #[test]
+    fn production_refuses_weak_secret() {
+        assert_eq!(
+            settings(&[("ENVIRONMENT", "production")]).unwrap_err().var,
+            "SECRET_KEY"
+        );
+        assert_eq!(
+            settings(&[
+                ("ENVIRONMENT", "production"),
+                ("SECRET_KEY", "short-but-not-default")
+            ])
+            .unwrap_err()
+            .var,
+            "SECRET_KEY"
+        );
+        let s = settings(&[
+            ("ENVIRONMENT", "production"),
+            ("SECRET_KEY", &"x".repeat(32)),
+        ])
+        .unwrap();
+        assert!(s.cookie_secure);
+    }
+
+    #[test]
+    fn prefix_is_normalised() {
+        assert_eq!(
+            settings(&[("API_PREFIX", "api/")]).unwrap().api_prefix,
+            "/api"
+        );
+        assert_eq!(settings(&[("API_PREFIX", "/")]).unwrap().api_prefix, "");
+    }
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            redact_url("postgres://u:secret@h/db"),
+            "postgres://u:***@h/db"
+        );
+    }
+}

@@ -1,0 +1,6 @@
+//! sea-orm entities, one per table created in `migration/`.
+pub mod audit_log;
+pub mod one_time_token;
+pub mod refresh_token;
+pub mod session;
+pub mod user;

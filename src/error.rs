@@ -1,0 +1,316 @@
+//! The one HTTP error type: RFC 9457 `application/problem+json` bodies with a stable `code`.
+//!
+//! Handlers return [`ApiError`]; the outer middleware in `app.rs` turns every other error (unknown
+//! route, wrong method, a panic) into the same shape, so a client never sees anything else.
+
+use poem::http::StatusCode;
+use poem_openapi::{ApiResponse, Object, payload::Json};
+use serde::Serialize;
+
+use crate::accounts::{AccountError, FieldProblem};
+
+pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
+
+tokio::task_local! {
+    /// The id of the request being served, for error bodies and logs.
+    pub static REQUEST_ID: String;
+}
+
+pub fn current_request_id() -> String {
+    REQUEST_ID.try_with(Clone::clone).unwrap_or_default()
+}
+
+/// One invalid input field.
+#[derive(Object, Serialize, Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// The request field, e.g. `password`.
+    pub field: String,
+    /// What is wrong with it, readable by a person.
+    pub message: String,
+}
+
+impl From<FieldProblem> for FieldError {
+    fn from(p: FieldProblem) -> Self {
+        Self {
+            field: p.field,
+            message: p.message,
+        }
+    }
+}
+
+/// An RFC 9457 problem document.
+#[derive(Object, Serialize, Debug, Clone)]
+pub struct Problem {
+    /// A URI naming the kind of problem: `urn:keel:problem:<code>`.
+    #[oai(rename = "type")]
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// A short summary of the kind of problem.
+    pub title: String,
+    /// The HTTP status code.
+    pub status: u16,
+    /// What went wrong with this request.
+    pub detail: String,
+    /// A stable machine-readable code such as `invalid_credentials`.
+    pub code: String,
+    /// The request's `X-Request-Id`, for support.
+    pub request_id: String,
+    /// Field-level problems, when the request had invalid fields.
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Vec<FieldError>>,
+}
+
+impl Problem {
+    pub fn new(status: StatusCode, code: &str, detail: impl Into<String>) -> Self {
+        Self {
+            type_: format!("urn:keel:problem:{code}"),
+            title: status.canonical_reason().unwrap_or("Error").to_string(),
+            status: status.as_u16(),
+            detail: detail.into(),
+            code: code.to_string(),
+            request_id: current_request_id(),
+            errors: None,
+        }
+    }
+}
+
+/// Every error an operation can answer with, each as `application/problem+json`.
+#[derive(ApiResponse, Debug)]
+#[oai(bad_request_handler = "from_request_error")]
+pub enum ApiError {
+    /// The request is malformed.
+    #[oai(status = 400, content_type = "application/problem+json")]
+    BadRequest(Json<Problem>),
+    /// Missing, invalid or expired credentials.
+    #[oai(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Json<Problem>, #[oai(header = "WWW-Authenticate")] String),
+    /// Authenticated, but not allowed to do this.
+    #[oai(status = 403, content_type = "application/problem+json")]
+    Forbidden(Json<Problem>),
+    /// No such resource.
+    #[oai(status = 404, content_type = "application/problem+json")]
+    NotFound(Json<Problem>),
+    /// The request conflicts with existing data.
+    #[oai(status = 409, content_type = "application/problem+json")]
+    Conflict(Json<Problem>),
+    /// The request body is too large.
+    #[oai(status = 413, content_type = "application/problem+json")]
+    PayloadTooLarge(Json<Problem>),
+    /// The request body has a content type this operation does not take.
+    #[oai(status = 415, content_type = "application/problem+json")]
+    UnsupportedMediaType(Json<Problem>),
+    /// The request is well-formed but its fields break the rules; see `errors`.
+    #[oai(status = 422, content_type = "application/problem+json")]
+    Unprocessable(Json<Problem>),
+    /// Too many requests; retry after the given number of seconds.
+    #[oai(status = 429, content_type = "application/problem+json")]
+    TooManyRequests(Json<Problem>, #[oai(header = "Retry-After")] Option<u64>),
+    /// An unexpected server fault; the body carries no internals.
+    #[oai(status = 500, content_type = "application/problem+json")]
+    Internal(Json<Problem>),
+    /// A dependency is unavailable; retry later.
+    #[oai(status = 503, content_type = "application/problem+json")]
+    Unavailable(Json<Problem>),
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &str, detail: impl Into<String>) -> Self {
+        Self::from_problem(Problem::new(status, code, detail))
+    }
+
+    pub fn from_problem(problem: Problem) -> Self {
+        let json = Json(problem);
+        match json.0.status {
+            400 => Self::BadRequest(json),
+            401 => Self::Unauthorized(json, "Bearer".to_string()),
+            403 => Self::Forbidden(json),
+            404 => Self::NotFound(json),
+            409 => Self::Conflict(json),
+            413 => Self::PayloadTooLarge(json),
+            415 => Self::UnsupportedMediaType(json),
+            422 => Self::Unprocessable(json),
+            429 => Self::TooManyRequests(json, None),
+            503 => Self::Unavailable(json),
+            // Any other 4xx is reported as a bad request rather than lost.
+            s if (400..500).contains(&s) => Self::BadRequest(Json(Problem {
+                status: 400,
+                ..json.0
+            })),
+            _ => Self::Internal(json),
+        }
+    }
+
+    pub fn problem(&self) -> &Problem {
+        match self {
+            Self::BadRequest(p)
+            | Self::Unauthorized(p, _)
+            | Self::Forbidden(p)
+            | Self::NotFound(p)
+            | Self::Conflict(p)
+            | Self::PayloadTooLarge(p)
+            | Self::UnsupportedMediaType(p)
+            | Self::Unprocessable(p)
+            | Self::TooManyRequests(p, _)
+            | Self::Internal(p)
+            | Self::Unavailable(p) => &p.0,
+        }
+    }
+
+    pub fn status(&self) -> u16 {
+        self.problem().status
+    }
+
+    pub fn code(&self) -> &str {
+        &self.problem().code
+    }
+
+    pub fn unauthorized(code: &str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, code, detail)
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", detail)
+    }
+
+    pub fn validation(errors: Vec<FieldError>) -> Self {
+        let mut p = Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+            "one or more fields are invalid; see errors",
+        );
+        p.errors = Some(errors);
+        Self::from_problem(p)
+    }
+
+    /// A server fault: logged in full here, reported to the client without internals.
+    pub fn internal(error: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %error, request_id = %current_request_id(), "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "an unexpected error occurred; quote the request_id when reporting it",
+        )
+    }
+
+    /// Turns token errors into 401s, for operations where the token is the credential.
+    pub fn as_auth_failure(self) -> Self {
+        match self.code() {
+            "token_invalid" | "token_expired" => {
+                let detail = self.problem().detail.clone();
+                let code = self.code().to_string();
+                Self::unauthorized(&code, detail)
+            }
+            _ => self,
+        }
+    }
+}
+
+/// The problem for a poem or poem-openapi error: parse failures, missing auth, unknown routes.
+pub fn problem_for_poem_error(err: &poem::Error) -> Problem {
+    use poem_openapi::error::{
+        AuthorizationError, ContentTypeError, ParseMultipartError, ParseParamError, ParsePathError,
+        ParseRequestPayloadError,
+    };
+    let status = err.status();
+    let (code, detail) = if let Some(e) = err.downcast_ref::<ParseRequestPayloadError>() {
+        (
+            "invalid_body",
+            format!("the request body could not be read: {}", e.reason),
+        )
+    } else if let Some(e) = err.downcast_ref::<ParseParamError>() {
+        (
+            "invalid_parameter",
+            format!("parameter `{}` is invalid: {}", e.name, e.reason),
+        )
+    } else if let Some(e) = err.downcast_ref::<ParsePathError>() {
+        ("invalid_path", format!("the path is invalid: {e}"))
+    } else if let Some(e) = err.downcast_ref::<ParseMultipartError>() {
+        (
+            "invalid_body",
+            format!("the multipart body could not be read: {}", e.reason),
+        )
+    } else if let Some(e) = err.downcast_ref::<ContentTypeError>() {
+        ("unsupported_media_type", e.to_string())
+    } else if err.is::<AuthorizationError>() {
+        (
+            "not_authenticated",
+            "this operation needs an `Authorization: Bearer <token>` header".to_string(),
+        )
+    } else {
+        let code = match status {
+            StatusCode::NOT_FOUND => "not_found",
+            StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+            StatusCode::UNAUTHORIZED => "not_authenticated",
+            StatusCode::FORBIDDEN => "forbidden",
+            StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+            StatusCode::LENGTH_REQUIRED => "length_required",
+            StatusCode::TOO_MANY_REQUESTS => "rate_limited",
+            s if s.is_server_error() => "internal_error",
+            _ => "bad_request",
+        };
+        let detail = if status.is_server_error() {
+            "an unexpected error occurred; quote the request_id when reporting it".to_string()
+        } else {
+            match err.to_string() {
+                s if s.is_empty() => status.canonical_reason().unwrap_or("error").to_lowercase(),
+                s => s,
+            }
+        };
+        (code, detail)
+    };
+    Problem::new(status, code, detail)
+}
+
+fn from_request_error(err: poem::Error) -> ApiError {
+    ApiError::from_problem(problem_for_poem_error(&err))
+}
+
+impl From<AccountError> for ApiError {
+    fn from(e: AccountError) -> Self {
+        use AccountError as E;
+        match e {
+            E::Validation(problems) => {
+                Self::validation(problems.into_iter().map(Into::into).collect())
+            }
+            E::EmailTaken => {
+                let mut p =
+                    Problem::new(StatusCode::CONFLICT, "email_already_exists", e.to_string());
+                p.errors = Some(vec![FieldError {
+                    field: "email".into(),
+                    message: "is already registered".into(),
+                }]);
+                Self::from_problem(p)
+            }
+            E::UsernameTaken => {
+                let mut p = Problem::new(
+                    StatusCode::CONFLICT,
+                    "username_already_exists",
+                    e.to_string(),
+                );
+                p.errors = Some(vec![FieldError {
+                    field: "username".into(),
+                    message: "is already taken".into(),
+                }]);
+                Self::from_problem(p)
+            }
+            E::InvalidCredentials => Self::unauthorized("invalid_credentials", e.to_string()),
+            E::EmailNotVerified => {
+                Self::new(StatusCode::FORBIDDEN, "email_not_verified", e.to_string())
+            }
+            E::WrongPassword => Self::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_current_password",
+                e.to_string(),
+            ),
+            E::TokenInvalid => Self::new(StatusCode::BAD_REQUEST, "token_invalid", e.to_string()),
+            E::TokenExpired => Self::new(StatusCode::BAD_REQUEST, "token_expired", e.to_string()),
+            E::SessionRevoked => Self::unauthorized("session_revoked", e.to_string()),
+            E::NotFound => Self::not_found("no such resource"),
+            E::Db(_) | E::Hash(_) | E::Internal(_) => Self::internal(e),
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! Outgoing mail: an SMTP transport (lettre) and a log transport for the embedded default.
+
+pub mod templates;
+
+use lettre::{
+    AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor,
+    message::{Mailbox, MultiPart},
+    transport::smtp::{authentication::Credentials, client::Tls, client::TlsParameters},
+};
+
+use crate::config::Settings;
+
+/// A message with both a plain-text and an HTML part.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Email {
+    pub to: String,
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MailError {
+    #[error("invalid address {0:?}")]
+    Address(String),
+    #[error("could not build the message: {0}")]
+    Build(String),
+    #[error("SMTP delivery failed: {0}")]
+    Smtp(String),
+}
+
+#[derive(Clone)]
+pub enum Mailer {
+    Smtp {
+        transport: AsyncSmtpTransport<Tokio1Executor>,
+        from: Mailbox,
+    },
+    /// Writes every message, links included, to the log: usable with no mail server at all.
+    Log { from: Mailbox },
+}
+
+impl Mailer {
+    pub fn from_settings(settings: &Settings) -> Result<Self, MailError> {
+        let from = Mailbox::new(
+            Some(settings.from_name.clone()),
+            settings
+                .from_email
+                .parse()
+                .map_err(|_| MailError::Address(settings.from_email.clone()))?,
+        );
+        let Some(smtp) = &settings.smtp else {
+            return Ok(Mailer::Log { from });
+        };
+        let tls =
+            || TlsParameters::new(smtp.host.clone()).map_err(|e| MailError::Build(e.to_string()));
+        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&smtp.host)
+            .port(smtp.port)
+            .timeout(Some(smtp.timeout));
+        builder = if smtp.implicit_tls {
+            builder.tls(Tls::Wrapper(tls()?))
+        } else if smtp.starttls {
+            builder.tls(Tls::Required(tls()?))
+        } else {
+            builder.tls(Tls::None)
+        };
+        if let (Some(user), Some(pass)) = (&smtp.username, &smtp.password) {
+            builder = builder.credentials(Credentials::new(user.clone(), pass.clone()));
+        }
+        Ok(Mailer::Smtp {
+            transport: builder.build(),
+            from,
+        })
+    }
+
+    pub fn transport_name(&self) -> &'static str {
+        match self {
+            Mailer::Smtp { .. } => "smtp",
+            Mailer::Log { .. } => "log",
+        }
+    }
+
+    pub async fn send(&self, email: &Email) -> Result<(), MailError> {
+        match self {
+            Mailer::Log { from } => {
+                tracing::info!(
+                    mail.from = %from,
+                    mail.to = %email.to,
+                    mail.subject = %email.subject,
+                    "mail (log transport; set SMTP_HOST to deliver):\n{}",
+                    email.text
+                );
+                Ok(())
+            }
+            Mailer::Smtp { transport, from } => {
+                let to: Mailbox = email
+                    .to
+                    .parse()
+                    .map_err(|_| MailError::Address(email.to.clone()))?;
+                let message = Message::builder()
+                    .from(from.clone())
+                    .to(to)
+                    .subject(email.subject.clone())
+                    .multipart(MultiPart::alternative_plain_html(
+                        email.text.clone(),
+                        email.html.clone(),
+                    ))
+                    .map_err(|e| MailError::Build(e.to_string()))?;
+                transport
+                    .send(message)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| MailError::Smtp(e.to_string()))
+            }
+        }
+    }
+}

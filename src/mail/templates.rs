@@ -1,0 +1,146 @@
+//! The account mails, each with a plain-text and an HTML part.
+
+use super::Email;
+
+fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+fn html_page(title: &str, body: &str) -> String {
+    format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{title}</title></head>\
+         <body style=\"font-family:sans-serif;line-height:1.5;max-width:560px;margin:auto\">\
+         <h2>{title}</h2>{body}</body></html>",
+        title = escape(title),
+    )
+}
+
+fn button(url: &str, label: &str) -> String {
+    format!(
+        "<p><a href=\"{url}\" style=\"display:inline-block;padding:10px 18px;background:#1f4fd6;color:#fff;text-decoration:none;border-radius:4px\">{label}</a></p>\
+         <p>Or paste this link into your browser:<br><code>{url}</code></p>",
+        url = escape(url),
+        label = escape(label),
+    )
+}
+
+pub fn verify_email(project: &str, to: &str, username: &str, link: &str, hours: u64) -> Email {
+    let subject = format!("{project}: verify your email address");
+    let text = format!(
+        "Hello {username},\n\nPlease confirm your email address by opening this link:\n\n{link}\n\n\
+         The link is valid for {hours} hours and works once. If you did not create an account, ignore this mail.\n"
+    );
+    let html = html_page(
+        &subject,
+        &format!(
+            "<p>Hello {},</p><p>Please confirm your email address.</p>{}<p>The link is valid for {hours} hours and works once. \
+             If you did not create an account, ignore this mail.</p>",
+            escape(username),
+            button(link, "Verify email"),
+        ),
+    );
+    Email {
+        to: to.to_string(),
+        subject,
+        text,
+        html,
+    }
+}
+
+pub fn password_reset(project: &str, to: &str, username: &str, link: &str, minutes: u64) -> Email {
+    let subject = format!("{project}: reset your password");
+    let text = format!(
+        "Hello {username},\n\nSomeone asked to reset the password of your account. To choose a new one, open:\n\n{link}\n\n\
+         The link is valid for {minutes} minutes and works once. If it was not you, ignore this mail: your password stays as it is.\n"
+    );
+    let html = html_page(
+        &subject,
+        &format!(
+            "<p>Hello {},</p><p>Someone asked to reset the password of your account.</p>{}\
+             <p>The link is valid for {minutes} minutes and works once. If it was not you, ignore this mail: your password stays as it is.</p>",
+            escape(username),
+            button(link, "Choose a new password"),
+        ),
+    );
+    Email {
+        to: to.to_string(),
+        subject,
+        text,
+        html,
+    }
+}
+
+pub fn welcome(project: &str, to: &str, username: &str, frontend_url: &str) -> Email {
+    let subject = format!("Welcome to {project}");
+    let text = format!(
+        "Hello {username},\n\nYour email address is verified and your account is ready: {frontend_url}\n"
+    );
+    let html = html_page(
+        &subject,
+        &format!(
+            "<p>Hello {},</p><p>Your email address is verified and your account is ready.</p>{}",
+            escape(username),
+            button(frontend_url, "Open the app"),
+        ),
+    );
+    Email {
+        to: to.to_string(),
+        subject,
+        text,
+        html,
+    }
+}
+
+pub fn password_changed(project: &str, to: &str, username: &str, when: &str) -> Email {
+    let subject = format!("{project}: your password was changed");
+    let text = format!(
+        "Hello {username},\n\nThe password of your account was changed at {when}. Your other sessions were signed out.\n\n\
+         If this was not you, reset your password at once and contact support.\n"
+    );
+    let html = html_page(
+        &subject,
+        &format!(
+            "<p>Hello {},</p><p>The password of your account was changed at {}. Your other sessions were signed out.</p>\
+             <p>If this was not you, reset your password at once and contact support.</p>",
+            escape(username),
+            escape(when),
+        ),
+    );
+    Email {
+        to: to.to_string(),
+        subject,
+        text,
+        html,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_and_names_are_in_both_parts_and_escaped() {
+        let m = verify_email(
+            "Keel",
+            "a@example.com",
+            "<bob>",
+            "http://x/verify-email?token=abc",
+            24,
+        );
+        assert!(m.text.contains("http://x/verify-email?token=abc"));
+        assert!(m.html.contains("http://x/verify-email?token=abc"));
+        assert!(m.html.contains("&lt;bob&gt;"));
+        assert!(!m.html.contains("<bob>"));
+    }
+}
