@@ -2,27 +2,42 @@
 
 use std::{net::SocketAddr, process::ExitCode, time::Duration};
 
-use clap::Parser;
-use keel::{app::AppState, app::BoundServer, config::Settings};
+use clap::{Parser, Subcommand};
+use keel::{
+    app::{AppState, BoundServer},
+    config::Settings,
+};
 
-/// Keel's HTTP server: accounts, sessions and email, with docs at /docs.
+/// Keel's HTTP server: accounts, sessions and email, with interactive docs at /docs.
 ///
 /// Every setting comes from the environment or a `.env` file; see `.env.example`.
-/// Exit codes: 0 after a clean shutdown, 1 on a start-up or runtime error, 2 on a configuration error.
 #[derive(Parser)]
-#[command(version, about, long_about)]
-struct Cli {}
+#[command(
+    version,
+    about,
+    after_help = "Exit codes:\n  0  clean shutdown (SIGTERM or Ctrl-C)\n  1  start-up or runtime failure (database unreachable, port taken, ...)\n  2  invalid configuration"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the API (the default)
+    Serve,
+    /// Print the OpenAPI document to stdout (`openapi/openapi.json` is this output)
+    Openapi,
+}
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let _cli = Cli::parse();
-    let settings = match Settings::from_env() {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
-        }
-    };
+    let cli = Cli::parse();
+    if let Some(Command::Openapi) = cli.command {
+        print!("{}", keel::api::default_spec_json());
+        return ExitCode::SUCCESS;
+    }
+    let settings = Settings::load_or_exit();
     keel::telemetry::init(&settings);
     match run(settings).await {
         Ok(()) => ExitCode::SUCCESS,
@@ -43,30 +58,8 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let bound = server.local_addr().unwrap_or(addr);
     tracing::info!(%bound, "listening; API docs at http://{bound}/docs");
     server
-        .run(shutdown_signal(), Duration::from_secs(30))
+        .run(keel::shutdown_signal(), Duration::from_secs(30))
         .await?;
     tracing::info!("stopped");
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
-    tracing::info!("shutdown signal received; finishing in-flight requests");
 }

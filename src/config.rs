@@ -360,6 +360,17 @@ impl Settings {
         })
     }
 
+    /// For the binaries: the settings, or the one-line error on stderr and exit code 2.
+    pub fn load_or_exit() -> Self {
+        match Self::from_env() {
+            Ok(settings) => settings,
+            Err(e) => {
+                eprintln!("{e}");
+                std::process::exit(2);
+            }
+        }
+    }
+
     pub fn is_production(&self) -> bool {
         self.environment == Environment::Production
     }

@@ -226,7 +226,10 @@ pub fn problem_for_poem_error(err: &poem::Error) -> Problem {
             format!("parameter `{}` is invalid: {}", e.name, e.reason),
         )
     } else if let Some(e) = err.downcast_ref::<ParsePathError>() {
-        ("invalid_path", format!("the path is invalid: {e}"))
+        (
+            "invalid_parameter",
+            format!("a path parameter is invalid: {}", e.reason),
+        )
     } else if let Some(e) = err.downcast_ref::<ParseMultipartError>() {
         (
             "invalid_body",

@@ -14,6 +14,7 @@ use uuid::Uuid;
 use super::{
     ApiTags,
     models::{Message, UserOut},
+    payload::OptionalJson,
 };
 use crate::{
     accounts::{ClientInfo, NewAccount, Principal, TokenPair},
@@ -297,7 +298,7 @@ impl AuthApi {
         state: Data<&AppState>,
         req: &Request,
         #[oai(name = "refresh_token")] cookie: Cookie<Option<String>>,
-        body: Json<Option<RefreshRequest>>,
+        body: OptionalJson<RefreshRequest>,
     ) -> ApiResult<Tokens> {
         let token = body
             .0
@@ -327,7 +328,7 @@ impl AuthApi {
         state: Data<&AppState>,
         req: &Request,
         #[oai(name = "refresh_token")] cookie: Cookie<Option<String>>,
-        body: Json<Option<RefreshRequest>>,
+        body: OptionalJson<RefreshRequest>,
     ) -> ApiResult<LoggedOut> {
         let client = client_info(req);
         if let Some(token) = body.0.and_then(|b| b.refresh_token).or(cookie.0) {

@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod models;
+pub mod payload;
 pub mod root;
 pub mod system;
 pub mod users;

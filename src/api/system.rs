@@ -6,11 +6,15 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
+use poem::http::StatusCode;
 use poem::web::Data;
-use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
+use poem_openapi::{Object, OpenApi, payload::Json};
 
 use super::ApiTags;
-use crate::{app::AppState, error::ApiResult};
+use crate::{
+    app::AppState,
+    error::{ApiError, ApiResult},
+};
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -40,16 +44,6 @@ pub struct Health {
 #[derive(Object, Debug)]
 pub struct Liveness {
     pub status: String,
-}
-
-#[derive(ApiResponse)]
-pub enum Readiness {
-    /// Every enabled dependency answers.
-    #[oai(status = 200)]
-    Ready(Json<Health>),
-    /// At least one enabled dependency does not answer.
-    #[oai(status = 503)]
-    NotReady(Json<Health>),
 }
 
 fn disabled() -> Check {
@@ -135,18 +129,28 @@ impl SystemApi {
         }))
     }
 
-    /// Readiness: 200 when every enabled dependency answers, else 503
+    /// Readiness: 200 when every enabled dependency answers, else a 503 problem naming them
     #[oai(
         path = "/health/ready",
         method = "get",
         operation_id = "system_health_ready"
     )]
-    async fn ready(&self, state: Data<&AppState>) -> ApiResult<Readiness> {
+    async fn ready(&self, state: Data<&AppState>) -> ApiResult<Json<Health>> {
         let report = health(&state).await;
-        Ok(if report.status == "healthy" {
-            Readiness::Ready(Json(report))
+        let failing: Vec<String> = report
+            .checks
+            .iter()
+            .filter(|(_, c)| c.status == "unhealthy")
+            .map(|(name, c)| format!("{name} ({})", c.error.as_deref().unwrap_or("unhealthy")))
+            .collect();
+        if failing.is_empty() {
+            Ok(Json(report))
         } else {
-            Readiness::NotReady(Json(report))
-        })
+            Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_ready",
+                format!("not ready: {}", failing.join(", ")),
+            ))
+        }
     }
 }

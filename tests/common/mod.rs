@@ -1,0 +1,307 @@
+//! Test harness: a real server on a random port over a fresh database (a temporary SQLite file or
+//! a new PostgreSQL database), mail delivered through a real SMTP server that captures it.
+#![allow(dead_code)]
+
+use std::{collections::HashMap, net::SocketAddr, time::Duration};
+
+use keel::{
+    app::{AppState, BoundServer},
+    config::Settings,
+};
+use reqwest::{Client, Response, StatusCode};
+use sea_orm::{ConnectionTrait, Database};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+pub mod mail;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub fn postgres_admin_url() -> String {
+    std::env::var("TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A fresh, empty database for one test.
+pub async fn fresh_database_url(backend: Backend) -> String {
+    let name = format!("keel_test_{}", uuid::Uuid::new_v4().simple());
+    match backend {
+        Backend::Sqlite => {
+            let dir = std::env::temp_dir().join("keel-tests");
+            std::fs::create_dir_all(&dir).expect("temp dir");
+            format!(
+                "sqlite://{}?mode=rwc",
+                dir.join(format!("{name}.db")).display()
+            )
+        }
+        Backend::Postgres => {
+            let admin = postgres_admin_url();
+            let conn = Database::connect(&admin).await.unwrap_or_else(|e| {
+                panic!("PostgreSQL is not reachable at {admin}: {e} (run tests/run.sh)")
+            });
+            conn.execute_unprepared(&format!("CREATE DATABASE {name}"))
+                .await
+                .expect("create test database");
+            let _ = conn.close().await;
+            let mut url = url::Url::parse(&admin).expect("TEST_POSTGRES_URL");
+            url.set_path(&name);
+            url.to_string()
+        }
+    }
+}
+
+/// The settings every test server starts from: real SMTP capture, fast and quiet.
+pub fn base_settings(database_url: &str) -> HashMap<String, String> {
+    let mut env = HashMap::new();
+    env.insert("DATABASE_URL".into(), database_url.into());
+    env.insert("SMTP_HOST".into(), mail::smtp_host());
+    env.insert("SMTP_PORT".into(), mail::smtp_port().to_string());
+    env.insert("SMTP_TLS".into(), "false".into());
+    env.insert("FRONTEND_URL".into(), "http://app.test".into());
+    env.insert(
+        "SECRET_KEY".into(),
+        "test-secret-key-that-is-long-enough-000".into(),
+    );
+    env.insert("DATABASE_MAX_CONNECTIONS".into(), "5".into());
+    env
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub base: String,
+    pub client: Client,
+    pub state: AppState,
+    pub backend: Backend,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestApp {
+    pub async fn start(backend: Backend) -> Self {
+        Self::start_with(backend, &[]).await
+    }
+
+    pub async fn start_with(backend: Backend, overrides: &[(&str, &str)]) -> Self {
+        let db = fresh_database_url(backend).await;
+        let mut env = base_settings(&db);
+        for (k, v) in overrides {
+            env.insert(k.to_string(), v.to_string());
+        }
+        Self::start_env(backend, env).await
+    }
+
+    pub async fn start_env(backend: Backend, env: HashMap<String, String>) -> Self {
+        let settings = Settings::from_map(&env).expect("test settings");
+        let state = AppState::build(settings).await.expect("build app state");
+        let server = BoundServer::bind(state.clone(), "127.0.0.1:0".parse().unwrap())
+            .await
+            .expect("bind");
+        let addr = server.local_addr().expect("local addr");
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let _ = server
+                .run(
+                    async {
+                        let _ = rx.await;
+                    },
+                    Duration::from_secs(5),
+                )
+                .await;
+        });
+        let prefix = state.settings.api_prefix.clone();
+        Self {
+            addr,
+            base: format!("http://{addr}{prefix}"),
+            client: Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+            state,
+            backend,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Response {
+        let mut req = self.client.get(self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send().await.expect("request")
+    }
+
+    pub async fn post_json(&self, path: &str, body: Value, token: Option<&str>) -> Response {
+        let mut req = self.client.post(self.url(path)).json(&body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send().await.expect("request")
+    }
+
+    pub async fn delete(&self, path: &str, token: Option<&str>) -> Response {
+        let mut req = self.client.delete(self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send().await.expect("request")
+    }
+
+    pub async fn register(&self, user: &TestUser) -> Response {
+        self.post_json(
+            "/auth/register",
+            json!({"email": user.email, "username": user.username, "password": user.password}),
+            None,
+        )
+        .await
+    }
+
+    pub async fn login_raw(&self, username: &str, password: &str) -> Response {
+        self.client
+            .post(self.url("/auth/login"))
+            .form(&[("username", username), ("password", password)])
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// Logs in and returns the token body; panics unless the login succeeds.
+    pub async fn login(&self, username: &str, password: &str) -> Tokens {
+        let resp = self.login_raw(username, password).await;
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(status, StatusCode::OK, "login failed: {body}");
+        Tokens::from_json(&body)
+    }
+
+    /// Registers, verifies through the mailed link, and logs in.
+    pub async fn signed_in_user(&self) -> (TestUser, Tokens) {
+        let user = TestUser::new();
+        assert_eq!(self.register(&user).await.status(), StatusCode::CREATED);
+        let token = mail::wait_for_token(&user.email, "verify your email", "verify-email").await;
+        let resp = self
+            .post_json("/auth/verify-email", json!({"token": token}), None)
+            .await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        let tokens = self.login(&user.email, &user.password).await;
+        (user, tokens)
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Tokens {
+    pub access: String,
+    pub refresh: String,
+}
+
+impl Tokens {
+    pub fn from_json(body: &Value) -> Self {
+        Self {
+            access: body["access_token"]
+                .as_str()
+                .expect("access_token")
+                .to_string(),
+            refresh: body["refresh_token"]
+                .as_str()
+                .expect("refresh_token")
+                .to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TestUser {
+    pub email: String,
+    pub username: String,
+    pub password: String,
+}
+
+impl TestUser {
+    /// A user with a unique address, so tests can share one mail catcher.
+    pub fn new() -> Self {
+        let tag = uuid::Uuid::new_v4().simple().to_string();
+        Self {
+            email: format!("user-{}@example.com", &tag[..16]),
+            username: format!("u{}", &tag[..12]),
+            password: "TestPassword123!".into(),
+        }
+    }
+}
+
+/// Reads a problem+json body and checks its shape; returns it for further assertions.
+pub async fn problem(resp: Response, status: u16, code: &str) -> Value {
+    assert_eq!(resp.status().as_u16(), status, "unexpected status");
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        ct.starts_with("application/problem+json"),
+        "content-type {ct}"
+    );
+    let request_id = resp
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .expect("x-request-id header");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["status"], status, "{body}");
+    assert_eq!(body["code"], code, "{body}");
+    assert_eq!(body["request_id"], request_id.as_str(), "{body}");
+    assert!(
+        body["title"].is_string() && body["detail"].is_string() && body["type"].is_string(),
+        "{body}"
+    );
+    body
+}
+
+/// Declares one async test per database back end.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}

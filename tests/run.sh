@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Keel's whole test suite, on a fresh machine or a developer's: makes sure the real services the
+# tests talk to are up (installing them from Debian's packages or npm where they are missing),
+# then runs the format and lint checks and every test.
+#
+#   tests/run.sh              everything
+#   tests/run.sh -- FILTER    pass extra arguments to the test runner (e.g. a test name)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TOOLS_DIR=${KEEL_TOOLS_DIR:-"$HOME/.cache/keel-tools"}
+PG_HOST=127.0.0.1 PG_PORT=5432
+SMTP_PORT=${TEST_SMTP_PORT:-1025} MAILDEV_WEB_PORT=1080
+export TEST_POSTGRES_URL=${TEST_POSTGRES_URL:-"postgres://postgres@$PG_HOST:$PG_PORT/postgres"}
+export TEST_SMTP_PORT=$SMTP_PORT
+export TEST_MAILDEV_URL=${TEST_MAILDEV_URL:-"http://127.0.0.1:$MAILDEV_WEB_PORT"}
+
+log() { printf '\n== %s\n' "$*"; }
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+apt_updated=
+apt_install() {
+  if [ -z "$apt_updated" ]; then as_root apt-get update -qq; apt_updated=1; fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+wait_for() { # wait_for SECONDS DESCRIPTION COMMAND...
+  local seconds=$1 what=$2; shift 2
+  for _ in $(seq 1 $((seconds * 5))); do
+    if "$@" >/dev/null 2>&1; then return 0; fi
+    sleep 0.2
+  done
+  echo "error: $what did not come up within ${seconds}s" >&2
+  return 1
+}
+
+port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+ensure_postgres() {
+  if port_open "$PG_HOST" "$PG_PORT"; then return 0; fi
+  log "starting PostgreSQL"
+  if ! ls /etc/postgresql/*/main >/dev/null 2>&1; then apt_install postgresql; fi
+  local version; version=$(ls /etc/postgresql | sort -V | tail -n 1)
+  as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+  wait_for 60 PostgreSQL port_open "$PG_HOST" "$PG_PORT"
+  wait_for 30 "PostgreSQL (trust auth for postgres)" psql "$TEST_POSTGRES_URL" -Atc 'select 1'
+}
+
+ensure_maildev() {
+  if curl -fsS "$TEST_MAILDEV_URL/api/email" >/dev/null 2>&1; then return 0; fi
+  local bin="$TOOLS_DIR/maildev/node_modules/.bin/maildev"
+  if [ ! -x "$bin" ]; then
+    log "installing maildev (SMTP capture) into $TOOLS_DIR"
+    command -v npm >/dev/null || apt_install nodejs npm
+    mkdir -p "$TOOLS_DIR/maildev"
+    npm install --prefix "$TOOLS_DIR/maildev" --no-audit --no-fund --loglevel=error maildev@3.0.0 >/dev/null
+  fi
+  log "starting maildev on SMTP :$SMTP_PORT, API :$MAILDEV_WEB_PORT"
+  mkdir -p "$TOOLS_DIR/maildev/mail"
+  nohup "$bin" --ip 127.0.0.1 --web-ip 127.0.0.1 -s "$SMTP_PORT" -w "$MAILDEV_WEB_PORT" \
+    --mail-directory "$TOOLS_DIR/maildev/mail" >"$TOOLS_DIR/maildev/maildev.log" 2>&1 &
+  wait_for 30 maildev curl -fsS "$TEST_MAILDEV_URL/api/email"
+}
+
+drop_old_test_databases() {
+  psql "$TEST_POSTGRES_URL" -Atc "select datname from pg_database where datname like 'keel\_test\_%'" 2>/dev/null |
+    while read -r db; do psql "$TEST_POSTGRES_URL" -qc "drop database if exists \"$db\"" >/dev/null 2>&1 || true; done
+  rm -rf "${TMPDIR:-/tmp}/keel-tests"
+}
+
+command -v curl >/dev/null || apt_install curl
+command -v psql >/dev/null || apt_install postgresql-client
+ensure_postgres
+ensure_maildev
+drop_old_test_databases
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+
+log "cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets --quiet -- -D warnings
+
+extra=()
+if [ "${1:-}" = "--" ]; then shift; extra=("$@"); fi
+if cargo nextest --version >/dev/null 2>&1; then
+  log "cargo nextest run"
+  cargo nextest run --workspace --no-fail-fast "${extra[@]}"
+else
+  log "cargo test (cargo-nextest is not installed)"
+  cargo test --workspace --no-fail-fast "${extra[@]}"
+fi
