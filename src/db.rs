@@ -1,7 +1,13 @@
 //! Database connection and migrations, the same for PostgreSQL and SQLite.
 
 use migration::{Migrator, MigratorTrait};
-use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr};
+use std::time::Duration;
+
+use sea_orm::{
+    ConnectOptions, Database, DatabaseConnection, DatabaseTransaction, DbErr,
+    SqliteTransactionMode, TransactionOptions, TransactionTrait,
+    sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous},
+};
 
 use crate::config::{Settings, redact_url};
 
@@ -39,30 +45,32 @@ pub async fn connect(settings: &Settings) -> Result<DatabaseConnection, DbError>
         .min_connections(settings.database_min_connections)
         .acquire_timeout(settings.database_acquire_timeout)
         .connect_timeout(settings.database_connect_timeout)
-        .sqlx_logging(false);
-    let db = Database::connect(options)
+        .sqlx_logging(false)
+        // On every SQLite connection: WAL lets readers proceed while one writer commits, and the
+        // busy timeout makes writers queue for the lock instead of failing with SQLITE_BUSY.
+        .map_sqlx_sqlite_opts(|opts| {
+            opts.journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(10))
+                .foreign_keys(true)
+        });
+    Database::connect(options)
         .await
         .map_err(|e| DbError::Connect {
             target: describe_target(&settings.database_url),
             reason: strip_secrets(&e.to_string(), &settings.database_url),
-        })?;
-    if settings.database_url.starts_with("sqlite") {
-        // WAL lets readers proceed while one writer commits; the busy timeout makes concurrent
-        // writers queue instead of failing with SQLITE_BUSY.
-        for pragma in [
-            "PRAGMA journal_mode=WAL",
-            "PRAGMA busy_timeout=5000",
-            "PRAGMA foreign_keys=ON",
-        ] {
-            db.execute_unprepared(pragma)
-                .await
-                .map_err(|e| DbError::Connect {
-                    target: describe_target(&settings.database_url),
-                    reason: e.to_string(),
-                })?;
-        }
-    }
-    Ok(db)
+        })
+}
+
+/// Starts a transaction that will write. On SQLite it takes the write lock up front (`BEGIN
+/// IMMEDIATE`): a deferred transaction that reads first and writes later cannot wait for the lock
+/// once another writer has committed, and fails with SQLITE_BUSY instead. PostgreSQL ignores it.
+pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
+    db.begin_with_options(TransactionOptions {
+        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+        ..Default::default()
+    })
+    .await
 }
 
 pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbError> {

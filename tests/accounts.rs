@@ -26,6 +26,7 @@ both_backends!(
     session_limit,
     update_username,
     first_superuser,
+    concurrent_logins_all_succeed,
 );
 
 async fn register_verify_login_logout(backend: Backend) {
@@ -978,4 +979,38 @@ async fn first_superuser(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(supers.len(), 1);
+}
+
+async fn concurrent_logins_all_succeed(backend: Backend) {
+    // Many logins of one user at once: each writes a session, a refresh token and an audit row,
+    // and none may fail on a lock (SQLite) or a race (session limit).
+    let app = TestApp::start(backend).await;
+    let (user, _) = app.signed_in_user().await;
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..12 {
+        let client = app.client.clone();
+        let url = app.url("/auth/login");
+        let (email, password) = (user.email.clone(), user.password.clone());
+        set.spawn(async move {
+            client
+                .post(url)
+                .form(&[
+                    ("username", email.as_str()),
+                    ("password", password.as_str()),
+                ])
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        });
+    }
+    let statuses: Vec<u16> = set.join_all().await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    let live = session::Entity::find()
+        .filter(session::Column::RevokedAt.is_null())
+        .all(&app.state.db)
+        .await
+        .unwrap();
+    assert_eq!(live.len(), 5, "the session limit holds under concurrency");
 }

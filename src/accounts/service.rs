@@ -2,8 +2,9 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait,
-    PaginatorTrait, QueryFilter, QueryOrder, Set, SqlErr, TransactionTrait, sea_query::Expr,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr,
+    EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set, SqlErr,
+    sea_query::Expr,
 };
 use uuid::Uuid;
 
@@ -15,6 +16,7 @@ use super::{
 };
 use crate::{
     config::Settings,
+    db,
     entities::{audit_log, one_time_token, refresh_token, session, user},
     mail::{Email, Mailer, templates},
 };
@@ -212,7 +214,7 @@ impl Accounts {
     pub async fn register(&self, new: NewAccount, client: &ClientInfo) -> Result<user::Model> {
         let (email, username) = self.check_new_account(&new).await?;
         let hash = self.hasher.hash(new.password).await?;
-        let txn = self.db.begin().await?;
+        let txn = db::begin_write(&self.db).await?;
         let user = insert_user(&txn, &email, &username, hash, false, false).await?;
         let raw = self
             .issue_one_time_token(&txn, user.id, Purpose::VerifyEmail)
@@ -300,7 +302,7 @@ impl Accounts {
     }
 
     pub async fn verify_email(&self, raw: &str, client: &ClientInfo) -> Result<user::Model> {
-        let txn = self.db.begin().await?;
+        let txn = db::begin_write(&self.db).await?;
         let user_id = self
             .consume_one_time_token(&txn, raw, Purpose::VerifyEmail)
             .await?;
@@ -336,7 +338,7 @@ impl Accounts {
         if user.is_verified || user.is_deleted {
             return Ok(());
         }
-        let txn = self.db.begin().await?;
+        let txn = db::begin_write(&self.db).await?;
         let raw = self
             .issue_one_time_token(&txn, user.id, Purpose::VerifyEmail)
             .await?;
@@ -357,7 +359,7 @@ impl Accounts {
         if user.is_deleted {
             return Ok(());
         }
-        let txn = self.db.begin().await?;
+        let txn = db::begin_write(&self.db).await?;
         let raw = self
             .issue_one_time_token(&txn, user.id, Purpose::ResetPassword)
             .await?;
@@ -389,7 +391,7 @@ impl Accounts {
         validation::validate_password("new_password", &new_password)
             .map_err(AccountError::Validation)?;
         let hash = self.hasher.hash(new_password).await?;
-        let txn = self.db.begin().await?;
+        let txn = db::begin_write(&self.db).await?;
         let user_id = self
             .consume_one_time_token(&txn, raw, Purpose::ResetPassword)
             .await?;
@@ -445,7 +447,7 @@ impl Accounts {
             return Err(AccountError::WrongPassword);
         }
         let hash = self.hasher.hash(new_password).await?;
-        let txn = self.db.begin().await?;
+        let txn = db::begin_write(&self.db).await?;
         let mut active: user::ActiveModel = user.into();
         active.password_hash = Set(hash);
         active.updated_at = Set(now());
@@ -524,7 +526,7 @@ impl Accounts {
             .await?;
             return Err(AccountError::EmailNotVerified);
         }
-        let txn = self.db.begin().await?;
+        let txn = db::begin_write(&self.db).await?;
         let pair = self.open_session(&txn, &user, client).await?;
         self.audit(
             &txn,
@@ -545,6 +547,14 @@ impl Accounts {
         client: &ClientInfo,
     ) -> Result<TokenPair> {
         let at = now();
+        // Concurrent logins of one user queue on the user row, so the session limit below holds
+        // exactly. (SQLite's IMMEDIATE transactions already serialise all writers.)
+        if conn.get_database_backend() == DbBackend::Postgres {
+            user::Entity::find_by_id(user.id)
+                .lock_exclusive()
+                .one(conn)
+                .await?;
+        }
         // Keep at most MAX_SESSIONS_PER_USER live sessions, counting the one being opened.
         let live: Vec<session::Model> = session::Entity::find()
             .filter(session::Column::UserId.eq(user.id))
@@ -626,7 +636,7 @@ impl Accounts {
     /// Exchanges a refresh token for a new pair. A token that was already exchanged means it was
     /// copied: the whole session is revoked, so neither the thief nor the user can go on with it.
     pub async fn refresh(&self, raw: &str, client: &ClientInfo) -> Result<TokenPair> {
-        let txn = self.db.begin().await?;
+        let txn = db::begin_write(&self.db).await?;
         let token = refresh_token::Entity::find()
             .filter(refresh_token::Column::TokenHash.eq(tokens::hash_token(raw.trim())))
             .one(&txn)
@@ -716,7 +726,7 @@ impl Accounts {
         session_id: Uuid,
         client: &ClientInfo,
     ) -> Result<()> {
-        let txn = self.db.begin().await?;
+        let txn = db::begin_write(&self.db).await?;
         revoke_session_row(&txn, session_id, "logout").await?;
         self.audit(
             &txn,
@@ -770,7 +780,7 @@ impl Accounts {
             .await?
             .filter(|s| s.user_id == principal.user.id && s.revoked_at.is_none())
             .ok_or(AccountError::NotFound)?;
-        let txn = self.db.begin().await?;
+        let txn = db::begin_write(&self.db).await?;
         revoke_session_row(&txn, session.id, "revoked_by_user").await?;
         self.audit(
             &txn,
@@ -790,7 +800,7 @@ impl Accounts {
         principal: &Principal,
         client: &ClientInfo,
     ) -> Result<u64> {
-        let txn = self.db.begin().await?;
+        let txn = db::begin_write(&self.db).await?;
         let n = revoke_sessions(
             &txn,
             principal.user.id,
