@@ -1,25 +1,91 @@
-//! `worker`: not implemented yet. It loads and validates the configuration, then says so and exits 1,
-//! so that nobody mistakes it for a running worker.
+//! `worker`: runs the jobs it takes from RabbitMQ (email, data processing, account purge, ...).
 
-use std::process::ExitCode;
+use std::{process::ExitCode, sync::Arc};
 
 use clap::Parser;
-use keel::config::Settings;
+use keel::{
+    app::{job_registry, rabbit_config},
+    config::Settings,
+    db,
+    jobs::{self, JobSettings, Runner, rabbit::Publisher},
+    mail::Mailer,
+};
+use tokio_util::sync::CancellationToken;
 
-/// Keel's background job worker: runs email, data-processing and account-purge jobs.
+/// Keel's background job worker: takes jobs from RabbitMQ and runs them.
 ///
+/// Needs ENABLE_RABBITMQ=true (in embedded mode the server runs jobs itself). Run as many
+/// replicas as you like: each job runs once; a worker killed mid-job leaves it to another.
 /// Every setting comes from the environment or a `.env` file; see `.env.example`.
 #[derive(Parser)]
 #[command(
     version,
     about,
-    after_help = "Exit codes:\n  0  clean shutdown\n  1  runtime failure (and, for now: the worker is not implemented yet)\n  2  invalid configuration"
+    after_help = "Exit codes:\n  0  clean shutdown (SIGTERM or Ctrl-C; running jobs finish within WORKER_SHUTDOWN_TIMEOUT)\n  1  start-up failure (database unreachable, migrations pending, ...)\n  2  invalid configuration"
 )]
 struct Cli {}
 
-fn main() -> ExitCode {
+#[tokio::main]
+async fn main() -> ExitCode {
     let _cli = Cli::parse();
-    let _settings = Settings::load_or_exit();
-    eprintln!("worker: background jobs are not implemented yet in this version of Keel");
-    ExitCode::from(1)
+    let settings = Settings::load_or_exit();
+    if !settings.enable_rabbitmq {
+        eprintln!(
+            "invalid configuration: ENABLE_RABBITMQ: the worker takes jobs from RabbitMQ; set ENABLE_RABBITMQ=true (without it, the server runs jobs itself)"
+        );
+        return ExitCode::from(2);
+    }
+    keel::telemetry::init(&settings);
+    match run(settings).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("worker: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(settings: Settings) -> anyhow::Result<()> {
+    let conn = db::connect(&settings).await?;
+    let pending = db::pending_migrations(&conn).await?;
+    if !pending.is_empty() {
+        anyhow::bail!(
+            "{} database migration(s) pending; run `admin migrate` first",
+            pending.len()
+        );
+    }
+    let mailer = Mailer::from_settings(&settings)?;
+    let registry = job_registry(&conn, &mailer);
+    let worker_id = jobs::worker_id("worker");
+    let runner = Arc::new(Runner::new(
+        conn.clone(),
+        registry,
+        JobSettings::from_settings(&settings),
+        worker_id.clone(),
+    ));
+    let shutdown = CancellationToken::new();
+    // The worker also relays due retries, so they run even while no server is up.
+    let publisher = Arc::new(Publisher::new(rabbit_config(&settings)));
+    let relay = tokio::spawn(jobs::rabbit::relay(
+        conn.clone(),
+        publisher,
+        Arc::new(tokio::sync::Notify::new()),
+        shutdown.clone(),
+    ));
+    let consumer = tokio::spawn(jobs::rabbit::consume(
+        runner,
+        rabbit_config(&settings),
+        settings.worker_concurrency,
+        shutdown.clone(),
+        settings.worker_shutdown_timeout,
+    ));
+    tracing::info!(%worker_id, concurrency = settings.worker_concurrency, queue = %settings.rabbitmq_queue, "worker started");
+    keel::shutdown_signal().await;
+    tracing::info!("stopping: no new jobs; waiting for running ones");
+    shutdown.cancel();
+    let _ = consumer.await;
+    let _ = relay.await;
+    tracing::info!("worker stopped");
+    Ok(())
 }

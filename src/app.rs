@@ -10,13 +10,20 @@ use poem::{
 };
 use sea_orm::DatabaseConnection;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::{
-    accounts::{Accounts, passwords::PasswordHasher},
+    accounts::{self, Accounts, passwords::PasswordHasher},
     api::{self, root::Features},
     config::Settings,
     db,
     error::{PROBLEM_CONTENT_TYPE, Problem, REQUEST_ID, problem_for_poem_error},
-    mail::Mailer,
+    jobs::{
+        self, JobQueue, JobSettings, Registry, Runner,
+        rabbit::{Publisher, RabbitConfig},
+    },
+    mail::{self, Mailer},
+    tasks,
 };
 
 /// Everything a request handler can reach.
@@ -26,8 +33,40 @@ pub struct AppState {
     pub db: DatabaseConnection,
     pub accounts: Accounts,
     pub mailer: Mailer,
+    pub jobs: JobQueue,
+    pub registry: Registry,
+    /// Set when jobs go through RabbitMQ.
+    pub publisher: Option<Arc<Publisher>>,
     /// The spec served at `/openapi.json`, rendered once at start.
     pub spec: Arc<str>,
+}
+
+/// Every kind of job and its handler: the one place where jobs meet the domains they act on.
+pub fn job_registry(db: &DatabaseConnection, mailer: &Mailer) -> Registry {
+    let mailer = mailer.clone();
+    let db = db.clone();
+    Registry::builder()
+        .register_sensitive(
+            mail::SEND_EMAIL,
+            move |ctx| mail::send_email_job(mailer.clone(), ctx),
+            mail::scrub_email_payload,
+        )
+        .register(tasks::TEST_TASK, tasks::test_task)
+        .register(tasks::PROCESS_DATA, tasks::process_data)
+        .register(tasks::LONG_RUNNING, tasks::long_running)
+        .register(accounts::CLEANUP_EXPIRED_TOKENS, move |_| {
+            let db = db.clone();
+            async move { accounts::cleanup_expired_tokens(&db).await }
+        })
+        .build()
+}
+
+pub fn rabbit_config(settings: &Settings) -> RabbitConfig {
+    RabbitConfig {
+        url: settings.rabbitmq_url.clone(),
+        queue: settings.rabbitmq_queue.clone(),
+        republish_after: settings.job_republish_after,
+    }
 }
 
 impl AppState {
@@ -50,7 +89,12 @@ impl AppState {
         }
         let hasher = PasswordHasher::new(settings.password_hash_concurrency)?;
         let mailer = Mailer::from_settings(&settings)?;
-        let accounts = Accounts::new(db.clone(), settings.clone(), hasher, mailer.clone())?;
+        let jobs = JobQueue::new(JobSettings::from_settings(&settings));
+        let registry = job_registry(&db, &mailer);
+        let publisher = settings
+            .enable_rabbitmq
+            .then(|| Arc::new(Publisher::new(rabbit_config(&settings))));
+        let accounts = Accounts::new(db.clone(), settings.clone(), hasher, jobs.clone())?;
         if let Some(user) = accounts.ensure_first_superuser().await? {
             tracing::info!(user_id = %user.id, "created the first superuser from FIRST_SUPERUSER_EMAIL");
         }
@@ -60,15 +104,47 @@ impl AppState {
             db,
             accounts,
             mailer,
+            jobs,
+            registry,
+            publisher,
             spec,
         })
+    }
+
+    /// Starts what runs beside the HTTP server: the outbox relay to RabbitMQ, or the in-process
+    /// worker in embedded mode. Stops when `shutdown` is cancelled.
+    pub fn spawn_background(&self, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+        let wake = self.jobs.wake_handle();
+        match &self.publisher {
+            Some(publisher) => tokio::spawn(jobs::rabbit::relay(
+                self.db.clone(),
+                publisher.clone(),
+                wake,
+                shutdown,
+            )),
+            None => {
+                let runner = Arc::new(Runner::new(
+                    self.db.clone(),
+                    self.registry.clone(),
+                    self.jobs.settings().clone(),
+                    jobs::worker_id("inprocess"),
+                ));
+                tokio::spawn(jobs::local::run(
+                    runner,
+                    wake,
+                    self.settings.worker_concurrency,
+                    shutdown,
+                    self.settings.shutdown_timeout,
+                ))
+            }
+        }
     }
 
     pub fn features(&self) -> Features {
         Features {
             redis: false,
             websockets: false,
-            rabbitmq: false,
+            rabbitmq: self.settings.enable_rabbitmq,
             email: self.settings.smtp.is_some(),
             rate_limiting: false,
             security_headers: false,
@@ -204,14 +280,25 @@ impl BoundServer {
             .and_then(|a| a.as_socket_addr().copied())
     }
 
-    /// Serves until `shutdown` resolves, then lets in-flight requests finish within `grace`.
+    /// Serves until `shutdown` resolves, then lets in-flight requests and jobs finish within
+    /// `grace`.
     pub async fn run(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send,
         grace: Duration,
     ) -> std::io::Result<()> {
-        Server::new_with_acceptor(self.acceptor)
+        let stop_background = CancellationToken::new();
+        let background = self.state.spawn_background(stop_background.clone());
+        let served = Server::new_with_acceptor(self.acceptor)
             .run_with_graceful_shutdown(routes(self.state), shutdown, Some(grace))
+            .await;
+        stop_background.cancel();
+        if tokio::time::timeout(grace + Duration::from_secs(1), background)
             .await
+            .is_err()
+        {
+            tracing::warn!("background jobs did not stop within the shutdown timeout");
+        }
+        served
     }
 }

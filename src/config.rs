@@ -108,6 +108,21 @@ pub struct Settings {
     pub smtp: Option<SmtpSettings>,
     pub from_email: String,
     pub from_name: String,
+
+    /// How long the server waits for in-flight requests and jobs at shutdown.
+    pub shutdown_timeout: Duration,
+
+    /// Jobs go through RabbitMQ to `worker` processes; otherwise the server runs them itself.
+    pub enable_rabbitmq: bool,
+    pub rabbitmq_url: String,
+    pub rabbitmq_queue: String,
+    pub worker_concurrency: usize,
+    pub worker_shutdown_timeout: Duration,
+    pub job_max_attempts: i32,
+    pub job_retry_base: Duration,
+    pub job_retry_max: Duration,
+    pub job_timeout: Duration,
+    pub job_republish_after: Duration,
 }
 
 impl fmt::Debug for Settings {
@@ -120,6 +135,8 @@ impl fmt::Debug for Settings {
             .field("api_prefix", &self.api_prefix)
             .field("database", &redact_url(&self.database_url))
             .field("smtp", &self.smtp)
+            .field("enable_rabbitmq", &self.enable_rabbitmq)
+            .field("rabbitmq", &redact_url(&self.rabbitmq_url))
             .finish_non_exhaustive()
     }
 }
@@ -298,6 +315,40 @@ impl Settings {
             });
         }
 
+        let rabbitmq_url = r.string("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2f");
+        if !(rabbitmq_url.starts_with("amqp://") || rabbitmq_url.starts_with("amqps://")) {
+            return Err(ConfigError {
+                var: "RABBITMQ_URL",
+                message: format!(
+                    "expected an amqp:// or amqps:// URL, got {:?}",
+                    redact_url(&rabbitmq_url)
+                ),
+            });
+        }
+        let rabbitmq_queue = r.string("RABBITMQ_QUEUE", "keel.jobs");
+        if rabbitmq_queue.len() > 200
+            || !rabbitmq_queue
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-:".contains(c))
+        {
+            return Err(ConfigError {
+                var: "RABBITMQ_QUEUE",
+                message: format!(
+                    "expected up to 200 letters, digits and . _ - :, got {rabbitmq_queue:?}"
+                ),
+            });
+        }
+        let job_retry_base =
+            Duration::from_millis(r.ranged("JOB_RETRY_BASE_MS", 2000, 1, 3_600_000)?);
+        let job_retry_max =
+            Duration::from_millis(r.ranged("JOB_RETRY_MAX_MS", 300_000, 1, 86_400_000)?);
+        if job_retry_max < job_retry_base {
+            return Err(ConfigError {
+                var: "JOB_RETRY_MAX_MS",
+                message: "must not be less than JOB_RETRY_BASE_MS".into(),
+            });
+        }
+
         let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
         let max_connections = r.ranged("DATABASE_MAX_CONNECTIONS", 10, 1, 1000)? as u32;
         let min_connections = r.ranged("DATABASE_MIN_CONNECTIONS", 1, 0, 1000)? as u32;
@@ -357,6 +408,27 @@ impl Settings {
             smtp,
             from_email,
             from_name: r.string("FROM_NAME", "Keel"),
+            shutdown_timeout: Duration::from_secs(r.ranged("SHUTDOWN_TIMEOUT", 30, 0, 3600)?),
+            enable_rabbitmq: r.bool("ENABLE_RABBITMQ", false)?,
+            rabbitmq_url,
+            rabbitmq_queue,
+            worker_concurrency: r.ranged("WORKER_CONCURRENCY", 4, 1, 1000)? as usize,
+            worker_shutdown_timeout: Duration::from_secs(r.ranged(
+                "WORKER_SHUTDOWN_TIMEOUT",
+                30,
+                0,
+                3600,
+            )?),
+            job_max_attempts: r.ranged("JOB_MAX_ATTEMPTS", 5, 1, 100)? as i32,
+            job_retry_base,
+            job_retry_max,
+            job_timeout: Duration::from_secs(r.ranged("JOB_TIMEOUT_SECONDS", 600, 1, 86_400)?),
+            job_republish_after: Duration::from_secs(r.ranged(
+                "JOB_REPUBLISH_AFTER_SECONDS",
+                300,
+                1,
+                86_400,
+            )?),
         })
     }
 

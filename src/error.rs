@@ -81,37 +81,37 @@ impl Problem {
 pub enum ApiError {
     /// The request is malformed.
     #[oai(status = 400, content_type = "application/problem+json")]
-    BadRequest(Json<Problem>),
+    BadRequest(Json<Box<Problem>>),
     /// Missing, invalid or expired credentials.
     #[oai(status = 401, content_type = "application/problem+json")]
-    Unauthorized(Json<Problem>, #[oai(header = "WWW-Authenticate")] String),
+    Unauthorized(Json<Box<Problem>>, #[oai(header = "WWW-Authenticate")] String),
     /// Authenticated, but not allowed to do this.
     #[oai(status = 403, content_type = "application/problem+json")]
-    Forbidden(Json<Problem>),
+    Forbidden(Json<Box<Problem>>),
     /// No such resource.
     #[oai(status = 404, content_type = "application/problem+json")]
-    NotFound(Json<Problem>),
+    NotFound(Json<Box<Problem>>),
     /// The request conflicts with existing data.
     #[oai(status = 409, content_type = "application/problem+json")]
-    Conflict(Json<Problem>),
+    Conflict(Json<Box<Problem>>),
     /// The request body is too large.
     #[oai(status = 413, content_type = "application/problem+json")]
-    PayloadTooLarge(Json<Problem>),
+    PayloadTooLarge(Json<Box<Problem>>),
     /// The request body has a content type this operation does not take.
     #[oai(status = 415, content_type = "application/problem+json")]
-    UnsupportedMediaType(Json<Problem>),
+    UnsupportedMediaType(Json<Box<Problem>>),
     /// The request is well-formed but its fields break the rules; see `errors`.
     #[oai(status = 422, content_type = "application/problem+json")]
-    Unprocessable(Json<Problem>),
+    Unprocessable(Json<Box<Problem>>),
     /// Too many requests; retry after the given number of seconds.
     #[oai(status = 429, content_type = "application/problem+json")]
-    TooManyRequests(Json<Problem>, #[oai(header = "Retry-After")] Option<u64>),
+    TooManyRequests(Json<Box<Problem>>, #[oai(header = "Retry-After")] Option<u64>),
     /// An unexpected server fault; the body carries no internals.
     #[oai(status = 500, content_type = "application/problem+json")]
-    Internal(Json<Problem>),
+    Internal(Json<Box<Problem>>),
     /// A dependency is unavailable; retry later.
     #[oai(status = 503, content_type = "application/problem+json")]
-    Unavailable(Json<Problem>),
+    Unavailable(Json<Box<Problem>>),
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -122,7 +122,7 @@ impl ApiError {
     }
 
     pub fn from_problem(problem: Problem) -> Self {
-        let json = Json(problem);
+        let json = Json(Box::new(problem));
         match json.0.status {
             400 => Self::BadRequest(json),
             401 => Self::Unauthorized(json, "Bearer".to_string()),
@@ -135,10 +135,10 @@ impl ApiError {
             429 => Self::TooManyRequests(json, None),
             503 => Self::Unavailable(json),
             // Any other 4xx is reported as a bad request rather than lost.
-            s if (400..500).contains(&s) => Self::BadRequest(Json(Problem {
+            s if (400..500).contains(&s) => Self::BadRequest(Json(Box::new(Problem {
                 status: 400,
-                ..json.0
-            })),
+                ..*json.0
+            }))),
             _ => Self::Internal(json),
         }
     }

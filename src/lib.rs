@@ -8,7 +8,9 @@ pub mod config;
 pub mod db;
 pub mod entities;
 pub mod error;
+pub mod jobs;
 pub mod mail;
+pub mod tasks;
 pub mod telemetry;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -4,7 +4,9 @@ pub mod passwords;
 pub mod tokens;
 pub mod validation;
 
+mod cleanup;
 mod service;
 
+pub use cleanup::*;
 pub use service::*;
 pub use validation::FieldProblem;

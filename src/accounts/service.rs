@@ -18,7 +18,8 @@ use crate::{
     config::Settings,
     db,
     entities::{audit_log, one_time_token, refresh_token, session, user},
-    mail::{Email, Mailer, templates},
+    jobs::JobQueue,
+    mail::{Email, templates},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -88,7 +89,7 @@ pub struct Accounts {
     settings: Arc<Settings>,
     hasher: PasswordHasher,
     jwt: JwtKeys,
-    mailer: Mailer,
+    jobs: JobQueue,
 }
 
 fn now() -> DateTime<Utc> {
@@ -115,7 +116,7 @@ impl Accounts {
         db: DatabaseConnection,
         settings: Arc<Settings>,
         hasher: PasswordHasher,
-        mailer: Mailer,
+        jobs: JobQueue,
     ) -> Result<Self> {
         let jwt = JwtKeys::new(&settings.secret_key)
             .map_err(|e| AccountError::Internal(e.to_string()))?;
@@ -124,7 +125,7 @@ impl Accounts {
             settings,
             hasher,
             jwt,
-            mailer,
+            jobs,
         })
     }
 
@@ -140,14 +141,17 @@ impl Accounts {
         &self.hasher
     }
 
-    /// Hands a mail to the transport without making the request wait for delivery.
-    fn deliver(&self, email: Email) {
-        let mailer = self.mailer.clone();
-        tokio::spawn(async move {
-            if let Err(e) = mailer.send(&email).await {
-                tracing::error!(error = %e, subject = %email.subject, "mail delivery failed");
-            }
-        });
+    /// Queues a mail in the caller's transaction, so it commits (or not) with the change.
+    async fn queue_mail(&self, txn: &impl ConnectionTrait, email: Email) -> Result<()> {
+        self.jobs.enqueue(txn, email.into_job()).await?;
+        Ok(())
+    }
+
+    /// Commits and wakes the job dispatcher for the mail just queued.
+    async fn commit_and_dispatch(&self, txn: sea_orm::DatabaseTransaction) -> Result<()> {
+        txn.commit().await?;
+        self.jobs.wake();
+        Ok(())
     }
 
     async fn audit(
@@ -221,8 +225,9 @@ impl Accounts {
             .await?;
         self.audit(&txn, Some(user.id), "register", client, None)
             .await?;
-        txn.commit().await?;
-        self.deliver(self.verification_mail(&user, &raw));
+        self.queue_mail(&txn, self.verification_mail(&user, &raw))
+            .await?;
+        self.commit_and_dispatch(txn).await?;
         Ok(user)
     }
 
@@ -314,15 +319,19 @@ impl Accounts {
         let user = active.update(&txn).await?;
         self.audit(&txn, Some(user.id), "email_verified", client, None)
             .await?;
-        txn.commit().await?;
         if !was_verified {
-            self.deliver(templates::welcome(
-                &self.settings.project_name,
-                &user.email,
-                &user.username,
-                &self.settings.frontend_url,
-            ));
+            self.queue_mail(
+                &txn,
+                templates::welcome(
+                    &self.settings.project_name,
+                    &user.email,
+                    &user.username,
+                    &self.settings.frontend_url,
+                ),
+            )
+            .await?;
         }
+        self.commit_and_dispatch(txn).await?;
         Ok(user)
     }
 
@@ -342,8 +351,9 @@ impl Accounts {
         let raw = self
             .issue_one_time_token(&txn, user.id, Purpose::VerifyEmail)
             .await?;
-        txn.commit().await?;
-        self.deliver(self.verification_mail(&user, &raw));
+        self.queue_mail(&txn, self.verification_mail(&user, &raw))
+            .await?;
+        self.commit_and_dispatch(txn).await?;
         Ok(())
     }
 
@@ -371,14 +381,18 @@ impl Accounts {
             None,
         )
         .await?;
-        txn.commit().await?;
-        self.deliver(templates::password_reset(
-            &self.settings.project_name,
-            &user.email,
-            &user.username,
-            &format!("{}/reset-password?token={raw}", self.settings.frontend_url),
-            self.settings.password_reset_token_ttl.as_secs() / 60,
-        ));
+        self.queue_mail(
+            &txn,
+            templates::password_reset(
+                &self.settings.project_name,
+                &user.email,
+                &user.username,
+                &format!("{}/reset-password?token={raw}", self.settings.frontend_url),
+                self.settings.password_reset_token_ttl.as_secs() / 60,
+            ),
+        )
+        .await?;
+        self.commit_and_dispatch(txn).await?;
         Ok(())
     }
 
@@ -405,13 +419,17 @@ impl Accounts {
         revoke_sessions(&txn, user.id, None, "password_reset").await?;
         self.audit(&txn, Some(user.id), "password_reset", client, None)
             .await?;
-        txn.commit().await?;
-        self.deliver(templates::password_changed(
-            &self.settings.project_name,
-            &user.email,
-            &user.username,
-            &now().to_rfc3339(),
-        ));
+        self.queue_mail(
+            &txn,
+            templates::password_changed(
+                &self.settings.project_name,
+                &user.email,
+                &user.username,
+                &now().to_rfc3339(),
+            ),
+        )
+        .await?;
+        self.commit_and_dispatch(txn).await?;
         Ok(())
     }
 
@@ -461,13 +479,17 @@ impl Accounts {
         .await?;
         self.audit(&txn, Some(user.id), "password_changed", client, None)
             .await?;
-        txn.commit().await?;
-        self.deliver(templates::password_changed(
-            &self.settings.project_name,
-            &user.email,
-            &user.username,
-            &now().to_rfc3339(),
-        ));
+        self.queue_mail(
+            &txn,
+            templates::password_changed(
+                &self.settings.project_name,
+                &user.email,
+                &user.username,
+                &now().to_rfc3339(),
+            ),
+        )
+        .await?;
+        self.commit_and_dispatch(txn).await?;
         Ok(())
     }
 

@@ -50,6 +50,21 @@ pub enum Scopes {
 )]
 pub struct Auth(pub Principal);
 
+impl Auth {
+    /// 403 unless the caller is a superuser.
+    pub fn require_superuser(&self) -> ApiResult<()> {
+        if self.0.user.is_superuser {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                poem::http::StatusCode::FORBIDDEN,
+                "superuser_required",
+                "this operation is for superusers",
+            ))
+        }
+    }
+}
+
 async fn check_bearer(req: &Request, bearer: Bearer) -> poem::Result<Principal> {
     let state = req
         .data::<AppState>()

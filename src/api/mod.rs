@@ -5,6 +5,7 @@ pub mod models;
 pub mod payload;
 pub mod root;
 pub mod system;
+pub mod tasks;
 pub mod users;
 
 use poem_openapi::{OpenApiService, Tags};
@@ -21,6 +22,8 @@ pub enum ApiTags {
     Users,
     /// Health and readiness
     System,
+    /// Background tasks: submit, follow, cancel
+    Tasks,
 }
 
 pub type Apis = (
@@ -28,6 +31,7 @@ pub type Apis = (
     auth::AuthApi,
     users::UsersApi,
     system::SystemApi,
+    tasks::TasksApi,
 );
 
 /// The OpenAPI service for all route groups; `prefix` is `API_PREFIX` (empty by default).
@@ -38,12 +42,13 @@ pub fn service(project_name: &str, prefix: &str) -> OpenApiService<Apis, ()> {
             auth::AuthApi,
             users::UsersApi,
             system::SystemApi,
+            tasks::TasksApi,
         ),
         project_name,
         VERSION,
     )
     .description(
-        "Accounts, sessions, email verification and password reset. Errors are \
+        "Accounts, sessions, email verification, password reset and background tasks. Errors are \
          `application/problem+json` (RFC 9457) with a stable `code`.",
     );
     if prefix.is_empty() {

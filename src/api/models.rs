@@ -52,3 +52,42 @@ impl Message {
         }
     }
 }
+
+/// Where a page sits in the whole list.
+#[derive(Object, Debug, Clone)]
+pub struct PageMetadata {
+    pub page: u64,
+    pub size: u64,
+    pub total: u64,
+    pub pages: u64,
+    pub has_next: bool,
+    pub has_prev: bool,
+    pub next_page: Option<u64>,
+    pub prev_page: Option<u64>,
+}
+
+impl PageMetadata {
+    pub fn new(page: u64, size: u64, total: u64) -> Self {
+        let pages = total.div_ceil(size.max(1));
+        let has_next = page < pages;
+        let has_prev = page > 1;
+        Self {
+            page,
+            size,
+            total,
+            pages,
+            has_next,
+            has_prev,
+            next_page: has_next.then_some(page + 1),
+            prev_page: has_prev.then(|| (page - 1).min(pages.max(1))),
+        }
+    }
+}
+
+pub fn default_page() -> u64 {
+    1
+}
+
+pub fn default_size() -> u64 {
+    20
+}

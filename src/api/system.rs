@@ -11,6 +11,7 @@ use poem::web::Data;
 use poem_openapi::{Object, OpenApi, payload::Json};
 
 use super::ApiTags;
+use crate::jobs::rabbit::{HEARTBEAT_FRESH, last_heartbeat};
 use crate::{
     app::AppState,
     error::{ApiError, ApiResult},
@@ -80,12 +81,73 @@ async fn check_database(state: &AppState) -> Check {
     }
 }
 
+async fn check_rabbitmq(state: &AppState) -> Check {
+    let Some(publisher) = &state.publisher else {
+        return disabled();
+    };
+    let started = Instant::now();
+    let outcome = tokio::time::timeout(CHECK_TIMEOUT, publisher.check()).await;
+    let latency_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
+    let error = match outcome {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(_) => Some(format!("no answer within {CHECK_TIMEOUT:?}")),
+    };
+    Check {
+        status: if error.is_none() {
+            "healthy"
+        } else {
+            "unhealthy"
+        }
+        .into(),
+        latency_ms,
+        error,
+    }
+}
+
+/// `in-process` in embedded mode; with RabbitMQ, healthy while some worker's heartbeat is fresh.
+async fn check_worker(state: &AppState) -> Check {
+    if state.publisher.is_none() {
+        return Check {
+            status: "in-process".into(),
+            latency_ms: None,
+            error: None,
+        };
+    }
+    let fresh = chrono::Duration::from_std(HEARTBEAT_FRESH).unwrap_or_default();
+    match last_heartbeat(&state.db).await {
+        Ok(Some(seen)) if Utc::now() - seen <= fresh => Check {
+            status: "healthy".into(),
+            latency_ms: None,
+            error: None,
+        },
+        Ok(seen) => Check {
+            status: "unhealthy".into(),
+            latency_ms: None,
+            error: Some(match seen {
+                Some(at) => format!("no worker heartbeat since {}", at.to_rfc3339()),
+                None => "no worker has ever reported".into(),
+            }),
+        },
+        Err(_) => Check {
+            status: "unhealthy".into(),
+            latency_ms: None,
+            error: Some("could not read worker heartbeats".into()),
+        },
+    }
+}
+
 async fn health(state: &AppState) -> Health {
+    let (database, rabbitmq, worker) = tokio::join!(
+        check_database(state),
+        check_rabbitmq(state),
+        check_worker(state)
+    );
     let mut checks = BTreeMap::new();
-    checks.insert("database".to_string(), check_database(state).await);
+    checks.insert("database".to_string(), database);
     checks.insert("redis".to_string(), disabled());
-    checks.insert("rabbitmq".to_string(), disabled());
-    checks.insert("worker".to_string(), disabled());
+    checks.insert("rabbitmq".to_string(), rabbitmq);
+    checks.insert("worker".to_string(), worker);
     let healthy = checks.values().all(|c| c.status != "unhealthy");
     let status_of = |name: &str| {
         checks
@@ -140,7 +202,8 @@ impl SystemApi {
         let failing: Vec<String> = report
             .checks
             .iter()
-            .filter(|(_, c)| c.status == "unhealthy")
+            // Readiness is about this instance's dependencies; workers are reported, not required.
+            .filter(|(name, c)| c.status == "unhealthy" && name.as_str() != "worker")
             .map(|(name, c)| format!("{name} ({})", c.error.as_deref().unwrap_or("unhealthy")))
             .collect();
         if failing.is_empty() {

@@ -8,10 +8,19 @@ use lettre::{
     transport::smtp::{authentication::Credentials, client::Tls, client::TlsParameters},
 };
 
-use crate::config::Settings;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::{
+    config::Settings,
+    jobs::{JobContext, JobError, JobResult, NewJob},
+};
+
+/// The job that delivers one mail; every mail Keel sends goes through it.
+pub const SEND_EMAIL: &str = "send_email";
 
 /// A message with both a plain-text and an HTML part.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Email {
     pub to: String,
     pub subject: String,
@@ -113,4 +122,33 @@ impl Mailer {
             }
         }
     }
+}
+
+impl Email {
+    /// The `send_email` job for this message.
+    pub fn into_job(self) -> NewJob {
+        NewJob::new(
+            SEND_EMAIL,
+            serde_json::to_value(self).unwrap_or(Value::Null),
+        )
+    }
+}
+
+/// The `send_email` handler: delivers the mail in the payload. SMTP failures are retried; a
+/// malformed payload or address is not.
+pub async fn send_email_job(mailer: Mailer, ctx: JobContext) -> JobResult {
+    let email: Email = serde_json::from_value(ctx.payload)
+        .map_err(|e| JobError::fatal(format!("invalid send_email payload: {e}")))?;
+    match mailer.send(&email).await {
+        Ok(()) => Ok(json!({"delivered_to": email.to, "transport": mailer.transport_name()})),
+        Err(e @ (MailError::Address(_) | MailError::Build(_))) => {
+            Err(JobError::fatal(e.to_string()))
+        }
+        Err(e) => Err(JobError::retry(e.to_string())),
+    }
+}
+
+/// What stays of a mail job's payload once it finished: no body, so no mailed token.
+pub fn scrub_email_payload(payload: &Value) -> Value {
+    json!({"to": payload.get("to"), "subject": payload.get("subject"), "body": "(removed after delivery)"})
 }

@@ -95,7 +95,11 @@ impl TestApp {
     }
 
     pub async fn start_env(backend: Backend, env: HashMap<String, String>) -> Self {
+        let mut env = env;
+        env.entry("LOG_LEVEL".into())
+            .or_insert_with(|| std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()));
         let settings = Settings::from_map(&env).expect("test settings");
+        keel::telemetry::init(&settings);
         let state = AppState::build(settings).await.expect("build app state");
         let server = BoundServer::bind(state.clone(), "127.0.0.1:0".parse().unwrap())
             .await

@@ -1,0 +1,49 @@
+//! The `cleanup_expired_tokens` job: removes one-time and refresh tokens past their use.
+
+use chrono::{Duration, Utc};
+use sea_orm::{ColumnTrait, Condition, DatabaseConnection, EntityTrait, QueryFilter};
+use serde_json::json;
+
+use crate::{
+    entities::{one_time_token, refresh_token, session},
+    jobs::{JobError, JobResult},
+};
+
+pub const CLEANUP_EXPIRED_TOKENS: &str = "cleanup_expired_tokens";
+
+/// Ended sessions are kept this long for the user's and the operator's history.
+const KEEP_ENDED_SESSIONS: Duration = Duration::days(30);
+
+pub async fn cleanup_expired_tokens(db: &DatabaseConnection) -> JobResult {
+    let now = Utc::now();
+    let fail = |e: sea_orm::DbErr| JobError::retry(e.to_string());
+    let one_time = one_time_token::Entity::delete_many()
+        .filter(
+            Condition::any()
+                .add(one_time_token::Column::ExpiresAt.lt(now))
+                .add(one_time_token::Column::UsedAt.is_not_null()),
+        )
+        .exec(db)
+        .await
+        .map_err(fail)?;
+    let refresh = refresh_token::Entity::delete_many()
+        .filter(refresh_token::Column::ExpiresAt.lt(now))
+        .exec(db)
+        .await
+        .map_err(fail)?;
+    let cutoff = now - KEEP_ENDED_SESSIONS;
+    let sessions = session::Entity::delete_many()
+        .filter(
+            Condition::any()
+                .add(session::Column::ExpiresAt.lt(cutoff))
+                .add(session::Column::RevokedAt.lt(cutoff)),
+        )
+        .exec(db)
+        .await
+        .map_err(fail)?;
+    Ok(json!({
+        "one_time_tokens_deleted": one_time.rows_affected,
+        "refresh_tokens_deleted": refresh.rows_affected,
+        "sessions_deleted": sessions.rows_affected,
+    }))
+}

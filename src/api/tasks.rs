@@ -1,0 +1,376 @@
+//! `/system/background-tasks`: submit jobs, follow them, cancel them.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use poem::{http::StatusCode, web::Data};
+use poem_openapi::{
+    ApiResponse, Enum, Object, OpenApi,
+    param::{Path, Query},
+    payload::Json,
+};
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, sea_query::Expr};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::{ApiTags, auth::Auth, models::PageMetadata};
+use crate::{
+    accounts::validation::normalise_email,
+    app::AppState,
+    entities::job,
+    error::{ApiError, ApiResult},
+    jobs::{JobStatus, NewJob},
+    mail::Email,
+    tasks,
+};
+
+const MAX_RECORDS: usize = 10_000;
+const MAX_DURATION_SECONDS: u64 = 3600;
+
+/// A task's state, as Celery names them.
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+#[oai(rename_all = "UPPERCASE")]
+pub enum TaskState {
+    Pending,
+    Started,
+    Retry,
+    Success,
+    Failure,
+    Revoked,
+}
+
+impl From<JobStatus> for TaskState {
+    fn from(s: JobStatus) -> Self {
+        match s {
+            JobStatus::Pending => Self::Pending,
+            JobStatus::Started => Self::Started,
+            JobStatus::Retry => Self::Retry,
+            JobStatus::Success => Self::Success,
+            JobStatus::Failure => Self::Failure,
+            JobStatus::Revoked => Self::Revoked,
+        }
+    }
+}
+
+impl From<TaskState> for JobStatus {
+    fn from(s: TaskState) -> Self {
+        match s {
+            TaskState::Pending => Self::Pending,
+            TaskState::Started => Self::Started,
+            TaskState::Retry => Self::Retry,
+            TaskState::Success => Self::Success,
+            TaskState::Failure => Self::Failure,
+            TaskState::Revoked => Self::Revoked,
+        }
+    }
+}
+
+#[derive(Object, Debug)]
+pub struct TestTaskRequest {
+    /// Echoed back in the task's result.
+    #[oai(validator(max_length = 10000))]
+    pub message: String,
+    /// Make the first N attempts fail, to watch retries (and, past the attempt limit, the
+    /// dead-letter queue) at work.
+    #[oai(validator(maximum(value = "100")))]
+    pub fail_attempts: Option<u32>,
+}
+
+#[derive(Object, Debug)]
+pub struct SendEmailRequest {
+    pub to: String,
+    #[oai(validator(min_length = 1, max_length = 998))]
+    pub subject: String,
+    /// Plain text; also sent as the HTML part, escaped.
+    #[oai(validator(max_length = 100000))]
+    pub body: String,
+}
+
+#[derive(Object, Debug)]
+pub struct TaskAccepted {
+    pub task_id: Uuid,
+    pub task_name: String,
+    pub status: TaskState,
+}
+
+#[derive(Object, Debug)]
+pub struct TaskInfo {
+    pub task_id: Uuid,
+    pub task_name: String,
+    pub status: TaskState,
+    /// The handler's result, once it succeeded.
+    pub result: Option<Value>,
+    /// The last failure's message.
+    pub error: Option<String>,
+    pub attempts: i32,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl From<job::Model> for TaskInfo {
+    fn from(j: job::Model) -> Self {
+        Self {
+            task_id: j.id,
+            status: JobStatus::parse(&j.status)
+                .unwrap_or(JobStatus::Pending)
+                .into(),
+            task_name: j.name,
+            result: j.result,
+            error: j.error,
+            attempts: j.attempts,
+            created_at: j.created_at,
+            started_at: j.started_at,
+            finished_at: j.finished_at,
+        }
+    }
+}
+
+#[derive(Object, Debug)]
+pub struct TaskPage {
+    pub items: Vec<TaskInfo>,
+    pub metadata: PageMetadata,
+}
+
+#[derive(ApiResponse)]
+pub enum Submitted {
+    /// Accepted; follow it at `/system/background-tasks/task-status/{task_id}`.
+    #[oai(status = 202)]
+    Accepted(Json<TaskAccepted>),
+}
+
+async fn submit(state: &AppState, auth: &Auth, name: &str, payload: Value) -> ApiResult<Submitted> {
+    let id = state
+        .jobs
+        .enqueue(&state.db, NewJob::new(name, payload).owner(auth.0.user.id))
+        .await
+        .map_err(ApiError::internal)?;
+    state.jobs.wake();
+    Ok(Submitted::Accepted(Json(TaskAccepted {
+        task_id: id,
+        task_name: name.to_string(),
+        status: TaskState::Pending,
+    })))
+}
+
+/// The job, if the caller may see it: its owner and superusers may; to others it does not exist.
+async fn visible_job(state: &AppState, auth: &Auth, id: Uuid) -> ApiResult<job::Model> {
+    let found = job::Entity::find_by_id(id)
+        .one(&state.db)
+        .await
+        .map_err(ApiError::internal)?;
+    match found {
+        Some(j) if auth.0.user.is_superuser || j.owner_id == Some(auth.0.user.id) => Ok(j),
+        _ => Err(ApiError::not_found("no task with this id")),
+    }
+}
+
+fn plain_to_html(text: &str) -> String {
+    let escaped = text
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;");
+    format!(
+        "<!doctype html><html><body><pre style=\"font-family:sans-serif;white-space:pre-wrap\">{escaped}</pre></body></html>"
+    )
+}
+
+pub struct TasksApi;
+
+#[OpenApi(prefix_path = "/system/background-tasks", tag = "ApiTags::Tasks")]
+impl TasksApi {
+    /// Submit a test task that echoes its message
+    #[oai(path = "/test-task", method = "post", operation_id = "tasks_test_task")]
+    async fn test_task(
+        &self,
+        state: Data<&AppState>,
+        auth: Auth,
+        body: Json<TestTaskRequest>,
+    ) -> ApiResult<Submitted> {
+        let payload =
+            json!({"message": body.0.message, "fail_attempts": body.0.fail_attempts.unwrap_or(0)});
+        submit(&state, &auth, tasks::TEST_TASK, payload).await
+    }
+
+    /// Submit records for processing
+    ///
+    /// Takes a JSON array of objects (at most 10,000); the result counts them and summarises
+    /// each field.
+    #[oai(
+        path = "/process-data",
+        method = "post",
+        operation_id = "tasks_process_data"
+    )]
+    async fn process_data(
+        &self,
+        state: Data<&AppState>,
+        auth: Auth,
+        body: Json<Vec<HashMap<String, Value>>>,
+    ) -> ApiResult<Submitted> {
+        if body.0.len() > MAX_RECORDS {
+            return Err(ApiError::validation(vec![crate::error::FieldError {
+                field: "body".into(),
+                message: format!("at most {MAX_RECORDS} records per task"),
+            }]));
+        }
+        submit(
+            &state,
+            &auth,
+            tasks::PROCESS_DATA,
+            json!({"records": body.0}),
+        )
+        .await
+    }
+
+    /// Submit a task that runs for `duration` seconds (cancellable)
+    #[oai(
+        path = "/long-running",
+        method = "post",
+        operation_id = "tasks_long_running"
+    )]
+    async fn long_running(
+        &self,
+        state: Data<&AppState>,
+        auth: Auth,
+        /// Seconds to run, 1 to 3600.
+        #[oai(
+            default = "default_duration",
+            validator(minimum(value = "1"), maximum(value = "3600"))
+        )]
+        duration: Query<u64>,
+    ) -> ApiResult<Submitted> {
+        let duration = duration.0.min(MAX_DURATION_SECONDS);
+        submit(
+            &state,
+            &auth,
+            tasks::LONG_RUNNING,
+            json!({"duration": duration}),
+        )
+        .await
+    }
+
+    /// Send an email through the job queue (superusers)
+    #[oai(
+        path = "/send-email",
+        method = "post",
+        operation_id = "tasks_send_email"
+    )]
+    async fn send_email(
+        &self,
+        state: Data<&AppState>,
+        auth: Auth,
+        body: Json<SendEmailRequest>,
+    ) -> ApiResult<Submitted> {
+        auth.require_superuser()?;
+        let body = body.0;
+        let to = normalise_email(&body.to).map_err(|p| ApiError::validation(vec![p.into()]))?;
+        let email = Email {
+            to,
+            subject: body.subject,
+            html: plain_to_html(&body.body),
+            text: body.body,
+        };
+        let job = email.into_job();
+        submit(&state, &auth, &job.name, job.payload).await
+    }
+
+    /// A task's status and result
+    #[oai(
+        path = "/task-status/:task_id",
+        method = "get",
+        operation_id = "tasks_status"
+    )]
+    async fn status(
+        &self,
+        state: Data<&AppState>,
+        auth: Auth,
+        task_id: Path<Uuid>,
+    ) -> ApiResult<Json<TaskInfo>> {
+        Ok(Json(visible_job(&state, &auth, task_id.0).await?.into()))
+    }
+
+    /// Cancel a task that has not finished
+    ///
+    /// A pending task never runs; a running one is interrupted. Either way it ends REVOKED.
+    #[oai(path = "/:task_id", method = "delete", operation_id = "tasks_cancel")]
+    async fn cancel(
+        &self,
+        state: Data<&AppState>,
+        auth: Auth,
+        task_id: Path<Uuid>,
+    ) -> ApiResult<Json<TaskInfo>> {
+        let job = visible_job(&state, &auth, task_id.0).await?;
+        let now = Utc::now();
+        let revoked = job::Entity::update_many()
+            .col_expr(
+                job::Column::Status,
+                Expr::value(JobStatus::Revoked.as_str()),
+            )
+            .col_expr(job::Column::FinishedAt, Expr::value(now))
+            .col_expr(job::Column::UpdatedAt, Expr::value(now))
+            .filter(job::Column::Id.eq(job.id))
+            .filter(job::Column::Status.is_in([
+                JobStatus::Pending.as_str(),
+                JobStatus::Retry.as_str(),
+                JobStatus::Started.as_str(),
+            ]))
+            .exec(&state.db)
+            .await
+            .map_err(ApiError::internal)?;
+        let job = visible_job(&state, &auth, job.id).await?;
+        if revoked.rows_affected == 0 && job.status != JobStatus::Revoked.as_str() {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "task_finished",
+                format!("the task already finished with {}", job.status),
+            ));
+        }
+        Ok(Json(job.into()))
+    }
+
+    /// Recent tasks, newest first (superusers)
+    #[oai(path = "/", method = "get", operation_id = "tasks_list")]
+    async fn list(
+        &self,
+        state: Data<&AppState>,
+        auth: Auth,
+        /// Only tasks in this state.
+        status: Query<Option<TaskState>>,
+        /// Page number, from 1.
+        #[oai(
+            default = "super::models::default_page",
+            validator(minimum(value = "1"))
+        )]
+        page: Query<u64>,
+        /// Items per page, 1 to 100.
+        #[oai(
+            default = "super::models::default_size",
+            validator(minimum(value = "1"), maximum(value = "100"))
+        )]
+        size: Query<u64>,
+    ) -> ApiResult<Json<TaskPage>> {
+        auth.require_superuser()?;
+        let mut query = job::Entity::find().order_by_desc(job::Column::CreatedAt);
+        if let Some(s) = status.0 {
+            query = query.filter(job::Column::Status.eq(JobStatus::from(s).as_str()));
+        }
+        let paginator = query.paginate(&state.db, size.0);
+        let total = paginator.num_items().await.map_err(ApiError::internal)?;
+        let items = paginator
+            .fetch_page(page.0 - 1)
+            .await
+            .map_err(ApiError::internal)?
+            .into_iter()
+            .map(TaskInfo::from)
+            .collect();
+        Ok(Json(TaskPage {
+            items,
+            metadata: PageMetadata::new(page.0, size.0, total),
+        }))
+    }
+}
+
+fn default_duration() -> u64 {
+    10
+}

@@ -1,0 +1,343 @@
+//! Background jobs: the outbox and status table, the handler registry, the runner that executes
+//! one job, and two transports that feed it: RabbitMQ (`rabbit`) and the in-process poller
+//! (`local`). This module knows no job's meaning; handlers live beside their domains and are
+//! registered at the composition point (`app.rs`).
+
+pub mod local;
+pub mod rabbit;
+mod runner;
+
+use std::{collections::HashMap, future::Future, pin::Pin, sync::Arc, time::Duration};
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, Set,
+    sea_query::OnConflict,
+};
+use serde_json::Value;
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+pub use runner::{Outcome, Runner};
+
+use crate::{config::Settings, entities::job};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobStatus {
+    Pending,
+    Started,
+    Retry,
+    Success,
+    Failure,
+    Revoked,
+}
+
+impl JobStatus {
+    pub const ALL: [JobStatus; 6] = [
+        Self::Pending,
+        Self::Started,
+        Self::Retry,
+        Self::Success,
+        Self::Failure,
+        Self::Revoked,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "PENDING",
+            Self::Started => "STARTED",
+            Self::Retry => "RETRY",
+            Self::Success => "SUCCESS",
+            Self::Failure => "FAILURE",
+            Self::Revoked => "REVOKED",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|v| v.as_str().eq_ignore_ascii_case(s))
+    }
+
+    pub fn is_finished(self) -> bool {
+        matches!(self, Self::Success | Self::Failure | Self::Revoked)
+    }
+}
+
+/// How jobs are retried and bounded; read from the settings.
+#[derive(Debug, Clone)]
+pub struct JobSettings {
+    pub max_attempts: i32,
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    pub timeout: Duration,
+    /// How often a running job checks whether it was cancelled.
+    pub cancel_poll: Duration,
+}
+
+impl JobSettings {
+    pub fn from_settings(s: &Settings) -> Self {
+        Self {
+            max_attempts: s.job_max_attempts,
+            retry_base: s.job_retry_base,
+            retry_max: s.job_retry_max,
+            timeout: s.job_timeout,
+            cancel_poll: Duration::from_millis(500),
+        }
+    }
+
+    /// Exponential backoff with jitter: base × 2^(attempt−1), capped, then scaled by 0.75–1.25 so
+    /// that jobs failing together do not retry together.
+    pub fn backoff(&self, attempt: i32) -> Duration {
+        let exp = attempt.clamp(1, 30) as u32 - 1;
+        let raw = self
+            .retry_base
+            .saturating_mul(2u32.saturating_pow(exp))
+            .min(self.retry_max);
+        raw.mul_f64(0.75 + rand::random::<f64>() * 0.5)
+    }
+}
+
+/// A job to enqueue.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub name: String,
+    pub payload: Value,
+    pub owner_id: Option<Uuid>,
+    pub dedupe_key: Option<String>,
+    pub max_attempts: Option<i32>,
+    pub run_at: Option<DateTime<Utc>>,
+}
+
+impl NewJob {
+    pub fn new(name: &str, payload: Value) -> Self {
+        Self {
+            name: name.to_string(),
+            payload,
+            owner_id: None,
+            dedupe_key: None,
+            max_attempts: None,
+            run_at: None,
+        }
+    }
+
+    pub fn owner(mut self, owner: Uuid) -> Self {
+        self.owner_id = Some(owner);
+        self
+    }
+
+    pub fn dedupe(mut self, key: impl Into<String>) -> Self {
+        self.dedupe_key = Some(key.into());
+        self
+    }
+}
+
+/// The producer side: writes jobs into the outbox table, inside the caller's transaction, and
+/// wakes this process's dispatcher once the caller has committed.
+#[derive(Clone)]
+pub struct JobQueue {
+    settings: JobSettings,
+    wake: Arc<Notify>,
+}
+
+impl JobQueue {
+    pub fn new(settings: JobSettings) -> Self {
+        Self {
+            settings,
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    pub fn settings(&self) -> &JobSettings {
+        &self.settings
+    }
+
+    /// Inserts the job on `conn` (a transaction, to commit together with the change that caused
+    /// it). With a dedupe key that already exists, nothing is inserted and the existing job's id
+    /// is returned.
+    pub async fn enqueue(&self, conn: &impl ConnectionTrait, job: NewJob) -> Result<Uuid, DbErr> {
+        let now = Utc::now();
+        let id = Uuid::new_v4();
+        let model = job::ActiveModel {
+            id: Set(id),
+            name: Set(job.name),
+            payload: Set(job.payload),
+            status: Set(JobStatus::Pending.as_str().to_string()),
+            attempts: Set(0),
+            max_attempts: Set(job
+                .max_attempts
+                .unwrap_or(self.settings.max_attempts)
+                .max(1)),
+            run_at: Set(job.run_at.unwrap_or(now)),
+            result: Set(None),
+            error: Set(None),
+            owner_id: Set(job.owner_id),
+            dedupe_key: Set(job.dedupe_key.clone()),
+            locked_by: Set(None),
+            created_at: Set(now),
+            updated_at: Set(now),
+            started_at: Set(None),
+            finished_at: Set(None),
+            published_at: Set(None),
+        };
+        let Some(key) = job.dedupe_key else {
+            model.insert(conn).await?;
+            return Ok(id);
+        };
+        // ON CONFLICT DO NOTHING keeps a surrounding PostgreSQL transaction usable.
+        let inserted = job::Entity::insert(model)
+            .on_conflict(
+                OnConflict::column(job::Column::DedupeKey)
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .exec_without_returning(conn)
+            .await?;
+        if inserted == 1 {
+            return Ok(id);
+        }
+        job::Entity::find()
+            .filter(job::Column::DedupeKey.eq(key))
+            .one(conn)
+            .await?
+            .map(|j| j.id)
+            .ok_or_else(|| DbErr::RecordNotFound("deduplicated job vanished".into()))
+    }
+
+    /// Tells this process's dispatcher that jobs are waiting; call after committing.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    pub fn wake_handle(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+}
+
+/// What a handler gets to work with.
+#[derive(Debug, Clone)]
+pub struct JobContext {
+    pub job_id: Uuid,
+    pub name: String,
+    pub payload: Value,
+    /// 1 for the first run.
+    pub attempt: i32,
+    pub max_attempts: i32,
+}
+
+/// A handler's failure. Retryable failures are tried again until the attempts run out.
+#[derive(Debug, Clone)]
+pub struct JobError {
+    pub message: String,
+    pub retryable: bool,
+}
+
+impl JobError {
+    pub fn retry(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            retryable: true,
+        }
+    }
+
+    /// A failure that no retry can fix, such as a malformed payload.
+    pub fn fatal(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            retryable: false,
+        }
+    }
+}
+
+pub type JobResult = Result<Value, JobError>;
+type HandlerFn =
+    Arc<dyn Fn(JobContext) -> Pin<Box<dyn Future<Output = JobResult> + Send>> + Send + Sync>;
+
+#[derive(Clone)]
+pub struct Handler {
+    run: HandlerFn,
+    /// Rewrites the stored payload once the job has finished, to drop secrets (mailed tokens).
+    scrub: Option<fn(&Value) -> Value>,
+}
+
+/// Job name → handler. New kinds of job are one `register` call at the composition point.
+#[derive(Clone, Default)]
+pub struct Registry {
+    handlers: Arc<HashMap<String, Handler>>,
+}
+
+impl Registry {
+    pub fn builder() -> RegistryBuilder {
+        RegistryBuilder::default()
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Handler> {
+        self.handlers.get(name)
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.handlers.keys().cloned().collect();
+        names.sort();
+        names
+    }
+}
+
+#[derive(Default)]
+pub struct RegistryBuilder {
+    handlers: HashMap<String, Handler>,
+}
+
+impl RegistryBuilder {
+    pub fn register<F, Fut>(self, name: &str, f: F) -> Self
+    where
+        F: Fn(JobContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = JobResult> + Send + 'static,
+    {
+        self.insert(name, f, None)
+    }
+
+    /// Registers a handler whose payload carries secrets, replaced by `scrub(payload)` at the end.
+    pub fn register_sensitive<F, Fut>(self, name: &str, f: F, scrub: fn(&Value) -> Value) -> Self
+    where
+        F: Fn(JobContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = JobResult> + Send + 'static,
+    {
+        self.insert(name, f, Some(scrub))
+    }
+
+    fn insert<F, Fut>(mut self, name: &str, f: F, scrub: Option<fn(&Value) -> Value>) -> Self
+    where
+        F: Fn(JobContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = JobResult> + Send + 'static,
+    {
+        let run: HandlerFn = Arc::new(move |ctx| Box::pin(f(ctx)));
+        self.handlers
+            .insert(name.to_string(), Handler { run, scrub });
+        self
+    }
+
+    pub fn build(self) -> Registry {
+        Registry {
+            handlers: Arc::new(self.handlers),
+        }
+    }
+}
+
+/// A process-unique name for a worker, stored in `locked_by` and the heartbeat table.
+pub fn worker_id(kind: &str) -> String {
+    let host = hostname();
+    format!(
+        "{kind}-{host}-{}-{}",
+        std::process::id(),
+        &Uuid::new_v4().simple().to_string()[..8]
+    )
+}
+
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown".into())
+}
