@@ -84,7 +84,10 @@ pub enum ApiError {
     BadRequest(Json<Box<Problem>>),
     /// Missing, invalid or expired credentials.
     #[oai(status = 401, content_type = "application/problem+json")]
-    Unauthorized(Json<Box<Problem>>, #[oai(header = "WWW-Authenticate")] String),
+    Unauthorized(
+        Json<Box<Problem>>,
+        #[oai(header = "WWW-Authenticate")] String,
+    ),
     /// Authenticated, but not allowed to do this.
     #[oai(status = 403, content_type = "application/problem+json")]
     Forbidden(Json<Box<Problem>>),
@@ -105,7 +108,10 @@ pub enum ApiError {
     Unprocessable(Json<Box<Problem>>),
     /// Too many requests; retry after the given number of seconds.
     #[oai(status = 429, content_type = "application/problem+json")]
-    TooManyRequests(Json<Box<Problem>>, #[oai(header = "Retry-After")] Option<u64>),
+    TooManyRequests(
+        Json<Box<Problem>>,
+        #[oai(header = "Retry-After")] Option<u64>,
+    ),
     /// An unexpected server fault; the body carries no internals.
     #[oai(status = 500, content_type = "application/problem+json")]
     Internal(Json<Box<Problem>>),

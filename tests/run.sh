@@ -5,6 +5,10 @@
 #
 #   tests/run.sh              everything
 #   tests/run.sh -- FILTER    pass extra arguments to the test runner (e.g. a test name)
+#
+# Services: PostgreSQL (127.0.0.1:5432, trust auth for `postgres`), RabbitMQ (127.0.0.1:5672,
+# guest/guest) and maildev (SMTP 1025, API 1080). Tests isolate themselves: a database, a queue
+# and unique mail addresses each.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -47,6 +51,22 @@ ensure_postgres() {
   wait_for 30 "PostgreSQL (trust auth for postgres)" psql "$TEST_POSTGRES_URL" -Atc 'select 1'
 }
 
+ensure_rabbitmq() {
+  if port_open 127.0.0.1 5672; then return 0; fi
+  log "starting RabbitMQ"
+  command -v rabbitmq-server >/dev/null || apt_install rabbitmq-server
+  as_root rabbitmq-server -detached || true
+  as_root rabbitmqctl await_startup --timeout 120 >/dev/null || true
+  wait_for 120 RabbitMQ port_open 127.0.0.1 5672
+}
+
+# Queues of earlier test runs that stopped before cleaning up after themselves.
+drop_old_test_queues() {
+  command -v rabbitmqctl >/dev/null || return 0
+  timeout 60 rabbitmqctl list_queues -q name 2>/dev/null | grep '^keel\.test\.' |
+    while read -r q; do timeout 30 rabbitmqctl delete_queue "$q" >/dev/null 2>&1 || true; done || true
+}
+
 ensure_maildev() {
   if curl -fsS "$TEST_MAILDEV_URL/api/email" >/dev/null 2>&1; then return 0; fi
   local bin="$TOOLS_DIR/maildev/node_modules/.bin/maildev"
@@ -72,8 +92,10 @@ drop_old_test_databases() {
 command -v curl >/dev/null || apt_install curl
 command -v psql >/dev/null || apt_install postgresql-client
 ensure_postgres
+ensure_rabbitmq
 ensure_maildev
 drop_old_test_databases
+drop_old_test_queues
 
 log "cargo fmt --check"
 cargo fmt --all -- --check

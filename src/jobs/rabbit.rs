@@ -188,9 +188,27 @@ impl Publisher {
         Ok(())
     }
 
-    /// For health checks: can a channel be had right now?
+    /// For health checks: a round trip to the broker (a passive declare of the job queue).
     pub async fn check(&self) -> Result<(), RabbitError> {
-        let result = self.channel().await.map(|_| ());
+        let passive = QueueDeclareOptions {
+            passive: true,
+            durable: true,
+            ..Default::default()
+        };
+        let result = async {
+            let channel = self.channel().await?;
+            with_timeout(
+                CONNECT_TIMEOUT,
+                channel.queue_declare(
+                    self.config.queue.as_str().into(),
+                    passive,
+                    FieldTable::default(),
+                ),
+            )
+            .await
+            .map(|_| ())
+        }
+        .await;
         if result.is_err() {
             *self.link.lock().await = None;
         }

@@ -76,6 +76,8 @@ pub struct TestApp {
     pub client: Client,
     pub state: AppState,
     pub backend: Backend,
+    /// The settings the server runs with, for worker processes to share.
+    pub env: HashMap<String, String>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -99,6 +101,7 @@ impl TestApp {
         env.entry("LOG_LEVEL".into())
             .or_insert_with(|| std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()));
         let settings = Settings::from_map(&env).expect("test settings");
+        let saved_env = env.clone();
         keel::telemetry::init(&settings);
         let state = AppState::build(settings).await.expect("build app state");
         let server = BoundServer::bind(state.clone(), "127.0.0.1:0".parse().unwrap())
@@ -126,6 +129,7 @@ impl TestApp {
                 .unwrap(),
             state,
             backend,
+            env: saved_env,
             shutdown: Some(tx),
             task: Some(task),
         }
@@ -308,4 +312,115 @@ macro_rules! both_backends {
             )*
         }
     };
+}
+
+pub fn rabbitmq_url() -> String {
+    std::env::var("TEST_RABBITMQ_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// Settings for a server whose jobs go through RabbitMQ, on a queue of its own.
+pub fn rabbit_overrides(queue: &str) -> Vec<(String, String)> {
+    vec![
+        ("ENABLE_RABBITMQ".into(), "true".into()),
+        ("RABBITMQ_URL".into(), rabbitmq_url()),
+        ("RABBITMQ_QUEUE".into(), queue.into()),
+        ("JOB_RETRY_BASE_MS".into(), "100".into()),
+        ("JOB_RETRY_MAX_MS".into(), "400".into()),
+    ]
+}
+
+pub fn unique_queue() -> String {
+    format!("keel.test.{}", uuid::Uuid::new_v4().simple())
+}
+
+/// A `worker` process sharing the test server's settings.
+pub struct WorkerProcess {
+    pub child: std::process::Child,
+}
+
+impl WorkerProcess {
+    pub fn spawn(env: &HashMap<String, String>) -> Self {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_worker"))
+            .envs(env)
+            .env(
+                "LOG_LEVEL",
+                std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .current_dir(std::env::temp_dir())
+            .spawn()
+            .expect("spawn worker");
+        Self { child }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .args([format!("-{signal}"), self.pid().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit and returns its exit code.
+    pub async fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status.code();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "worker did not exit within {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Deletes a test's queues from the broker.
+pub async fn delete_queues(queue: &str) {
+    if let Ok(conn) =
+        lapin::Connection::connect(&rabbitmq_url(), lapin::ConnectionProperties::default()).await
+        && let Ok(channel) = conn.create_channel().await
+    {
+        for q in [queue.to_string(), format!("{queue}.dead")] {
+            let _ = channel
+                .queue_delete(
+                    q.as_str().into(),
+                    lapin::options::QueueDeleteOptions::default(),
+                )
+                .await;
+        }
+        let _ = conn.close(200, "done".into()).await;
+    }
+}
+
+/// Polls `check` every 100 ms until it returns Some, or panics after `within`.
+pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

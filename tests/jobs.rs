@@ -1,0 +1,664 @@
+//! Background jobs over real RabbitMQ with `worker` processes, and in-process in embedded mode.
+
+mod common;
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use common::{Backend, TestApp, Tokens, WorkerProcess, eventually, mail, problem};
+use keel::entities::job;
+use reqwest::StatusCode;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use serde_json::{Value, json};
+use tokio::net::{TcpListener, TcpStream};
+
+async fn rabbit_app(backend: Backend, queue: &str, extra: &[(&str, &str)]) -> TestApp {
+    let mut overrides = common::rabbit_overrides(queue);
+    overrides.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let pairs: Vec<(&str, &str)> = overrides
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    TestApp::start_with(backend, &pairs).await
+}
+
+async fn submit(app: &TestApp, token: &str, path: &str, body: Value) -> String {
+    let resp = app.post_json(path, body, Some(token)).await;
+    assert_eq!(resp.status(), StatusCode::ACCEPTED, "{path}");
+    let accepted: Value = resp.json().await.unwrap();
+    assert_eq!(accepted["status"], "PENDING");
+    accepted["task_id"].as_str().unwrap().to_string()
+}
+
+async fn status(app: &TestApp, token: &str, id: &str) -> Value {
+    let resp = app
+        .get(
+            &format!("/system/background-tasks/task-status/{id}"),
+            Some(token),
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    resp.json().await.unwrap()
+}
+
+async fn wait_status(
+    app: &TestApp,
+    token: &str,
+    id: &str,
+    wanted: &str,
+    within: Duration,
+) -> Value {
+    eventually(within, &format!("task {id} to reach {wanted}"), || async {
+        let s = status(app, token, id).await;
+        (s["status"] == wanted).then_some(s)
+    })
+    .await
+}
+
+async fn superuser(app: &TestApp) -> Tokens {
+    app.login("root@example.com", "SuperSecret123!").await
+}
+
+const ROOT: [(&str, &str); 2] = [
+    ("FIRST_SUPERUSER_EMAIL", "root@example.com"),
+    ("FIRST_SUPERUSER_PASSWORD", "SuperSecret123!"),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verification_mail_arrives_through_the_worker() {
+    let queue = common::unique_queue();
+    let app = rabbit_app(Backend::Postgres, &queue, &[]).await;
+
+    // Without a worker the broker is fine but the worker is reported missing.
+    let health: Value = app.get("/system/health", None).await.json().await.unwrap();
+    assert_eq!(health["rabbitmq"], "healthy", "{health}");
+    assert_eq!(health["worker"], "unhealthy", "{health}");
+    assert_eq!(health["status"], "degraded");
+    assert_eq!(
+        app.get("/system/health/ready", None).await.status(),
+        StatusCode::OK
+    );
+
+    let _worker = WorkerProcess::spawn(&app.env);
+    let (user, tokens) = app.signed_in_user().await;
+    let me: Value = app
+        .get("/users/me", Some(&tokens.access))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["email"], user.email.as_str());
+
+    let jobs = job::Entity::find()
+        .filter(job::Column::Name.eq("send_email"))
+        .all(&app.state.db)
+        .await
+        .unwrap();
+    let done = eventually(Duration::from_secs(10), "mail jobs to succeed", || async {
+        let jobs = job::Entity::find().all(&app.state.db).await.unwrap();
+        jobs.iter().all(|j| j.status == "SUCCESS").then_some(jobs)
+    })
+    .await;
+    assert!(jobs.len() >= 2, "verification and welcome mails: {jobs:?}");
+    for j in &done {
+        assert!(
+            j.locked_by.is_none() && j.published_at.is_some() && j.attempts == 1,
+            "{j:?}"
+        );
+        assert!(
+            !j.payload.to_string().contains("token="),
+            "mailed tokens are scrubbed: {}",
+            j.payload
+        );
+        assert_eq!(j.result.as_ref().unwrap()["transport"], "smtp");
+    }
+
+    let health: Value = app.get("/system/health", None).await.json().await.unwrap();
+    assert_eq!(health["worker"], "healthy", "{health}");
+    assert_eq!(health["status"], "healthy");
+    let features: Value = app.get("/features", None).await.json().await.unwrap();
+    assert_eq!(features["rabbitmq"], true);
+    common::delete_queues(&queue).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_lifecycle_results_and_permissions() {
+    let queue = common::unique_queue();
+    let app = rabbit_app(Backend::Postgres, &queue, &ROOT).await;
+    let _worker = WorkerProcess::spawn(&app.env);
+    let (_, user) = app.signed_in_user().await;
+    let (_, other) = app.signed_in_user().await;
+
+    let id = submit(
+        &app,
+        &user.access,
+        "/system/background-tasks/long-running?duration=2",
+        json!(null),
+    )
+    .await;
+    let started = wait_status(&app, &user.access, &id, "STARTED", Duration::from_secs(10)).await;
+    assert!(started["started_at"].is_string());
+    let done = wait_status(&app, &user.access, &id, "SUCCESS", Duration::from_secs(15)).await;
+    assert_eq!(done["result"], json!({"slept_seconds": 2}));
+    assert_eq!(done["attempts"], 1);
+    assert_eq!(done["task_name"], "long_running");
+    for field in ["created_at", "started_at", "finished_at"] {
+        assert!(done[field].is_string(), "{field}: {done}");
+    }
+
+    let echo = submit(
+        &app,
+        &user.access,
+        "/system/background-tasks/test-task",
+        json!({"message": "hello"}),
+    )
+    .await;
+    let done = wait_status(
+        &app,
+        &user.access,
+        &echo,
+        "SUCCESS",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(done["result"]["message"], "hello");
+
+    let records = json!([{"price": 10, "name": "a"}, {"price": 5.5}, {"name": "c"}]);
+    let data = submit(
+        &app,
+        &user.access,
+        "/system/background-tasks/process-data",
+        records,
+    )
+    .await;
+    let done = wait_status(
+        &app,
+        &user.access,
+        &data,
+        "SUCCESS",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(done["result"]["record_count"], 3);
+    assert_eq!(done["result"]["fields"]["price"]["sum"], 15.5);
+    assert_eq!(done["result"]["fields"]["name"]["count"], 2);
+
+    // Visible to its owner and superusers only; unknown ids are 404 too.
+    let path = format!("/system/background-tasks/task-status/{id}");
+    problem(app.get(&path, Some(&other.access)).await, 404, "not_found").await;
+    let root = superuser(&app).await;
+    assert_eq!(
+        app.get(&path, Some(&root.access)).await.status(),
+        StatusCode::OK
+    );
+    let unknown = format!(
+        "/system/background-tasks/task-status/{}",
+        uuid::Uuid::new_v4()
+    );
+    problem(
+        app.get(&unknown, Some(&user.access)).await,
+        404,
+        "not_found",
+    )
+    .await;
+    problem(app.get(&path, None).await, 401, "not_authenticated").await;
+
+    // Bad input is a 4xx, never a 5xx.
+    let resp = app
+        .client
+        .post(app.url("/system/background-tasks/long-running?duration=0"))
+        .bearer_auth(&user.access)
+        .send()
+        .await
+        .unwrap();
+    problem(resp, 400, "invalid_parameter").await;
+    let resp = app
+        .post_json(
+            "/system/background-tasks/process-data",
+            json!([1, 2]),
+            Some(&user.access),
+        )
+        .await;
+    problem(resp, 400, "invalid_body").await;
+
+    // Mail and the task list are for superusers.
+    let mail_req = json!({"to": "someone@example.com", "subject": "Hi", "body": "<b>hello</b>"});
+    let resp = app
+        .post_json(
+            "/system/background-tasks/send-email",
+            mail_req.clone(),
+            Some(&user.access),
+        )
+        .await;
+    problem(resp, 403, "superuser_required").await;
+    problem(
+        app.get("/system/background-tasks", Some(&user.access))
+            .await,
+        403,
+        "superuser_required",
+    )
+    .await;
+    let sent = submit(
+        &app,
+        &root.access,
+        "/system/background-tasks/send-email",
+        mail_req,
+    )
+    .await;
+    wait_status(
+        &app,
+        &root.access,
+        &sent,
+        "SUCCESS",
+        Duration::from_secs(10),
+    )
+    .await;
+    let message = mail::wait_for_messages("someone@example.com", "Hi", 1)
+        .await
+        .remove(0);
+    assert!(
+        message["html"]
+            .as_str()
+            .unwrap()
+            .contains("&lt;b&gt;hello&lt;/b&gt;")
+    );
+
+    let list: Value = app
+        .get(
+            "/system/background-tasks?status=SUCCESS&size=2",
+            Some(&root.access),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["items"].as_array().unwrap().len(), 2);
+    assert!(list["metadata"]["total"].as_u64().unwrap() >= 4, "{list}");
+    assert_eq!(list["metadata"]["has_next"], true);
+    assert!(
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["status"] == "SUCCESS")
+    );
+    common::delete_queues(&queue).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_task_ends_in_failure_and_the_dead_letter_queue() {
+    let queue = common::unique_queue();
+    let app = rabbit_app(Backend::Postgres, &queue, &[("JOB_MAX_ATTEMPTS", "3")]).await;
+    let _worker = WorkerProcess::spawn(&app.env);
+    let (_, user) = app.signed_in_user().await;
+
+    let id = submit(
+        &app,
+        &user.access,
+        "/system/background-tasks/test-task",
+        json!({"message": "doomed", "fail_attempts": 50}),
+    )
+    .await;
+    let failed = wait_status(&app, &user.access, &id, "FAILURE", Duration::from_secs(20)).await;
+    assert_eq!(failed["attempts"], 3);
+    assert!(
+        failed["error"]
+            .as_str()
+            .unwrap()
+            .contains("failing on purpose"),
+        "{failed}"
+    );
+    assert!(failed["result"].is_null());
+
+    // A task that fails twice and then succeeds is retried to success.
+    let id2 = submit(
+        &app,
+        &user.access,
+        "/system/background-tasks/test-task",
+        json!({"message": "stubborn", "fail_attempts": 2}),
+    )
+    .await;
+    let done = wait_status(&app, &user.access, &id2, "SUCCESS", Duration::from_secs(20)).await;
+    assert_eq!(done["attempts"], 3);
+
+    // The failed job's message waits in the dead-letter queue for an operator.
+    let conn = lapin::Connection::connect(
+        &common::rabbitmq_url(),
+        lapin::ConnectionProperties::default(),
+    )
+    .await
+    .unwrap();
+    let channel = conn.create_channel().await.unwrap();
+    let dead = eventually(
+        Duration::from_secs(5),
+        "the dead-lettered message",
+        || async {
+            channel
+                .basic_get(
+                    format!("{queue}.dead").as_str().into(),
+                    lapin::options::BasicGetOptions { no_ack: true },
+                )
+                .await
+                .unwrap()
+        },
+    )
+    .await;
+    assert_eq!(String::from_utf8(dead.delivery.data.clone()).unwrap(), id);
+    common::delete_queues(&queue).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_worker_is_killed_completes_once_on_another() {
+    let queue = common::unique_queue();
+    let app = rabbit_app(Backend::Postgres, &queue, &[]).await;
+    let mut first = WorkerProcess::spawn(&app.env);
+    let (_, user) = app.signed_in_user().await;
+
+    let id = submit(
+        &app,
+        &user.access,
+        "/system/background-tasks/long-running?duration=3",
+        json!(null),
+    )
+    .await;
+    wait_status(&app, &user.access, &id, "STARTED", Duration::from_secs(10)).await;
+    first.signal("KILL");
+    first.wait_exit(Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(status(&app, &user.access, &id).await["status"], "STARTED");
+
+    let _second = WorkerProcess::spawn(&app.env);
+    let done = wait_status(&app, &user.access, &id, "SUCCESS", Duration::from_secs(20)).await;
+    assert_eq!(
+        done["attempts"], 2,
+        "one interrupted run, one complete run: {done}"
+    );
+    assert_eq!(done["result"], json!({"slept_seconds": 3}));
+    let rows = job::Entity::find()
+        .filter(job::Column::Name.eq("long_running"))
+        .all(&app.state.db)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    // It stays done: no later duplicate delivery runs it again.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let again = status(&app, &user.access, &id).await;
+    assert_eq!(
+        (again["status"].clone(), again["attempts"].clone()),
+        (json!("SUCCESS"), json!(2))
+    );
+    common::delete_queues(&queue).await;
+}
+
+/// A TCP relay to the broker that can be cut and restored, to play a broker outage for one
+/// server without disturbing anything else using the broker.
+struct BrokerProxy {
+    port: u16,
+    up: Arc<AtomicBool>,
+}
+
+impl BrokerProxy {
+    async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = Arc::new(AtomicBool::new(true));
+        let flag = up.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                let flag = flag.clone();
+                tokio::spawn(async move {
+                    if !flag.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    let Ok(mut broker) = TcpStream::connect("127.0.0.1:5672").await else {
+                        return;
+                    };
+                    let watch = flag.clone();
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut broker) => {}
+                        _ = async move {
+                            while watch.load(Ordering::SeqCst) {
+                                tokio::time::sleep(Duration::from_millis(50)).await;
+                            }
+                        } => {}
+                    }
+                });
+            }
+        });
+        Self { port, up }
+    }
+
+    fn set_up(&self, up: bool) {
+        self.up.store(up, Ordering::SeqCst);
+    }
+
+    fn url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_outage_delays_jobs_and_loses_none() {
+    let queue = common::unique_queue();
+    let proxy = BrokerProxy::start().await;
+    let app = rabbit_app(Backend::Postgres, &queue, &[("RABBITMQ_URL", &proxy.url())]).await;
+    // Server and worker both reach the broker through the proxy: cutting it is, for them, the
+    // broker going away (connections dropped, new ones refused) and coming back.
+    let _worker = WorkerProcess::spawn(&app.env);
+    let (_, user) = app.signed_in_user().await;
+
+    proxy.set_up(false);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let health: Value = app.get("/system/health", None).await.json().await.unwrap();
+    assert_eq!(health["rabbitmq"], "unhealthy", "{health}");
+    problem(
+        app.get("/system/health/ready", None).await,
+        503,
+        "not_ready",
+    )
+    .await;
+
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(
+            submit(
+                &app,
+                &user.access,
+                "/system/background-tasks/test-task",
+                json!({"message": format!("m{i}")}),
+            )
+            .await,
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for id in &ids {
+        let s = status(&app, &user.access, id).await;
+        assert_eq!(
+            s["status"], "PENDING",
+            "nothing can run while the broker is unreachable"
+        );
+    }
+
+    proxy.set_up(true);
+    for (i, id) in ids.iter().enumerate() {
+        let done = wait_status(&app, &user.access, id, "SUCCESS", Duration::from_secs(30)).await;
+        assert_eq!(done["result"]["message"], format!("m{i}"));
+    }
+    assert_eq!(
+        app.get("/system/health/ready", None).await.status(),
+        StatusCode::OK
+    );
+    common::delete_queues(&queue).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_running_task_revokes_it() {
+    let queue = common::unique_queue();
+    let app = rabbit_app(Backend::Postgres, &queue, &[]).await;
+    let _worker = WorkerProcess::spawn(&app.env);
+    let (_, user) = app.signed_in_user().await;
+    let (_, other) = app.signed_in_user().await;
+
+    let id = submit(
+        &app,
+        &user.access,
+        "/system/background-tasks/long-running?duration=60",
+        json!(null),
+    )
+    .await;
+    wait_status(&app, &user.access, &id, "STARTED", Duration::from_secs(10)).await;
+    let path = format!("/system/background-tasks/{id}");
+    problem(
+        app.delete(&path, Some(&other.access)).await,
+        404,
+        "not_found",
+    )
+    .await;
+    let resp = app.delete(&path, Some(&user.access)).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.json::<Value>().await.unwrap()["status"], "REVOKED");
+
+    // The worker stops it and is free for the next task; the task stays revoked.
+    let next = submit(
+        &app,
+        &user.access,
+        "/system/background-tasks/test-task",
+        json!({"message": "next"}),
+    )
+    .await;
+    wait_status(
+        &app,
+        &user.access,
+        &next,
+        "SUCCESS",
+        Duration::from_secs(10),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let revoked = status(&app, &user.access, &id).await;
+    assert_eq!(revoked["status"], "REVOKED");
+    assert!(revoked["finished_at"].is_string());
+    assert!(revoked["result"].is_null());
+
+    // A finished task cannot be cancelled.
+    problem(
+        app.delete(
+            &format!("/system/background-tasks/{next}"),
+            Some(&user.access),
+        )
+        .await,
+        409,
+        "task_finished",
+    )
+    .await;
+    common::delete_queues(&queue).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_the_running_job_finish() {
+    let queue = common::unique_queue();
+    let app = rabbit_app(Backend::Postgres, &queue, &[]).await;
+    let mut worker = WorkerProcess::spawn(&app.env);
+    let (_, user) = app.signed_in_user().await;
+
+    let id = submit(
+        &app,
+        &user.access,
+        "/system/background-tasks/long-running?duration=2",
+        json!(null),
+    )
+    .await;
+    wait_status(&app, &user.access, &id, "STARTED", Duration::from_secs(10)).await;
+    worker.signal("TERM");
+    assert_eq!(worker.wait_exit(Duration::from_secs(15)).await, Some(0));
+    let done = status(&app, &user.access, &id).await;
+    assert_eq!(done["status"], "SUCCESS", "{done}");
+    assert_eq!(done["attempts"], 1);
+    common::delete_queues(&queue).await;
+}
+
+#[test]
+fn the_worker_refuses_to_start_without_rabbitmq() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_worker"))
+        .env("ENABLE_RABBITMQ", "false")
+        .current_dir(std::env::temp_dir())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ENABLE_RABBITMQ"));
+}
+
+// ---- embedded mode: the server runs jobs itself, with the same rules -------------------------
+
+both_backends!(embedded_tasks_run_retry_and_cancel);
+
+async fn embedded_tasks_run_retry_and_cancel(backend: Backend) {
+    let app = TestApp::start_with(
+        backend,
+        &[
+            ("JOB_MAX_ATTEMPTS", "2"),
+            ("JOB_RETRY_BASE_MS", "100"),
+            ("JOB_RETRY_MAX_MS", "200"),
+        ],
+    )
+    .await;
+    let health: Value = app.get("/system/health", None).await.json().await.unwrap();
+    assert_eq!(health["worker"], "in-process");
+    assert_eq!(health["rabbitmq"], "disabled");
+    let (_, user) = app.signed_in_user().await;
+
+    let ok = submit(
+        &app,
+        &user.access,
+        "/system/background-tasks/test-task",
+        json!({"message": "local"}),
+    )
+    .await;
+    let done = wait_status(&app, &user.access, &ok, "SUCCESS", Duration::from_secs(10)).await;
+    assert_eq!(done["result"]["message"], "local");
+
+    let bad = submit(
+        &app,
+        &user.access,
+        "/system/background-tasks/test-task",
+        json!({"message": "x", "fail_attempts": 9}),
+    )
+    .await;
+    let failed = wait_status(&app, &user.access, &bad, "FAILURE", Duration::from_secs(10)).await;
+    assert_eq!(failed["attempts"], 2);
+
+    let long = submit(
+        &app,
+        &user.access,
+        "/system/background-tasks/long-running?duration=30",
+        json!(null),
+    )
+    .await;
+    wait_status(
+        &app,
+        &user.access,
+        &long,
+        "STARTED",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(
+        app.delete(
+            &format!("/system/background-tasks/{long}"),
+            Some(&user.access)
+        )
+        .await
+        .status(),
+        StatusCode::OK
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(status(&app, &user.access, &long).await["status"], "REVOKED");
+}
