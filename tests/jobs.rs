@@ -598,7 +598,11 @@ fn the_worker_refuses_to_start_without_rabbitmq() {
 
 // ---- embedded mode: the server runs jobs itself, with the same rules -------------------------
 
-both_backends!(embedded_tasks_run_retry_and_cancel);
+both_backends!(
+    embedded_tasks_run_retry_and_cancel,
+    embedded_recovers_jobs_of_a_dead_server,
+    cleanup_job_removes_spent_tokens,
+);
 
 async fn embedded_tasks_run_retry_and_cancel(backend: Backend) {
     let app = TestApp::start_with(
@@ -661,4 +665,119 @@ async fn embedded_tasks_run_retry_and_cancel(backend: Backend) {
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(status(&app, &user.access, &long).await["status"], "REVOKED");
+}
+
+async fn embedded_recovers_jobs_of_a_dead_server(backend: Backend) {
+    use sea_orm::{ActiveModelTrait, Set};
+    let app = TestApp::start(backend).await;
+    // A job a crashed server left STARTED a minute ago (its worker never beats again), and one a
+    // live server (fresh heartbeat) is running right now: only the first is taken back.
+    let now = chrono::Utc::now();
+    let mut ids = Vec::new();
+    for (locked_by, started) in [
+        ("inprocess-dead-1", now - chrono::Duration::minutes(1)),
+        ("inprocess-alive-1", now - chrono::Duration::minutes(1)),
+    ] {
+        let id = uuid::Uuid::new_v4();
+        job::ActiveModel {
+            id: Set(id),
+            name: Set("test_task".into()),
+            payload: Set(json!({"message": locked_by})),
+            status: Set("STARTED".into()),
+            attempts: Set(1),
+            max_attempts: Set(5),
+            run_at: Set(started),
+            result: Set(None),
+            error: Set(None),
+            owner_id: Set(None),
+            dedupe_key: Set(None),
+            locked_by: Set(Some(locked_by.into())),
+            created_at: Set(started),
+            updated_at: Set(started),
+            started_at: Set(Some(started)),
+            finished_at: Set(None),
+            published_at: Set(None),
+        }
+        .insert(&app.state.db)
+        .await
+        .unwrap();
+        ids.push(id);
+    }
+    keel::jobs::rabbit::heartbeat(&app.state.db, "inprocess-alive-1", now)
+        .await
+        .unwrap();
+
+    let recovered = eventually(
+        Duration::from_secs(15),
+        "the orphaned job to be rerun",
+        || async {
+            let j = job::Entity::find_by_id(ids[0])
+                .one(&app.state.db)
+                .await
+                .unwrap()
+                .unwrap();
+            (j.status == "SUCCESS").then_some(j)
+        },
+    )
+    .await;
+    assert_eq!(recovered.attempts, 2);
+    assert_eq!(recovered.result.unwrap()["message"], "inprocess-dead-1");
+    let alive = job::Entity::find_by_id(ids[1])
+        .one(&app.state.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (alive.status.as_str(), alive.attempts),
+        ("STARTED", 1),
+        "a live server's job is left alone"
+    );
+}
+
+async fn cleanup_job_removes_spent_tokens(backend: Backend) {
+    use keel::entities::one_time_token;
+    use sea_orm::sea_query::Expr;
+    let app = TestApp::start(backend).await;
+    let (user, _) = app.signed_in_user().await;
+    // One used verification token now exists; add an expired reset token.
+    app.post_json("/auth/forgot-password", json!({"email": user.email}), None)
+        .await;
+    mail::wait_for_messages(&user.email, "reset your password", 1).await;
+    one_time_token::Entity::update_many()
+        .col_expr(
+            one_time_token::Column::ExpiresAt,
+            Expr::value(chrono::Utc::now() - chrono::Duration::hours(2)),
+        )
+        .filter(one_time_token::Column::Purpose.eq("reset_password"))
+        .exec(&app.state.db)
+        .await
+        .unwrap();
+    let id = app
+        .state
+        .jobs
+        .enqueue(
+            &app.state.db,
+            keel::jobs::NewJob::new("cleanup_expired_tokens", json!({})),
+        )
+        .await
+        .unwrap();
+    app.state.jobs.wake();
+    let done = eventually(Duration::from_secs(10), "the cleanup job", || async {
+        let j = job::Entity::find_by_id(id)
+            .one(&app.state.db)
+            .await
+            .unwrap()
+            .unwrap();
+        (j.status == "SUCCESS").then_some(j)
+    })
+    .await;
+    assert_eq!(done.result.unwrap()["one_time_tokens_deleted"], 2);
+    assert_eq!(
+        one_time_token::Entity::find()
+            .all(&app.state.db)
+            .await
+            .unwrap()
+            .len(),
+        0
+    );
 }

@@ -1,7 +1,10 @@
 //! The embedded transport: an in-process worker that polls the jobs table. Same runner, same
 //! table, same retry rules as with RabbitMQ; only the delivery differs.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use chrono::Utc;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, sea_query::Expr};
@@ -9,10 +12,43 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::{JobStatus, Runner};
-use crate::entities::job;
+use super::{
+    JobStatus, Runner,
+    rabbit::{HEARTBEAT_EVERY, HEARTBEAT_FRESH, heartbeat},
+};
+use crate::entities::{job, worker_heartbeat};
 
 const POLL: Duration = Duration::from_secs(1);
+
+/// Makes STARTED jobs of in-process workers without a fresh heartbeat due again: their process
+/// crashed or was killed mid-job.
+async fn requeue_orphans(db: &sea_orm::DatabaseConnection) -> Result<u64, sea_orm::DbErr> {
+    let fresh_since = Utc::now() - chrono::Duration::from_std(HEARTBEAT_FRESH).unwrap_or_default();
+    let alive: Vec<String> = worker_heartbeat::Entity::find()
+        .select_only()
+        .column(worker_heartbeat::Column::WorkerId)
+        .filter(worker_heartbeat::Column::LastSeen.gte(fresh_since))
+        .into_tuple()
+        .all(db)
+        .await?;
+    let orphans = job::Entity::update_many()
+        .col_expr(job::Column::Status, Expr::value(JobStatus::Retry.as_str()))
+        .col_expr(job::Column::LockedBy, Expr::value(Option::<String>::None))
+        .col_expr(job::Column::UpdatedAt, Expr::value(Utc::now()))
+        .filter(job::Column::Status.eq(JobStatus::Started.as_str()))
+        .filter(job::Column::LockedBy.starts_with("inprocess-"))
+        .filter(job::Column::LockedBy.is_not_in(alive))
+        .filter(job::Column::StartedAt.lt(fresh_since))
+        .exec(db)
+        .await?;
+    if orphans.rows_affected > 0 {
+        tracing::warn!(
+            jobs = orphans.rows_affected,
+            "requeued jobs interrupted by a stopped server"
+        );
+    }
+    Ok(orphans.rows_affected)
+}
 
 /// Runs due jobs with at most `concurrency` at once until `shutdown`, then waits for the running
 /// ones up to `grace`.
@@ -24,20 +60,20 @@ pub async fn run(
     grace: Duration,
 ) {
     let permits = Arc::new(Semaphore::new(concurrency.max(1)));
-    // This process is the only in-process worker of its database, so a job left STARTED by a
-    // previous run of it was interrupted by a crash or a kill: make it due again.
-    if let Err(e) = job::Entity::update_many()
-        .col_expr(job::Column::Status, Expr::value(JobStatus::Retry.as_str()))
-        .col_expr(job::Column::LockedBy, Expr::value(Option::<String>::None))
-        .col_expr(job::Column::UpdatedAt, Expr::value(Utc::now()))
-        .filter(job::Column::Status.eq(JobStatus::Started.as_str()))
-        .filter(job::Column::LockedBy.starts_with("inprocess-"))
-        .exec(runner.db())
-        .await
-    {
-        tracing::warn!(error = %e, "could not requeue interrupted jobs");
-    }
+    let started_at = Utc::now();
+    let mut last_beat: Option<Instant> = None;
     loop {
+        // Heartbeat, and recovery of jobs whose in-process worker died (several servers may
+        // share one database, so only jobs of workers that stopped beating are taken back).
+        if last_beat.is_none_or(|t| t.elapsed() >= HEARTBEAT_EVERY) {
+            last_beat = Some(Instant::now());
+            if let Err(e) = heartbeat(runner.db(), runner.worker_id(), started_at).await {
+                tracing::warn!(error = %e, "heartbeat write failed");
+            }
+            if let Err(e) = requeue_orphans(runner.db()).await {
+                tracing::warn!(error = %e, "could not requeue interrupted jobs");
+            }
+        }
         let free = permits.available_permits();
         let due: Vec<Uuid> = if free == 0 {
             Vec::new()

@@ -32,7 +32,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 const RELAY_POLL: Duration = Duration::from_secs(1);
 const RELAY_BATCH: u64 = 200;
-const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
 /// A worker whose heartbeat is older than this is not counted as alive.
 pub const HEARTBEAT_FRESH: Duration = Duration::from_secs(30);
 
