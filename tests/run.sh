@@ -97,6 +97,10 @@ ensure_maildev
 drop_old_test_databases
 drop_old_test_queues
 
+log "docker-compose config (compose.yaml parses; no Docker engine needed)"
+command -v docker-compose >/dev/null || apt_install docker-compose
+docker-compose -f compose.yaml config -q
+
 log "cargo fmt --check"
 cargo fmt --all -- --check
 
