@@ -27,6 +27,7 @@ both_backends!(
     update_username,
     first_superuser,
     concurrent_logins_all_succeed,
+    list_users_pages,
 );
 
 async fn register_verify_login_logout(backend: Backend) {
@@ -1013,4 +1014,48 @@ async fn concurrent_logins_all_succeed(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(live.len(), 5, "the session limit holds under concurrency");
+}
+
+async fn list_users_pages(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let (_, tokens) = app.signed_in_user().await;
+    for _ in 0..4 {
+        assert_eq!(
+            app.register(&TestUser::new()).await.status(),
+            StatusCode::CREATED
+        );
+    }
+    let page: Value = app
+        .get("/users?page=2&size=2", Some(&tokens.access))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["items"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        page["metadata"],
+        json!({"page": 2, "size": 2, "total": 5, "pages": 3, "has_next": true, "has_prev": true, "next_page": 3, "prev_page": 1})
+    );
+    let last: Value = app
+        .get("/users?page=3&size=2", Some(&tokens.access))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(last["items"].as_array().unwrap().len(), 1);
+    assert_eq!(last["metadata"]["has_next"], false);
+    assert!(last["metadata"]["next_page"].is_null());
+    problem(
+        app.get("/users?size=101", Some(&tokens.access)).await,
+        400,
+        "invalid_parameter",
+    )
+    .await;
+    problem(
+        app.get("/users?page=0", Some(&tokens.access)).await,
+        400,
+        "invalid_parameter",
+    )
+    .await;
+    problem(app.get("/users", None).await, 401, "not_authenticated").await;
 }

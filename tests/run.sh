@@ -111,8 +111,20 @@ extra=()
 if [ "${1:-}" = "--" ]; then shift; extra=("$@"); fi
 if cargo nextest --version >/dev/null 2>&1; then
   log "cargo nextest run"
-  cargo nextest run --workspace --no-fail-fast "${extra[@]}"
+  mkdir -p target
+  cargo nextest run --workspace --no-fail-fast "${extra[@]}" 2>&1 | tee target/nextest.log
 else
   log "cargo test (cargo-nextest is not installed)"
   cargo test --workspace --no-fail-fast "${extra[@]}"
+fi
+
+# The spec as clients use it: generated Python and TypeScript clients, and schemathesis.
+if [ ${#extra[@]} -eq 0 ]; then
+  python3 -m venv --help >/dev/null 2>&1 || apt_install python3-venv
+  command -v npm >/dev/null || apt_install nodejs npm
+  tests/clients/run.sh
+  # One closing line for the whole command: the Rust tests plus the four contract checks (two
+  # generated-client scenarios, two schemathesis runs); any failure has already stopped the run.
+  passed=$(sed -n 's/.* tests run: \([0-9]*\) passed.*/\1/p' target/nextest.log 2>/dev/null | tail -n 1)
+  if [ -n "$passed" ]; then echo "keel: $((passed + 4)) passed, 0 failed"; fi
 fi

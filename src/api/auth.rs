@@ -121,9 +121,13 @@ pub struct LoginForm {
     #[oai(write_only)]
     pub password: String,
     /// Accepted for OAuth2 clients; only `password` is meaningful.
+    #[oai(nullable)]
     pub grant_type: Option<String>,
+    #[oai(nullable)]
     pub scope: Option<String>,
+    #[oai(nullable)]
     pub client_id: Option<String>,
+    #[oai(nullable)]
     pub client_secret: Option<String>,
 }
 
@@ -142,6 +146,7 @@ pub struct TokenResponse {
 #[derive(Object, Debug)]
 pub struct RefreshRequest {
     /// The refresh token; may be omitted when the `refresh_token` cookie is sent.
+    #[oai(nullable)]
     pub refresh_token: Option<String>,
 }
 
@@ -150,7 +155,9 @@ pub struct SessionOut {
     pub id: Uuid,
     pub created_at: DateTime<Utc>,
     pub last_used_at: DateTime<Utc>,
+    #[oai(nullable)]
     pub device_info: Option<String>,
+    #[oai(nullable)]
     pub ip_address: Option<String>,
     /// True for the session the request was made with.
     pub is_current: bool,

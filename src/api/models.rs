@@ -18,7 +18,9 @@ pub struct UserOut {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub is_deleted: bool,
+    #[oai(nullable)]
     pub deleted_at: Option<DateTime<Utc>>,
+    #[oai(nullable)]
     pub deletion_scheduled_for: Option<DateTime<Utc>>,
 }
 
@@ -62,7 +64,9 @@ pub struct PageMetadata {
     pub pages: u64,
     pub has_next: bool,
     pub has_prev: bool,
+    #[oai(nullable)]
     pub next_page: Option<u64>,
+    #[oai(nullable)]
     pub prev_page: Option<u64>,
 }
 

@@ -23,6 +23,7 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Object, Debug, Clone)]
 pub struct Check {
     pub status: String,
+    #[oai(nullable)]
     pub latency_ms: Option<f64>,
     #[oai(skip_serializing_if_is_none)]
     pub error: Option<String>,

@@ -72,7 +72,7 @@ pub struct TestTaskRequest {
     pub message: String,
     /// Make the first N attempts fail, to watch retries (and, past the attempt limit, the
     /// dead-letter queue) at work.
-    #[oai(validator(maximum(value = "100")))]
+    #[oai(nullable, validator(maximum(value = "100")))]
     pub fail_attempts: Option<u32>,
 }
 
@@ -99,12 +99,16 @@ pub struct TaskInfo {
     pub task_name: String,
     pub status: TaskState,
     /// The handler's result, once it succeeded.
+    #[oai(nullable)]
     pub result: Option<Value>,
     /// The last failure's message.
+    #[oai(nullable)]
     pub error: Option<String>,
     pub attempts: i32,
     pub created_at: DateTime<Utc>,
+    #[oai(nullable)]
     pub started_at: Option<DateTime<Utc>>,
+    #[oai(nullable)]
     pub finished_at: Option<DateTime<Utc>>,
 }
 

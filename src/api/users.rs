@@ -1,9 +1,15 @@
 //! `/users`: the signed-in user's own profile.
 
 use poem::web::Data;
-use poem_openapi::{Object, OpenApi, payload::Json};
+use poem_openapi::{Object, OpenApi, param::Query, payload::Json};
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder};
 
-use super::{ApiTags, auth::Auth, models::UserOut};
+use super::{
+    ApiTags,
+    auth::Auth,
+    models::{PageMetadata, UserOut},
+};
+use crate::entities::user;
 use crate::{
     app::AppState,
     error::{ApiError, ApiResult},
@@ -12,13 +18,66 @@ use crate::{
 #[derive(Object, Debug)]
 pub struct UpdateMe {
     /// A new username (same rules as at registration).
+    #[oai(nullable)]
     pub username: Option<String>,
+}
+
+/// One page of users.
+#[derive(Object, Debug)]
+pub struct UserPage {
+    pub items: Vec<UserOut>,
+    pub metadata: PageMetadata,
 }
 
 pub struct UsersApi;
 
 #[OpenApi(prefix_path = "/users", tag = "ApiTags::Users")]
 impl UsersApi {
+    /// List users, oldest first
+    ///
+    /// Deleted accounts are listed only for superusers who ask for them.
+    #[oai(path = "/", method = "get", operation_id = "users_list")]
+    async fn list(
+        &self,
+        state: Data<&AppState>,
+        auth: Auth,
+        /// Page number, from 1.
+        #[oai(
+            default = "super::models::default_page",
+            validator(minimum(value = "1"))
+        )]
+        page: Query<u64>,
+        /// Items per page, 1 to 100.
+        #[oai(
+            default = "super::models::default_size",
+            validator(minimum(value = "1"), maximum(value = "100"))
+        )]
+        size: Query<u64>,
+        /// Include soft-deleted accounts (superusers only).
+        #[oai(default)]
+        include_deleted: Query<bool>,
+    ) -> ApiResult<Json<UserPage>> {
+        let mut query = user::Entity::find()
+            .order_by_asc(user::Column::CreatedAt)
+            .order_by_asc(user::Column::Id);
+        if !(include_deleted.0 && auth.0.user.is_superuser) {
+            query = query.filter(user::Column::IsDeleted.eq(false));
+        }
+        let paginator = query.paginate(&state.db, size.0);
+        let total = paginator.num_items().await.map_err(ApiError::internal)?;
+        let items = paginator
+            .fetch_page(page.0 - 1)
+            .await
+            .map_err(ApiError::internal)?
+            .into_iter()
+            .map(UserOut::from)
+            .collect();
+        Ok(Json(UserPage {
+            items,
+            metadata: PageMetadata::new(page.0, size.0, total),
+        }))
+    }
+
     /// Your account
     #[oai(path = "/me", method = "get", operation_id = "users_me")]
     async fn me(&self, auth: Auth) -> ApiResult<Json<UserOut>> {
