@@ -1,6 +1,6 @@
 //! `server`: the HTTP API. Reads its settings from the environment (and `.env`).
 
-use std::{net::SocketAddr, process::ExitCode, time::Duration};
+use std::{net::SocketAddr, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use keel::{
@@ -51,15 +51,14 @@ async fn main() -> ExitCode {
 
 async fn run(settings: Settings) -> anyhow::Result<()> {
     let addr = SocketAddr::new(settings.host, settings.port);
+    let grace = settings.shutdown_timeout;
     let state = AppState::build(settings).await?;
     let server = BoundServer::bind(state, addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
     let bound = server.local_addr().unwrap_or(addr);
     tracing::info!(%bound, "listening; API docs at http://{bound}/docs");
-    server
-        .run(keel::shutdown_signal(), Duration::from_secs(30))
-        .await?;
+    server.run(keel::shutdown_signal(), grace).await?;
     tracing::info!("stopped");
     Ok(())
 }

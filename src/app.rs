@@ -4,9 +4,10 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use poem::{
     Endpoint, EndpointExt, IntoEndpoint, IntoResponse, Request, Response, Route, Server,
+    http::Method,
     http::{HeaderValue, StatusCode, header},
     listener::{Acceptor, Listener, TcpAcceptor, TcpListener},
-    middleware::{CatchPanic, CookieJarManager},
+    middleware::{CatchPanic, CookieJarManager, Cors},
 };
 use sea_orm::DatabaseConnection;
 
@@ -23,6 +24,7 @@ use crate::{
         rabbit::{Publisher, RabbitConfig},
     },
     mail::{self, Mailer},
+    security::{self, SecurityConfig},
     tasks,
 };
 
@@ -147,7 +149,7 @@ impl AppState {
             rabbitmq: self.settings.enable_rabbitmq,
             email: self.settings.smtp.is_some(),
             rate_limiting: false,
-            security_headers: false,
+            security_headers: self.settings.enable_security_headers,
         }
     }
 }
@@ -172,12 +174,48 @@ pub fn routes(state: AppState) -> impl Endpoint<Output = Response> + 'static {
     } else {
         Route::new().nest(prefix, inner)
     };
+    let security = Arc::new(SecurityConfig::from_settings(&state.settings));
+    let validation = security.clone();
+    let cors = cors(&state.settings.cors_origins);
     tree.with(CookieJarManager::new())
         .with(CatchPanic::new())
         .data(state)
-        .around(problem_and_request_id)
+        .around(move |ep, req| security::validate(ep, req, validation.clone()))
+        .with_if(cors.is_some(), cors.unwrap_or_default())
+        .around(move |ep, req| problem_and_request_id(ep, req, security.clone()))
         .into_endpoint()
         .map_to_response()
+}
+
+/// CORS for the configured origins: credentials only for listed origins, never with `*`.
+fn cors(origins: &[String]) -> Option<Cors> {
+    if origins.is_empty() {
+        return None;
+    }
+    let base = Cors::new()
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers(["authorization", "content-type", "x-request-id"])
+        .expose_headers([
+            "x-request-id",
+            "retry-after",
+            "ratelimit-limit",
+            "ratelimit-remaining",
+            "ratelimit-reset",
+        ])
+        .max_age(600);
+    Some(if origins.iter().any(|o| o == "*") {
+        base.allow_credentials(false)
+    } else {
+        base.allow_origins(origins.iter().map(String::as_str))
+            .allow_credentials(true)
+    })
 }
 
 /// An id for the request: the caller's, when it is short and plain, else a new UUID.
@@ -217,7 +255,11 @@ fn problem_response(problem: &Problem) -> Response {
 }
 
 /// Outermost middleware: gives every request an id, and every error response a problem body.
-async fn problem_and_request_id<E: Endpoint>(next: E, req: Request) -> poem::Result<Response> {
+async fn problem_and_request_id<E: Endpoint>(
+    next: E,
+    req: Request,
+    security: Arc<SecurityConfig>,
+) -> poem::Result<Response> {
     let request_id = request_id_for(&req);
     let method = req.method().clone();
     let path = req.uri().path().to_string();
@@ -250,6 +292,7 @@ async fn problem_and_request_id<E: Endpoint>(next: E, req: Request) -> poem::Res
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert("x-request-id", v);
     }
+    security.apply_headers(&path, &mut resp);
     tracing::info!(
         request_id = %request_id,
         method = %method,

@@ -123,6 +123,18 @@ pub struct Settings {
     pub job_retry_max: Duration,
     pub job_timeout: Duration,
     pub job_republish_after: Duration,
+
+    pub enable_security_headers: bool,
+    pub enable_hsts: bool,
+    pub hsts_max_age: u64,
+    pub hsts_include_subdomains: bool,
+    pub hsts_preload: bool,
+    pub enable_request_size_validation: bool,
+    pub max_request_size: u64,
+    pub enable_content_type_validation: bool,
+    pub enable_security_event_logging: bool,
+    /// Origins allowed to call the API from a browser; empty: no CORS headers at all.
+    pub cors_origins: Vec<String>,
 }
 
 impl fmt::Debug for Settings {
@@ -349,6 +361,26 @@ impl Settings {
             });
         }
 
+        let cors_origins: Vec<String> = r
+            .string("BACKEND_CORS_ORIGINS", "")
+            .split(',')
+            .map(|o| o.trim().trim_end_matches('/').to_string())
+            .filter(|o| !o.is_empty())
+            .collect();
+        for origin in &cors_origins {
+            let valid = origin == "*"
+                || url::Url::parse(origin)
+                    .is_ok_and(|u| u.has_host() && matches!(u.scheme(), "http" | "https"));
+            if !valid {
+                return Err(ConfigError {
+                    var: "BACKEND_CORS_ORIGINS",
+                    message: format!(
+                        "expected comma-separated origins such as https://app.example.com, got {origin:?}"
+                    ),
+                });
+            }
+        }
+
         let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
         let max_connections = r.ranged("DATABASE_MAX_CONNECTIONS", 10, 1, 1000)? as u32;
         let min_connections = r.ranged("DATABASE_MIN_CONNECTIONS", 1, 0, 1000)? as u32;
@@ -429,6 +461,16 @@ impl Settings {
                 1,
                 86_400,
             )?),
+            enable_security_headers: r.bool("ENABLE_SECURITY_HEADERS", true)?,
+            enable_hsts: r.bool("ENABLE_HSTS", false)?,
+            hsts_max_age: r.ranged("HSTS_MAX_AGE", 31_536_000, 0, 126_144_000)?,
+            hsts_include_subdomains: r.bool("HSTS_INCLUDE_SUBDOMAINS", true)?,
+            hsts_preload: r.bool("HSTS_PRELOAD", false)?,
+            enable_request_size_validation: r.bool("ENABLE_REQUEST_SIZE_VALIDATION", true)?,
+            max_request_size: r.ranged("MAX_REQUEST_SIZE", 10_485_760, 1, 1 << 40)?,
+            enable_content_type_validation: r.bool("ENABLE_CONTENT_TYPE_VALIDATION", true)?,
+            enable_security_event_logging: r.bool("ENABLE_SECURITY_EVENT_LOGGING", true)?,
+            cors_origins,
         })
     }
 

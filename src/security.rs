@@ -1,0 +1,300 @@
+//! Security headers, request size and content-type validation, and security event logging.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
+};
+
+use futures_util::StreamExt;
+use poem::{
+    Body, Endpoint, IntoResponse, Request, Response,
+    http::{HeaderMap, HeaderValue, Method, StatusCode, header},
+};
+
+use crate::{config::Settings, error::ApiError};
+
+/// The strict policy for API responses.
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: https:; \
+font-src 'self' data:; connect-src 'self' ws: wss:; frame-ancestors 'none'; base-uri 'self'; \
+form-action 'self'; object-src 'none'; media-src 'self'; worker-src 'self'";
+
+/// The docs UI is inlined into its page (no CDN), so it needs inline script and style; it still
+/// loads nothing from another origin.
+const DOCS_CSP: &str = "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; \
+img-src 'self' data:; font-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'self'; \
+form-action 'self'; object-src 'none'; worker-src 'self' blob:";
+
+const PERMISSIONS_POLICY: &str = "accelerometer=(), camera=(), geolocation=(), gyroscope=(), magnetometer=(), \
+microphone=(), payment=(), usb=()";
+
+const FORM: &str = "application/x-www-form-urlencoded";
+const JSON: &str = "application/json";
+
+#[derive(Debug, Clone)]
+pub struct SecurityConfig {
+    pub headers: bool,
+    pub hsts: Option<String>,
+    pub size_validation: bool,
+    pub max_request_size: u64,
+    pub content_type_validation: bool,
+    pub event_logging: bool,
+    pub prefix: String,
+}
+
+impl SecurityConfig {
+    pub fn from_settings(s: &Settings) -> Self {
+        let hsts = s.enable_hsts.then(|| {
+            let mut v = format!("max-age={}", s.hsts_max_age);
+            if s.hsts_include_subdomains {
+                v.push_str("; includeSubDomains");
+            }
+            if s.hsts_preload {
+                v.push_str("; preload");
+            }
+            v
+        });
+        Self {
+            headers: s.enable_security_headers,
+            hsts,
+            size_validation: s.enable_request_size_validation,
+            max_request_size: s.max_request_size,
+            content_type_validation: s.enable_content_type_validation,
+            event_logging: s.enable_security_event_logging,
+            prefix: s.api_prefix.clone(),
+        }
+    }
+
+    fn route<'a>(&self, path: &'a str) -> &'a str {
+        path.strip_prefix(self.prefix.as_str()).unwrap_or(path)
+    }
+
+    /// Adds the security headers to a finished response (errors included).
+    pub fn apply_headers(&self, path: &str, resp: &mut Response) {
+        if !self.headers {
+            return;
+        }
+        let route = self.route(path);
+        let docs = route == "/docs" || route.starts_with("/docs/");
+        let h = resp.headers_mut();
+        let mut set = |name: &'static str, value: &str| {
+            if let Ok(v) = HeaderValue::from_str(value) {
+                h.insert(name, v);
+            }
+        };
+        set("content-security-policy", if docs { DOCS_CSP } else { CSP });
+        set("x-content-type-options", "nosniff");
+        set("x-frame-options", "DENY");
+        set("x-xss-protection", "1; mode=block");
+        set("referrer-policy", "strict-origin-when-cross-origin");
+        set("x-download-options", "noopen");
+        set("x-permitted-cross-domain-policies", "none");
+        set("x-dns-prefetch-control", "off");
+        set("permissions-policy", PERMISSIONS_POLICY);
+        if let Some(hsts) = &self.hsts {
+            set("strict-transport-security", hsts);
+        }
+        let private = ["/auth", "/users", "/admin"]
+            .iter()
+            .any(|p| route == *p || route.starts_with(&format!("{p}/")));
+        if private {
+            set("cache-control", "no-store");
+            set("pragma", "no-cache");
+        }
+    }
+
+    /// The media types a route's body may have.
+    fn allowed_types(&self, path: &str) -> &'static [&'static str] {
+        if self.route(path) == "/auth/login" {
+            &[FORM]
+        } else {
+            &[JSON]
+        }
+    }
+}
+
+/// The request facts every security event records, taken before the body is consumed.
+struct EventFields {
+    client_ip: String,
+    user_agent: String,
+    path: String,
+    method: String,
+    content_type: String,
+    content_length: String,
+}
+
+impl EventFields {
+    fn of(req: &Request) -> Self {
+        let text = |name: header::HeaderName| {
+            req.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string()
+        };
+        Self {
+            client_ip: client_ip(req),
+            user_agent: text(header::USER_AGENT),
+            path: req.uri().path().to_string(),
+            method: req.method().to_string(),
+            content_type: text(header::CONTENT_TYPE),
+            content_length: text(header::CONTENT_LENGTH),
+        }
+    }
+
+    fn log(&self, config: &SecurityConfig, event_type: &'static str) {
+        if !config.event_logging {
+            return;
+        }
+        tracing::warn!(
+            target: "keel::security",
+            event_type,
+            client_ip = %self.client_ip,
+            user_agent = %self.user_agent,
+            path = %self.path,
+            method = %self.method,
+            content_type = %self.content_type,
+            content_length = %self.content_length,
+            "security event"
+        );
+    }
+}
+
+fn client_ip(req: &Request) -> String {
+    req.remote_addr()
+        .as_socket_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default()
+}
+
+enum Length {
+    None,
+    Valid(u64),
+    Invalid,
+}
+
+fn content_length(headers: &HeaderMap) -> Length {
+    match headers.get(header::CONTENT_LENGTH) {
+        None => Length::None,
+        Some(v) => match v
+            .to_str()
+            .ok()
+            .map(str::trim)
+            .and_then(|s| s.parse::<u64>().ok())
+        {
+            Some(n) => Length::Valid(n),
+            None => Length::Invalid,
+        },
+    }
+}
+
+fn has_body(req: &Request) -> bool {
+    match content_length(req.headers()) {
+        Length::Valid(n) => n > 0,
+        Length::Invalid => true,
+        Length::None => req.headers().contains_key(header::TRANSFER_ENCODING),
+    }
+}
+
+fn media_type(req: &Request) -> Option<String> {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+}
+
+fn too_large(config: &SecurityConfig) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        format!(
+            "the request body is larger than {} bytes",
+            config.max_request_size
+        ),
+    )
+}
+
+/// Validates size and content type before the request reaches a handler, and enforces the size
+/// limit while the body streams in, so a body is never buffered past the limit.
+pub async fn validate<E: Endpoint>(
+    next: E,
+    mut req: Request,
+    config: Arc<SecurityConfig>,
+) -> poem::Result<Response> {
+    let path = req.uri().path().to_string();
+    let event = EventFields::of(&req);
+    if config.size_validation {
+        match content_length(req.headers()) {
+            Length::Invalid => {
+                event.log(&config, "invalid_content_length");
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_content_length",
+                    "the Content-Length header is not a non-negative whole number",
+                )
+                .into());
+            }
+            Length::Valid(n) if n > config.max_request_size => {
+                event.log(&config, "request_too_large");
+                return Err(too_large(&config).into());
+            }
+            _ => {}
+        }
+    }
+    if config.content_type_validation
+        && has_body(&req)
+        && !matches!(*req.method(), Method::GET | Method::HEAD)
+    {
+        let allowed = config.allowed_types(&path);
+        let given = media_type(&req);
+        let ok = given.as_deref().is_some_and(|t| {
+            allowed.iter().any(|a| {
+                t == *a || (*a == JSON && t.starts_with("application/") && t.ends_with("+json"))
+            })
+        });
+        if !ok {
+            event.log(&config, "unsupported_content_type");
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                format!(
+                    "Content-Type {} is not accepted here; use {}",
+                    given.map_or_else(|| "(none)".to_string(), |t| format!("`{t}`")),
+                    allowed.join(" or ")
+                ),
+            )
+            .into());
+        }
+    }
+    if !config.size_validation {
+        return next.call(req).await.map(IntoResponse::into_response);
+    }
+    // Chunked or understated bodies: count while reading and stop at the limit.
+    let exceeded = Arc::new(AtomicBool::new(false));
+    let flag = exceeded.clone();
+    let limit = config.max_request_size;
+    let mut seen: u64 = 0;
+    let stream = req.take_body().into_bytes_stream().map(move |chunk| {
+        let chunk = chunk?;
+        seen = seen.saturating_add(chunk.len() as u64);
+        if seen > limit {
+            flag.store(true, Ordering::SeqCst);
+            return Err(std::io::Error::other(
+                "request body exceeds MAX_REQUEST_SIZE",
+            ));
+        }
+        Ok(chunk)
+    });
+    req.set_body(Body::from_bytes_stream(stream));
+    let result = next.call(req).await.map(IntoResponse::into_response);
+    if exceeded.load(Ordering::SeqCst) {
+        event.log(&config, "request_too_large");
+        return Err(too_large(&config).into());
+    }
+    result
+}
