@@ -80,12 +80,48 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         shutdown.clone(),
         settings.worker_shutdown_timeout,
     ));
+    let metrics_server = match settings.worker_metrics_addr {
+        None => None,
+        Some(addr) => {
+            let listener = poem::listener::TcpListener::bind(addr);
+            let db = conn.clone();
+            let routes = poem::Route::new()
+                .at(
+                    "/metrics",
+                    poem::get(poem::endpoint::make(move |_| {
+                        let db = db.clone();
+                        async move {
+                            poem::Response::builder()
+                                .content_type("text/plain; version=0.0.4")
+                                .body(keel::metrics::metrics().render(&db).await)
+                        }
+                    })),
+                )
+                .at(
+                    "/health/live",
+                    poem::get(poem::endpoint::make_sync(|_| "alive")),
+                );
+            let stop = shutdown.clone();
+            tracing::info!(%addr, "worker metrics at http://{addr}/metrics");
+            Some(tokio::spawn(async move {
+                let served = poem::Server::new(listener)
+                    .run_with_graceful_shutdown(routes, async move { stop.cancelled().await }, None)
+                    .await;
+                if let Err(e) = served {
+                    tracing::error!(error = %e, "worker metrics server failed");
+                }
+            }))
+        }
+    };
     tracing::info!(%worker_id, concurrency = settings.worker_concurrency, queue = %settings.rabbitmq_queue, "worker started");
     keel::shutdown_signal().await;
     tracing::info!("stopping: no new jobs; waiting for running ones");
     shutdown.cancel();
     let _ = consumer.await;
     let _ = relay.await;
+    if let Some(server) = metrics_server {
+        let _ = server.await;
+    }
     tracing::info!("worker stopped");
     Ok(())
 }

@@ -18,7 +18,7 @@ use crate::{
     api::{self, root::Features},
     config::Settings,
     db,
-    error::{PROBLEM_CONTENT_TYPE, Problem, REQUEST_ID, problem_for_poem_error},
+    error::{PROBLEM_CONTENT_TYPE, Problem, REQUEST_ID, REQUEST_USER, problem_for_poem_error},
     jobs::{
         self, JobQueue, JobSettings, Registry, Runner,
         rabbit::{Publisher, RabbitConfig},
@@ -165,8 +165,18 @@ pub fn routes(state: AppState) -> impl Endpoint<Output = Response> + 'static {
             .content_type("application/json")
             .body(spec.to_string())
     });
+    let metrics_db = state.db.clone();
+    let metrics = poem::endpoint::make(move |_| {
+        let db = metrics_db.clone();
+        async move {
+            Response::builder()
+                .content_type("text/plain; version=0.0.4")
+                .body(crate::metrics::metrics().render(&db).await)
+        }
+    });
     let inner = Route::new()
         .nest("/", service)
+        .at("/metrics", poem::get(metrics))
         .nest("/docs", docs)
         .at("/openapi.json", openapi_json);
     let tree = if prefix.is_empty() {
@@ -264,7 +274,17 @@ async fn problem_and_request_id<E: Endpoint>(
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let started = std::time::Instant::now();
-    let outcome = REQUEST_ID.scope(request_id.clone(), next.call(req)).await;
+    let (outcome, user_id) = REQUEST_ID
+        .scope(
+            request_id.clone(),
+            REQUEST_USER.scope(std::cell::Cell::new(None), async {
+                let outcome = next.call(req).await;
+                (outcome, REQUEST_USER.with(std::cell::Cell::get))
+            }),
+        )
+        .await;
+    // A path no route matched, as opposed to a route answering 404 for a missing resource.
+    let unmatched = matches!(&outcome, Err(e) if e.is::<poem::error::NotFoundError>());
     let mut resp = REQUEST_ID.sync_scope(request_id.clone(), || match outcome {
         Ok(out) => {
             let resp = out.into_response();
@@ -293,10 +313,18 @@ async fn problem_and_request_id<E: Endpoint>(
         resp.headers_mut().insert("x-request-id", v);
     }
     security.apply_headers(&path, &mut resp);
+    let status = resp.status().as_u16();
+    crate::metrics::metrics().observe_request(
+        method.as_str(),
+        &crate::metrics::route_label(&path, &security.prefix, unmatched),
+        status,
+        started.elapsed().as_secs_f64(),
+    );
     tracing::info!(
         request_id = %request_id,
         method = %method,
         path = %path,
+        user_id = user_id.map(|u| u.to_string()),
         status = resp.status().as_u16(),
         latency_ms = started.elapsed().as_secs_f64() * 1000.0,
         "request"

@@ -118,6 +118,8 @@ pub struct Settings {
     pub rabbitmq_queue: String,
     pub worker_concurrency: usize,
     pub worker_shutdown_timeout: Duration,
+    /// Where a worker serves `/metrics` and `/health/live`; unset: not served.
+    pub worker_metrics_addr: Option<std::net::SocketAddr>,
     pub job_max_attempts: i32,
     pub job_retry_base: Duration,
     pub job_retry_max: Duration,
@@ -461,6 +463,13 @@ impl Settings {
                 1,
                 86_400,
             )?),
+            worker_metrics_addr: match r.raw("WORKER_METRICS_ADDR") {
+                None => None,
+                Some(v) => Some(v.parse().map_err(|_| ConfigError {
+                    var: "WORKER_METRICS_ADDR",
+                    message: format!("expected an address such as 0.0.0.0:9091, got {v:?}"),
+                })?),
+            },
             enable_security_headers: r.bool("ENABLE_SECURITY_HEADERS", true)?,
             enable_hsts: r.bool("ENABLE_HSTS", false)?,
             hsts_max_age: r.ranged("HSTS_MAX_AGE", 31_536_000, 0, 126_144_000)?,

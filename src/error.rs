@@ -14,6 +14,8 @@ pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
 tokio::task_local! {
     /// The id of the request being served, for error bodies and logs.
     pub static REQUEST_ID: String;
+    /// The authenticated user of the request being served, once known, for the request log.
+    pub static REQUEST_USER: std::cell::Cell<Option<uuid::Uuid>>;
 }
 
 pub fn current_request_id() -> String {

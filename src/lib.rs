@@ -10,6 +10,7 @@ pub mod entities;
 pub mod error;
 pub mod jobs;
 pub mod mail;
+pub mod metrics;
 pub mod security;
 pub mod tasks;
 pub mod telemetry;

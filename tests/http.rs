@@ -233,3 +233,44 @@ async fn api_prefix_nests_every_route() {
             .contains("Path=/api/auth")
     );
 }
+
+#[tokio::test]
+async fn metrics_expose_requests_jobs_queue_and_pool() {
+    let app = TestApp::start(Backend::Sqlite).await;
+    let (_, tokens) = app.signed_in_user().await;
+    app.get("/no/such/thing", None).await;
+    let sid = uuid::Uuid::new_v4();
+    app.delete(&format!("/auth/sessions/{sid}"), Some(&tokens.access))
+        .await;
+    // Wait until the mail jobs of the sign-up have run.
+    common::eventually(std::time::Duration::from_secs(10), "mail jobs", || async {
+        let text = app.get("/metrics", None).await.text().await.unwrap();
+        text.contains("keel_jobs_total{name=\"send_email\",outcome=\"succeeded\"}")
+            .then_some(())
+    })
+    .await;
+    let resp = app.get("/metrics", None).await;
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = resp.text().await.unwrap();
+    for series in [
+        "keel_http_requests_total{method=\"POST\",route=\"/auth/register\",status=\"201\"} 1",
+        "keel_http_requests_total{method=\"GET\",route=\"unmatched\",status=\"404\"} 1",
+        "keel_http_requests_total{method=\"DELETE\",route=\"/auth/sessions/{id}\",status=\"404\"} 1",
+        "keel_http_request_duration_seconds_bucket{method=\"POST\",route=\"/auth/login\",le=\"+Inf\"} 1",
+        "keel_job_duration_seconds_count{name=\"send_email\"}",
+        "keel_jobs_queue_depth{status=\"PENDING\"}",
+        "keel_db_pool_connections{state=\"idle\"}",
+        "keel_db_pool_connections{state=\"in_use\"}",
+    ] {
+        assert!(text.contains(series), "missing {series} in\n{text}");
+    }
+    assert!(
+        !text.contains(&sid.to_string()),
+        "ids are folded out of route labels"
+    );
+}

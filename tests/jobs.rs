@@ -84,7 +84,17 @@ async fn verification_mail_arrives_through_the_worker() {
         StatusCode::OK
     );
 
-    let _worker = WorkerProcess::spawn(&app.env);
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut worker_env = app.env.clone();
+    worker_env.insert(
+        "WORKER_METRICS_ADDR".into(),
+        format!("127.0.0.1:{metrics_port}"),
+    );
+    let _worker = WorkerProcess::spawn(&worker_env);
     let (user, tokens) = app.signed_in_user().await;
     let me: Value = app
         .get("/users/me", Some(&tokens.access))
@@ -123,6 +133,17 @@ async fn verification_mail_arrives_through_the_worker() {
     assert_eq!(health["status"], "healthy");
     let features: Value = app.get("/features", None).await.json().await.unwrap();
     assert_eq!(features["rabbitmq"], true);
+    // The worker serves its own metrics.
+    let text = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("keel_jobs_total{name=\"send_email\",outcome=\"succeeded\"}"),
+        "{text}"
+    );
     common::delete_queues(&queue).await;
 }
 

@@ -69,11 +69,13 @@ async fn check_bearer(req: &Request, bearer: Bearer) -> poem::Result<Principal> 
     let state = req
         .data::<AppState>()
         .ok_or_else(|| poem::Error::from(ApiError::internal("application state missing")))?;
-    state
+    let principal = state
         .accounts
         .authenticate(&bearer.token)
         .await
-        .map_err(|e| poem::Error::from(ApiError::from(e).as_auth_failure()))
+        .map_err(|e| poem::Error::from(ApiError::from(e).as_auth_failure()))?;
+    let _ = crate::error::REQUEST_USER.try_with(|u| u.set(Some(principal.user.id)));
+    Ok(principal)
 }
 
 /// The bearer token of an `Authorization` header, for operations where it is optional.

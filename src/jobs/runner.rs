@@ -128,6 +128,11 @@ impl Runner {
             .and_then(|h| h.scrub)
             .map(|scrub| scrub(&row.payload));
         let outcome = self.record(&row, ran, scrubbed).await?;
+        crate::metrics::metrics().observe_job(
+            &row.name,
+            &format!("{outcome:?}").to_lowercase(),
+            started.elapsed().as_secs_f64(),
+        );
         tracing::info!(
             job_id = %row.id,
             job = %row.name,

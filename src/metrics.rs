@@ -1,0 +1,174 @@
+//! Prometheus metrics: one process-wide registry, filled by the HTTP middleware and the job
+//! runner, and rendered at `GET /metrics` (the worker serves its own on `WORKER_METRICS_ADDR`).
+
+use std::sync::OnceLock;
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use sea_orm::{
+    ColumnTrait, DatabaseConnection, DbBackend, EntityTrait, PaginatorTrait, QueryFilter,
+};
+
+use crate::{entities::job, jobs::JobStatus};
+
+pub struct Metrics {
+    registry: Registry,
+    pub http_requests: IntCounterVec,
+    pub http_duration: HistogramVec,
+    pub jobs: IntCounterVec,
+    pub job_duration: HistogramVec,
+    pub queue_depth: IntGaugeVec,
+    pub db_pool: IntGaugeVec,
+}
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+const JOB_BUCKETS: &[f64] = &[
+    0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0,
+];
+
+impl Metrics {
+    fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new_custom(Some("keel".into()), None)?;
+        let http_requests = IntCounterVec::new(
+            Opts::new(
+                "http_requests_total",
+                "HTTP requests by method, route and status",
+            ),
+            &["method", "route", "status"],
+        )?;
+        let http_duration = HistogramVec::new(
+            HistogramOpts::new("http_request_duration_seconds", "HTTP request latency")
+                .buckets(LATENCY_BUCKETS.to_vec()),
+            &["method", "route"],
+        )?;
+        let jobs = IntCounterVec::new(
+            Opts::new("jobs_total", "Jobs run by name and outcome"),
+            &["name", "outcome"],
+        )?;
+        let job_duration = HistogramVec::new(
+            HistogramOpts::new("job_duration_seconds", "Job run time")
+                .buckets(JOB_BUCKETS.to_vec()),
+            &["name"],
+        )?;
+        let queue_depth = IntGaugeVec::new(
+            Opts::new("jobs_queue_depth", "Jobs waiting or running, by status"),
+            &["status"],
+        )?;
+        let db_pool = IntGaugeVec::new(
+            Opts::new("db_pool_connections", "Database pool connections by state"),
+            &["state"],
+        )?;
+        registry.register(Box::new(http_requests.clone()))?;
+        registry.register(Box::new(http_duration.clone()))?;
+        registry.register(Box::new(jobs.clone()))?;
+        registry.register(Box::new(job_duration.clone()))?;
+        registry.register(Box::new(queue_depth.clone()))?;
+        registry.register(Box::new(db_pool.clone()))?;
+        Ok(Self {
+            registry,
+            http_requests,
+            http_duration,
+            jobs,
+            job_duration,
+            queue_depth,
+            db_pool,
+        })
+    }
+
+    /// Records one finished HTTP request.
+    pub fn observe_request(&self, method: &str, route: &str, status: u16, seconds: f64) {
+        self.http_requests
+            .with_label_values(&[method, route, &status.to_string()])
+            .inc();
+        self.http_duration
+            .with_label_values(&[method, route])
+            .observe(seconds);
+    }
+
+    /// Records one finished job run.
+    pub fn observe_job(&self, name: &str, outcome: &str, seconds: f64) {
+        self.jobs.with_label_values(&[name, outcome]).inc();
+        self.job_duration
+            .with_label_values(&[name])
+            .observe(seconds);
+    }
+
+    /// Refreshes the gauges read from the database, then renders the text format.
+    pub async fn render(&self, db: &DatabaseConnection) -> String {
+        for status in [JobStatus::Pending, JobStatus::Retry, JobStatus::Started] {
+            let count = job::Entity::find()
+                .filter(job::Column::Status.eq(status.as_str()))
+                .count(db)
+                .await;
+            if let Ok(n) = count {
+                self.queue_depth
+                    .with_label_values(&[status.as_str()])
+                    .set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
+        }
+        let (size, idle) = match db.get_database_backend() {
+            DbBackend::Postgres => {
+                let pool = db.get_postgres_connection_pool();
+                (pool.size(), pool.num_idle())
+            }
+            DbBackend::Sqlite => {
+                let pool = db.get_sqlite_connection_pool();
+                (pool.size(), pool.num_idle())
+            }
+            _ => (0, 0),
+        };
+        let idle = i64::try_from(idle).unwrap_or(0);
+        self.db_pool.with_label_values(&["idle"]).set(idle);
+        self.db_pool
+            .with_label_values(&["in_use"])
+            .set(i64::from(size) - idle);
+        let mut out = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// The process-wide metrics.
+pub fn metrics() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(|| Metrics::new().expect("metric names are valid"))
+}
+
+/// The route label for a request path: ids folded into `{id}`, and every unknown path into one
+/// label, so that scanners cannot grow the series without bound.
+pub fn route_label(path: &str, prefix: &str, unmatched: bool) -> String {
+    if unmatched {
+        return "unmatched".into();
+    }
+    let path = path.strip_prefix(prefix).unwrap_or(path);
+    let folded: Vec<&str> = path
+        .split('/')
+        .map(|seg| {
+            let id_like = uuid::Uuid::parse_str(seg).is_ok()
+                || (!seg.is_empty() && seg.chars().all(|c| c.is_ascii_digit()));
+            if id_like { "{id}" } else { seg }
+        })
+        .collect();
+    let route = folded.join("/");
+    if route.is_empty() { "/".into() } else { route }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::route_label;
+
+    #[test]
+    fn routes_fold_ids_and_unknown_paths() {
+        let id = uuid::Uuid::new_v4();
+        assert_eq!(
+            route_label(&format!("/auth/sessions/{id}"), "", false),
+            "/auth/sessions/{id}"
+        );
+        assert_eq!(route_label("/api/users/me", "/api", false), "/users/me");
+        assert_eq!(route_label("/wp-admin/x.php", "", true), "unmatched");
+        assert_eq!(route_label("/", "", false), "/");
+    }
+}
