@@ -241,6 +241,15 @@ impl Accounts {
         )
     }
 
+    fn password_changed_mail(&self, user: &user::Model) -> Email {
+        templates::password_changed(
+            &self.settings.project_name,
+            &user.email,
+            &user.username,
+            &now().to_rfc3339(),
+        )
+    }
+
     async fn issue_one_time_token(
         &self,
         conn: &impl ConnectionTrait,
@@ -419,16 +428,8 @@ impl Accounts {
         revoke_sessions(&txn, user.id, None, "password_reset").await?;
         self.audit(&txn, Some(user.id), "password_reset", client, None)
             .await?;
-        self.queue_mail(
-            &txn,
-            templates::password_changed(
-                &self.settings.project_name,
-                &user.email,
-                &user.username,
-                &now().to_rfc3339(),
-            ),
-        )
-        .await?;
+        self.queue_mail(&txn, self.password_changed_mail(&user))
+            .await?;
         self.commit_and_dispatch(txn).await?;
         Ok(())
     }
@@ -479,16 +480,8 @@ impl Accounts {
         .await?;
         self.audit(&txn, Some(user.id), "password_changed", client, None)
             .await?;
-        self.queue_mail(
-            &txn,
-            templates::password_changed(
-                &self.settings.project_name,
-                &user.email,
-                &user.username,
-                &now().to_rfc3339(),
-            ),
-        )
-        .await?;
+        self.queue_mail(&txn, self.password_changed_mail(&user))
+            .await?;
         self.commit_and_dispatch(txn).await?;
         Ok(())
     }

@@ -4,7 +4,12 @@ use chrono::{DateTime, Utc};
 use poem_openapi::Object;
 use uuid::Uuid;
 
-use crate::entities::user;
+use sea_orm::{DatabaseConnection, EntityTrait, FromQueryResult, PaginatorTrait, Select};
+
+use crate::{
+    entities::user,
+    error::{ApiError, ApiResult},
+};
 
 /// A user account as clients see it; the password hash never leaves the server.
 #[derive(Object, Debug, Clone)]
@@ -94,4 +99,24 @@ pub fn default_page() -> u64 {
 
 pub fn default_size() -> u64 {
     20
+}
+
+/// Fetches page `page` (from 1) of `size` rows, with the metadata of the whole list.
+pub async fn fetch_page<E>(
+    query: Select<E>,
+    db: &DatabaseConnection,
+    page: u64,
+    size: u64,
+) -> ApiResult<(Vec<E::Model>, PageMetadata)>
+where
+    E: EntityTrait,
+    E::Model: FromQueryResult + Send + Sync,
+{
+    let paginator = query.paginate(db, size);
+    let total = paginator.num_items().await.map_err(ApiError::internal)?;
+    let items = paginator
+        .fetch_page(page - 1)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok((items, PageMetadata::new(page, size, total)))
 }

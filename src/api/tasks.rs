@@ -9,11 +9,15 @@ use poem_openapi::{
     param::{Path, Query},
     payload::Json,
 };
-use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, sea_query::Expr};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, sea_query::Expr};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::{ApiTags, auth::Auth, models::PageMetadata};
+use super::{
+    ApiTags,
+    auth::Auth,
+    models::{PageMetadata, fetch_page},
+};
 use crate::{
     accounts::validation::normalise_email,
     app::AppState,
@@ -359,18 +363,10 @@ impl TasksApi {
         if let Some(s) = status.0 {
             query = query.filter(job::Column::Status.eq(JobStatus::from(s).as_str()));
         }
-        let paginator = query.paginate(&state.db, size.0);
-        let total = paginator.num_items().await.map_err(ApiError::internal)?;
-        let items = paginator
-            .fetch_page(page.0 - 1)
-            .await
-            .map_err(ApiError::internal)?
-            .into_iter()
-            .map(TaskInfo::from)
-            .collect();
+        let (rows, metadata) = fetch_page(query, &state.db, page.0, size.0).await?;
         Ok(Json(TaskPage {
-            items,
-            metadata: PageMetadata::new(page.0, size.0, total),
+            items: rows.into_iter().map(TaskInfo::from).collect(),
+            metadata,
         }))
     }
 }

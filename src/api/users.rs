@@ -2,12 +2,12 @@
 
 use poem::web::Data;
 use poem_openapi::{Object, OpenApi, param::Query, payload::Json};
-use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 
 use super::{
     ApiTags,
     auth::Auth,
-    models::{PageMetadata, UserOut},
+    models::{PageMetadata, UserOut, fetch_page},
 };
 use crate::entities::user;
 use crate::{
@@ -63,18 +63,10 @@ impl UsersApi {
         if !(include_deleted.0 && auth.0.user.is_superuser) {
             query = query.filter(user::Column::IsDeleted.eq(false));
         }
-        let paginator = query.paginate(&state.db, size.0);
-        let total = paginator.num_items().await.map_err(ApiError::internal)?;
-        let items = paginator
-            .fetch_page(page.0 - 1)
-            .await
-            .map_err(ApiError::internal)?
-            .into_iter()
-            .map(UserOut::from)
-            .collect();
+        let (rows, metadata) = fetch_page(query, &state.db, page.0, size.0).await?;
         Ok(Json(UserPage {
-            items,
-            metadata: PageMetadata::new(page.0, size.0, total),
+            items: rows.into_iter().map(UserOut::from).collect(),
+            metadata,
         }))
     }
 
