@@ -320,6 +320,7 @@ impl From<AccountError> for ApiError {
             E::TokenInvalid => Self::new(StatusCode::BAD_REQUEST, "token_invalid", e.to_string()),
             E::TokenExpired => Self::new(StatusCode::BAD_REQUEST, "token_expired", e.to_string()),
             E::SessionRevoked => Self::unauthorized("session_revoked", e.to_string()),
+            E::ApiKeyRevoked => Self::unauthorized("api_key_revoked", e.to_string()),
             E::NotFound => Self::not_found("no such resource"),
             E::Db(_) | E::Hash(_) | E::Internal(_) => Self::internal(e),
         }

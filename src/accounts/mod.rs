@@ -1,5 +1,6 @@
 //! Account rules: registration, passwords, sessions and one-time tokens. Knows nothing of HTTP.
 
+pub mod api_keys;
 pub mod passwords;
 pub mod tokens;
 pub mod validation;

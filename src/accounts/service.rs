@@ -42,6 +42,8 @@ pub enum AccountError {
     TokenExpired,
     #[error("the session has ended")]
     SessionRevoked,
+    #[error("this API key was revoked")]
+    ApiKeyRevoked,
     #[error("not found")]
     NotFound,
     #[error("database error: {0}")]
@@ -69,11 +71,37 @@ pub struct TokenPair {
     pub session_id: Uuid,
 }
 
+/// How a request authenticated.
+#[derive(Debug, Clone)]
+pub enum Credential {
+    /// An access token of this session.
+    Session(Uuid),
+    /// An API key, acting only within its scopes.
+    ApiKey { key_id: Uuid, scopes: Vec<String> },
+}
+
 /// Who is making an authenticated request.
 #[derive(Debug, Clone)]
 pub struct Principal {
     pub user: user::Model,
-    pub session_id: Uuid,
+    pub credential: Credential,
+}
+
+impl Principal {
+    pub fn session_id(&self) -> Option<Uuid> {
+        match self.credential {
+            Credential::Session(id) => Some(id),
+            Credential::ApiKey { .. } => None,
+        }
+    }
+
+    /// Whether the credential allows `scope`: a session allows everything its user may do.
+    pub fn has_scope(&self, scope: &str) -> bool {
+        match &self.credential {
+            Credential::Session(_) => true,
+            Credential::ApiKey { scopes, .. } => scopes.iter().any(|s| s == scope),
+        }
+    }
 }
 
 pub struct NewAccount {
@@ -152,6 +180,25 @@ impl Accounts {
         txn.commit().await?;
         self.jobs.wake();
         Ok(())
+    }
+
+    /// Audits an event about one object (a key, a session) of the user.
+    pub(super) async fn audit_event(
+        &self,
+        conn: &impl ConnectionTrait,
+        user_id: Uuid,
+        event: &str,
+        client: &ClientInfo,
+        object_id: Uuid,
+    ) -> Result<()> {
+        self.audit(
+            conn,
+            Some(user_id),
+            event,
+            client,
+            Some(serde_json::json!({"id": object_id})),
+        )
+        .await
     }
 
     async fn audit(
@@ -471,13 +518,7 @@ impl Accounts {
         active.password_hash = Set(hash);
         active.updated_at = Set(now());
         let user = active.update(&txn).await?;
-        revoke_sessions(
-            &txn,
-            user.id,
-            Some(principal.session_id),
-            "password_changed",
-        )
-        .await?;
+        revoke_sessions(&txn, user.id, principal.session_id(), "password_changed").await?;
         self.audit(&txn, Some(user.id), "password_changed", client, None)
             .await?;
         self.queue_mail(&txn, self.password_changed_mail(&user))
@@ -731,7 +772,7 @@ impl Accounts {
             .ok_or(AccountError::SessionRevoked)?;
         Ok(Principal {
             user,
-            session_id: session.id,
+            credential: Credential::Session(session.id),
         })
     }
 
@@ -819,7 +860,7 @@ impl Accounts {
         let n = revoke_sessions(
             &txn,
             principal.user.id,
-            Some(principal.session_id),
+            principal.session_id(),
             "revoked_by_user",
         )
         .await?;

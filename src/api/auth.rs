@@ -17,8 +17,12 @@ use super::{
     payload::OptionalJson,
 };
 use crate::{
-    accounts::{ClientInfo, NewAccount, Principal, TokenPair},
+    accounts::{
+        ClientInfo, Credential, NewAccount, Principal, TokenPair,
+        api_keys::{KEY_PREFIX, NewApiKey},
+    },
     app::AppState,
+    entities::api_key,
     error::{ApiError, ApiResult},
 };
 
@@ -48,9 +52,43 @@ pub enum Scopes {
     flows(password(token_url = "/auth/login", scopes = "Scopes")),
     checker = "check_bearer"
 )]
-pub struct Auth(pub Principal);
+pub struct Auth(Principal);
 
 impl Auth {
+    /// The caller, for operations that need a signed-in user: API keys are refused (403), as
+    /// they act only within their scopes.
+    pub fn session(&self) -> ApiResult<&Principal> {
+        match self.0.credential {
+            Credential::Session(_) => Ok(&self.0),
+            Credential::ApiKey { .. } => Err(ApiError::new(
+                poem::http::StatusCode::FORBIDDEN,
+                "api_key_not_allowed",
+                "API keys can only call operations their scopes cover; sign in for this one",
+            )),
+        }
+    }
+
+    /// The caller, for operations an API key with `scope` may call too.
+    pub fn scoped(&self, scope: &str) -> ApiResult<&Principal> {
+        if self.0.has_scope(scope) {
+            Ok(&self.0)
+        } else {
+            Err(ApiError::new(
+                poem::http::StatusCode::FORBIDDEN,
+                "insufficient_scope",
+                format!("this API key lacks the `{scope}` scope"),
+            ))
+        }
+    }
+
+    /// A signed-in superuser, or an API key with `scope`.
+    pub fn superuser_or_scope(&self, scope: &str) -> ApiResult<&Principal> {
+        match self.0.credential {
+            Credential::Session(_) => self.require_superuser().map(|()| &self.0),
+            Credential::ApiKey { .. } => self.scoped(scope),
+        }
+    }
+
     /// 403 unless the caller is a superuser.
     pub fn require_superuser(&self) -> ApiResult<()> {
         if self.0.user.is_superuser {
@@ -69,11 +107,12 @@ async fn check_bearer(req: &Request, bearer: Bearer) -> poem::Result<Principal> 
     let state = req
         .data::<AppState>()
         .ok_or_else(|| poem::Error::from(ApiError::internal("application state missing")))?;
-    let principal = state
-        .accounts
-        .authenticate(&bearer.token)
-        .await
-        .map_err(|e| poem::Error::from(ApiError::from(e).as_auth_failure()))?;
+    let principal = if bearer.token.starts_with(KEY_PREFIX) {
+        state.accounts.authenticate_api_key(&bearer.token).await
+    } else {
+        state.accounts.authenticate(&bearer.token).await
+    }
+    .map_err(|e| poem::Error::from(ApiError::from(e).as_auth_failure()))?;
     let _ = crate::error::REQUEST_USER.try_with(|u| u.set(Some(principal.user.id)));
     Ok(principal)
 }
@@ -206,6 +245,73 @@ pub struct ResetPasswordRequest {
     pub token: String,
     #[oai(write_only)]
     pub new_password: String,
+}
+
+#[derive(Object, Debug)]
+pub struct ApiKeyRequest {
+    /// What the key is for, e.g. `ci-deploy`.
+    pub label: String,
+    /// Any of `system:read`, `tasks:read`, `tasks:write`.
+    pub scopes: Vec<String>,
+    /// When the key stops working; never, if left out.
+    #[oai(nullable)]
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// An API key as listed; the key itself is never shown again after creation.
+#[derive(Object, Debug)]
+pub struct ApiKeyOut {
+    pub id: Uuid,
+    pub label: String,
+    /// The key's first characters, to recognise it.
+    pub prefix: String,
+    pub scopes: Vec<String>,
+    pub created_at: DateTime<Utc>,
+    #[oai(nullable)]
+    pub expires_at: Option<DateTime<Utc>>,
+    #[oai(nullable)]
+    pub last_used_at: Option<DateTime<Utc>>,
+    #[oai(nullable)]
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// Neither revoked nor expired.
+    pub is_active: bool,
+}
+
+impl From<api_key::Model> for ApiKeyOut {
+    fn from(k: api_key::Model) -> Self {
+        let is_active = k.revoked_at.is_none() && k.expires_at.is_none_or(|at| at > Utc::now());
+        Self {
+            scopes: k.scope_list(),
+            id: k.id,
+            label: k.label,
+            prefix: k.prefix,
+            created_at: k.created_at,
+            expires_at: k.expires_at,
+            last_used_at: k.last_used_at,
+            revoked_at: k.revoked_at,
+            is_active,
+        }
+    }
+}
+
+#[derive(Object, Debug)]
+pub struct CreatedApiKey {
+    pub api_key: ApiKeyOut,
+    /// The key: send it as `Authorization: Bearer <raw_key>`. Shown this once only.
+    pub raw_key: String,
+}
+
+#[derive(Object, Debug)]
+pub struct ApiKeyList {
+    pub api_keys: Vec<ApiKeyOut>,
+    pub total: u64,
+}
+
+#[derive(ApiResponse)]
+pub enum KeyCreated {
+    /// The new key; its raw value is in `raw_key` and is not shown again.
+    #[oai(status = 201)]
+    Created(Json<CreatedApiKey>),
 }
 
 #[derive(ApiResponse)]
@@ -369,7 +475,11 @@ impl AuthApi {
                 .map_err(|e| ApiError::from(e).as_auth_failure())?;
             state
                 .accounts
-                .logout_session(principal.user.id, principal.session_id, &client)
+                .logout_session(
+                    principal.user.id,
+                    principal.session_id().unwrap_or_default(),
+                    &client,
+                )
                 .await?;
         } else {
             return Err(ApiError::unauthorized(
@@ -390,14 +500,15 @@ impl AuthApi {
         operation_id = "auth_sessions_list"
     )]
     async fn sessions(&self, state: Data<&AppState>, auth: Auth) -> ApiResult<Json<SessionList>> {
-        let current = auth.0.session_id;
+        let principal = auth.session()?;
+        let current = principal.session_id();
         let sessions: Vec<SessionOut> = state
             .accounts
-            .list_sessions(auth.0.user.id)
+            .list_sessions(principal.user.id)
             .await?
             .into_iter()
             .map(|s| SessionOut {
-                is_current: s.id == current,
+                is_current: Some(s.id) == current,
                 id: s.id,
                 created_at: s.created_at,
                 last_used_at: s.last_used_at,
@@ -426,7 +537,7 @@ impl AuthApi {
     ) -> ApiResult<Json<Message>> {
         state
             .accounts
-            .revoke_session(&auth.0, session_id.0, &client_info(req))
+            .revoke_session(auth.session()?, session_id.0, &client_info(req))
             .await?;
         Ok(Json(Message::new("session revoked")))
     }
@@ -445,7 +556,7 @@ impl AuthApi {
     ) -> ApiResult<Json<RevokedSessions>> {
         let revoked = state
             .accounts
-            .revoke_other_sessions(&auth.0, &client_info(req))
+            .revoke_other_sessions(auth.session()?, &client_info(req))
             .await?;
         Ok(Json(RevokedSessions {
             message: "all other sessions revoked".into(),
@@ -472,7 +583,7 @@ impl AuthApi {
         state
             .accounts
             .change_password(
-                &auth.0,
+                auth.session()?,
                 body.current_password,
                 body.new_password,
                 &client_info(req),
@@ -560,5 +671,108 @@ impl AuthApi {
         Ok(Json(Message::new(
             "password reset; sign in with the new password",
         )))
+    }
+
+    /// Create an API key
+    ///
+    /// The raw key (`sk_...`) is returned once. Keys act only within their scopes.
+    #[oai(
+        path = "/api-keys",
+        method = "post",
+        operation_id = "auth_api_keys_create"
+    )]
+    async fn create_api_key(
+        &self,
+        state: Data<&AppState>,
+        req: &Request,
+        auth: Auth,
+        body: Json<ApiKeyRequest>,
+    ) -> ApiResult<KeyCreated> {
+        let body = body.0;
+        let (key, raw_key) = state
+            .accounts
+            .create_api_key(
+                auth.session()?,
+                NewApiKey {
+                    label: body.label,
+                    scopes: body.scopes,
+                    expires_at: body.expires_at,
+                },
+                &client_info(req),
+            )
+            .await?;
+        Ok(KeyCreated::Created(Json(CreatedApiKey {
+            api_key: key.into(),
+            raw_key,
+        })))
+    }
+
+    /// List your API keys
+    #[oai(
+        path = "/api-keys",
+        method = "get",
+        operation_id = "auth_api_keys_list"
+    )]
+    async fn list_api_keys(
+        &self,
+        state: Data<&AppState>,
+        auth: Auth,
+    ) -> ApiResult<Json<ApiKeyList>> {
+        let keys: Vec<ApiKeyOut> = state
+            .accounts
+            .list_api_keys(auth.session()?.user.id)
+            .await?
+            .into_iter()
+            .map(ApiKeyOut::from)
+            .collect();
+        Ok(Json(ApiKeyList {
+            total: keys.len() as u64,
+            api_keys: keys,
+        }))
+    }
+
+    /// Revoke one of your API keys
+    #[oai(
+        path = "/api-keys/:key_id",
+        method = "delete",
+        operation_id = "auth_api_keys_revoke"
+    )]
+    async fn revoke_api_key(
+        &self,
+        state: Data<&AppState>,
+        req: &Request,
+        auth: Auth,
+        key_id: Path<Uuid>,
+    ) -> ApiResult<Json<Message>> {
+        state
+            .accounts
+            .revoke_api_key(auth.session()?, key_id.0, &client_info(req))
+            .await?;
+        Ok(Json(Message::new("API key revoked")))
+    }
+
+    /// Replace an API key with a new one
+    ///
+    /// Same label, scopes and expiry; the old key stops working at once.
+    #[oai(
+        path = "/api-keys/:key_id/rotate",
+        method = "post",
+        operation_id = "auth_api_keys_rotate"
+    )]
+    async fn rotate_api_key(
+        &self,
+        state: Data<&AppState>,
+        req: &Request,
+        auth: Auth,
+        key_id: Path<Uuid>,
+    ) -> ApiResult<KeyCreated> {
+        let (key, raw_key) = state
+            .accounts
+            .rotate_api_key(auth.session()?, key_id.0, &client_info(req))
+            .await?;
+        Ok(KeyCreated::Created(Json(CreatedApiKey {
+            api_key: key.into(),
+            raw_key,
+        })))
     }
 }

@@ -19,7 +19,7 @@ use super::{
     models::{PageMetadata, fetch_page},
 };
 use crate::{
-    accounts::validation::normalise_email,
+    accounts::{Principal, validation::normalise_email},
     app::AppState,
     entities::job,
     error::{ApiError, ApiResult},
@@ -29,6 +29,8 @@ use crate::{
 };
 
 const MAX_RECORDS: usize = 10_000;
+const READ: &str = "tasks:read";
+const WRITE: &str = "tasks:write";
 const MAX_DURATION_SECONDS: u64 = 3600;
 
 /// A task's state, as Celery names them.
@@ -147,10 +149,18 @@ pub enum Submitted {
     Accepted(Json<TaskAccepted>),
 }
 
-async fn submit(state: &AppState, auth: &Auth, name: &str, payload: Value) -> ApiResult<Submitted> {
+async fn submit(
+    state: &AppState,
+    principal: &Principal,
+    name: &str,
+    payload: Value,
+) -> ApiResult<Submitted> {
     let id = state
         .jobs
-        .enqueue(&state.db, NewJob::new(name, payload).owner(auth.0.user.id))
+        .enqueue(
+            &state.db,
+            NewJob::new(name, payload).owner(principal.user.id),
+        )
         .await
         .map_err(ApiError::internal)?;
     state.jobs.wake();
@@ -162,13 +172,13 @@ async fn submit(state: &AppState, auth: &Auth, name: &str, payload: Value) -> Ap
 }
 
 /// The job, if the caller may see it: its owner and superusers may; to others it does not exist.
-async fn visible_job(state: &AppState, auth: &Auth, id: Uuid) -> ApiResult<job::Model> {
+async fn visible_job(state: &AppState, principal: &Principal, id: Uuid) -> ApiResult<job::Model> {
     let found = job::Entity::find_by_id(id)
         .one(&state.db)
         .await
         .map_err(ApiError::internal)?;
     match found {
-        Some(j) if auth.0.user.is_superuser || j.owner_id == Some(auth.0.user.id) => Ok(j),
+        Some(j) if principal.user.is_superuser || j.owner_id == Some(principal.user.id) => Ok(j),
         _ => Err(ApiError::not_found("no task with this id")),
     }
 }
@@ -198,7 +208,7 @@ impl TasksApi {
     ) -> ApiResult<Submitted> {
         let payload =
             json!({"message": body.0.message, "fail_attempts": body.0.fail_attempts.unwrap_or(0)});
-        submit(&state, &auth, tasks::TEST_TASK, payload).await
+        submit(&state, auth.scoped(WRITE)?, tasks::TEST_TASK, payload).await
     }
 
     /// Submit records for processing
@@ -224,7 +234,7 @@ impl TasksApi {
         }
         submit(
             &state,
-            &auth,
+            auth.scoped(WRITE)?,
             tasks::PROCESS_DATA,
             json!({"records": body.0}),
         )
@@ -251,7 +261,7 @@ impl TasksApi {
         let duration = duration.0.min(MAX_DURATION_SECONDS);
         submit(
             &state,
-            &auth,
+            auth.scoped(WRITE)?,
             tasks::LONG_RUNNING,
             json!({"duration": duration}),
         )
@@ -270,7 +280,7 @@ impl TasksApi {
         auth: Auth,
         body: Json<SendEmailRequest>,
     ) -> ApiResult<Submitted> {
-        auth.require_superuser()?;
+        let principal = auth.superuser_or_scope(WRITE)?;
         let body = body.0;
         let to = normalise_email(&body.to).map_err(|p| ApiError::validation(vec![p.into()]))?;
         let email = Email {
@@ -280,7 +290,7 @@ impl TasksApi {
             text: body.body,
         };
         let job = email.into_job();
-        submit(&state, &auth, &job.name, job.payload).await
+        submit(&state, principal, &job.name, job.payload).await
     }
 
     /// A task's status and result
@@ -295,7 +305,11 @@ impl TasksApi {
         auth: Auth,
         task_id: Path<Uuid>,
     ) -> ApiResult<Json<TaskInfo>> {
-        Ok(Json(visible_job(&state, &auth, task_id.0).await?.into()))
+        Ok(Json(
+            visible_job(&state, auth.scoped(READ)?, task_id.0)
+                .await?
+                .into(),
+        ))
     }
 
     /// Cancel a task that has not finished
@@ -308,7 +322,8 @@ impl TasksApi {
         auth: Auth,
         task_id: Path<Uuid>,
     ) -> ApiResult<Json<TaskInfo>> {
-        let job = visible_job(&state, &auth, task_id.0).await?;
+        let principal = auth.scoped(WRITE)?;
+        let job = visible_job(&state, principal, task_id.0).await?;
         let now = Utc::now();
         let revoked = job::Entity::update_many()
             .col_expr(
@@ -326,7 +341,7 @@ impl TasksApi {
             .exec(&state.db)
             .await
             .map_err(ApiError::internal)?;
-        let job = visible_job(&state, &auth, job.id).await?;
+        let job = visible_job(&state, principal, job.id).await?;
         if revoked.rows_affected == 0 && job.status != JobStatus::Revoked.as_str() {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
@@ -358,6 +373,7 @@ impl TasksApi {
         )]
         size: Query<u64>,
     ) -> ApiResult<Json<TaskPage>> {
+        auth.scoped("system:read")?;
         auth.require_superuser()?;
         let mut query = job::Entity::find().order_by_desc(job::Column::CreatedAt);
         if let Some(s) = status.0 {

@@ -60,7 +60,7 @@ impl UsersApi {
         let mut query = user::Entity::find()
             .order_by_asc(user::Column::CreatedAt)
             .order_by_asc(user::Column::Id);
-        if !(include_deleted.0 && auth.0.user.is_superuser) {
+        if !(include_deleted.0 && auth.session()?.user.is_superuser) {
             query = query.filter(user::Column::IsDeleted.eq(false));
         }
         let (rows, metadata) = fetch_page(query, &state.db, page.0, size.0).await?;
@@ -73,7 +73,7 @@ impl UsersApi {
     /// Your account
     #[oai(path = "/me", method = "get", operation_id = "users_me")]
     async fn me(&self, auth: Auth) -> ApiResult<Json<UserOut>> {
-        Ok(Json(auth.0.user.into()))
+        Ok(Json(auth.session()?.user.clone().into()))
     }
 
     /// Update your account
@@ -85,11 +85,11 @@ impl UsersApi {
         body: Json<UpdateMe>,
     ) -> ApiResult<Json<UserOut>> {
         let Some(username) = body.0.username else {
-            return Ok(Json(auth.0.user.into()));
+            return Ok(Json(auth.session()?.user.clone().into()));
         };
         let user = state
             .accounts
-            .update_username(&auth.0, &username)
+            .update_username(auth.session()?, &username)
             .await
             .map_err(ApiError::from)?;
         Ok(Json(user.into()))

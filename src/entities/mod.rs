@@ -1,4 +1,5 @@
 //! sea-orm entities, one per table created in `migration/`.
+pub mod api_key;
 pub mod audit_log;
 pub mod job;
 pub mod one_time_token;
