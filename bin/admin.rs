@@ -1,54 +1,581 @@
-//! `admin`: the operator CLI, working on `DATABASE_URL` directly.
+//! `admin`: the operator CLI, working on `DATABASE_URL` directly (the server need not run).
 
-use std::process::ExitCode;
+use std::{
+    io::{BufRead, IsTerminal, Write},
+    process::ExitCode,
+    sync::Arc,
+};
 
-use clap::{Parser, Subcommand};
-use keel::{config::Settings, db};
+use clap::{Parser, Subcommand, ValueEnum};
+use keel::{
+    accounts::{Accounts, find_user_by_ident, passwords::PasswordHasher},
+    config::Settings,
+    db,
+    entities::{job, session, user},
+    jobs::{JobQueue, JobSettings, JobStatus},
+};
+use sea_orm::{
+    ColumnTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect, sea_query::Expr,
+};
+
+const EXIT_FAILURE: u8 = 1;
+const EXIT_USAGE: u8 = 2;
+const EXIT_NOT_FOUND: u8 = 3;
+const EXIT_REFUSED: u8 = 4;
 
 /// Keel's operator CLI. Talks to DATABASE_URL directly; the server need not run.
 #[derive(Parser)]
 #[command(
     version,
     about,
-    after_help = "Exit codes:\n  0  success\n  1  failure (database unreachable, migration failed, ...)\n  2  invalid configuration or usage"
+    after_help = "Exit codes:\n  0  success\n  1  failure (database unreachable, migration failed, ...)\n  2  invalid configuration or usage\n  3  no such user or job\n  4  refused (invalid input, or a confirmation declined)"
 )]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Table,
+    Json,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Apply pending database migrations
     Migrate,
+    /// List users, oldest first
+    ListUsers {
+        /// Only verified users
+        #[arg(long, conflicts_with = "unverified")]
+        verified: bool,
+        /// Only unverified users
+        #[arg(long)]
+        unverified: bool,
+        /// Only superusers
+        #[arg(long)]
+        superuser: bool,
+        /// Only (soft-)deleted users; without it deleted users are left out
+        #[arg(long)]
+        deleted: bool,
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+        page: u64,
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=1000))]
+        size: u64,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Create a verified superuser: prompts (password hidden), or --email/--username/--password-stdin
+    CreateSuperuser {
+        #[arg(long)]
+        email: Option<String>,
+        #[arg(long)]
+        username: Option<String>,
+        /// Read the password from the first line of standard input
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Counts of users, sessions and jobs
+    Stats {
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Mark a user's email as verified
+    VerifyUser {
+        /// Email address or user id
+        user: String,
+    },
+    /// Delete a user: soft (revocable, sessions ended) unless --hard
+    DeleteUser {
+        /// Email address or user id
+        user: String,
+        /// Delete permanently, with sessions, tokens and API keys
+        #[arg(long)]
+        hard: bool,
+        /// Do not ask for confirmation
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Inspect and retry background jobs
+    #[command(subcommand)]
+    Jobs(JobsCommand),
 }
+
+#[derive(Subcommand)]
+enum JobsCommand {
+    /// Recent jobs, newest first
+    List {
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: u64,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// One job in full (JSON)
+    Show { id: uuid::Uuid },
+    /// Run a FAILURE or REVOKED job again, with a fresh set of attempts
+    Retry { id: uuid::Uuid },
+    /// Jobs that failed for good (their messages wait in the dead-letter queue)
+    DeadLetters {
+        #[arg(long, default_value_t = 20)]
+        limit: u64,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+}
+
+struct Failure(u8, String);
+
+impl<E: std::fmt::Display> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure(EXIT_FAILURE, e.to_string())
+    }
+}
+
+type Outcome = Result<(), Failure>;
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let settings = Settings::load_or_exit();
-    let result = match cli.command {
-        Command::Migrate => migrate(&settings).await,
-    };
-    match result {
+    match run(cli.command, settings).await {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("admin: {e}");
-            ExitCode::from(1)
+        Err(Failure(code, message)) => {
+            eprintln!("admin: {message}");
+            ExitCode::from(code)
         }
     }
 }
 
-async fn migrate(settings: &Settings) -> Result<(), db::DbError> {
-    let conn = db::connect(settings).await?;
+async fn run(command: Command, settings: Settings) -> Outcome {
+    let conn = db::connect(&settings).await?;
+    if let Command::Migrate = command {
+        return migrate(&conn).await;
+    }
     let pending = db::pending_migrations(&conn).await?;
+    if !pending.is_empty() {
+        return Err(Failure(
+            EXIT_FAILURE,
+            format!(
+                "{} migration(s) pending; run `admin migrate` first",
+                pending.len()
+            ),
+        ));
+    }
+    let accounts = || -> Result<Accounts, Failure> {
+        let hasher = PasswordHasher::new(1)?;
+        let queue = JobQueue::new(JobSettings::from_settings(&settings));
+        Ok(Accounts::new(
+            conn.clone(),
+            Arc::new(settings.clone()),
+            hasher,
+            queue,
+        )?)
+    };
+    match command {
+        Command::Migrate => unreachable!("handled above"),
+        Command::ListUsers {
+            verified,
+            unverified,
+            superuser,
+            deleted,
+            page,
+            size,
+            format,
+        } => {
+            let mut query = user::Entity::find()
+                .filter(user::Column::IsDeleted.eq(deleted))
+                .order_by_asc(user::Column::CreatedAt);
+            if verified || unverified {
+                query = query.filter(user::Column::IsVerified.eq(verified));
+            }
+            if superuser {
+                query = query.filter(user::Column::IsSuperuser.eq(true));
+            }
+            let paginator = query.paginate(&conn, size);
+            let total = paginator.num_items().await?;
+            let users = paginator.fetch_page(page - 1).await?;
+            match format {
+                Format::Json => {
+                    let items: Vec<_> = users.iter().map(user_json).collect();
+                    println!(
+                        "{}",
+                        serde_json::json!({"items": items, "total": total, "page": page, "size": size})
+                    );
+                }
+                Format::Table => {
+                    let rows: Vec<Vec<String>> = users
+                        .iter()
+                        .map(|u| {
+                            vec![
+                                u.id.to_string(),
+                                u.email.clone(),
+                                u.username.clone(),
+                                yes_no(u.is_verified),
+                                yes_no(u.is_superuser),
+                                u.created_at.format("%Y-%m-%d %H:%M").to_string(),
+                            ]
+                        })
+                        .collect();
+                    print_table(
+                        &[
+                            "ID",
+                            "EMAIL",
+                            "USERNAME",
+                            "VERIFIED",
+                            "SUPERUSER",
+                            "CREATED",
+                        ],
+                        &rows,
+                    );
+                    println!("{} of {total} user(s), page {page}", users.len());
+                }
+            }
+            Ok(())
+        }
+        Command::CreateSuperuser {
+            email,
+            username,
+            password_stdin,
+        } => {
+            let email = match email {
+                Some(e) => e,
+                None => prompt("Email: ")?,
+            };
+            let username = match username {
+                Some(u) => u,
+                None => prompt("Username: ")?,
+            };
+            let password = if password_stdin {
+                let mut line = String::new();
+                std::io::stdin().lock().read_line(&mut line)?;
+                line.trim_end_matches(['\r', '\n']).to_string()
+            } else {
+                let first = rpassword::prompt_password("Password: ")?;
+                let again = rpassword::prompt_password("Password (again): ")?;
+                if first != again {
+                    return Err(Failure(EXIT_REFUSED, "the passwords differ".into()));
+                }
+                first
+            };
+            let user = accounts()?
+                .create_superuser(&email, &username, password)
+                .await
+                .map_err(|e| refused_or_failed(&e))?;
+            println!(
+                "created superuser {} ({}), id {}",
+                user.username, user.email, user.id
+            );
+            Ok(())
+        }
+        Command::Stats { format } => stats(&conn, format).await,
+        Command::VerifyUser { user } => {
+            let found = find(&conn, &user).await?;
+            if found.is_verified {
+                println!("{} is already verified", found.email);
+                return Ok(());
+            }
+            let u = accounts()?.mark_verified(found, "admin-cli").await?;
+            println!("verified {} ({})", u.email, u.id);
+            Ok(())
+        }
+        Command::DeleteUser { user, hard, yes } => {
+            let found = find(&conn, &user).await?;
+            let what = if hard {
+                "permanently delete"
+            } else {
+                "soft-delete"
+            };
+            if !yes && !confirm(&format!("{what} {} ({})? [y/N] ", found.email, found.id))? {
+                return Err(Failure(
+                    EXIT_REFUSED,
+                    "not confirmed; nothing changed".into(),
+                ));
+            }
+            let (email, id) = (found.email.clone(), found.id);
+            if hard {
+                accounts()?.hard_delete(found, "admin-cli").await?;
+                println!("permanently deleted {email} ({id})");
+            } else {
+                accounts()?.soft_delete(found, "admin-cli").await?;
+                println!("soft-deleted {email} ({id}); its sessions are revoked");
+            }
+            Ok(())
+        }
+        Command::Jobs(cmd) => jobs(&conn, cmd).await,
+    }
+}
+
+fn refused_or_failed(e: &keel::accounts::AccountError) -> Failure {
+    use keel::accounts::AccountError as E;
+    match e {
+        E::Validation(problems) => Failure(
+            EXIT_REFUSED,
+            problems
+                .iter()
+                .map(|p| format!("{} {}", p.field, p.message))
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
+        E::EmailTaken | E::UsernameTaken => Failure(EXIT_REFUSED, e.to_string()),
+        other => Failure(EXIT_FAILURE, other.to_string()),
+    }
+}
+
+async fn find(conn: &DatabaseConnection, ident: &str) -> Result<user::Model, Failure> {
+    find_user_by_ident(conn, ident)
+        .await?
+        .ok_or_else(|| Failure(EXIT_NOT_FOUND, format!("no user {ident:?}")))
+}
+
+async fn migrate(conn: &DatabaseConnection) -> Outcome {
+    let pending = db::pending_migrations(conn).await?;
     if pending.is_empty() {
         println!("database is up to date");
         return Ok(());
     }
-    db::migrate(&conn).await?;
+    db::migrate(conn).await?;
     for name in &pending {
         println!("applied {name}");
     }
     Ok(())
+}
+
+async fn stats(conn: &DatabaseConnection, format: Format) -> Outcome {
+    let count = |q: sea_orm::Select<user::Entity>| async move { q.count(conn).await };
+    let live = user::Entity::find().filter(user::Column::IsDeleted.eq(false));
+    let total = count(live.clone()).await?;
+    let superusers = count(live.clone().filter(user::Column::IsSuperuser.eq(true))).await?;
+    let verified = count(live.clone().filter(user::Column::IsVerified.eq(true))).await?;
+    let deleted = count(user::Entity::find().filter(user::Column::IsDeleted.eq(true))).await?;
+    let active_sessions = session::Entity::find()
+        .filter(session::Column::RevokedAt.is_null())
+        .filter(session::Column::ExpiresAt.gt(chrono::Utc::now()))
+        .count(conn)
+        .await?;
+    let mut jobs = serde_json::Map::new();
+    for status in JobStatus::ALL {
+        let n = job::Entity::find()
+            .filter(job::Column::Status.eq(status.as_str()))
+            .count(conn)
+            .await?;
+        jobs.insert(status.as_str().to_string(), n.into());
+    }
+    let report = serde_json::json!({
+        "total_users": total,
+        "superusers": superusers,
+        "verified_users": verified,
+        "unverified_users": total - verified,
+        "deleted_users": deleted,
+        "active_sessions": active_sessions,
+        "jobs_by_status": jobs,
+    });
+    match format {
+        Format::Json => println!("{report}"),
+        Format::Table => {
+            for key in [
+                "total_users",
+                "superusers",
+                "verified_users",
+                "unverified_users",
+                "deleted_users",
+                "active_sessions",
+            ] {
+                println!("{key:<18} {}", report[key]);
+            }
+            for (status, n) in report["jobs_by_status"].as_object().into_iter().flatten() {
+                println!("{:<18} {n}", format!("jobs {status}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn jobs(conn: &DatabaseConnection, cmd: JobsCommand) -> Outcome {
+    let list = |rows: Vec<job::Model>, format: Format| match format {
+        Format::Json => {
+            let items: Vec<_> = rows.iter().map(job_json).collect();
+            println!("{}", serde_json::Value::Array(items));
+        }
+        Format::Table => {
+            let table: Vec<Vec<String>> = rows
+                .iter()
+                .map(|j| {
+                    vec![
+                        j.id.to_string(),
+                        j.name.clone(),
+                        j.status.clone(),
+                        j.attempts.to_string(),
+                        j.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                        j.error
+                            .clone()
+                            .unwrap_or_default()
+                            .chars()
+                            .take(60)
+                            .collect(),
+                    ]
+                })
+                .collect();
+            print_table(
+                &["ID", "NAME", "STATUS", "ATTEMPTS", "CREATED", "ERROR"],
+                &table,
+            );
+        }
+    };
+    match cmd {
+        JobsCommand::List {
+            status,
+            limit,
+            format,
+        } => {
+            let mut query = job::Entity::find()
+                .order_by_desc(job::Column::CreatedAt)
+                .limit(limit);
+            if let Some(s) = status {
+                let s = JobStatus::parse(&s).ok_or_else(|| {
+                    Failure(EXIT_USAGE, format!("unknown status {s:?}; one of PENDING, STARTED, RETRY, SUCCESS, FAILURE, REVOKED"))
+                })?;
+                query = query.filter(job::Column::Status.eq(s.as_str()));
+            }
+            list(query.all(conn).await?, format);
+            Ok(())
+        }
+        JobsCommand::DeadLetters { limit, format } => {
+            let rows = job::Entity::find()
+                .filter(job::Column::Status.eq(JobStatus::Failure.as_str()))
+                .order_by_desc(job::Column::FinishedAt)
+                .limit(limit)
+                .all(conn)
+                .await?;
+            list(rows, format);
+            Ok(())
+        }
+        JobsCommand::Show { id } => {
+            let job = job::Entity::find_by_id(id)
+                .one(conn)
+                .await?
+                .ok_or_else(|| Failure(EXIT_NOT_FOUND, format!("no job {id}")))?;
+            println!("{}", serde_json::to_string_pretty(&job_json(&job))?);
+            Ok(())
+        }
+        JobsCommand::Retry { id } => {
+            let now = chrono::Utc::now();
+            let updated = job::Entity::update_many()
+                .col_expr(
+                    job::Column::Status,
+                    Expr::value(JobStatus::Pending.as_str()),
+                )
+                .col_expr(job::Column::Attempts, Expr::value(0))
+                .col_expr(job::Column::RunAt, Expr::value(now))
+                .col_expr(
+                    job::Column::PublishedAt,
+                    Expr::value(Option::<chrono::DateTime<chrono::Utc>>::None),
+                )
+                .col_expr(
+                    job::Column::FinishedAt,
+                    Expr::value(Option::<chrono::DateTime<chrono::Utc>>::None),
+                )
+                .col_expr(job::Column::UpdatedAt, Expr::value(now))
+                .filter(job::Column::Id.eq(id))
+                .filter(
+                    job::Column::Status
+                        .is_in([JobStatus::Failure.as_str(), JobStatus::Revoked.as_str()]),
+                )
+                .exec(conn)
+                .await?;
+            if updated.rows_affected == 0 {
+                return match job::Entity::find_by_id(id).one(conn).await? {
+                    None => Err(Failure(EXIT_NOT_FOUND, format!("no job {id}"))),
+                    Some(j) => Err(Failure(
+                        EXIT_REFUSED,
+                        format!(
+                            "job {id} is {}; only FAILURE or REVOKED jobs can be retried",
+                            j.status
+                        ),
+                    )),
+                };
+            }
+            println!("job {id} queued again (the server or a worker picks it up)");
+            Ok(())
+        }
+    }
+}
+
+fn user_json(u: &user::Model) -> serde_json::Value {
+    serde_json::json!({
+        "id": u.id, "email": u.email, "username": u.username, "is_superuser": u.is_superuser,
+        "is_verified": u.is_verified, "is_deleted": u.is_deleted, "created_at": u.created_at,
+        "deleted_at": u.deleted_at,
+    })
+}
+
+fn job_json(j: &job::Model) -> serde_json::Value {
+    serde_json::json!({
+        "id": j.id, "name": j.name, "status": j.status, "attempts": j.attempts,
+        "max_attempts": j.max_attempts, "payload": j.payload, "result": j.result, "error": j.error,
+        "owner_id": j.owner_id, "created_at": j.created_at, "started_at": j.started_at,
+        "finished_at": j.finished_at, "run_at": j.run_at,
+    })
+}
+
+fn yes_no(b: bool) -> String {
+    if b { "yes" } else { "no" }.to_string()
+}
+
+fn print_table(headers: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(headers.iter().map(|h| h.to_string()).collect());
+    for row in rows {
+        line(row.clone());
+    }
+}
+
+fn prompt(label: &str) -> Result<String, Failure> {
+    if !std::io::stdin().is_terminal() {
+        return Err(Failure(
+            EXIT_USAGE,
+            format!(
+                "{} needed: pass it as an option when not on a terminal",
+                label.trim_end_matches(": ")
+            ),
+        ));
+    }
+    print!("{label}");
+    std::io::stdout().flush()?;
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    Ok(line.trim().to_string())
+}
+
+fn confirm(question: &str) -> Result<bool, Failure> {
+    if !std::io::stdin().is_terminal() {
+        return Err(Failure(
+            EXIT_REFUSED,
+            "refusing without confirmation: pass --yes when not on a terminal".into(),
+        ));
+    }
+    print!("{question}");
+    std::io::stdout().flush()?;
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    Ok(matches!(
+        line.trim().to_ascii_lowercase().as_str(),
+        "y" | "yes"
+    ))
 }

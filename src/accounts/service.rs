@@ -931,6 +931,107 @@ impl Accounts {
     pub async fn count_users(&self) -> Result<u64> {
         Ok(user::Entity::find().count(&self.db).await?)
     }
+
+    /// Creates a verified superuser after checking every account rule (operator CLI).
+    pub async fn create_superuser(
+        &self,
+        email: &str,
+        username: &str,
+        password: String,
+    ) -> Result<user::Model> {
+        let (email, username) = self
+            .check_new_account(&NewAccount {
+                email: email.to_string(),
+                username: username.to_string(),
+                password: password.clone(),
+            })
+            .await?;
+        let hash = self.hasher.hash(password).await?;
+        let txn = db::begin_write(&self.db).await?;
+        let user = insert_user(&txn, &email, &username, hash, true, true).await?;
+        self.audit(
+            &txn,
+            Some(user.id),
+            "superuser_created",
+            &ClientInfo::default(),
+            None,
+        )
+        .await?;
+        txn.commit().await?;
+        Ok(user)
+    }
+
+    /// Marks the account verified (operator CLI and admin API).
+    pub async fn mark_verified(&self, user: user::Model, actor: &str) -> Result<user::Model> {
+        let txn = db::begin_write(&self.db).await?;
+        let id = user.id;
+        let mut active: user::ActiveModel = user.into();
+        active.is_verified = Set(true);
+        active.updated_at = Set(now());
+        let user = active.update(&txn).await?;
+        self.audit(
+            &txn,
+            Some(id),
+            "email_verified_by_operator",
+            &ClientInfo::default(),
+            Some(serde_json::json!({"by": actor})),
+        )
+        .await?;
+        txn.commit().await?;
+        Ok(user)
+    }
+
+    /// Soft delete: the account stops working at once (sessions revoked, logins refused) but
+    /// its row stays, and can be restored.
+    pub async fn soft_delete(&self, user: user::Model, actor: &str) -> Result<user::Model> {
+        let txn = db::begin_write(&self.db).await?;
+        let id = user.id;
+        let mut active: user::ActiveModel = user.into();
+        active.is_deleted = Set(true);
+        active.deleted_at = Set(Some(now()));
+        active.updated_at = Set(now());
+        let user = active.update(&txn).await?;
+        revoke_sessions(&txn, id, None, "account_deleted").await?;
+        self.audit(
+            &txn,
+            Some(id),
+            "account_soft_deleted",
+            &ClientInfo::default(),
+            Some(serde_json::json!({"by": actor})),
+        )
+        .await?;
+        txn.commit().await?;
+        Ok(user)
+    }
+
+    /// Hard delete: the user row and everything hanging off it go; the audit log keeps the event
+    /// with the user id and no personal data.
+    pub async fn hard_delete(&self, user: user::Model, actor: &str) -> Result<()> {
+        let txn = db::begin_write(&self.db).await?;
+        let id = user.id;
+        user::Entity::delete_by_id(id).exec(&txn).await?;
+        self.audit(
+            &txn,
+            Some(id),
+            "account_deleted",
+            &ClientInfo::default(),
+            Some(serde_json::json!({"by": actor})),
+        )
+        .await?;
+        txn.commit().await?;
+        Ok(())
+    }
+}
+
+/// Finds a user by email (case-insensitive) or by id.
+pub async fn find_user_by_ident(
+    conn: &impl ConnectionTrait,
+    ident: &str,
+) -> Result<Option<user::Model>> {
+    if let Ok(id) = Uuid::parse_str(ident.trim()) {
+        return Ok(user::Entity::find_by_id(id).one(conn).await?);
+    }
+    find_user_by_email(conn, &ident.trim().to_lowercase()).await
 }
 
 pub async fn find_user(conn: &impl ConnectionTrait, id: Uuid) -> Result<user::Model> {

@@ -1,0 +1,301 @@
+//! The operator CLI against PostgreSQL, as an operator runs it.
+
+mod common;
+
+use std::{
+    io::Write,
+    process::{Command, Output, Stdio},
+    time::Duration,
+};
+
+use common::{Backend, TestApp, TestUser, problem};
+use keel::entities::{audit_log, user};
+use reqwest::StatusCode;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use serde_json::{Value, json};
+
+fn admin(app: &TestApp, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_admin"))
+        .args(args)
+        .env("DATABASE_URL", &app.env["DATABASE_URL"])
+        .current_dir(std::env::temp_dir())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .as_mut()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    drop(child.stdin.take());
+    child.wait_with_output().unwrap()
+}
+
+fn json_out(out: &Output) -> Value {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_are_created_listed_verified_and_deleted() {
+    let app = TestApp::start(Backend::Postgres).await;
+
+    let out = admin(
+        &app,
+        &[
+            "create-superuser",
+            "--email",
+            "Ops@Example.com",
+            "--username",
+            "ops_lead",
+            "--password-stdin",
+        ],
+        Some("OpsPassword123!\n"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tokens = app.login("ops@example.com", "OpsPassword123!").await;
+    let me: Value = app
+        .get("/users/me", Some(&tokens.access))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (me["is_superuser"].clone(), me["is_verified"].clone()),
+        (json!(true), json!(true))
+    );
+
+    let weak = admin(
+        &app,
+        &[
+            "create-superuser",
+            "--email",
+            "x@example.com",
+            "--username",
+            "xuser",
+            "--password-stdin",
+        ],
+        Some("weak\n"),
+    );
+    assert_eq!(weak.status.code(), Some(4));
+    assert!(
+        String::from_utf8_lossy(&weak.stderr).contains("password"),
+        "{weak:?}"
+    );
+    let dup = admin(
+        &app,
+        &[
+            "create-superuser",
+            "--email",
+            "ops@example.com",
+            "--username",
+            "other1",
+            "--password-stdin",
+        ],
+        Some("OpsPassword123!\n"),
+    );
+    assert_eq!(dup.status.code(), Some(4));
+    let no_tty = admin(&app, &["create-superuser"], None);
+    assert_eq!(no_tty.status.code(), Some(2), "prompts need a terminal");
+
+    // An unverified user, verified by the operator.
+    let pending = TestUser::new();
+    app.register(&pending).await;
+    problem(
+        app.login_raw(&pending.email, &pending.password).await,
+        403,
+        "email_not_verified",
+    )
+    .await;
+    let list = json_out(&admin(
+        &app,
+        &["list-users", "--unverified", "--format", "json"],
+        None,
+    ));
+    assert_eq!(list["total"], 1);
+    assert_eq!(list["items"][0]["email"], pending.email.as_str());
+    assert!(
+        admin(&app, &["verify-user", &pending.email.to_uppercase()], None)
+            .status
+            .success()
+    );
+    let session = app.login(&pending.email, &pending.password).await;
+    assert_eq!(
+        admin(&app, &["verify-user", "nobody@example.com"], None)
+            .status
+            .code(),
+        Some(3)
+    );
+
+    let all = json_out(&admin(&app, &["list-users", "--format", "json"], None));
+    assert_eq!(all["total"], 2);
+    let supers = json_out(&admin(
+        &app,
+        &["list-users", "--superuser", "--format", "json"],
+        None,
+    ));
+    assert_eq!(supers["total"], 1);
+    let table = admin(&app, &["list-users"], None);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        text.starts_with("ID") && text.contains("ops_lead") && text.contains("2 of 2 user(s)"),
+        "{text}"
+    );
+
+    let stats = json_out(&admin(&app, &["stats", "--format", "json"], None));
+    assert_eq!(stats["total_users"], 2);
+    assert_eq!(stats["superusers"], 1);
+    assert_eq!(stats["verified_users"], 2);
+    assert!(stats["active_sessions"].as_u64().unwrap() >= 2);
+    assert!(stats["jobs_by_status"]["SUCCESS"].is_number());
+
+    // Deleting asks first; without a terminal and --yes nothing happens.
+    let refused = admin(&app, &["delete-user", &pending.email], None);
+    assert_eq!(refused.status.code(), Some(4));
+    assert_eq!(
+        app.get("/users/me", Some(&session.access)).await.status(),
+        StatusCode::OK
+    );
+    assert!(
+        admin(&app, &["delete-user", &pending.email, "--yes"], None)
+            .status
+            .success()
+    );
+    problem(
+        app.get("/users/me", Some(&session.access)).await,
+        401,
+        "session_revoked",
+    )
+    .await;
+    problem(
+        app.login_raw(&pending.email, &pending.password).await,
+        401,
+        "invalid_credentials",
+    )
+    .await;
+    let deleted = json_out(&admin(
+        &app,
+        &["list-users", "--deleted", "--format", "json"],
+        None,
+    ));
+    assert_eq!(deleted["total"], 1);
+
+    let id = deleted["items"][0]["id"].as_str().unwrap().to_string();
+    assert!(
+        admin(&app, &["delete-user", &id, "--hard", "--yes"], None)
+            .status
+            .success()
+    );
+    let gone = user::Entity::find_by_id(uuid::Uuid::parse_str(&id).unwrap())
+        .one(&app.state.db)
+        .await
+        .unwrap();
+    assert!(gone.is_none());
+    let trail = audit_log::Entity::find()
+        .filter(audit_log::Column::Event.eq("account_deleted"))
+        .all(&app.state.db)
+        .await
+        .unwrap();
+    assert_eq!(trail.len(), 1);
+    assert_eq!(trail[0].user_id.unwrap().to_string(), id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_jobs_are_listed_shown_and_retried() {
+    let app = TestApp::start_with(Backend::Postgres, &[("JOB_MAX_ATTEMPTS", "1")]).await;
+    let (_, tokens) = app.signed_in_user().await;
+    let resp = app
+        .post_json(
+            "/system/background-tasks/test-task",
+            json!({"message": "m", "fail_attempts": 1}),
+            Some(&tokens.access),
+        )
+        .await;
+    let id = resp.json::<Value>().await.unwrap()["task_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    common::eventually(Duration::from_secs(10), "the job to fail", || async {
+        let s: Value = app
+            .get(
+                &format!("/system/background-tasks/task-status/{id}"),
+                Some(&tokens.access),
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        (s["status"] == "FAILURE").then_some(())
+    })
+    .await;
+
+    let dead = json_out(&admin(
+        &app,
+        &["jobs", "dead-letters", "--format", "json"],
+        None,
+    ));
+    assert_eq!(dead.as_array().unwrap().len(), 1);
+    assert_eq!(dead[0]["id"], id.as_str());
+    let shown = json_out(&admin(&app, &["jobs", "show", &id], None));
+    assert!(
+        shown["error"]
+            .as_str()
+            .unwrap()
+            .contains("failing on purpose")
+    );
+    let listed = json_out(&admin(
+        &app,
+        &["jobs", "list", "--status", "failure", "--format", "json"],
+        None,
+    ));
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    assert_eq!(
+        admin(&app, &["jobs", "list", "--status", "nope"], None)
+            .status
+            .code(),
+        Some(2)
+    );
+
+    // A retry queues the job again with a fresh set of attempts, and it runs again.
+    let first_start = shown["started_at"].as_str().unwrap().to_string();
+    assert!(admin(&app, &["jobs", "retry", &id], None).status.success());
+    let rerun = common::eventually(
+        Duration::from_secs(10),
+        "the retried job to run again",
+        || async {
+            let s = json_out(&admin(&app, &["jobs", "show", &id], None));
+            (s["status"] == "FAILURE" && s["started_at"].as_str() != Some(first_start.as_str()))
+                .then_some(s)
+        },
+    )
+    .await;
+    assert_eq!(rerun["attempts"], 1);
+    // A job that succeeded is not retried.
+    let succeeded = json_out(&admin(
+        &app,
+        &["jobs", "list", "--status", "SUCCESS", "--format", "json"],
+        None,
+    ));
+    let mail_job = succeeded[0]["id"].as_str().unwrap().to_string();
+    let done = admin(&app, &["jobs", "retry", &mail_job], None);
+    assert_eq!(done.status.code(), Some(4), "{done:?}");
+    let not_failed = admin(
+        &app,
+        &["jobs", "retry", &uuid::Uuid::new_v4().to_string()],
+        None,
+    );
+    assert_eq!(not_failed.status.code(), Some(3));
+}
