@@ -364,6 +364,12 @@ async fn stats(conn: &DatabaseConnection, format: Format) -> Outcome {
             .await?;
         jobs.insert(status.as_str().to_string(), n.into());
     }
+    let last_scheduled: serde_json::Map<String, serde_json::Value> =
+        keel::schedule::last_firings(conn)
+            .await?
+            .into_iter()
+            .map(|(job, at)| (job, serde_json::json!(at)))
+            .collect();
     let report = serde_json::json!({
         "total_users": total,
         "superusers": superusers,
@@ -372,6 +378,7 @@ async fn stats(conn: &DatabaseConnection, format: Format) -> Outcome {
         "deleted_users": deleted,
         "active_sessions": active_sessions,
         "jobs_by_status": jobs,
+        "last_scheduled": last_scheduled,
     });
     match format {
         Format::Json => println!("{report}"),
@@ -388,6 +395,9 @@ async fn stats(conn: &DatabaseConnection, format: Format) -> Outcome {
             }
             for (status, n) in report["jobs_by_status"].as_object().into_iter().flatten() {
                 println!("{:<18} {n}", format!("jobs {status}"));
+            }
+            for (job, at) in report["last_scheduled"].as_object().into_iter().flatten() {
+                println!("last scheduled {job}: {}", at.as_str().unwrap_or("-"));
             }
         }
     }

@@ -1,25 +1,91 @@
-//! `scheduler`: not implemented yet. It loads and validates the configuration, then says so and exits 1,
-//! so that nobody mistakes it for a running scheduler.
+//! `scheduler`: enqueues periodic jobs on their cron schedules.
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use keel::config::Settings;
+use keel::{
+    config::Settings,
+    db,
+    jobs::{JobQueue, JobSettings},
+    schedule::{self, Periodic},
+};
+use tokio_util::sync::CancellationToken;
 
-/// Keel's scheduler: enqueues periodic jobs (account purge, reminders, token cleanup).
+/// Keel's scheduler: enqueues periodic jobs (expired token cleanup; account purge and deletion
+/// reminders arrive with account deletion) on the cron expressions in the settings.
 ///
+/// Run one or several: each slot's run is enqueued once, whatever the number of replicas. The jobs
+/// go into the jobs table; the server (embedded mode) or the workers (RabbitMQ) run them.
 /// Every setting comes from the environment or a `.env` file; see `.env.example`.
 #[derive(Parser)]
 #[command(
     version,
     about,
-    after_help = "Exit codes:\n  0  clean shutdown\n  1  runtime failure (and, for now: the scheduler is not implemented yet)\n  2  invalid configuration"
+    after_help = "Exit codes:\n  0  clean shutdown (SIGTERM or Ctrl-C), or --once done\n  1  failure (database unreachable, migrations pending, ...)\n  2  invalid configuration or unknown job"
 )]
-struct Cli {}
+struct Cli {
+    /// Enqueue one run of this job now and exit (for a cron container or a Kubernetes CronJob)
+    #[arg(long, value_name = "JOB")]
+    once: Option<String>,
+}
 
-fn main() -> ExitCode {
-    let _cli = Cli::parse();
-    let _settings = Settings::load_or_exit();
-    eprintln!("scheduler: background jobs are not implemented yet in this version of Keel");
-    ExitCode::from(1)
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = Settings::load_or_exit();
+    keel::telemetry::init(&settings);
+    if let Some(job) = &cli.once
+        && !KNOWN_JOBS.contains(&job.as_str())
+    {
+        eprintln!(
+            "scheduler: unknown job {job:?}; periodic jobs are: {}",
+            KNOWN_JOBS.join(", ")
+        );
+        return ExitCode::from(2);
+    }
+    match run(cli, settings).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("scheduler: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// The jobs the scheduler may enqueue.
+const KNOWN_JOBS: [&str; 1] = ["cleanup_expired_tokens"];
+
+async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
+    let conn = db::connect(&settings).await?;
+    let pending = db::pending_migrations(&conn).await?;
+    if !pending.is_empty() {
+        anyhow::bail!(
+            "{} database migration(s) pending; run `admin migrate` first",
+            pending.len()
+        );
+    }
+    let queue = JobQueue::new(JobSettings::from_settings(&settings));
+    if let Some(job) = cli.once {
+        let id = schedule::fire_once(&conn, &queue, &job).await?;
+        println!("enqueued {job} as job {id}");
+        return Ok(());
+    }
+    let periodic: Vec<Periodic> = settings
+        .schedules
+        .iter()
+        .map(|(job, schedule)| Periodic {
+            job: job.clone(),
+            schedule: schedule.clone(),
+        })
+        .collect();
+    for p in &periodic {
+        tracing::info!(job = %p.job, cron = %p.schedule.source(), "schedule");
+    }
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(schedule::run(conn, queue, periodic, shutdown.clone()));
+    keel::shutdown_signal().await;
+    shutdown.cancel();
+    let _ = task.await;
+    tracing::info!("scheduler stopped");
+    Ok(())
 }

@@ -137,6 +137,9 @@ pub struct Settings {
     pub enable_security_event_logging: bool,
     /// Origins allowed to call the API from a browser; empty: no CORS headers at all.
     pub cors_origins: Vec<String>,
+
+    /// Periodic jobs for the scheduler: (job name, cron expression with seconds).
+    pub schedules: Vec<(String, cron::Schedule)>,
 }
 
 impl fmt::Debug for Settings {
@@ -383,6 +386,26 @@ impl Settings {
             }
         }
 
+        // Each periodic job's cron expression (with seconds); `off` turns it off.
+        let mut schedules = Vec::new();
+        for (var, job, default) in [(
+            "SCHEDULE_CLEANUP_EXPIRED_TOKENS",
+            "cleanup_expired_tokens",
+            "0 30 3 * * *",
+        )] {
+            let expression = r.string(var, default);
+            if expression.trim().eq_ignore_ascii_case("off") {
+                continue;
+            }
+            let schedule = crate::schedule::parse(&expression).map_err(|e| ConfigError {
+                var,
+                message: format!(
+                    "expected a cron expression `sec min hour day month weekday` (or `off`), got {expression:?}: {e}"
+                ),
+            })?;
+            schedules.push((job.to_string(), schedule));
+        }
+
         let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
         let max_connections = r.ranged("DATABASE_MAX_CONNECTIONS", 10, 1, 1000)? as u32;
         let min_connections = r.ranged("DATABASE_MIN_CONNECTIONS", 1, 0, 1000)? as u32;
@@ -480,6 +503,7 @@ impl Settings {
             enable_content_type_validation: r.bool("ENABLE_CONTENT_TYPE_VALIDATION", true)?,
             enable_security_event_logging: r.bool("ENABLE_SECURITY_EVENT_LOGGING", true)?,
             cors_origins,
+            schedules,
         })
     }
 

@@ -11,6 +11,7 @@ pub mod error;
 pub mod jobs;
 pub mod mail;
 pub mod metrics;
+pub mod schedule;
 pub mod security;
 pub mod tasks;
 pub mod telemetry;

@@ -1,0 +1,134 @@
+//! Periodic jobs: cron expressions from the settings, each firing enqueued once per slot.
+//!
+//! Every firing carries the dedupe key `schedule:<job>:<slot time>`, and the jobs table keeps
+//! dedupe keys unique, so any number of scheduler replicas, or a restart inside a slot, enqueue
+//! each slot's run exactly once.
+
+use std::str::FromStr;
+
+use chrono::{DateTime, SubsecRound, Timelike, Utc};
+use cron::Schedule;
+use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::{
+    entities::job,
+    jobs::{JobQueue, NewJob},
+};
+
+#[derive(Debug, Clone)]
+pub struct Periodic {
+    pub job: String,
+    pub schedule: Schedule,
+}
+
+/// Parses a cron expression with seconds: `sec min hour day-of-month month day-of-week`.
+pub fn parse(expression: &str) -> Result<Schedule, String> {
+    Schedule::from_str(expression.trim()).map_err(|e| e.to_string())
+}
+
+pub fn dedupe_key(job: &str, slot: DateTime<Utc>) -> String {
+    format!("schedule:{job}:{}", slot.to_rfc3339())
+}
+
+/// Enqueues the run of `job` for `slot`; returns its id (the existing one if already enqueued).
+pub async fn fire(
+    db: &DatabaseConnection,
+    queue: &JobQueue,
+    job: &str,
+    slot: DateTime<Utc>,
+) -> Result<Uuid, DbErr> {
+    let new = NewJob::new(job, json!({"scheduled_for": slot})).dedupe(dedupe_key(job, slot));
+    queue.enqueue(db, new).await
+}
+
+/// `scheduler --once <job>`: one run now, deduplicated per minute.
+pub async fn fire_once(
+    db: &DatabaseConnection,
+    queue: &JobQueue,
+    job: &str,
+) -> Result<Uuid, DbErr> {
+    let slot = Utc::now()
+        .trunc_subsecs(0)
+        .with_second(0)
+        .unwrap_or_else(Utc::now);
+    fire(db, queue, job, slot).await
+}
+
+/// Fires every schedule at its slots until `shutdown`.
+pub async fn run(
+    db: DatabaseConnection,
+    queue: JobQueue,
+    periodic: Vec<Periodic>,
+    shutdown: CancellationToken,
+) {
+    if periodic.is_empty() {
+        tracing::warn!("no schedules configured; waiting for shutdown");
+        shutdown.cancelled().await;
+        return;
+    }
+    loop {
+        let now = Utc::now();
+        let next = periodic
+            .iter()
+            .filter_map(|p| p.schedule.after(&now).next().map(|t| (t, p)))
+            .min_by_key(|(t, _)| *t);
+        let Some((slot, _)) = next else {
+            tracing::warn!("no schedule has a future firing; waiting for shutdown");
+            shutdown.cancelled().await;
+            return;
+        };
+        let wait = (slot - now).to_std().unwrap_or_default();
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(wait) => {}
+        }
+        // Every schedule due at this slot fires (several may share it).
+        for p in periodic.iter().filter(|p| p.schedule.includes(slot)) {
+            match fire(&db, &queue, &p.job, slot).await {
+                Ok(id) => {
+                    tracing::info!(job = %p.job, %slot, job_id = %id, "scheduled job enqueued")
+                }
+                Err(e) => {
+                    tracing::error!(job = %p.job, %slot, error = %e, "could not enqueue a scheduled job")
+                }
+            }
+        }
+    }
+}
+
+/// The latest firing of each scheduled job, for `admin stats`.
+pub async fn last_firings(db: &DatabaseConnection) -> Result<Vec<(String, DateTime<Utc>)>, DbErr> {
+    let rows = job::Entity::find()
+        .filter(job::Column::DedupeKey.starts_with("schedule:"))
+        .order_by_desc(job::Column::CreatedAt)
+        .all(db)
+        .await?;
+    let mut seen: Vec<(String, DateTime<Utc>)> = Vec::new();
+    for row in rows {
+        if !seen.iter().any(|(name, _)| *name == row.name) {
+            seen.push((row.name, row.created_at));
+        }
+    }
+    Ok(seen)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_keys_slots() {
+        let s = parse("0 0 * * * *").unwrap();
+        let after = "2026-11-29T10:15:00Z".parse::<DateTime<Utc>>().unwrap();
+        let next = s.after(&after).next().unwrap();
+        assert_eq!(next.to_rfc3339(), "2026-11-29T11:00:00+00:00");
+        assert_eq!(
+            dedupe_key("x", next),
+            "schedule:x:2026-11-29T11:00:00+00:00"
+        );
+        assert!(parse("not cron").is_err());
+    }
+}

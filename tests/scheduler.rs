@@ -1,0 +1,141 @@
+//! The scheduler binary: slots enqueued once across replicas, --once, SIGTERM.
+
+mod common;
+
+use std::{
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use common::{Backend, TestApp};
+use keel::entities::job;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+
+fn scheduler(app: &TestApp, args: &[&str], every_second: bool) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_scheduler"));
+    cmd.args(args)
+        .env("DATABASE_URL", &app.env["DATABASE_URL"])
+        .env("LOG_LEVEL", "warn")
+        .current_dir(std::env::temp_dir());
+    if every_second {
+        cmd.env("SCHEDULE_CLEANUP_EXPIRED_TOKENS", "* * * * * *");
+    }
+    cmd
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_schedulers_enqueue_each_slot_once() {
+    let app = TestApp::start(Backend::Postgres).await;
+    let mut a = scheduler(&app, &[], true)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut b = scheduler(&app, &[], true)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    for child in [&a, &b] {
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+    for child in [&mut a, &mut b] {
+        let started = std::time::Instant::now();
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(0));
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "SIGTERM exits promptly"
+        );
+    }
+    let rows = job::Entity::find()
+        .filter(job::Column::DedupeKey.starts_with("schedule:cleanup_expired_tokens:"))
+        .order_by_asc(job::Column::DedupeKey)
+        .all(&app.state.db)
+        .await
+        .unwrap();
+    assert!(rows.len() >= 3, "{} slots in 4.5 s", rows.len());
+    // One job per second-slot, with no slot missing between the first and the last.
+    let slots: Vec<chrono::DateTime<chrono::Utc>> = rows
+        .iter()
+        .map(|r| {
+            r.dedupe_key
+                .as_ref()
+                .unwrap()
+                .rsplit_once("tokens:")
+                .unwrap()
+                .1
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    for pair in slots.windows(2) {
+        assert_eq!((pair[1] - pair[0]).num_seconds(), 1, "{slots:?}");
+    }
+    // The embedded server runs what the scheduler enqueued.
+    common::eventually(Duration::from_secs(10), "scheduled jobs to run", || async {
+        let done = job::Entity::find()
+            .filter(job::Column::Name.eq("cleanup_expired_tokens"))
+            .filter(job::Column::Status.eq("SUCCESS"))
+            .all(&app.state.db)
+            .await
+            .unwrap();
+        (done.len() == rows.len()).then_some(())
+    })
+    .await;
+
+    let stats = Command::new(env!("CARGO_BIN_EXE_admin"))
+        .args(["stats", "--format", "json"])
+        .env("DATABASE_URL", &app.env["DATABASE_URL"])
+        .output()
+        .unwrap();
+    let stats: serde_json::Value = serde_json::from_slice(&stats.stdout).unwrap();
+    assert!(
+        stats["last_scheduled"]["cleanup_expired_tokens"].is_string(),
+        "{stats}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_enqueues_one_run_and_exits() {
+    let app = TestApp::start(Backend::Postgres).await;
+    let first = scheduler(&app, &["--once", "cleanup_expired_tokens"], false)
+        .output()
+        .unwrap();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let second = scheduler(&app, &["--once", "cleanup_expired_tokens"], false)
+        .output()
+        .unwrap();
+    let ids = [first.stdout, second.stdout].map(|o| String::from_utf8(o).unwrap());
+    let count = job::Entity::find()
+        .filter(job::Column::Name.eq("cleanup_expired_tokens"))
+        .all(&app.state.db)
+        .await
+        .unwrap()
+        .len();
+    // Two calls in the same minute are one run (unless the minute turned in between).
+    assert!(
+        count == 1 && ids[0] == ids[1] || count == 2,
+        "{ids:?} {count}"
+    );
+
+    let unknown = scheduler(&app, &["--once", "format_disk"], false)
+        .output()
+        .unwrap();
+    assert_eq!(unknown.status.code(), Some(2));
+    let bad = scheduler(&app, &[], false)
+        .env("SCHEDULE_CLEANUP_EXPIRED_TOKENS", "every tuesday")
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("SCHEDULE_CLEANUP_EXPIRED_TOKENS"));
+}
