@@ -209,7 +209,8 @@ impl Accounts {
         client: &ClientInfo,
         details: Option<serde_json::Value>,
     ) -> Result<()> {
-        audit_log::ActiveModel {
+        // Nothing is read back: no RETURNING round trip for a row nobody looks at here.
+        audit_log::Entity::insert(audit_log::ActiveModel {
             id: Set(Uuid::new_v4()),
             user_id: Set(user_id),
             event: Set(event.to_string()),
@@ -217,8 +218,8 @@ impl Accounts {
             user_agent: Set(truncate(client.user_agent.clone(), 512)),
             details: Set(details),
             created_at: Set(now()),
-        }
-        .insert(conn)
+        })
+        .exec_without_returning(conn)
         .await?;
         Ok(())
     }
@@ -635,19 +636,20 @@ impl Accounts {
                 .exec(conn)
                 .await?;
         }
-        let session = session::ActiveModel {
-            id: Set(Uuid::new_v4()),
-            user_id: Set(user.id),
-            created_at: Set(at),
-            last_used_at: Set(at),
-            expires_at: Set(after(self.settings.refresh_token_ttl)),
-            revoked_at: Set(None),
-            revoked_reason: Set(None),
-            device_info: Set(truncate(client.user_agent.clone(), 512)),
-            ip_address: Set(truncate(client.ip.clone(), 64)),
-        }
-        .insert(conn)
-        .await?;
+        let session = session::Model {
+            id: Uuid::new_v4(),
+            user_id: user.id,
+            created_at: at,
+            last_used_at: at,
+            expires_at: after(self.settings.refresh_token_ttl),
+            revoked_at: None,
+            revoked_reason: None,
+            device_info: truncate(client.user_agent.clone(), 512),
+            ip_address: truncate(client.ip.clone(), 64),
+        };
+        session::Entity::insert(session::ActiveModel::from(session.clone()))
+            .exec_without_returning(conn)
+            .await?;
         self.issue_pair(conn, user.id, &session).await
     }
 
@@ -658,7 +660,7 @@ impl Accounts {
         session: &session::Model,
     ) -> Result<TokenPair> {
         let raw = tokens::new_opaque_token();
-        refresh_token::ActiveModel {
+        refresh_token::Entity::insert(refresh_token::ActiveModel {
             id: Set(Uuid::new_v4()),
             session_id: Set(session.id),
             token_hash: Set(tokens::hash_token(&raw)),
@@ -666,8 +668,8 @@ impl Accounts {
             // A refresh token never outlives its session.
             expires_at: Set(after(self.settings.refresh_token_ttl).min(session.expires_at)),
             used_at: Set(None),
-        }
-        .insert(conn)
+        })
+        .exec_without_returning(conn)
         .await?;
         let issued = now().timestamp();
         let ttl = self.settings.access_token_ttl.as_secs();
