@@ -86,17 +86,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
             let listener = poem::listener::TcpListener::bind(addr);
             let db = conn.clone();
             let routes = poem::Route::new()
-                .at(
-                    "/metrics",
-                    poem::get(poem::endpoint::make(move |_| {
-                        let db = db.clone();
-                        async move {
-                            poem::Response::builder()
-                                .content_type("text/plain; version=0.0.4")
-                                .body(keel::metrics::metrics().render(&db).await)
-                        }
-                    })),
-                )
+                .at("/metrics", poem::get(keel::metrics::endpoint(db)))
                 .at(
                     "/health/live",
                     poem::get(poem::endpoint::make_sync(|_| "alive")),

@@ -34,7 +34,6 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub db: DatabaseConnection,
     pub accounts: Accounts,
-    pub mailer: Mailer,
     pub jobs: JobQueue,
     pub registry: Registry,
     /// Set when jobs go through RabbitMQ.
@@ -105,7 +104,6 @@ impl AppState {
             settings,
             db,
             accounts,
-            mailer,
             jobs,
             registry,
             publisher,
@@ -165,15 +163,7 @@ pub fn routes(state: AppState) -> impl Endpoint<Output = Response> + 'static {
             .content_type("application/json")
             .body(spec.to_string())
     });
-    let metrics_db = state.db.clone();
-    let metrics = poem::endpoint::make(move |_| {
-        let db = metrics_db.clone();
-        async move {
-            Response::builder()
-                .content_type("text/plain; version=0.0.4")
-                .body(crate::metrics::metrics().render(&db).await)
-        }
-    });
+    let metrics = crate::metrics::endpoint(state.db.clone());
     let inner = Route::new()
         .nest("/", service)
         .at("/metrics", poem::get(metrics))
@@ -285,29 +275,19 @@ async fn problem_and_request_id<E: Endpoint>(
         .await;
     // A path no route matched, as opposed to a route answering 404 for a missing resource.
     let unmatched = matches!(&outcome, Err(e) if e.is::<poem::error::NotFoundError>());
-    let mut resp = REQUEST_ID.sync_scope(request_id.clone(), || match outcome {
-        Ok(out) => {
-            let resp = out.into_response();
-            if (resp.status().is_client_error() || resp.status().is_server_error())
-                && !is_problem(&resp)
-            {
-                let status = resp.status();
-                let err = poem::Error::from_status(status);
-                problem_response(&problem_for_poem_error(&err))
-            } else {
-                resp
-            }
+    let mut resp = REQUEST_ID.sync_scope(request_id.clone(), || {
+        let resp = match outcome {
+            Ok(out) => out.into_response(),
+            Err(err) if err.is_from_response() => err.into_response(),
+            Err(err) => return problem_response(&problem_for_poem_error(&err)),
+        };
+        // An error answer that is not a problem document yet gets one for its status.
+        let status = resp.status();
+        if (status.is_client_error() || status.is_server_error()) && !is_problem(&resp) {
+            problem_response(&problem_for_poem_error(&poem::Error::from_status(status)))
+        } else {
+            resp
         }
-        Err(err) if err.is_from_response() => {
-            let resp = err.into_response();
-            if is_problem(&resp) {
-                resp
-            } else {
-                let err = poem::Error::from_status(resp.status());
-                problem_response(&problem_for_poem_error(&err))
-            }
-        }
-        Err(err) => problem_response(&problem_for_poem_error(&err)),
     });
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert("x-request-id", v);

@@ -131,6 +131,18 @@ impl Metrics {
     }
 }
 
+/// `GET /metrics` in the Prometheus text format, for the server and the worker alike.
+pub fn endpoint(db: DatabaseConnection) -> impl poem::Endpoint<Output = poem::Response> {
+    poem::endpoint::make(move |_| {
+        let db = db.clone();
+        async move {
+            poem::Response::builder()
+                .content_type("text/plain; version=0.0.4")
+                .body(metrics().render(&db).await)
+        }
+    })
+}
+
 /// The process-wide metrics.
 pub fn metrics() -> &'static Metrics {
     static METRICS: OnceLock<Metrics> = OnceLock::new();

@@ -159,7 +159,8 @@ impl EventFields {
     }
 }
 
-fn client_ip(req: &Request) -> String {
+/// The connecting peer's address.
+pub fn client_ip(req: &Request) -> String {
     req.remote_addr()
         .as_socket_addr()
         .map(|a| a.ip().to_string())
@@ -185,6 +186,17 @@ fn content_length(headers: &HeaderMap) -> Length {
             None => Length::Invalid,
         },
     }
+}
+
+/// `application/json`, or any `application/*+json` type, whatever its parameters.
+pub fn is_json(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == JSON || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 fn has_body(req: &Request) -> bool {
@@ -253,9 +265,9 @@ pub async fn validate<E: Endpoint>(
         let allowed = config.allowed_types(&path);
         let given = media_type(&req);
         let ok = given.as_deref().is_some_and(|t| {
-            allowed.iter().any(|a| {
-                t == *a || (*a == JSON && t.starts_with("application/") && t.ends_with("+json"))
-            })
+            allowed
+                .iter()
+                .any(|a| t == *a || (*a == JSON && is_json(t)))
         });
         if !ok {
             event.log(&config, "unsupported_content_type");

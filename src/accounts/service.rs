@@ -3,8 +3,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr,
-    EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set, SqlErr,
-    sea_query::Expr,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set, SqlErr, sea_query::Expr,
 };
 use uuid::Uuid;
 
@@ -928,10 +927,6 @@ impl Accounts {
         )
         .await?;
         Ok(Some(user))
-    }
-
-    pub async fn count_users(&self) -> Result<u64> {
-        Ok(user::Entity::find().count(&self.db).await?)
     }
 
     /// Creates a verified superuser after checking every account rule (operator CLI).

@@ -132,10 +132,7 @@ fn bearer_token(req: &Request) -> Option<String> {
 /// The caller's address and user agent, for the audit log and the session list.
 pub fn client_info(req: &Request) -> ClientInfo {
     ClientInfo {
-        ip: req
-            .remote_addr()
-            .as_socket_addr()
-            .map(|a| a.ip().to_string()),
+        ip: Some(crate::security::client_ip(req)).filter(|ip| !ip.is_empty()),
         user_agent: req
             .headers()
             .get(poem::http::header::USER_AGENT)

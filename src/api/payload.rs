@@ -46,7 +46,7 @@ impl<'a, T: ParseFromJSON + Type> ApiExtractor<'a> for OptionalJson<T> {
         }
         match request.content_type() {
             None => return Err(ContentTypeError::ExpectContentType.into()),
-            Some(ct) if !is_json(ct) => {
+            Some(ct) if !crate::security::is_json(ct) => {
                 return Err(ContentTypeError::NotSupported {
                     content_type: ct.to_string(),
                 }
@@ -63,15 +63,4 @@ impl<'a, T: ParseFromJSON + Type> ApiExtractor<'a> for OptionalJson<T> {
         })?;
         Ok(Self(Some(parsed)))
     }
-}
-
-fn is_json(content_type: &str) -> bool {
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    essence == "application/json"
-        || (essence.starts_with("application/") && essence.ends_with("+json"))
 }

@@ -24,7 +24,7 @@ use crate::{
     entities::job,
     error::{ApiError, ApiResult},
     jobs::{JobStatus, NewJob},
-    mail::Email,
+    mail::{Email, templates},
     tasks,
 };
 
@@ -183,17 +183,6 @@ async fn visible_job(state: &AppState, principal: &Principal, id: Uuid) -> ApiRe
     }
 }
 
-fn plain_to_html(text: &str) -> String {
-    let escaped = text
-        .replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;");
-    format!(
-        "<!doctype html><html><body><pre style=\"font-family:sans-serif;white-space:pre-wrap\">{escaped}</pre></body></html>"
-    )
-}
-
 pub struct TasksApi;
 
 #[OpenApi(prefix_path = "/system/background-tasks", tag = "ApiTags::Tasks")]
@@ -286,7 +275,7 @@ impl TasksApi {
         let email = Email {
             to,
             subject: body.subject,
-            html: plain_to_html(&body.body),
+            html: templates::plain_text_html(&body.body),
             text: body.body,
         };
         let job = email.into_job();

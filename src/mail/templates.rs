@@ -2,7 +2,7 @@
 
 use super::Email;
 
-fn escape(s: &str) -> String {
+pub fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -32,6 +32,14 @@ fn button(url: &str, label: &str) -> String {
          <p>Or paste this link into your browser:<br><code>{url}</code></p>",
         url = escape(url),
         label = escape(label),
+    )
+}
+
+/// A plain-text body as an HTML part, escaped and with its line breaks kept.
+pub fn plain_text_html(text: &str) -> String {
+    format!(
+        "<!doctype html><html><body><pre style=\"font-family:sans-serif;white-space:pre-wrap\">{}</pre></body></html>",
+        escape(text)
     )
 }
 
