@@ -8,10 +8,10 @@ use std::{
 
 use clap::{Parser, Subcommand, ValueEnum};
 use keel::{
-    accounts::{Accounts, find_user_by_ident, passwords::PasswordHasher},
+    accounts::{Accounts, admin::Actor, find_user_by_ident, passwords::PasswordHasher},
     config::Settings,
     db,
-    entities::{job, session, user},
+    entities::{job, user},
     jobs::{JobQueue, JobSettings, JobStatus},
 };
 use sea_orm::{
@@ -97,6 +97,23 @@ enum Command {
         /// Do not ask for confirmation
         #[arg(long)]
         yes: bool,
+        /// Why the account is deleted (kept with a soft delete)
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Schedule a user's account for permanent deletion after the grace period (mails them a
+    /// cancel link), as if they had confirmed a deletion request
+    ScheduleDeletion {
+        /// Email address or user id
+        user: String,
+        /// Days until the deletion [default: ACCOUNT_DELETION_GRACE_PERIOD_DAYS]
+        #[arg(long, value_parser = clap::value_parser!(u32).range(0..=365))]
+        days: Option<u32>,
+    },
+    /// Cancel a user's requested or scheduled account deletion
+    CancelDeletion {
+        /// Email address or user id
+        user: String,
     },
     /// Inspect and retry background jobs
     #[command(subcommand)]
@@ -278,11 +295,19 @@ async fn run(command: Command, settings: Settings) -> Outcome {
                 println!("{} is already verified", found.email);
                 return Ok(());
             }
-            let u = accounts()?.mark_verified(found, "admin-cli").await?;
+            let u = accounts()?
+                .set_verified(found.id, true, Actor::Cli)
+                .await
+                .map_err(|e| refused_or_failed(&e))?;
             println!("verified {} ({})", u.email, u.id);
             Ok(())
         }
-        Command::DeleteUser { user, hard, yes } => {
+        Command::DeleteUser {
+            user,
+            hard,
+            yes,
+            reason,
+        } => {
             let found = find(&conn, &user).await?;
             let what = if hard {
                 "permanently delete"
@@ -297,12 +322,43 @@ async fn run(command: Command, settings: Settings) -> Outcome {
             }
             let (email, id) = (found.email.clone(), found.id);
             if hard {
-                accounts()?.hard_delete(found, "admin-cli").await?;
+                accounts()?
+                    .hard_delete(id, Actor::Cli)
+                    .await
+                    .map_err(|e| refused_or_failed(&e))?;
                 println!("permanently deleted {email} ({id})");
             } else {
-                accounts()?.soft_delete(found, "admin-cli").await?;
+                accounts()?
+                    .soft_delete(id, reason, Actor::Cli)
+                    .await
+                    .map_err(|e| refused_or_failed(&e))?;
                 println!("soft-deleted {email} ({id}); its sessions are revoked");
             }
+            Ok(())
+        }
+        Command::ScheduleDeletion { user, days } => {
+            let found = find(&conn, &user).await?;
+            let days = days.unwrap_or(settings.deletion_grace_period_days);
+            let at = chrono::Utc::now() + chrono::Duration::days(i64::from(days));
+            let u = accounts()?
+                .schedule_deletion(found, at, "admin-cli")
+                .await
+                .map_err(|e| refused_or_failed(&e))?;
+            println!(
+                "{} ({}) will be deleted permanently on {}; a cancel link was mailed",
+                u.email,
+                u.id,
+                at.to_rfc3339()
+            );
+            Ok(())
+        }
+        Command::CancelDeletion { user } => {
+            let found = find(&conn, &user).await?;
+            let u = accounts()?
+                .cancel_deletion(found.id, &Default::default(), "admin-cli")
+                .await
+                .map_err(|e| refused_or_failed(&e))?;
+            println!("the deletion of {} ({}) is cancelled", u.email, u.id);
             Ok(())
         }
         Command::Jobs(cmd) => jobs(&conn, cmd).await,
@@ -320,7 +376,10 @@ fn refused_or_failed(e: &keel::accounts::AccountError) -> Failure {
                 .collect::<Vec<_>>()
                 .join("; "),
         ),
-        E::EmailTaken | E::UsernameTaken => Failure(EXIT_REFUSED, e.to_string()),
+        E::EmailTaken | E::UsernameTaken | E::Conflict { .. } | E::CannotModifySelf(_) => {
+            Failure(EXIT_REFUSED, e.to_string())
+        }
+        E::NotFound => Failure(EXIT_NOT_FOUND, e.to_string()),
         other => Failure(EXIT_FAILURE, other.to_string()),
     }
 }
@@ -345,25 +404,12 @@ async fn migrate(conn: &DatabaseConnection) -> Outcome {
 }
 
 async fn stats(conn: &DatabaseConnection, format: Format) -> Outcome {
-    let count = |q: sea_orm::Select<user::Entity>| async move { q.count(conn).await };
-    let live = user::Entity::find().filter(user::Column::IsDeleted.eq(false));
-    let total = count(live.clone()).await?;
-    let superusers = count(live.clone().filter(user::Column::IsSuperuser.eq(true))).await?;
-    let verified = count(live.clone().filter(user::Column::IsVerified.eq(true))).await?;
-    let deleted = count(user::Entity::find().filter(user::Column::IsDeleted.eq(true))).await?;
-    let active_sessions = session::Entity::find()
-        .filter(session::Column::RevokedAt.is_null())
-        .filter(session::Column::ExpiresAt.gt(chrono::Utc::now()))
-        .count(conn)
-        .await?;
-    let mut jobs = serde_json::Map::new();
-    for status in JobStatus::ALL {
-        let n = job::Entity::find()
-            .filter(job::Column::Status.eq(status.as_str()))
-            .count(conn)
-            .await?;
-        jobs.insert(status.as_str().to_string(), n.into());
-    }
+    let s = keel::accounts::admin::statistics(conn).await?;
+    let jobs: serde_json::Map<String, serde_json::Value> = s
+        .jobs_by_status
+        .iter()
+        .map(|(status, n)| (status.to_string(), (*n).into()))
+        .collect();
     let last_scheduled: serde_json::Map<String, serde_json::Value> =
         keel::schedule::last_firings(conn)
             .await?
@@ -371,12 +417,13 @@ async fn stats(conn: &DatabaseConnection, format: Format) -> Outcome {
             .map(|(job, at)| (job, serde_json::json!(at)))
             .collect();
     let report = serde_json::json!({
-        "total_users": total,
-        "superusers": superusers,
-        "verified_users": verified,
-        "unverified_users": total - verified,
-        "deleted_users": deleted,
-        "active_sessions": active_sessions,
+        "total_users": s.total_users,
+        "superusers": s.superusers,
+        "verified_users": s.verified_users,
+        "unverified_users": s.unverified_users,
+        "deleted_users": s.deleted_users,
+        "pending_deletion": s.pending_deletion,
+        "active_sessions": s.active_sessions,
         "jobs_by_status": jobs,
         "last_scheduled": last_scheduled,
     });
@@ -389,6 +436,7 @@ async fn stats(conn: &DatabaseConnection, format: Format) -> Outcome {
                 "verified_users",
                 "unverified_users",
                 "deleted_users",
+                "pending_deletion",
                 "active_sessions",
             ] {
                 println!("{key:<18} {}", report[key]);

@@ -53,7 +53,11 @@ async fn main() -> ExitCode {
 }
 
 /// The jobs the scheduler may enqueue.
-const KNOWN_JOBS: [&str; 1] = ["cleanup_expired_tokens"];
+const KNOWN_JOBS: [&str; 3] = [
+    keel::accounts::PURGE_DELETED_ACCOUNTS,
+    keel::accounts::SEND_DELETION_REMINDERS,
+    keel::accounts::CLEANUP_EXPIRED_TOKENS,
+];
 
 async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
     let conn = db::connect(&settings).await?;

@@ -56,7 +56,10 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         );
     }
     let mailer = Mailer::from_settings(&settings)?;
-    let registry = job_registry(&conn, &mailer);
+    let settings = Arc::new(settings);
+    // Jobs that queue further jobs (mails) wake the relay below to publish them at once.
+    let queue = jobs::JobQueue::new(JobSettings::from_settings(&settings));
+    let registry = job_registry(&conn, &mailer, settings.clone(), &queue);
     let worker_id = jobs::worker_id("worker");
     let runner = Arc::new(Runner::new(
         conn.clone(),
@@ -70,7 +73,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let relay = tokio::spawn(jobs::rabbit::relay(
         conn.clone(),
         publisher,
-        Arc::new(tokio::sync::Notify::new()),
+        queue.wake_handle(),
         shutdown.clone(),
     ));
     let consumer = tokio::spawn(jobs::rabbit::consume(

@@ -43,9 +43,16 @@ pub struct AppState {
 }
 
 /// Every kind of job and its handler: the one place where jobs meet the domains they act on.
-pub fn job_registry(db: &DatabaseConnection, mailer: &Mailer) -> Registry {
+pub fn job_registry(
+    db: &DatabaseConnection,
+    mailer: &Mailer,
+    settings: Arc<Settings>,
+    queue: &JobQueue,
+) -> Registry {
     let mailer = mailer.clone();
     let db = db.clone();
+    let deletions = accounts::DeletionJobs::new(db.clone(), settings, queue.clone());
+    let reminders = deletions.clone();
     Registry::builder()
         .register_sensitive(
             mail::SEND_EMAIL,
@@ -58,6 +65,14 @@ pub fn job_registry(db: &DatabaseConnection, mailer: &Mailer) -> Registry {
         .register(accounts::CLEANUP_EXPIRED_TOKENS, move |_| {
             let db = db.clone();
             async move { accounts::cleanup_expired_tokens(&db).await }
+        })
+        .register(accounts::PURGE_DELETED_ACCOUNTS, move |_| {
+            let deletions = deletions.clone();
+            async move { deletions.purge().await }
+        })
+        .register(accounts::SEND_DELETION_REMINDERS, move |_| {
+            let reminders = reminders.clone();
+            async move { reminders.reminders().await }
         })
         .build()
 }
@@ -91,7 +106,7 @@ impl AppState {
         let hasher = PasswordHasher::new(settings.password_hash_concurrency)?;
         let mailer = Mailer::from_settings(&settings)?;
         let jobs = JobQueue::new(JobSettings::from_settings(&settings));
-        let registry = job_registry(&db, &mailer);
+        let registry = job_registry(&db, &mailer, settings.clone(), &jobs);
         let publisher = settings
             .enable_rabbitmq
             .then(|| Arc::new(Publisher::new(rabbit_config(&settings))));

@@ -87,6 +87,13 @@ pub struct Settings {
     pub refresh_token_ttl: Duration,
     pub verification_token_ttl: Duration,
     pub password_reset_token_ttl: Duration,
+    pub deletion_token_ttl: Duration,
+    /// Days between a confirmed deletion request and the permanent deletion.
+    pub deletion_grace_period_days: u32,
+    /// Days before the deletion at which a reminder is mailed, most distant first.
+    pub deletion_reminder_days: Vec<u32>,
+    /// Accounts deleted per transaction by the purge job.
+    pub purge_batch_size: u64,
     pub max_sessions_per_user: u32,
     pub require_email_verification: bool,
     pub cookie_secure: bool,
@@ -386,13 +393,48 @@ impl Settings {
             }
         }
 
+        let deletion_grace_period_days =
+            r.ranged("ACCOUNT_DELETION_GRACE_PERIOD_DAYS", 7, 0, 365)? as u32;
+        let deletion_reminder_days = {
+            let raw = r.string("ACCOUNT_DELETION_REMINDER_DAYS", "3,1");
+            let mut days = Vec::new();
+            for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                match part.parse::<u32>() {
+                    Ok(d) if d >= 1 && d <= deletion_grace_period_days.max(1) => days.push(d),
+                    _ => {
+                        return Err(ConfigError {
+                            var: "ACCOUNT_DELETION_REMINDER_DAYS",
+                            message: format!(
+                                "expected comma-separated whole days between 1 and the grace period ({deletion_grace_period_days}), got {raw:?}"
+                            ),
+                        });
+                    }
+                }
+            }
+            days.sort_unstable_by(|a, b| b.cmp(a));
+            days.dedup();
+            days
+        };
+
         // Each periodic job's cron expression (with seconds); `off` turns it off.
         let mut schedules = Vec::new();
-        for (var, job, default) in [(
-            "SCHEDULE_CLEANUP_EXPIRED_TOKENS",
-            "cleanup_expired_tokens",
-            "0 30 3 * * *",
-        )] {
+        for (var, job, default) in [
+            (
+                "SCHEDULE_PURGE_DELETED_ACCOUNTS",
+                "purge_deleted_accounts",
+                "0 0 * * * *",
+            ),
+            (
+                "SCHEDULE_DELETION_REMINDERS",
+                "send_deletion_reminders",
+                "0 30 * * * *",
+            ),
+            (
+                "SCHEDULE_CLEANUP_EXPIRED_TOKENS",
+                "cleanup_expired_tokens",
+                "0 30 3 * * *",
+            ),
+        ] {
             let expression = r.string(var, default);
             if expression.trim().eq_ignore_ascii_case("off") {
                 continue;
@@ -437,6 +479,12 @@ impl Settings {
             password_reset_token_ttl: Duration::from_secs(
                 60 * r.ranged("PASSWORD_RESET_TOKEN_EXPIRE_MINUTES", 60, 1, 24 * 60)?,
             ),
+            deletion_token_ttl: Duration::from_secs(
+                3600 * r.ranged("DELETION_TOKEN_EXPIRE_HOURS", 24, 1, 24 * 30)?,
+            ),
+            deletion_grace_period_days,
+            deletion_reminder_days,
+            purge_batch_size: r.ranged("ACCOUNT_PURGE_BATCH_SIZE", 100, 1, 10_000)?,
             max_sessions_per_user: r.ranged("MAX_SESSIONS_PER_USER", 5, 1, 1000)? as u32,
             require_email_verification: r.bool("REQUIRE_EMAIL_VERIFICATION", true)?,
             cookie_secure: r.bool("COOKIE_SECURE", production)?,

@@ -322,6 +322,10 @@ impl From<AccountError> for ApiError {
             E::SessionRevoked => Self::unauthorized("session_revoked", e.to_string()),
             E::ApiKeyRevoked => Self::unauthorized("api_key_revoked", e.to_string()),
             E::NotFound => Self::not_found("no such resource"),
+            E::Conflict { code, detail } => Self::new(StatusCode::CONFLICT, code, detail),
+            E::CannotModifySelf(detail) => {
+                Self::new(StatusCode::FORBIDDEN, "cannot_modify_self", detail)
+            }
             E::Db(_) | E::Hash(_) | E::Internal(_) => Self::internal(e),
         }
     }

@@ -5,6 +5,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261129_000001_accounts;
 mod m20261129_000002_jobs;
 mod m20261129_000003_api_keys;
+mod m20261129_000004_account_deletion;
 
 pub struct Migrator;
 
@@ -15,6 +16,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000001_accounts::Migration),
             Box::new(m20261129_000002_jobs::Migration),
             Box::new(m20261129_000003_api_keys::Migration),
+            Box::new(m20261129_000004_account_deletion::Migration),
         ]
     }
 }

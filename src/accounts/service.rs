@@ -45,6 +45,12 @@ pub enum AccountError {
     ApiKeyRevoked,
     #[error("not found")]
     NotFound,
+    /// The request contradicts the account's state, e.g. cancelling a deletion nobody asked for.
+    #[error("{detail}")]
+    Conflict { code: &'static str, detail: String },
+    /// An administrator tried to demote, unverify or delete their own account.
+    #[error("{0}")]
+    CannotModifySelf(String),
     #[error("database error: {0}")]
     Db(#[from] DbErr),
     #[error(transparent)]
@@ -119,7 +125,7 @@ pub struct Accounts {
     jobs: JobQueue,
 }
 
-fn now() -> DateTime<Utc> {
+pub(super) fn now() -> DateTime<Utc> {
     Utc::now()
 }
 
@@ -127,7 +133,7 @@ fn after(d: std::time::Duration) -> DateTime<Utc> {
     now() + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
 
-fn is_unique_violation(e: &DbErr) -> Option<String> {
+pub(super) fn is_unique_violation(e: &DbErr) -> Option<String> {
     match e.sql_err() {
         Some(SqlErr::UniqueConstraintViolation(msg)) => Some(msg),
         _ => None,
@@ -168,14 +174,21 @@ impl Accounts {
         &self.hasher
     }
 
+    pub fn jobs(&self) -> &JobQueue {
+        &self.jobs
+    }
+
     /// Queues a mail in the caller's transaction, so it commits (or not) with the change.
-    async fn queue_mail(&self, txn: &impl ConnectionTrait, email: Email) -> Result<()> {
+    pub(super) async fn queue_mail(&self, txn: &impl ConnectionTrait, email: Email) -> Result<()> {
         self.jobs.enqueue(txn, email.into_job()).await?;
         Ok(())
     }
 
     /// Commits and wakes the job dispatcher for the mail just queued.
-    async fn commit_and_dispatch(&self, txn: sea_orm::DatabaseTransaction) -> Result<()> {
+    pub(super) async fn commit_and_dispatch(
+        &self,
+        txn: sea_orm::DatabaseTransaction,
+    ) -> Result<()> {
         txn.commit().await?;
         self.jobs.wake();
         Ok(())
@@ -200,7 +213,7 @@ impl Accounts {
         .await
     }
 
-    async fn audit(
+    pub(super) async fn audit(
         &self,
         conn: &impl ConnectionTrait,
         user_id: Option<Uuid>,
@@ -208,25 +221,13 @@ impl Accounts {
         client: &ClientInfo,
         details: Option<serde_json::Value>,
     ) -> Result<()> {
-        // Nothing is read back: no RETURNING round trip for a row nobody looks at here.
-        audit_log::Entity::insert(audit_log::ActiveModel {
-            id: Set(Uuid::new_v4()),
-            user_id: Set(user_id),
-            event: Set(event.to_string()),
-            ip_address: Set(truncate(client.ip.clone(), 64)),
-            user_agent: Set(truncate(client.user_agent.clone(), 512)),
-            details: Set(details),
-            created_at: Set(now()),
-        })
-        .exec_without_returning(conn)
-        .await?;
-        Ok(())
+        write_audit(conn, user_id, event, client, details).await
     }
 
     // ---- registration and verification -------------------------------------------------------
 
     /// Validates every field, reporting all problems at once, and checks uniqueness.
-    async fn check_new_account(&self, new: &NewAccount) -> Result<(String, String)> {
+    pub(super) async fn check_new_account(&self, new: &NewAccount) -> Result<(String, String)> {
         let mut problems = Vec::new();
         let email = validation::normalise_email(&new.email)
             .map_err(|p| problems.push(p))
@@ -297,41 +298,23 @@ impl Accounts {
         )
     }
 
-    async fn issue_one_time_token(
+    pub(super) async fn issue_one_time_token(
         &self,
         conn: &impl ConnectionTrait,
         user_id: Uuid,
         purpose: Purpose,
     ) -> Result<String> {
-        let ttl = match purpose {
-            Purpose::VerifyEmail => self.settings.verification_token_ttl,
-            Purpose::ResetPassword => self.settings.password_reset_token_ttl,
-        };
         // Only the newest token of a purpose is valid: asking again retires the earlier ones.
-        one_time_token::Entity::update_many()
-            .col_expr(one_time_token::Column::UsedAt, Expr::value(now()))
-            .filter(one_time_token::Column::UserId.eq(user_id))
-            .filter(one_time_token::Column::Purpose.eq(purpose.as_str()))
-            .filter(one_time_token::Column::UsedAt.is_null())
-            .exec(conn)
-            .await?;
-        let raw = tokens::new_opaque_token();
-        one_time_token::ActiveModel {
-            id: Set(Uuid::new_v4()),
-            user_id: Set(user_id),
-            purpose: Set(purpose.as_str().to_string()),
-            token_hash: Set(tokens::hash_token(&raw)),
-            created_at: Set(now()),
-            expires_at: Set(after(ttl)),
-            used_at: Set(None),
+        // Cancel links are the exception: every mail about a scheduled deletion carries one, and
+        // each must keep working until the deletion is cancelled.
+        if purpose != Purpose::CancelDeletion {
+            retire_tokens(conn, user_id, &[purpose]).await?;
         }
-        .insert(conn)
-        .await?;
-        Ok(raw)
+        insert_one_time_token(conn, &self.settings, user_id, purpose).await
     }
 
     /// Marks a one-time token used, exactly once, and returns the user it belongs to.
-    async fn consume_one_time_token(
+    pub(super) async fn consume_one_time_token(
         &self,
         conn: &impl ConnectionTrait,
         raw: &str,
@@ -957,67 +940,6 @@ impl Accounts {
         txn.commit().await?;
         Ok(user)
     }
-
-    /// Marks the account verified (operator CLI and admin API).
-    pub async fn mark_verified(&self, user: user::Model, actor: &str) -> Result<user::Model> {
-        let txn = db::begin_write(&self.db).await?;
-        let id = user.id;
-        let mut active: user::ActiveModel = user.into();
-        active.is_verified = Set(true);
-        active.updated_at = Set(now());
-        let user = active.update(&txn).await?;
-        self.audit(
-            &txn,
-            Some(id),
-            "email_verified_by_operator",
-            &ClientInfo::default(),
-            Some(serde_json::json!({"by": actor})),
-        )
-        .await?;
-        txn.commit().await?;
-        Ok(user)
-    }
-
-    /// Soft delete: the account stops working at once (sessions revoked, logins refused) but
-    /// its row stays, and can be restored.
-    pub async fn soft_delete(&self, user: user::Model, actor: &str) -> Result<user::Model> {
-        let txn = db::begin_write(&self.db).await?;
-        let id = user.id;
-        let mut active: user::ActiveModel = user.into();
-        active.is_deleted = Set(true);
-        active.deleted_at = Set(Some(now()));
-        active.updated_at = Set(now());
-        let user = active.update(&txn).await?;
-        revoke_sessions(&txn, id, None, "account_deleted").await?;
-        self.audit(
-            &txn,
-            Some(id),
-            "account_soft_deleted",
-            &ClientInfo::default(),
-            Some(serde_json::json!({"by": actor})),
-        )
-        .await?;
-        txn.commit().await?;
-        Ok(user)
-    }
-
-    /// Hard delete: the user row and everything hanging off it go; the audit log keeps the event
-    /// with the user id and no personal data.
-    pub async fn hard_delete(&self, user: user::Model, actor: &str) -> Result<()> {
-        let txn = db::begin_write(&self.db).await?;
-        let id = user.id;
-        user::Entity::delete_by_id(id).exec(&txn).await?;
-        self.audit(
-            &txn,
-            Some(id),
-            "account_deleted",
-            &ClientInfo::default(),
-            Some(serde_json::json!({"by": actor})),
-        )
-        .await?;
-        txn.commit().await?;
-        Ok(())
-    }
 }
 
 /// Finds a user by email (case-insensitive) or by id.
@@ -1048,7 +970,7 @@ pub async fn find_user_by_email(
         .await?)
 }
 
-async fn insert_user(
+pub(super) async fn insert_user(
     conn: &impl ConnectionTrait,
     email: &str,
     username: &str,
@@ -1070,6 +992,10 @@ async fn insert_user(
         is_deleted: Set(false),
         deleted_at: Set(None),
         deletion_scheduled_for: Set(None),
+        deletion_requested_at: Set(None),
+        deletion_reminder_days: Set(None),
+        deletion_reason: Set(None),
+        deleted_by: Set(None),
     }
     .insert(conn)
     .await
@@ -1079,6 +1005,75 @@ async fn insert_user(
         Some(_) => AccountError::UsernameTaken,
         None => e.into(),
     })
+}
+
+pub(super) async fn write_audit(
+    conn: &impl ConnectionTrait,
+    user_id: Option<Uuid>,
+    event: &str,
+    client: &ClientInfo,
+    details: Option<serde_json::Value>,
+) -> Result<()> {
+    // Nothing is read back: no RETURNING round trip for a row nobody looks at here.
+    audit_log::Entity::insert(audit_log::ActiveModel {
+        id: Set(Uuid::new_v4()),
+        user_id: Set(user_id),
+        event: Set(event.to_string()),
+        ip_address: Set(truncate(client.ip.clone(), 64)),
+        user_agent: Set(truncate(client.user_agent.clone(), 512)),
+        details: Set(details),
+        created_at: Set(now()),
+    })
+    .exec_without_returning(conn)
+    .await?;
+    Ok(())
+}
+
+/// Stores a new one-time token (its hash) and returns the raw token for the mail.
+pub(super) async fn insert_one_time_token(
+    conn: &impl ConnectionTrait,
+    settings: &Settings,
+    user_id: Uuid,
+    purpose: Purpose,
+) -> Result<String> {
+    let ttl = match purpose {
+        Purpose::VerifyEmail => settings.verification_token_ttl,
+        Purpose::ResetPassword => settings.password_reset_token_ttl,
+        Purpose::ConfirmDeletion => settings.deletion_token_ttl,
+        // Valid for as long as there can be a scheduled deletion to cancel.
+        Purpose::CancelDeletion => std::time::Duration::from_secs(
+            86_400 * (u64::from(settings.deletion_grace_period_days) + 1),
+        ),
+    };
+    let raw = tokens::new_opaque_token();
+    one_time_token::ActiveModel {
+        id: Set(Uuid::new_v4()),
+        user_id: Set(user_id),
+        purpose: Set(purpose.as_str().to_string()),
+        token_hash: Set(tokens::hash_token(&raw)),
+        created_at: Set(now()),
+        expires_at: Set(after(ttl)),
+        used_at: Set(None),
+    }
+    .insert(conn)
+    .await?;
+    Ok(raw)
+}
+
+/// Makes the user's unused tokens of these purposes unusable.
+pub(super) async fn retire_tokens(
+    conn: &impl ConnectionTrait,
+    user_id: Uuid,
+    purposes: &[Purpose],
+) -> Result<()> {
+    one_time_token::Entity::update_many()
+        .col_expr(one_time_token::Column::UsedAt, Expr::value(now()))
+        .filter(one_time_token::Column::UserId.eq(user_id))
+        .filter(one_time_token::Column::Purpose.is_in(purposes.iter().map(|p| p.as_str())))
+        .filter(one_time_token::Column::UsedAt.is_null())
+        .exec(conn)
+        .await?;
+    Ok(())
 }
 
 async fn revoke_session_row(
@@ -1096,7 +1091,7 @@ async fn revoke_session_row(
     Ok(())
 }
 
-async fn revoke_sessions(
+pub(super) async fn revoke_sessions(
     conn: &impl ConnectionTrait,
     user_id: Uuid,
     except: Option<Uuid>,

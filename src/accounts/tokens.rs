@@ -11,6 +11,10 @@ use uuid::Uuid;
 pub enum Purpose {
     VerifyEmail,
     ResetPassword,
+    /// Confirms a requested account deletion.
+    ConfirmDeletion,
+    /// Cancels a scheduled account deletion; mailed with the confirmation and each reminder.
+    CancelDeletion,
 }
 
 impl Purpose {
@@ -18,6 +22,8 @@ impl Purpose {
         match self {
             Purpose::VerifyEmail => "verify_email",
             Purpose::ResetPassword => "reset_password",
+            Purpose::ConfirmDeletion => "confirm_deletion",
+            Purpose::CancelDeletion => "cancel_deletion",
         }
     }
 }

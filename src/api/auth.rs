@@ -89,6 +89,13 @@ impl Auth {
         }
     }
 
+    /// A signed-in superuser, who acts under their own id (API keys are refused).
+    pub fn admin(&self) -> ApiResult<crate::accounts::admin::Actor> {
+        self.require_superuser()?;
+        let principal = self.session()?;
+        Ok(crate::accounts::admin::Actor::User(principal.user.id))
+    }
+
     /// 403 unless the caller is a superuser.
     pub fn require_superuser(&self) -> ApiResult<()> {
         if self.0.user.is_superuser {
@@ -118,7 +125,7 @@ async fn check_bearer(req: &Request, bearer: Bearer) -> poem::Result<Principal> 
 }
 
 /// The bearer token of an `Authorization` header, for operations where it is optional.
-fn bearer_token(req: &Request) -> Option<String> {
+pub(super) fn bearer_token(req: &Request) -> Option<String> {
     let value = req
         .headers()
         .get(poem::http::header::AUTHORIZATION)?

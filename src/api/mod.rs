@@ -1,6 +1,8 @@
 //! The poem-openapi route groups, one file per tag, and the spec they produce.
 
+pub mod admin;
 pub mod auth;
+pub mod deletion;
 pub mod models;
 pub mod payload;
 pub mod root;
@@ -18,8 +20,12 @@ pub enum ApiTags {
     Root,
     /// Registration, login, sessions, email verification and password reset
     Auth,
-    /// The signed-in user's profile
+    /// Account deletion with a grace period
+    Deletion,
+    /// Your profile and the user directory; soft delete and restore for superusers
     Users,
+    /// Account management for superusers
+    Admin,
     /// Health and readiness
     System,
     /// Background tasks: submit, follow, cancel
@@ -29,7 +35,9 @@ pub enum ApiTags {
 pub type Apis = (
     root::RootApi,
     auth::AuthApi,
+    deletion::DeletionApi,
     users::UsersApi,
+    admin::AdminApi,
     system::SystemApi,
     tasks::TasksApi,
 );
@@ -40,7 +48,9 @@ pub fn service(project_name: &str, prefix: &str) -> OpenApiService<Apis, ()> {
         (
             root::RootApi,
             auth::AuthApi,
+            deletion::DeletionApi,
             users::UsersApi,
+            admin::AdminApi,
             system::SystemApi,
             tasks::TasksApi,
         ),

@@ -46,6 +46,40 @@ impl From<user::Model> for UserOut {
     }
 }
 
+/// A user account as administrators see it: the public fields and how its deletion stands.
+#[derive(Object, Debug, Clone)]
+pub struct AdminUser {
+    #[oai(flatten)]
+    pub user: UserOut,
+    /// When the user asked to delete the account.
+    #[oai(nullable)]
+    pub deletion_requested_at: Option<DateTime<Utc>>,
+    /// Why an administrator deleted the account.
+    #[oai(nullable)]
+    pub deletion_reason: Option<String>,
+    /// The administrator who deleted it (absent when deleted from the CLI).
+    #[oai(nullable)]
+    pub deleted_by: Option<Uuid>,
+}
+
+impl From<user::Model> for AdminUser {
+    fn from(u: user::Model) -> Self {
+        Self {
+            deletion_requested_at: u.deletion_requested_at,
+            deletion_reason: u.deletion_reason.clone(),
+            deleted_by: u.deleted_by,
+            user: u.into(),
+        }
+    }
+}
+
+/// One page of users, as administrators see them.
+#[derive(Object, Debug)]
+pub struct AdminUserPage {
+    pub items: Vec<AdminUser>,
+    pub metadata: PageMetadata,
+}
+
 /// A plain acknowledgement.
 #[derive(Object, Debug, Clone)]
 pub struct Message {

@@ -1,16 +1,21 @@
-//! `/users`: the signed-in user's own profile.
+//! `/users`: your own profile, the user directory, and (superusers) soft delete and restore.
 
+use chrono::{DateTime, Utc};
 use poem::web::Data;
-use poem_openapi::{Object, OpenApi, param::Query, payload::Json};
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+use poem_openapi::{
+    Enum, Object, OpenApi,
+    param::{Path, Query},
+    payload::Json,
+};
+use uuid::Uuid;
 
 use super::{
     ApiTags,
     auth::Auth,
-    models::{PageMetadata, UserOut, fetch_page},
+    models::{AdminUser, AdminUserPage, Message, PageMetadata, UserOut, fetch_page},
 };
-use crate::entities::user;
 use crate::{
+    accounts::directory::{Deleted, SortBy, UserQuery},
     app::AppState,
     error::{ApiError, ApiResult},
 };
@@ -27,6 +32,33 @@ pub struct UpdateMe {
 pub struct UserPage {
     pub items: Vec<UserOut>,
     pub metadata: PageMetadata,
+}
+
+#[derive(Enum, Debug, Clone, Copy, Default)]
+#[oai(rename_all = "snake_case")]
+pub enum UserSortBy {
+    #[default]
+    CreatedAt,
+    Email,
+    Username,
+}
+
+#[derive(Enum, Debug, Clone, Copy, Default)]
+#[oai(rename_all = "snake_case")]
+pub enum SortOrder {
+    #[default]
+    Asc,
+    Desc,
+}
+
+impl From<UserSortBy> for SortBy {
+    fn from(s: UserSortBy) -> Self {
+        match s {
+            UserSortBy::CreatedAt => SortBy::CreatedAt,
+            UserSortBy::Email => SortBy::Email,
+            UserSortBy::Username => SortBy::Username,
+        }
+    }
 }
 
 pub struct UsersApi;
@@ -57,13 +89,71 @@ impl UsersApi {
         #[oai(default)]
         include_deleted: Query<bool>,
     ) -> ApiResult<Json<UserPage>> {
-        let mut query = user::Entity::find()
-            .order_by_asc(user::Column::CreatedAt)
-            .order_by_asc(user::Column::Id);
-        if !(include_deleted.0 && auth.session()?.user.is_superuser) {
-            query = query.filter(user::Column::IsDeleted.eq(false));
+        let deleted = if include_deleted.0 && auth.session()?.user.is_superuser {
+            Deleted::Include
+        } else {
+            Deleted::Exclude
+        };
+        let query = UserQuery {
+            deleted,
+            ..Default::default()
+        };
+        let (rows, metadata) = fetch_page(query.select(), &state.db, page.0, size.0).await?;
+        Ok(Json(UserPage {
+            items: rows.into_iter().map(UserOut::from).collect(),
+            metadata,
+        }))
+    }
+
+    /// Search users
+    ///
+    /// `q` matches part of the email address or username, case-insensitively; every other
+    /// filter given is applied as well.
+    #[oai(path = "/search", method = "get", operation_id = "users_search")]
+    #[allow(clippy::too_many_arguments)]
+    async fn search(
+        &self,
+        state: Data<&AppState>,
+        auth: Auth,
+        /// Part of an email address or username.
+        q: Query<Option<String>>,
+        is_verified: Query<Option<bool>>,
+        is_superuser: Query<Option<bool>>,
+        /// Created at or after this time (RFC 3339).
+        created_after: Query<Option<DateTime<Utc>>>,
+        /// Created before this time (RFC 3339).
+        created_before: Query<Option<DateTime<Utc>>>,
+        #[oai(default)] sort_by: Query<UserSortBy>,
+        #[oai(default)] sort_order: Query<SortOrder>,
+        #[oai(
+            default = "super::models::default_page",
+            validator(minimum(value = "1"))
+        )]
+        page: Query<u64>,
+        #[oai(
+            default = "super::models::default_size",
+            validator(minimum(value = "1"), maximum(value = "100"))
+        )]
+        size: Query<u64>,
+    ) -> ApiResult<Json<UserPage>> {
+        auth.session()?;
+        if q.0.as_ref().is_some_and(|q| q.chars().count() > 100) {
+            return Err(ApiError::validation(vec![crate::error::FieldError {
+                field: "q".into(),
+                message: "must be at most 100 characters".into(),
+            }]));
         }
-        let (rows, metadata) = fetch_page(query, &state.db, page.0, size.0).await?;
+        let query = UserQuery {
+            text: q.0,
+            is_verified: is_verified.0,
+            is_superuser: is_superuser.0,
+            created_after: created_after.0,
+            created_before: created_before.0,
+            deleted: Deleted::Exclude,
+            sort_by: sort_by.0.into(),
+            descending: matches!(sort_order.0, SortOrder::Desc),
+        };
+        let (rows, metadata) = fetch_page(query.select(), &state.db, page.0, size.0).await?;
         Ok(Json(UserPage {
             items: rows.into_iter().map(UserOut::from).collect(),
             metadata,
@@ -93,5 +183,97 @@ impl UsersApi {
             .await
             .map_err(ApiError::from)?;
         Ok(Json(user.into()))
+    }
+
+    /// Soft-deleted accounts, most recently deleted first (superuser)
+    #[oai(path = "/deleted", method = "get", operation_id = "users_list_deleted")]
+    async fn deleted(
+        &self,
+        state: Data<&AppState>,
+        auth: Auth,
+        #[oai(
+            default = "super::models::default_page",
+            validator(minimum(value = "1"))
+        )]
+        page: Query<u64>,
+        #[oai(
+            default = "super::models::default_size",
+            validator(minimum(value = "1"), maximum(value = "100"))
+        )]
+        size: Query<u64>,
+    ) -> ApiResult<Json<AdminUserPage>> {
+        auth.admin()?;
+        let query = UserQuery {
+            deleted: Deleted::Only,
+            descending: true,
+            ..Default::default()
+        }
+        .select();
+        let (rows, metadata) = fetch_page(query, &state.db, page.0, size.0).await?;
+        Ok(Json(AdminUserPage {
+            items: rows.into_iter().map(AdminUser::from).collect(),
+            metadata,
+        }))
+    }
+
+    /// Soft-delete an account (superuser)
+    ///
+    /// The account stops working at once (its sessions end) and can be restored.
+    #[oai(
+        path = "/:user_id/soft",
+        method = "delete",
+        operation_id = "users_soft_delete"
+    )]
+    async fn soft_delete(
+        &self,
+        state: Data<&AppState>,
+        auth: Auth,
+        user_id: Path<Uuid>,
+        /// Why, kept with the account (at most 500 characters).
+        reason: Query<Option<String>>,
+    ) -> ApiResult<Json<AdminUser>> {
+        let actor = auth.admin()?;
+        let user = state
+            .accounts
+            .soft_delete(user_id.0, reason.0, actor)
+            .await?;
+        Ok(Json(user.into()))
+    }
+
+    /// Restore a soft-deleted account (superuser)
+    #[oai(
+        path = "/:user_id/restore",
+        method = "post",
+        operation_id = "users_restore"
+    )]
+    async fn restore(
+        &self,
+        state: Data<&AppState>,
+        auth: Auth,
+        user_id: Path<Uuid>,
+    ) -> ApiResult<Json<AdminUser>> {
+        let actor = auth.admin()?;
+        let user = state.accounts.restore(user_id.0, actor).await?;
+        Ok(Json(user.into()))
+    }
+
+    /// Delete an account permanently (superuser)
+    ///
+    /// The account, its sessions, tokens and API keys are gone at once; the audit log keeps the
+    /// event without personal data.
+    #[oai(
+        path = "/:user_id/permanent",
+        method = "delete",
+        operation_id = "users_delete_permanently"
+    )]
+    async fn permanent(
+        &self,
+        state: Data<&AppState>,
+        auth: Auth,
+        user_id: Path<Uuid>,
+    ) -> ApiResult<Json<Message>> {
+        let actor = auth.admin()?;
+        state.accounts.hard_delete(user_id.0, actor).await?;
+        Ok(Json(Message::new("the account was deleted permanently")))
     }
 }

@@ -18,6 +18,10 @@ pub struct Model {
     pub is_deleted: bool,
     pub deleted_at: Option<DateTimeUtc>,
     pub deletion_scheduled_for: Option<DateTimeUtc>,
+    pub deletion_requested_at: Option<DateTimeUtc>,
+    pub deletion_reminder_days: Option<i32>,
+    pub deletion_reason: Option<String>,
+    pub deleted_by: Option<Uuid>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

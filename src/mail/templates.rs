@@ -133,6 +133,118 @@ pub fn password_changed(project: &str, to: &str, username: &str, when: &str) -> 
     }
 }
 
+/// A mail of greeting, paragraphs and an optional call-to-action link, in both parts.
+fn compose(
+    to: &str,
+    subject: String,
+    username: &str,
+    paragraphs: &[&str],
+    action: Option<(&str, &str)>,
+    after: &[&str],
+) -> Email {
+    let mut text = format!("Hello {username},\n\n");
+    let mut html = format!("<p>Hello {},</p>", escape(username));
+    for p in paragraphs {
+        text.push_str(&format!("{p}\n\n"));
+        html.push_str(&format!("<p>{}</p>", escape(p)));
+    }
+    if let Some((label, url)) = action {
+        text.push_str(&format!("{label}: {url}\n\n"));
+        html.push_str(&button(url, label));
+    }
+    for p in after {
+        text.push_str(&format!("{p}\n\n"));
+        html.push_str(&format!("<p>{}</p>", escape(p)));
+    }
+    Email {
+        to: to.to_string(),
+        html: html_page(&subject, &html),
+        subject,
+        text,
+    }
+}
+
+pub fn confirm_deletion(project: &str, to: &str, username: &str, link: &str, hours: u64) -> Email {
+    compose(
+        to,
+        format!("{project}: confirm the deletion of your account"),
+        username,
+        &["Someone asked to delete your account. Nothing happens until you confirm it."],
+        Some(("Confirm the deletion", link)),
+        &[&format!(
+            "The link is valid for {hours} hours and works once. If it was not you, ignore this mail: your account stays as it is."
+        )],
+    )
+}
+
+pub fn deletion_scheduled(
+    project: &str,
+    to: &str,
+    username: &str,
+    when: &str,
+    cancel_link: &str,
+) -> Email {
+    compose(
+        to,
+        format!("{project}: your account will be deleted on {when}"),
+        username,
+        &[&format!(
+            "Your account and everything in it will be permanently deleted on {when}. Until then you can still sign in, and change your mind."
+        )],
+        Some(("Keep my account", cancel_link)),
+        &[],
+    )
+}
+
+pub fn deletion_reminder(
+    project: &str,
+    to: &str,
+    username: &str,
+    when: &str,
+    days: u32,
+    cancel_link: &str,
+) -> Email {
+    let in_days = if days == 1 {
+        "1 day".to_string()
+    } else {
+        format!("{days} days")
+    };
+    compose(
+        to,
+        format!("{project}: your account will be deleted in {in_days}"),
+        username,
+        &[&format!(
+            "This is a reminder: your account will be permanently deleted on {when}. After that it cannot be restored."
+        )],
+        Some(("Keep my account", cancel_link)),
+        &[],
+    )
+}
+
+pub fn deletion_cancelled(project: &str, to: &str, username: &str) -> Email {
+    compose(
+        to,
+        format!("{project}: your account will not be deleted"),
+        username,
+        &["The deletion of your account was cancelled. Everything stays as it was."],
+        None,
+        &["If you did not cancel it, contact support."],
+    )
+}
+
+pub fn account_deleted(project: &str, to: &str, username: &str) -> Email {
+    compose(
+        to,
+        format!("{project}: your account was deleted"),
+        username,
+        &[
+            "Your account and its data were permanently deleted, as you asked. Goodbye, and thank you.",
+        ],
+        None,
+        &[],
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
