@@ -299,3 +299,98 @@ async fn failed_jobs_are_listed_shown_and_retried() {
     );
     assert_eq!(not_failed.status.code(), Some(3));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn support_schedules_and_cancels_deletions() {
+    let app = TestApp::start(Backend::Postgres).await;
+    let (user, tokens) = app.signed_in_user().await;
+
+    let out = admin(
+        &app,
+        &["schedule-deletion", &user.email, "--days", "3"],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status: Value = app
+        .get("/auth/deletion-status", Some(&tokens.access))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["deletion_confirmed"], true);
+    let at: chrono::DateTime<chrono::Utc> = status["deletion_scheduled_for"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let expected = chrono::Utc::now() + chrono::Duration::days(3);
+    assert!((at - expected).num_seconds().abs() < 60, "{at}");
+    // The user is told, with a link to keep the account.
+    let mails = common::mail::wait_for_messages(&user.email, "will be deleted on", 1).await;
+    common::mail::token_from(&mails[0], "cancel-deletion");
+    let stats = json_out(&admin(&app, &["stats", "--format", "json"], None));
+    assert_eq!(stats["pending_deletion"], 1);
+
+    let again = admin(&app, &["cancel-deletion", &user.email], None);
+    assert!(again.status.success(), "{again:?}");
+    let status: Value = app
+        .get("/auth/deletion-status", Some(&tokens.access))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["deletion_requested"], false);
+    common::mail::wait_for_messages(&user.email, "will not be deleted", 1).await;
+    // Nothing left to cancel, or nobody to act on: refused / not found.
+    assert_eq!(
+        admin(&app, &["cancel-deletion", &user.email], None)
+            .status
+            .code(),
+        Some(4)
+    );
+    assert_eq!(
+        admin(&app, &["schedule-deletion", "nobody@example.com"], None)
+            .status
+            .code(),
+        Some(3)
+    );
+
+    // A soft delete from the CLI keeps the reason.
+    let out = admin(
+        &app,
+        &[
+            "delete-user",
+            &user.email,
+            "--yes",
+            "--reason",
+            "asked by phone",
+        ],
+        None,
+    );
+    assert!(out.status.success());
+    let row = user::Entity::find()
+        .filter(user::Column::Email.eq(&user.email))
+        .one(&app.state.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            row.is_deleted,
+            row.deletion_reason.as_deref(),
+            row.deleted_by
+        ),
+        (true, Some("asked by phone"), None)
+    );
+    assert_eq!(
+        admin(&app, &["schedule-deletion", &user.email], None)
+            .status
+            .code(),
+        Some(4),
+        "a deleted account is not scheduled"
+    );
+}

@@ -148,9 +148,17 @@ where
 {
     let paginator = query.paginate(db, size);
     let total = paginator.num_items().await.map_err(ApiError::internal)?;
-    let items = paginator
-        .fetch_page(page - 1)
-        .await
-        .map_err(ApiError::internal)?;
+    // A page past the end is empty; asking the database for it could overflow its offset.
+    let past_end = (page - 1)
+        .checked_mul(size)
+        .is_none_or(|offset| offset >= total);
+    let items = if past_end {
+        Vec::new()
+    } else {
+        paginator
+            .fetch_page(page - 1)
+            .await
+            .map_err(ApiError::internal)?
+    };
     Ok((items, PageMetadata::new(page, size, total)))
 }

@@ -123,8 +123,10 @@ impl UsersApi {
         created_after: Query<Option<DateTime<Utc>>>,
         /// Created before this time (RFC 3339).
         created_before: Query<Option<DateTime<Utc>>>,
-        #[oai(default)] sort_by: Query<UserSortBy>,
-        #[oai(default)] sort_order: Query<SortOrder>,
+        /// Default `created_at`.
+        sort_by: Query<Option<UserSortBy>>,
+        /// Default `asc`.
+        sort_order: Query<Option<SortOrder>>,
         #[oai(
             default = "super::models::default_page",
             validator(minimum(value = "1"))
@@ -150,8 +152,8 @@ impl UsersApi {
             created_after: created_after.0,
             created_before: created_before.0,
             deleted: Deleted::Exclude,
-            sort_by: sort_by.0.into(),
-            descending: matches!(sort_order.0, SortOrder::Desc),
+            sort_by: sort_by.0.unwrap_or_default().into(),
+            descending: matches!(sort_order.0, Some(SortOrder::Desc)),
         };
         let (rows, metadata) = fetch_page(query.select(), &state.db, page.0, size.0).await?;
         Ok(Json(UserPage {
