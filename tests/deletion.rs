@@ -445,11 +445,13 @@ async fn user_id(app: &TestApp, email: &str) -> Uuid {
         .id
 }
 
-/// With RabbitMQ: the scheduler enqueues, a worker process purges and mails.
+/// With RabbitMQ: the scheduler enqueues, a worker process purges (in batches of one here) and
+/// mails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_process_purges_what_the_scheduler_enqueues() {
     let queue = common::unique_queue();
-    let overrides = common::rabbit_overrides(&queue);
+    let mut overrides = common::rabbit_overrides(&queue);
+    overrides.push(("ACCOUNT_PURGE_BATCH_SIZE".into(), "1".into()));
     let pairs: Vec<(&str, &str)> = overrides
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
@@ -457,8 +459,11 @@ async fn a_worker_process_purges_what_the_scheduler_enqueues() {
     let app = TestApp::start_with(Backend::Postgres, &pairs).await;
     let _worker = common::WorkerProcess::spawn(&app.env);
     let (user, tokens) = app.signed_in_user().await;
-    schedule(&app, &user, &tokens).await;
-    reschedule(&app, &user.email, Utc::now() - chrono::Duration::seconds(1)).await;
+    let (second, second_tokens) = app.signed_in_user().await;
+    for (u, t) in [(&user, &tokens), (&second, &second_tokens)] {
+        schedule(&app, u, t).await;
+        reschedule(&app, &u.email, Utc::now() - chrono::Duration::seconds(1)).await;
+    }
     let out = Command::new(env!("CARGO_BIN_EXE_scheduler"))
         .args(["--once", "purge_deleted_accounts"])
         .envs(&app.env)
@@ -471,9 +476,16 @@ async fn a_worker_process_purges_what_the_scheduler_enqueues() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    mail::wait_for_messages(&user.email, "your account was deleted", 1).await;
-    let id = user_id_gone(&app, &user.email).await;
-    assert!(id);
+    let printed = String::from_utf8(out.stdout).unwrap();
+    let id: Uuid = printed.trim().rsplit(' ').next().unwrap().parse().unwrap();
+    assert_eq!(
+        finished(&app, id).await,
+        json!({"accounts_deleted": 2, "reminders_sent": 0})
+    );
+    for u in [&user, &second] {
+        mail::wait_for_messages(&u.email, "your account was deleted", 1).await;
+        assert!(user_id_gone(&app, &u.email).await);
+    }
     common::delete_queues(&queue).await;
 }
 
