@@ -182,6 +182,8 @@ async fn run(command: Command, settings: Settings) -> Outcome {
             ),
         ));
     }
+    // Writes from the CLI invalidate the servers' shared cache too.
+    let cache = keel::app::build_cache(&settings).await?;
     let accounts = || -> Result<Accounts, Failure> {
         let hasher = PasswordHasher::new(1)?;
         let queue = JobQueue::new(JobSettings::from_settings(&settings));
@@ -190,6 +192,7 @@ async fn run(command: Command, settings: Settings) -> Outcome {
             Arc::new(settings.clone()),
             hasher,
             queue,
+            cache.clone(),
         )?)
     };
     match command {

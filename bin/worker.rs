@@ -59,7 +59,8 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let settings = Arc::new(settings);
     // Jobs that queue further jobs (mails) wake the relay below to publish them at once.
     let queue = jobs::JobQueue::new(JobSettings::from_settings(&settings));
-    let registry = job_registry(&conn, &mailer, settings.clone(), &queue);
+    let cache = keel::app::build_cache(&settings).await?;
+    let registry = job_registry(&conn, &mailer, settings.clone(), &queue, &cache);
     let worker_id = jobs::worker_id("worker");
     let runner = Arc::new(Runner::new(
         conn.clone(),

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     accounts::{self, Accounts, passwords::PasswordHasher},
     api::{self, root::Features},
+    cache::Cache,
     config::Settings,
     db,
     error::{PROBLEM_CONTENT_TYPE, Problem, REQUEST_ID, REQUEST_USER, problem_for_poem_error},
@@ -24,6 +25,7 @@ use crate::{
         rabbit::{Publisher, RabbitConfig},
     },
     mail::{self, Mailer},
+    redis::Redis,
     security::{self, SecurityConfig},
     tasks,
 };
@@ -40,6 +42,22 @@ pub struct AppState {
     pub publisher: Option<Arc<Publisher>>,
     /// The spec served at `/openapi.json`, rendered once at start.
     pub spec: Arc<str>,
+    /// The user-page cache and session revocations: Redis when enabled, else memory.
+    pub cache: Cache,
+}
+
+/// The cache every process shares: on Redis when `ENABLE_REDIS` is on.
+pub async fn build_cache(settings: &Settings) -> anyhow::Result<Cache> {
+    let redis = if settings.enable_redis {
+        Some(Redis::connect(settings).await?)
+    } else {
+        None
+    };
+    Ok(Cache::new(
+        redis,
+        settings.cache_ttl,
+        settings.access_token_ttl,
+    ))
 }
 
 /// Every kind of job and its handler: the one place where jobs meet the domains they act on.
@@ -48,10 +66,11 @@ pub fn job_registry(
     mailer: &Mailer,
     settings: Arc<Settings>,
     queue: &JobQueue,
+    cache: &Cache,
 ) -> Registry {
     let mailer = mailer.clone();
     let db = db.clone();
-    let deletions = accounts::DeletionJobs::new(db.clone(), settings, queue.clone());
+    let deletions = accounts::DeletionJobs::new(db.clone(), settings, queue.clone(), cache.clone());
     let reminders = deletions.clone();
     Registry::builder()
         .register_sensitive(
@@ -106,11 +125,32 @@ impl AppState {
         let hasher = PasswordHasher::new(settings.password_hash_concurrency)?;
         let mailer = Mailer::from_settings(&settings)?;
         let jobs = JobQueue::new(JobSettings::from_settings(&settings));
-        let registry = job_registry(&db, &mailer, settings.clone(), &jobs);
+        let cache = build_cache(&settings).await?;
+        let registry = job_registry(&db, &mailer, settings.clone(), &jobs, &cache);
         let publisher = settings
             .enable_rabbitmq
             .then(|| Arc::new(Publisher::new(rabbit_config(&settings))));
-        let accounts = Accounts::new(db.clone(), settings.clone(), hasher, jobs.clone())?;
+        let accounts = Accounts::new(
+            db.clone(),
+            settings.clone(),
+            hasher,
+            jobs.clone(),
+            cache.clone(),
+        )?;
+        if let Some(redis) = cache.redis() {
+            // Whatever Redis missed while it was away is made good when it returns.
+            let accounts = accounts.clone();
+            redis.on_reconnect(move || {
+                let accounts = accounts.clone();
+                async move {
+                    accounts.cache().after_reconnect().await;
+                    match accounts.resync_revocations().await {
+                        Ok(n) => tracing::info!(sessions = n, "redis connected: cache version bumped, recent revocations marked"),
+                        Err(e) => tracing::warn!(error = %e, "could not re-mark revoked sessions in redis"),
+                    }
+                }
+            });
+        }
         if let Some(user) = accounts.ensure_first_superuser().await? {
             tracing::info!(user_id = %user.id, "created the first superuser from FIRST_SUPERUSER_EMAIL");
         }
@@ -123,6 +163,7 @@ impl AppState {
             registry,
             publisher,
             spec,
+            cache,
         })
     }
 
@@ -157,7 +198,7 @@ impl AppState {
 
     pub fn features(&self) -> Features {
         Features {
-            redis: false,
+            redis: self.settings.enable_redis,
             websockets: false,
             rabbitmq: self.settings.enable_rabbitmq,
             email: self.settings.smtp.is_some(),

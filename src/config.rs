@@ -147,6 +147,31 @@ pub struct Settings {
 
     /// Periodic jobs for the scheduler: (job name, cron expression with seconds).
     pub schedules: Vec<(String, cron::Schedule)>,
+
+    /// Redis for the cache, rate limits, session revocation and WebSocket fan-out; without it
+    /// each of those works in memory, per instance.
+    pub enable_redis: bool,
+    pub redis_url: String,
+    /// Prepended to every Redis key, so several deployments can share one Redis.
+    pub redis_key_prefix: String,
+    /// Longest wait for one Redis command; past it the request goes on without Redis.
+    pub redis_timeout: Duration,
+    pub cache_ttl: Duration,
+
+    pub enable_rate_limiting: bool,
+    /// When Redis cannot be asked: let requests through (true) or refuse them with 503.
+    pub rate_limit_fail_open: bool,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: crate::net::TrustedProxies,
+
+    pub enable_websockets: bool,
+    pub ws_require_auth: bool,
+    pub ws_max_message_bytes: usize,
+    /// Messages a client may send per second (a burst of twice that is allowed).
+    pub ws_messages_per_second: u32,
+    /// Messages waiting to be sent to one client; a client that falls further behind is cut off.
+    pub ws_send_queue: usize,
+    pub ws_ping_interval: Duration,
 }
 
 impl fmt::Debug for Settings {
@@ -161,6 +186,8 @@ impl fmt::Debug for Settings {
             .field("smtp", &self.smtp)
             .field("enable_rabbitmq", &self.enable_rabbitmq)
             .field("rabbitmq", &redact_url(&self.rabbitmq_url))
+            .field("enable_redis", &self.enable_redis)
+            .field("redis", &redact_url(&self.redis_url))
             .finish_non_exhaustive()
     }
 }
@@ -448,6 +475,22 @@ impl Settings {
             schedules.push((job.to_string(), schedule));
         }
 
+        let redis_url = r.string("REDIS_URL", "redis://127.0.0.1:6379/0");
+        if fred::types::config::Config::from_url(&redis_url).is_err() {
+            return Err(ConfigError {
+                var: "REDIS_URL",
+                message: format!(
+                    "expected redis://[:PASSWORD@]HOST:PORT/DB (or rediss://), got {}",
+                    redact_url(&redis_url)
+                ),
+            });
+        }
+        let trusted_proxies = crate::net::TrustedProxies::parse(&r.string("TRUSTED_PROXIES", ""))
+            .map_err(|message| ConfigError {
+            var: "TRUSTED_PROXIES",
+            message: format!("expected comma-separated IP addresses or CIDR blocks: {message}"),
+        })?;
+
         let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
         let max_connections = r.ranged("DATABASE_MAX_CONNECTIONS", 10, 1, 1000)? as u32;
         let min_connections = r.ranged("DATABASE_MIN_CONNECTIONS", 1, 0, 1000)? as u32;
@@ -552,6 +595,25 @@ impl Settings {
             enable_security_event_logging: r.bool("ENABLE_SECURITY_EVENT_LOGGING", true)?,
             cors_origins,
             schedules,
+            enable_redis: r.bool("ENABLE_REDIS", false)?,
+            redis_url,
+            redis_key_prefix: r.string("REDIS_KEY_PREFIX", "keel:"),
+            redis_timeout: Duration::from_millis(r.ranged("REDIS_TIMEOUT_MS", 250, 10, 60_000)?),
+            cache_ttl: Duration::from_secs(r.ranged("CACHE_TTL_SECONDS", 60, 1, 86_400)?),
+            enable_rate_limiting: r.bool("ENABLE_RATE_LIMITING", true)?,
+            rate_limit_fail_open: r.bool("RATE_LIMIT_FAIL_OPEN", true)?,
+            trusted_proxies,
+            enable_websockets: r.bool("ENABLE_WEBSOCKETS", false)?,
+            ws_require_auth: r.bool("WS_REQUIRE_AUTH", false)?,
+            ws_max_message_bytes: r.ranged("WS_MAX_MESSAGE_BYTES", 65_536, 128, 16 << 20)? as usize,
+            ws_messages_per_second: r.ranged("WS_MESSAGES_PER_SECOND", 20, 1, 10_000)? as u32,
+            ws_send_queue: r.ranged("WS_SEND_QUEUE", 256, 1, 1_000_000)? as usize,
+            ws_ping_interval: Duration::from_secs(r.ranged(
+                "WS_PING_INTERVAL_SECONDS",
+                30,
+                1,
+                3600,
+            )?),
         })
     }
 

@@ -4,6 +4,7 @@
 pub mod accounts;
 pub mod api;
 pub mod app;
+pub mod cache;
 pub mod config;
 pub mod db;
 pub mod entities;
@@ -11,6 +12,8 @@ pub mod error;
 pub mod jobs;
 pub mod mail;
 pub mod metrics;
+pub mod net;
+pub mod redis;
 pub mod schedule;
 pub mod security;
 pub mod tasks;

@@ -20,6 +20,11 @@ pub struct Metrics {
     pub job_duration: HistogramVec,
     pub queue_depth: IntGaugeVec,
     pub db_pool: IntGaugeVec,
+    /// Cache lookups by result: hit, miss, bypass (cache unavailable).
+    pub cache: IntCounterVec,
+    pub rate_limited: IntCounterVec,
+    pub ws_connections: prometheus::IntGauge,
+    pub ws_messages: IntCounterVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -61,6 +66,32 @@ impl Metrics {
             Opts::new("db_pool_connections", "Database pool connections by state"),
             &["state"],
         )?;
+        let cache = IntCounterVec::new(
+            Opts::new("cache_requests_total", "Cache lookups by cache and result"),
+            &["cache", "result"],
+        )?;
+        let rate_limited = IntCounterVec::new(
+            Opts::new(
+                "rate_limit_rejections_total",
+                "Requests refused with 429, by limit",
+            ),
+            &["limit"],
+        )?;
+        let ws_connections = prometheus::IntGauge::new(
+            "websocket_connections",
+            "Open WebSocket connections on this instance",
+        )?;
+        let ws_messages = IntCounterVec::new(
+            Opts::new(
+                "websocket_messages_total",
+                "WebSocket messages by direction (in, out, dropped)",
+            ),
+            &["direction"],
+        )?;
+        registry.register(Box::new(cache.clone()))?;
+        registry.register(Box::new(rate_limited.clone()))?;
+        registry.register(Box::new(ws_connections.clone()))?;
+        registry.register(Box::new(ws_messages.clone()))?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_duration.clone()))?;
         registry.register(Box::new(jobs.clone()))?;
@@ -75,6 +106,10 @@ impl Metrics {
             job_duration,
             queue_depth,
             db_pool,
+            cache,
+            rate_limited,
+            ws_connections,
+            ws_messages,
         })
     }
 

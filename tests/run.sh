@@ -60,6 +60,22 @@ ensure_rabbitmq() {
   wait_for 120 RabbitMQ port_open 127.0.0.1 5672
 }
 
+ensure_redis() {
+  # redis-server is also needed on its own: a test runs a private instance it can stop and start.
+  command -v redis-server >/dev/null || apt_install redis-server
+  if port_open 127.0.0.1 6379; then return 0; fi
+  log "starting Redis"
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null
+  wait_for 30 Redis port_open 127.0.0.1 6379
+}
+
+# Keys of earlier test runs (every test works under its own `keel:test:<id>:` prefix).
+drop_old_test_keys() {
+  command -v redis-cli >/dev/null || return 0
+  redis-cli -h 127.0.0.1 -p 6379 --scan --pattern 'keel:test:*' 2>/dev/null |
+    xargs -r -n 500 redis-cli -h 127.0.0.1 -p 6379 del >/dev/null 2>&1 || true
+}
+
 # Queues of earlier test runs that stopped before cleaning up after themselves.
 drop_old_test_queues() {
   command -v rabbitmqctl >/dev/null || return 0
@@ -93,9 +109,11 @@ command -v curl >/dev/null || apt_install curl
 command -v psql >/dev/null || apt_install postgresql-client
 ensure_postgres
 ensure_rabbitmq
+ensure_redis
 ensure_maildev
 drop_old_test_databases
 drop_old_test_queues
+drop_old_test_keys
 
 log "docker-compose config (compose.yaml parses; no Docker engine needed)"
 command -v docker-compose >/dev/null || apt_install docker-compose

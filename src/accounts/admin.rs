@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::{
     AccountError, Accounts, ClientInfo, NewAccount, Result,
     deletion::erase_account,
-    service::{insert_user, is_unique_violation, now, revoke_sessions},
+    service::{insert_user, is_unique_violation, now},
     validation,
 };
 use crate::{
@@ -185,6 +185,7 @@ impl Accounts {
         )
         .await?;
         txn.commit().await?;
+        self.users_changed().await;
         Ok(user)
     }
 
@@ -272,7 +273,8 @@ impl Accounts {
                 None => e.into(),
             })?;
         if changed.contains(&"password") {
-            revoke_sessions(&txn, id, None, "password_set_by_admin").await?;
+            self.revoke_sessions(&txn, id, None, "password_set_by_admin")
+                .await?;
         }
         self.operator_audit(
             &txn,
@@ -283,6 +285,7 @@ impl Accounts {
         )
         .await?;
         txn.commit().await?;
+        self.users_changed().await;
         Ok(updated)
     }
 
@@ -337,7 +340,8 @@ impl Accounts {
         active.deletion_reason = Set(reason.clone());
         active.updated_at = Set(now());
         let user = active.update(&txn).await?;
-        revoke_sessions(&txn, id, None, "account_deleted").await?;
+        self.revoke_sessions(&txn, id, None, "account_deleted")
+            .await?;
         self.operator_audit(
             &txn,
             id,
@@ -347,6 +351,7 @@ impl Accounts {
         )
         .await?;
         txn.commit().await?;
+        self.users_changed().await;
         Ok(user)
     }
 
@@ -370,6 +375,7 @@ impl Accounts {
         self.operator_audit(&txn, id, "account_restored", actor, json!({}))
             .await?;
         txn.commit().await?;
+        self.users_changed().await;
         Ok(user)
     }
 
@@ -384,6 +390,7 @@ impl Accounts {
         self.operator_audit(&txn, id, "account_deleted", actor, json!({}))
             .await?;
         txn.commit().await?;
+        self.users_changed().await;
         Ok(())
     }
 

@@ -17,6 +17,7 @@ use super::{
     tokens::Purpose,
 };
 use crate::{
+    cache::Cache,
     config::Settings,
     db,
     entities::{audit_log, job, user},
@@ -127,6 +128,7 @@ impl Accounts {
         let at = now() + Duration::days(i64::from(self.settings().deletion_grace_period_days));
         let user = self.schedule_in(&txn, user, at, client, "user").await?;
         self.commit_and_dispatch(txn).await?;
+        self.users_changed().await;
         Ok(user)
     }
 
@@ -148,6 +150,7 @@ impl Accounts {
             .schedule_in(&txn, user, at, &ClientInfo::default(), actor)
             .await?;
         self.commit_and_dispatch(txn).await?;
+        self.users_changed().await;
         Ok(user)
     }
 
@@ -199,6 +202,7 @@ impl Accounts {
         let txn = db::begin_write(self.db()).await?;
         let user = self.cancel_in(&txn, user_id, client, actor).await?;
         self.commit_and_dispatch(txn).await?;
+        self.users_changed().await;
         Ok(user)
     }
 
@@ -214,6 +218,7 @@ impl Accounts {
             .await?;
         let user = self.cancel_in(&txn, user_id, client, "user").await?;
         self.commit_and_dispatch(txn).await?;
+        self.users_changed().await;
         Ok(user)
     }
 
@@ -332,6 +337,7 @@ pub struct DeletionJobs {
     db: DatabaseConnection,
     settings: Arc<Settings>,
     queue: JobQueue,
+    cache: Cache,
 }
 
 fn db_failure(e: impl std::fmt::Display) -> JobError {
@@ -339,11 +345,17 @@ fn db_failure(e: impl std::fmt::Display) -> JobError {
 }
 
 impl DeletionJobs {
-    pub fn new(db: DatabaseConnection, settings: Arc<Settings>, queue: JobQueue) -> Self {
+    pub fn new(
+        db: DatabaseConnection,
+        settings: Arc<Settings>,
+        queue: JobQueue,
+        cache: Cache,
+    ) -> Self {
         Self {
             db,
             settings,
             queue,
+            cache,
         }
     }
 
@@ -402,6 +414,9 @@ impl DeletionJobs {
             }
             txn.commit().await?;
             self.queue.wake();
+            if in_batch > 0 {
+                self.cache.invalidate_users().await;
+            }
             deleted += in_batch;
             tracing::info!(
                 accounts = in_batch,

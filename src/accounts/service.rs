@@ -14,6 +14,7 @@ use super::{
     validation,
 };
 use crate::{
+    cache::Cache,
     config::Settings,
     db,
     entities::{audit_log, one_time_token, refresh_token, session, user},
@@ -123,6 +124,7 @@ pub struct Accounts {
     hasher: PasswordHasher,
     jwt: JwtKeys,
     jobs: JobQueue,
+    cache: Cache,
 }
 
 pub(super) fn now() -> DateTime<Utc> {
@@ -150,6 +152,7 @@ impl Accounts {
         settings: Arc<Settings>,
         hasher: PasswordHasher,
         jobs: JobQueue,
+        cache: Cache,
     ) -> Result<Self> {
         let jwt = JwtKeys::new(&settings.secret_key)
             .map_err(|e| AccountError::Internal(e.to_string()))?;
@@ -159,6 +162,7 @@ impl Accounts {
             hasher,
             jwt,
             jobs,
+            cache,
         })
     }
 
@@ -176,6 +180,80 @@ impl Accounts {
 
     pub fn jobs(&self) -> &JobQueue {
         &self.jobs
+    }
+
+    pub fn cache(&self) -> &Cache {
+        &self.cache
+    }
+
+    /// Marks again every session revoked within an access token's lifetime: run when Redis
+    /// comes back, for the revocations it missed while away.
+    pub async fn resync_revocations(&self) -> Result<usize> {
+        let since = now()
+            - chrono::Duration::from_std(self.settings.access_token_ttl)
+                .unwrap_or(chrono::Duration::MAX);
+        let ids: Vec<Uuid> = session::Entity::find()
+            .filter(session::Column::RevokedAt.gt(since))
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|s| s.id)
+            .collect();
+        self.cache.mark_revoked(&ids).await;
+        Ok(ids.len())
+    }
+
+    /// After a committed write to users: cached user pages are stale.
+    pub(super) async fn users_changed(&self) {
+        self.cache.invalidate_users().await;
+    }
+
+    /// Ends one session. The revocation is marked for every instance before the transaction
+    /// commits: should the commit fail, the session is refused rather than wrongly accepted.
+    pub(super) async fn revoke_session_row(
+        &self,
+        conn: &impl ConnectionTrait,
+        session_id: Uuid,
+        reason: &str,
+    ) -> Result<()> {
+        session::Entity::update_many()
+            .col_expr(session::Column::RevokedAt, Expr::value(now()))
+            .col_expr(session::Column::RevokedReason, Expr::value(reason))
+            .filter(session::Column::Id.eq(session_id))
+            .filter(session::Column::RevokedAt.is_null())
+            .exec(conn)
+            .await?;
+        self.cache.mark_revoked(&[session_id]).await;
+        Ok(())
+    }
+
+    /// Ends every live session of the user but `except`; returns how many ended.
+    pub(super) async fn revoke_sessions(
+        &self,
+        conn: &impl ConnectionTrait,
+        user_id: Uuid,
+        except: Option<Uuid>,
+        reason: &str,
+    ) -> Result<u64> {
+        let mut live = session::Entity::find()
+            .filter(session::Column::UserId.eq(user_id))
+            .filter(session::Column::RevokedAt.is_null());
+        if let Some(keep) = except {
+            live = live.filter(session::Column::Id.ne(keep));
+        }
+        let ids: Vec<Uuid> = live.all(conn).await?.into_iter().map(|s| s.id).collect();
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        session::Entity::update_many()
+            .col_expr(session::Column::RevokedAt, Expr::value(now()))
+            .col_expr(session::Column::RevokedReason, Expr::value(reason))
+            .filter(session::Column::Id.is_in(ids.clone()))
+            .filter(session::Column::RevokedAt.is_null())
+            .exec(conn)
+            .await?;
+        self.cache.mark_revoked(&ids).await;
+        Ok(ids.len() as u64)
     }
 
     /// Queues a mail in the caller's transaction, so it commits (or not) with the change.
@@ -276,6 +354,7 @@ impl Accounts {
         self.queue_mail(&txn, self.verification_mail(&user, &raw))
             .await?;
         self.commit_and_dispatch(txn).await?;
+        self.users_changed().await;
         Ok(user)
     }
 
@@ -371,6 +450,7 @@ impl Accounts {
             .await?;
         }
         self.commit_and_dispatch(txn).await?;
+        self.users_changed().await;
         Ok(user)
     }
 
@@ -455,12 +535,14 @@ impl Accounts {
         active.is_verified = Set(true);
         active.updated_at = Set(now());
         let user = active.update(&txn).await?;
-        revoke_sessions(&txn, user.id, None, "password_reset").await?;
+        self.revoke_sessions(&txn, user.id, None, "password_reset")
+            .await?;
         self.audit(&txn, Some(user.id), "password_reset", client, None)
             .await?;
         self.queue_mail(&txn, self.password_changed_mail(&user))
             .await?;
         self.commit_and_dispatch(txn).await?;
+        self.users_changed().await;
         Ok(())
     }
 
@@ -501,7 +583,8 @@ impl Accounts {
         active.password_hash = Set(hash);
         active.updated_at = Set(now());
         let user = active.update(&txn).await?;
-        revoke_sessions(&txn, user.id, principal.session_id(), "password_changed").await?;
+        self.revoke_sessions(&txn, user.id, principal.session_id(), "password_changed")
+            .await?;
         self.audit(&txn, Some(user.id), "password_changed", client, None)
             .await?;
         self.queue_mail(&txn, self.password_changed_mail(&user))
@@ -614,9 +697,10 @@ impl Accounts {
             session::Entity::update_many()
                 .col_expr(session::Column::RevokedAt, Expr::value(at))
                 .col_expr(session::Column::RevokedReason, Expr::value("session_limit"))
-                .filter(session::Column::Id.is_in(excess))
+                .filter(session::Column::Id.is_in(excess.clone()))
                 .exec(conn)
                 .await?;
+            self.cache.mark_revoked(&excess).await;
         }
         let session = session::Model {
             id: Uuid::new_v4(),
@@ -701,7 +785,8 @@ impl Accounts {
         };
         if !claimed {
             if session.revoked_at.is_none() {
-                revoke_session_row(&txn, session.id, "refresh_token_reuse").await?;
+                self.revoke_session_row(&txn, session.id, "refresh_token_reuse")
+                    .await?;
                 self.audit(
                     &txn,
                     Some(session.user_id),
@@ -741,6 +826,20 @@ impl Accounts {
             JwtError::Expired => AccountError::TokenExpired,
             JwtError::Invalid => AccountError::TokenInvalid,
         })?;
+        // With Redis: one round trip answers whether the session was revoked (on any
+        // instance) and whether the remembered account row is still current.
+        let state = self.cache.session_state(claims.sid).await;
+        if let Some((revoked, version)) = state {
+            if revoked {
+                return Err(AccountError::SessionRevoked);
+            }
+            if let Some(user) = self.cache.snapshot(claims.sub, version) {
+                return Ok(Principal {
+                    user,
+                    credential: Credential::Session(claims.sid),
+                });
+            }
+        }
         let session = session::Entity::find_by_id(claims.sid)
             .one(&self.db)
             .await?
@@ -754,6 +853,9 @@ impl Accounts {
             .await?
             .filter(|u| !u.is_deleted)
             .ok_or(AccountError::SessionRevoked)?;
+        if let Some((_, version)) = state {
+            self.cache.remember(&user, version);
+        }
         Ok(Principal {
             user,
             credential: Credential::Session(session.id),
@@ -767,7 +869,7 @@ impl Accounts {
         client: &ClientInfo,
     ) -> Result<()> {
         let txn = db::begin_write(&self.db).await?;
-        revoke_session_row(&txn, session_id, "logout").await?;
+        self.revoke_session_row(&txn, session_id, "logout").await?;
         self.audit(
             &txn,
             Some(user_id),
@@ -821,7 +923,8 @@ impl Accounts {
             .filter(|s| s.user_id == principal.user.id && s.revoked_at.is_none())
             .ok_or(AccountError::NotFound)?;
         let txn = db::begin_write(&self.db).await?;
-        revoke_session_row(&txn, session.id, "revoked_by_user").await?;
+        self.revoke_session_row(&txn, session.id, "revoked_by_user")
+            .await?;
         self.audit(
             &txn,
             Some(principal.user.id),
@@ -841,13 +944,14 @@ impl Accounts {
         client: &ClientInfo,
     ) -> Result<u64> {
         let txn = db::begin_write(&self.db).await?;
-        let n = revoke_sessions(
-            &txn,
-            principal.user.id,
-            principal.session_id(),
-            "revoked_by_user",
-        )
-        .await?;
+        let n = self
+            .revoke_sessions(
+                &txn,
+                principal.user.id,
+                principal.session_id(),
+                "revoked_by_user",
+            )
+            .await?;
         self.audit(
             &txn,
             Some(principal.user.id),
@@ -876,13 +980,15 @@ impl Accounts {
         active.username = Set(username.clone());
         active.username_lower = Set(username.to_lowercase());
         active.updated_at = Set(now());
-        active
+        let user = active
             .update(&self.db)
             .await
             .map_err(|e| match is_unique_violation(&e) {
                 Some(_) => AccountError::UsernameTaken,
                 None => e.into(),
-            })
+            })?;
+        self.users_changed().await;
+        Ok(user)
     }
 
     /// Creates the configured first superuser (verified) unless that email already exists.
@@ -909,6 +1015,7 @@ impl Accounts {
             None,
         )
         .await?;
+        self.users_changed().await;
         Ok(Some(user))
     }
 
@@ -938,6 +1045,7 @@ impl Accounts {
         )
         .await?;
         txn.commit().await?;
+        self.users_changed().await;
         Ok(user)
     }
 }
@@ -1074,36 +1182,4 @@ pub(super) async fn retire_tokens(
         .exec(conn)
         .await?;
     Ok(())
-}
-
-async fn revoke_session_row(
-    conn: &impl ConnectionTrait,
-    session_id: Uuid,
-    reason: &str,
-) -> Result<()> {
-    session::Entity::update_many()
-        .col_expr(session::Column::RevokedAt, Expr::value(now()))
-        .col_expr(session::Column::RevokedReason, Expr::value(reason))
-        .filter(session::Column::Id.eq(session_id))
-        .filter(session::Column::RevokedAt.is_null())
-        .exec(conn)
-        .await?;
-    Ok(())
-}
-
-pub(super) async fn revoke_sessions(
-    conn: &impl ConnectionTrait,
-    user_id: Uuid,
-    except: Option<Uuid>,
-    reason: &str,
-) -> Result<u64> {
-    let mut update = session::Entity::update_many()
-        .col_expr(session::Column::RevokedAt, Expr::value(now()))
-        .col_expr(session::Column::RevokedReason, Expr::value(reason))
-        .filter(session::Column::UserId.eq(user_id))
-        .filter(session::Column::RevokedAt.is_null());
-    if let Some(keep) = except {
-        update = update.filter(session::Column::Id.ne(keep));
-    }
-    Ok(update.exec(conn).await?.rows_affected)
 }

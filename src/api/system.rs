@@ -106,6 +106,24 @@ async fn check_rabbitmq(state: &AppState) -> Check {
     }
 }
 
+async fn check_redis(state: &AppState) -> Check {
+    let Some(redis) = state.cache.redis() else {
+        return disabled();
+    };
+    match redis.ping().await {
+        Ok(latency) => Check {
+            status: "healthy".into(),
+            latency_ms: Some(latency.as_secs_f64() * 1000.0),
+            error: None,
+        },
+        Err(e) => Check {
+            status: "unhealthy".into(),
+            latency_ms: None,
+            error: Some(e.to_string()),
+        },
+    }
+}
+
 /// `in-process` in embedded mode; with RabbitMQ, healthy while some worker's heartbeat is fresh.
 async fn check_worker(state: &AppState) -> Check {
     if state.publisher.is_none() {
@@ -139,14 +157,15 @@ async fn check_worker(state: &AppState) -> Check {
 }
 
 async fn health(state: &AppState) -> Health {
-    let (database, rabbitmq, worker) = tokio::join!(
+    let (database, redis, rabbitmq, worker) = tokio::join!(
         check_database(state),
+        check_redis(state),
         check_rabbitmq(state),
         check_worker(state)
     );
     let mut checks = BTreeMap::new();
     checks.insert("database".to_string(), database);
-    checks.insert("redis".to_string(), disabled());
+    checks.insert("redis".to_string(), redis);
     checks.insert("rabbitmq".to_string(), rabbitmq);
     checks.insert("worker".to_string(), worker);
     let healthy = checks.values().all(|c| c.status != "unhealthy");

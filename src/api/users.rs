@@ -3,10 +3,11 @@
 use chrono::{DateTime, Utc};
 use poem::web::Data;
 use poem_openapi::{
-    Enum, Object, OpenApi,
+    ApiResponse, Enum, Object, OpenApi,
     param::{Path, Query},
     payload::Json,
 };
+use sha2::Digest;
 use uuid::Uuid;
 
 use super::{
@@ -61,6 +62,42 @@ impl From<UserSortBy> for SortBy {
     }
 }
 
+#[derive(ApiResponse)]
+pub enum CachedUserPage {
+    /// A page of users; `X-Cache` says whether it came from the cache (`HIT`), was just loaded
+    /// into it (`MISS`), or the cache was unavailable (`BYPASS`).
+    #[oai(status = 200)]
+    Ok(Json<UserPage>, #[oai(header = "X-Cache")] String),
+}
+
+/// Serves a page of users through the cache: keyed by the viewer's role and the whole query.
+async fn cached_page(
+    state: &AppState,
+    superuser: bool,
+    query: UserQuery,
+    page: u64,
+    size: u64,
+) -> ApiResult<CachedUserPage> {
+    use poem_openapi::types::{ParseFromJSON, ToJSON};
+    let scope = if superuser { "superuser" } else { "user" };
+    let key = hex::encode(sha2::Sha256::digest(format!("{query:?}|{page}|{size}")));
+    let (body, outcome) = state
+        .cache
+        .users_page(scope, &key, || async {
+            let (rows, metadata) = fetch_page(query.select(), &state.db, page, size).await?;
+            let page = UserPage {
+                items: rows.into_iter().map(UserOut::from).collect(),
+                metadata,
+            };
+            Ok::<_, ApiError>(page.to_json().unwrap_or_default().to_string())
+        })
+        .await?;
+    let value: serde_json::Value = serde_json::from_str(&body).map_err(ApiError::internal)?;
+    let page =
+        UserPage::parse_from_json(Some(value)).map_err(|e| ApiError::internal(e.into_message()))?;
+    Ok(CachedUserPage::Ok(Json(page), outcome.as_str().into()))
+}
+
 pub struct UsersApi;
 
 #[OpenApi(prefix_path = "/users", tag = "ApiTags::Users")]
@@ -88,8 +125,9 @@ impl UsersApi {
         /// Include soft-deleted accounts (superusers only).
         #[oai(default)]
         include_deleted: Query<bool>,
-    ) -> ApiResult<Json<UserPage>> {
-        let deleted = if include_deleted.0 && auth.session()?.user.is_superuser {
+    ) -> ApiResult<CachedUserPage> {
+        let superuser = auth.session()?.user.is_superuser;
+        let deleted = if include_deleted.0 && superuser {
             Deleted::Include
         } else {
             Deleted::Exclude
@@ -98,11 +136,7 @@ impl UsersApi {
             deleted,
             ..Default::default()
         };
-        let (rows, metadata) = fetch_page(query.select(), &state.db, page.0, size.0).await?;
-        Ok(Json(UserPage {
-            items: rows.into_iter().map(UserOut::from).collect(),
-            metadata,
-        }))
+        cached_page(&state, superuser, query, page.0, size.0).await
     }
 
     /// Search users
@@ -137,8 +171,8 @@ impl UsersApi {
             validator(minimum(value = "1"), maximum(value = "100"))
         )]
         size: Query<u64>,
-    ) -> ApiResult<Json<UserPage>> {
-        auth.session()?;
+    ) -> ApiResult<CachedUserPage> {
+        let superuser = auth.session()?.user.is_superuser;
         if q.0.as_ref().is_some_and(|q| q.chars().count() > 100) {
             return Err(ApiError::validation(vec![crate::error::FieldError {
                 field: "q".into(),
@@ -155,11 +189,7 @@ impl UsersApi {
             sort_by: sort_by.0.unwrap_or_default().into(),
             descending: matches!(sort_order.0, Some(SortOrder::Desc)),
         };
-        let (rows, metadata) = fetch_page(query.select(), &state.db, page.0, size.0).await?;
-        Ok(Json(UserPage {
-            items: rows.into_iter().map(UserOut::from).collect(),
-            metadata,
-        }))
+        cached_page(&state, superuser, query, page.0, size.0).await
     }
 
     /// Your account

@@ -330,6 +330,22 @@ pub fn rabbit_overrides(queue: &str) -> Vec<(String, String)> {
     ]
 }
 
+pub fn redis_url() -> String {
+    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
+}
+
+/// Settings for a server on the shared test Redis, under a key prefix of its own.
+pub fn redis_overrides() -> Vec<(String, String)> {
+    vec![
+        ("ENABLE_REDIS".into(), "true".into()),
+        ("REDIS_URL".into(), redis_url()),
+        (
+            "REDIS_KEY_PREFIX".into(),
+            format!("keel:test:{}:", uuid::Uuid::new_v4().simple()),
+        ),
+    ]
+}
+
 pub fn unique_queue() -> String {
     format!("keel.test.{}", uuid::Uuid::new_v4().simple())
 }

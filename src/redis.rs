@@ -1,0 +1,138 @@
+//! The shared Redis connection (fred): reconnects on its own, and never makes a request wait
+//! longer than `REDIS_TIMEOUT_MS`. Every user of Redis treats an error as "Redis is away" and
+//! carries on without it (cache bypassed, revocations read from the database, ...).
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use fred::{
+    clients::{Client, SubscriberClient},
+    interfaces::{ClientLike, EventInterface},
+    types::{
+        Builder,
+        config::{Config, ReconnectPolicy},
+    },
+};
+
+use crate::config::Settings;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RedisError {
+    #[error("redis is not connected")]
+    Disconnected,
+    #[error("redis did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("redis: {0}")]
+    Command(#[from] fred::error::Error),
+}
+
+#[derive(Clone)]
+pub struct Redis {
+    client: Client,
+    prefix: Arc<str>,
+    timeout: Duration,
+    builder: Arc<Builder>,
+}
+
+fn builder(settings: &Settings) -> Result<Builder, fred::error::Error> {
+    let config = Config {
+        // Start even when Redis is down; the client keeps reconnecting in the background.
+        fail_fast: false,
+        ..Config::from_url(&settings.redis_url)?
+    };
+    let mut builder = Builder::from_config(config);
+    let timeout = settings.redis_timeout;
+    builder
+        .with_connection_config(|c| {
+            c.connection_timeout = Duration::from_secs(2);
+            c.internal_command_timeout = Duration::from_secs(2);
+            c.max_command_attempts = 1;
+        })
+        .with_performance_config(|p| {
+            p.default_command_timeout = timeout;
+        })
+        // Forever, backing off from 100 ms to 2 s.
+        .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2));
+    Ok(builder)
+}
+
+impl Redis {
+    /// Starts connecting and waits briefly for the first connection; a Redis that is down at
+    /// start is logged, and picked up once it comes.
+    pub async fn connect(settings: &Settings) -> Result<Self, fred::error::Error> {
+        let builder = builder(settings)?;
+        let client = builder.build()?;
+        client.connect();
+        let redis = Self {
+            client,
+            prefix: settings.redis_key_prefix.clone().into(),
+            timeout: settings.redis_timeout,
+            builder: Arc::new(builder),
+        };
+        match tokio::time::timeout(Duration::from_secs(2), redis.client.wait_for_connect()).await {
+            Ok(Ok(())) => tracing::info!("connected to redis"),
+            _ => tracing::warn!(
+                url = %crate::config::redact_url(&settings.redis_url),
+                "redis is not reachable yet; working without it until it is"
+            ),
+        }
+        Ok(redis)
+    }
+
+    /// A second connection for pub/sub (a subscribed connection can send nothing else); it
+    /// re-subscribes after every reconnection.
+    pub fn subscriber(&self) -> Result<SubscriberClient, fred::error::Error> {
+        let sub = self.builder.build_subscriber_client()?;
+        sub.connect();
+        sub.manage_subscriptions();
+        Ok(sub)
+    }
+
+    pub fn key(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.client.is_connected()
+    }
+
+    /// Runs one command, failing at once while disconnected and after `REDIS_TIMEOUT_MS`.
+    pub async fn run<T, F>(&self, command: F) -> Result<T, RedisError>
+    where
+        F: Future<Output = Result<T, fred::error::Error>>,
+    {
+        if !self.client.is_connected() {
+            return Err(RedisError::Disconnected);
+        }
+        match tokio::time::timeout(self.timeout, command).await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(RedisError::Timeout(self.timeout)),
+        }
+    }
+
+    /// The round trip of a PING.
+    pub async fn ping(&self) -> Result<Duration, RedisError> {
+        let started = std::time::Instant::now();
+        self.run(self.client.ping::<String>(None)).await?;
+        Ok(started.elapsed())
+    }
+
+    /// Runs `on_connect` after every (re)connection: whatever was written while Redis was
+    /// away has to be made good then.
+    pub fn on_reconnect<F, Fut>(&self, on_connect: F)
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.client.on_reconnect(move |_server| {
+            let fut = on_connect();
+            async move {
+                fut.await;
+                Ok(())
+            }
+        });
+    }
+}

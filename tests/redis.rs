@@ -1,0 +1,432 @@
+//! Redis: the user-page cache and session revocation across instances, and what happens when
+//! Redis goes away and comes back.
+
+mod common;
+
+use std::{process::Child, time::Duration};
+
+use common::{Backend, TestApp, Tokens, eventually, problem};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+const ROOT: [(&str, &str); 2] = [
+    ("FIRST_SUPERUSER_EMAIL", "root@example.com"),
+    ("FIRST_SUPERUSER_PASSWORD", "SuperSecret123!"),
+];
+
+fn with_redis(extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut env = common::redis_overrides();
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    env
+}
+
+async fn start(backend: Backend, env: &[(String, String)]) -> TestApp {
+    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    TestApp::start_with(backend, &pairs).await
+}
+
+/// GETs a user page; returns its `X-Cache` and body.
+async fn page(app: &TestApp, path: &str, token: &str) -> (String, Value) {
+    let resp = app.get(path, Some(token)).await;
+    assert_eq!(resp.status(), StatusCode::OK, "{path}");
+    let cache = resp
+        .headers()
+        .get("x-cache")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("none")
+        .to_string();
+    (cache, resp.json().await.unwrap())
+}
+
+fn usernames(body: &Value) -> Vec<String> {
+    body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["username"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Asserts the next read of `path` misses (the write made it stale) and the one after hits.
+async fn stale_then_cached(app: &TestApp, path: &str, token: &str, what: &str) -> Value {
+    let (first, body) = page(app, path, token).await;
+    assert_eq!(first, "MISS", "after {what}, the page is read afresh");
+    let (second, again) = page(app, path, token).await;
+    assert_eq!(second, "HIT", "after {what}");
+    assert_eq!(body, again);
+    body
+}
+
+async fn call(app: &TestApp, method: Method, path: &str, body: Value, token: &str) {
+    let resp = app
+        .client
+        .request(method, app.url(path))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{path}: {}", resp.status());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_pages_are_cached_and_every_write_invalidates_them() {
+    let app = start(Backend::Postgres, &with_redis(&ROOT)).await;
+    let root = app.login("root@example.com", "SuperSecret123!").await;
+    let t = root.access.as_str();
+    let list = "/users?page=1&size=10";
+    // The tutorial's call: a miss, then a hit with the same body.
+    stale_then_cached(&app, list, t, "start").await;
+    let search = "/users/search?q=example&sort_by=username";
+    stale_then_cached(&app, search, t, "start").await;
+
+    // Register: the new account shows at once.
+    let (user, tokens) = app.signed_in_user().await;
+    let body = stale_then_cached(&app, list, t, "register and verify").await;
+    assert!(usernames(&body).contains(&user.username));
+    let user_id = body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["username"] == user.username.as_str())
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // Rename: the old name never shows again once the write has returned.
+    let renamed = format!("{}_x", &user.username[..10]);
+    call(
+        &app,
+        Method::PATCH,
+        "/users/me",
+        json!({"username": renamed}),
+        &tokens.access,
+    )
+    .await;
+    let body = stale_then_cached(&app, list, t, "rename").await;
+    assert!(usernames(&body).contains(&renamed) && !usernames(&body).contains(&user.username));
+    let body = stale_then_cached(&app, search, t, "rename").await;
+    assert!(usernames(&body).contains(&renamed));
+
+    // Admin changes, soft delete and restore.
+    call(
+        &app,
+        Method::POST,
+        &format!("/admin/users/{user_id}/toggle-superuser"),
+        json!({}),
+        t,
+    )
+    .await;
+    let body = stale_then_cached(&app, list, t, "toggle-superuser").await;
+    let row = body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["id"] == user_id.as_str())
+        .cloned()
+        .unwrap();
+    assert_eq!(row["is_superuser"], true);
+    call(
+        &app,
+        Method::DELETE,
+        &format!("/users/{user_id}/soft"),
+        json!({}),
+        t,
+    )
+    .await;
+    let body = stale_then_cached(&app, list, t, "soft delete").await;
+    assert!(
+        !usernames(&body).contains(&renamed),
+        "a deleted user is not listed"
+    );
+    call(
+        &app,
+        Method::POST,
+        &format!("/users/{user_id}/restore"),
+        json!({}),
+        t,
+    )
+    .await;
+    let body = stale_then_cached(&app, list, t, "restore").await;
+    assert!(usernames(&body).contains(&renamed));
+    call(
+        &app,
+        Method::DELETE,
+        &format!("/users/{user_id}/permanent"),
+        json!({}),
+        t,
+    )
+    .await;
+    let body = stale_then_cached(&app, list, t, "permanent delete").await;
+    assert!(!usernames(&body).contains(&renamed));
+
+    // Viewers of another role get pages of their own (superusers may see deleted accounts).
+    let (_, plain) = app.signed_in_user().await;
+    let (_, _) = page(&app, list, &plain.access).await;
+    let (second, _) = page(&app, list, &plain.access).await;
+    assert_eq!(second, "HIT");
+    let (deleted_view, _) = page(&app, "/users?page=1&size=10&include_deleted=true", t).await;
+    assert_eq!(deleted_view, "MISS");
+
+    // The cache is on Redis: a second instance sees the same entries and the same writes.
+    let b = TestApp::start_env(Backend::Postgres, app.env.clone()).await;
+    let (on_b, _) = page(&b, list, &plain.access).await;
+    assert_eq!(on_b, "HIT", "instance B reads what A cached");
+    let (extra, _) = app.signed_in_user().await;
+    let (after, body) = page(&b, list, &plain.access).await;
+    assert_eq!(after, "MISS", "a write on A invalidates B's view");
+    assert!(usernames(&body).contains(&extra.username));
+
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("keel_cache_requests_total{cache=\"users\",result=\"hit\"}"),
+        "{metrics}"
+    );
+    let health: Value = app.get("/system/health", None).await.json().await.unwrap();
+    assert_eq!(health["redis"], "healthy");
+    assert!(health["checks"]["redis"]["latency_ms"].is_number());
+    let features: Value = app.get("/features", None).await.json().await.unwrap();
+    assert_eq!(features["redis"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_misses_load_once() {
+    for env in [with_redis(&[]), vec![]] {
+        let app = start(Backend::Postgres, &env).await;
+        let (_, tokens) = app.signed_in_user().await;
+        let requests = (0..20).map(|_| page(&app, "/users?page=1&size=7", &tokens.access));
+        let outcomes: Vec<String> = futures_util::future::join_all(requests)
+            .await
+            .into_iter()
+            .map(|(c, _)| c)
+            .collect();
+        let misses = outcomes.iter().filter(|c| *c == "MISS").count();
+        let hits = outcomes.iter().filter(|c| *c == "HIT").count();
+        assert_eq!(
+            (misses, hits),
+            (1, 19),
+            "redis: {}: {outcomes:?}",
+            !env.is_empty()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_redis_the_cache_lives_in_memory() {
+    let app = TestApp::start(Backend::Sqlite).await;
+    let (user, tokens) = app.signed_in_user().await;
+    stale_then_cached(&app, "/users", &tokens.access, "start").await;
+    call(
+        &app,
+        Method::PATCH,
+        "/users/me",
+        json!({"username": "renamed_here"}),
+        &tokens.access,
+    )
+    .await;
+    let body = stale_then_cached(&app, "/users", &tokens.access, "rename").await;
+    assert_eq!(usernames(&body), ["renamed_here"]);
+    assert_ne!(user.username, "renamed_here");
+    let health: Value = app.get("/system/health", None).await.json().await.unwrap();
+    assert_eq!(health["redis"], "disabled");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_revoked_on_one_instance_fails_on_another_at_once() {
+    let a = start(Backend::Postgres, &with_redis(&[])).await;
+    let b = TestApp::start_env(Backend::Postgres, a.env.clone()).await;
+    let (user, tokens) = a.signed_in_user().await;
+    // B knows the session (and remembers the account).
+    for _ in 0..2 {
+        assert_eq!(
+            b.get("/users/me", Some(&tokens.access)).await.status(),
+            StatusCode::OK
+        );
+    }
+    let resp = a
+        .client
+        .post(a.url("/auth/logout"))
+        .bearer_auth(&tokens.access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    problem(
+        b.get("/users/me", Some(&tokens.access)).await,
+        401,
+        "session_revoked",
+    )
+    .await;
+
+    // Revoking all other sessions, and a password change, reach B too.
+    let keep = b.login(&user.email, &user.password).await;
+    let other: Tokens = b.login(&user.email, &user.password).await;
+    assert_eq!(
+        a.get("/users/me", Some(&other.access)).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        b.delete("/auth/sessions", Some(&keep.access))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    problem(
+        a.get("/users/me", Some(&other.access)).await,
+        401,
+        "session_revoked",
+    )
+    .await;
+    assert_eq!(
+        a.get("/users/me", Some(&keep.access)).await.status(),
+        StatusCode::OK
+    );
+}
+
+/// A Redis of this test's own, to stop and start.
+struct PrivateRedis {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl PrivateRedis {
+    fn start(port: u16) -> Self {
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server (installed by tests/run.sh)");
+        Self {
+            port,
+            child: Some(child),
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn wait_port(port: u16) {
+    eventually(Duration::from_secs(10), "redis to listen", || async move {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_rides_out_a_redis_restart() {
+    let mut redis = PrivateRedis::start(free_port());
+    wait_port(redis.port).await;
+    let url = format!("redis://127.0.0.1:{}/0", redis.port);
+    let app = start(Backend::Postgres, &with_redis(&[("REDIS_URL", &url)])).await;
+    let (user, tokens) = app.signed_in_user().await;
+    let list = "/users?page=1&size=5";
+    stale_then_cached(&app, list, &tokens.access, "start").await;
+
+    redis.stop();
+    // Redis is gone: every answer still comes, from the database.
+    let (outcome, body) = page(&app, list, &tokens.access).await;
+    assert_eq!(outcome, "BYPASS");
+    assert_eq!(usernames(&body), [user.username.clone()]);
+    let health: Value = app.get("/system/health", None).await.json().await.unwrap();
+    assert_eq!(
+        (&health["redis"], &health["status"]),
+        (&json!("unhealthy"), &json!("degraded"))
+    );
+    problem(
+        app.get("/system/health/ready", None).await,
+        503,
+        "not_ready",
+    )
+    .await;
+    // Writes and revocations while it is away are not lost on its return.
+    call(
+        &app,
+        Method::PATCH,
+        "/users/me",
+        json!({"username": "while_away"}),
+        &tokens.access,
+    )
+    .await;
+    let second = app.login(&user.email, &user.password).await;
+    let resp = app
+        .client
+        .post(app.url("/auth/logout"))
+        .bearer_auth(&second.access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    problem(
+        app.get("/users/me", Some(&second.access)).await,
+        401,
+        "session_revoked",
+    )
+    .await;
+
+    let mut redis = PrivateRedis::start(redis.port);
+    wait_port(redis.port).await;
+    eventually(
+        Duration::from_secs(15),
+        "the cache to be used again",
+        || async {
+            let (outcome, _) = page(&app, list, &tokens.access).await;
+            (outcome == "HIT").then_some(())
+        },
+    )
+    .await;
+    let (_, body) = page(&app, list, &tokens.access).await;
+    assert_eq!(usernames(&body), ["while_away"]);
+    problem(
+        app.get("/users/me", Some(&second.access)).await,
+        401,
+        "session_revoked",
+    )
+    .await;
+    assert_eq!(
+        app.get("/users/me", Some(&tokens.access)).await.status(),
+        StatusCode::OK
+    );
+    let health: Value = app.get("/system/health", None).await.json().await.unwrap();
+    assert_eq!(health["redis"], "healthy");
+    redis.stop();
+}
