@@ -44,6 +44,7 @@ pub struct AppState {
     pub spec: Arc<str>,
     /// The user-page cache and session revocations: Redis when enabled, else memory.
     pub cache: Cache,
+    pub limiter: crate::ratelimit::Limiter,
 }
 
 /// The cache every process shares: on Redis when `ENABLE_REDIS` is on.
@@ -155,6 +156,8 @@ impl AppState {
             tracing::info!(user_id = %user.id, "created the first superuser from FIRST_SUPERUSER_EMAIL");
         }
         let spec = api::spec_json(&settings.project_name, &settings.api_prefix).into();
+        let limiter =
+            crate::ratelimit::Limiter::new(cache.redis().cloned(), settings.rate_limit_fail_open);
         Ok(Self {
             settings,
             db,
@@ -163,6 +166,7 @@ impl AppState {
             registry,
             publisher,
             spec,
+            limiter,
             cache,
         })
     }
@@ -202,7 +206,7 @@ impl AppState {
             websockets: false,
             rabbitmq: self.settings.enable_rabbitmq,
             email: self.settings.smtp.is_some(),
-            rate_limiting: false,
+            rate_limiting: self.settings.enable_rate_limiting,
             security_headers: self.settings.enable_security_headers,
         }
     }
@@ -233,12 +237,29 @@ pub fn routes(state: AppState) -> impl Endpoint<Output = Response> + 'static {
     let security = Arc::new(SecurityConfig::from_settings(&state.settings));
     let validation = security.clone();
     let cors = cors(&state.settings.cors_origins);
+    let limiter = state.limiter.clone();
+    let limited = state.settings.enable_rate_limiting;
+    let limit_prefix: Arc<str> = state.settings.api_prefix.clone().into();
+    let trusted = Arc::new(state.settings.trusted_proxies.clone());
     tree.with(CookieJarManager::new())
         .with(CatchPanic::new())
         .data(state)
         .around(move |ep, req| security::validate(ep, req, validation.clone()))
+        .around(move |ep, req| {
+            let limiter = limited.then(|| limiter.clone());
+            let prefix = limit_prefix.clone();
+            async move {
+                match limiter {
+                    Some(l) => crate::ratelimit::enforce(ep, req, l, prefix).await,
+                    None => ep.call(req).await.map(IntoResponse::into_response),
+                }
+            }
+        })
         .with_if(cors.is_some(), cors.unwrap_or_default())
-        .around(move |ep, req| problem_and_request_id(ep, req, security.clone()))
+        .around(move |ep, mut req| {
+            security::resolve_client_addr(&mut req, &trusted);
+            problem_and_request_id(ep, req, security.clone())
+        })
         .into_endpoint()
         .map_to_response()
 }

@@ -175,6 +175,12 @@ impl ApiError {
         &self.problem().code
     }
 
+    /// 429 `rate_limited` with `Retry-After`.
+    pub fn too_many_requests(detail: impl Into<String>, retry_after_secs: u64) -> Self {
+        let problem = Problem::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", detail);
+        Self::TooManyRequests(Json(Box::new(problem)), Some(retry_after_secs))
+    }
+
     pub fn unauthorized(code: &str, detail: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, code, detail)
     }

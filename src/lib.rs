@@ -13,6 +13,7 @@ pub mod jobs;
 pub mod mail;
 pub mod metrics;
 pub mod net;
+pub mod ratelimit;
 pub mod redis;
 pub mod schedule;
 pub mod security;
