@@ -45,6 +45,8 @@ pub struct AppState {
     /// The user-page cache and session revocations: Redis when enabled, else memory.
     pub cache: Cache,
     pub limiter: crate::ratelimit::Limiter,
+    /// WebSocket rooms, when `ENABLE_WEBSOCKETS` is on.
+    pub hub: Option<crate::ws::Hub>,
 }
 
 /// The cache every process shares: on Redis when `ENABLE_REDIS` is on.
@@ -158,6 +160,12 @@ impl AppState {
         let spec = api::spec_json(&settings.project_name, &settings.api_prefix).into();
         let limiter =
             crate::ratelimit::Limiter::new(cache.redis().cloned(), settings.rate_limit_fail_open);
+        let hub = settings.enable_websockets.then(|| {
+            crate::ws::Hub::new(
+                crate::ws::WsLimits::from_settings(&settings),
+                cache.redis().cloned(),
+            )
+        });
         Ok(Self {
             settings,
             db,
@@ -167,6 +175,7 @@ impl AppState {
             publisher,
             spec,
             limiter,
+            hub,
             cache,
         })
     }
@@ -203,7 +212,7 @@ impl AppState {
     pub fn features(&self) -> Features {
         Features {
             redis: self.settings.enable_redis,
-            websockets: false,
+            websockets: self.settings.enable_websockets,
             rabbitmq: self.settings.enable_rabbitmq,
             email: self.settings.smtp.is_some(),
             rate_limiting: self.settings.enable_rate_limiting,
@@ -417,6 +426,18 @@ impl BoundServer {
     ) -> std::io::Result<()> {
         let stop_background = CancellationToken::new();
         let background = self.state.spawn_background(stop_background.clone());
+        let hub = self.state.hub.clone();
+        if let Some(hub) = &hub {
+            hub.start(stop_background.clone());
+        }
+        // Open WebSockets would hold the graceful shutdown to its timeout: they are told to go
+        // away (close code 1001) as soon as the shutdown begins.
+        let shutdown = async move {
+            shutdown.await;
+            if let Some(hub) = hub {
+                hub.close_all();
+            }
+        };
         let served = Server::new_with_acceptor(self.acceptor)
             .run_with_graceful_shutdown(routes(self.state), shutdown, Some(grace))
             .await;

@@ -19,6 +19,7 @@ pub mod schedule;
 pub mod security;
 pub mod tasks;
 pub mod telemetry;
+pub mod ws;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 

@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod auth;
 pub mod deletion;
+pub mod integrations;
 pub mod models;
 pub mod payload;
 pub mod root;
@@ -30,6 +31,8 @@ pub enum ApiTags {
     System,
     /// Background tasks: submit, follow, cancel
     Tasks,
+    /// WebSockets: echo, rooms and broadcasts across instances
+    Integrations,
 }
 
 pub type Apis = (
@@ -40,6 +43,7 @@ pub type Apis = (
     admin::AdminApi,
     system::SystemApi,
     tasks::TasksApi,
+    integrations::IntegrationsApi,
 );
 
 /// The OpenAPI service for all route groups; `prefix` is `API_PREFIX` (empty by default).
@@ -53,6 +57,7 @@ pub fn service(project_name: &str, prefix: &str) -> OpenApiService<Apis, ()> {
             admin::AdminApi,
             system::SystemApi,
             tasks::TasksApi,
+            integrations::IntegrationsApi,
         ),
         project_name,
         VERSION,
