@@ -366,7 +366,7 @@ async fn the_server_rides_out_a_redis_restart() {
     // Redis is gone: every answer still comes, from the database.
     let (outcome, body) = page(&app, list, &tokens.access).await;
     assert_eq!(outcome, "BYPASS");
-    assert_eq!(usernames(&body), [user.username.clone()]);
+    assert_eq!(usernames(&body), std::slice::from_ref(&user.username));
     let health: Value = app.get("/system/health", None).await.json().await.unwrap();
     assert_eq!(
         (&health["redis"], &health["status"]),
