@@ -17,6 +17,7 @@ cargo bench --quiet --bench argon2_rate --no-run 2>/dev/null
 work=$(mktemp -d)
 trap 'kill "$server_pid" 2>/dev/null || true; rm -rf "$work"' EXIT
 DATABASE_URL="sqlite://$work/bench.db?mode=rwc" PORT=$PORT REQUIRE_EMAIL_VERIFICATION=false \
+  ENABLE_RATE_LIMITING=false \
   PASSWORD_HASH_CONCURRENCY=$THREADS LOG_LEVEL=warn \
   target/release/server >"$work/server.log" 2>&1 &
 server_pid=$!

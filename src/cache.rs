@@ -194,6 +194,9 @@ impl Cache {
                 .inc();
             outcome
         };
+        if self.inner.ttl.is_zero() {
+            return Ok((load().await?.into(), counter(CacheOutcome::Bypass)));
+        }
         let Some(version) = self.users_version().await else {
             return Ok((load().await?.into(), counter(CacheOutcome::Bypass)));
         };

@@ -599,7 +599,7 @@ impl Settings {
             redis_url,
             redis_key_prefix: r.string("REDIS_KEY_PREFIX", "keel:"),
             redis_timeout: Duration::from_millis(r.ranged("REDIS_TIMEOUT_MS", 250, 10, 60_000)?),
-            cache_ttl: Duration::from_secs(r.ranged("CACHE_TTL_SECONDS", 60, 1, 86_400)?),
+            cache_ttl: Duration::from_secs(r.ranged("CACHE_TTL_SECONDS", 60, 0, 86_400)?),
             enable_rate_limiting: r.bool("ENABLE_RATE_LIMITING", true)?,
             rate_limit_fail_open: r.bool("RATE_LIMIT_FAIL_OPEN", true)?,
             trusted_proxies,
