@@ -30,18 +30,24 @@ start_server() {
 
 stop_server() { kill "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=; }
 
-# run NAME URL [TOKEN]: one hey run; prints req/s, p50, p99 and the server's peak RSS so far
+# run NAME URL [TOKEN]: one hey run; prints req/s, p50, p99 and the server's largest RSS
+# sampled every 0.2 s during the run
 run() {
   local args=(-z "${DURATION}s" -c "$CONNS")
   [ -n "${3:-}" ] && args+=(-H "Authorization: Bearer $3")
+  (while kill -0 "$server_pid" 2>/dev/null; do
+     awk '/VmRSS/ {print $2}' "/proc/$server_pid/status"; sleep 0.2
+   done) >"$work/$1.rss" 2>/dev/null &
+  local sampler=$!
   hey "${args[@]}" "$2" >"$work/$1.txt"
+  kill "$sampler" 2>/dev/null || true
   local rps p50 p99 statuses rss
   rps=$(awk '/Requests\/sec/ {print $2}' "$work/$1.txt")
   p50=$(awk '/50% in/ {print $3 * 1000}' "$work/$1.txt")
   p99=$(awk '/99% in/ {print $3 * 1000}' "$work/$1.txt")
   statuses=$(sed -n '/Status code distribution/,/^$/p' "$work/$1.txt" | tail -n +2 | xargs)
-  rss=$(awk '/VmHWM/ {print int($2 / 1024)}' "/proc/$server_pid/status")
-  printf '%-10s %10s req/s   p50 %6s ms   p99 %6s ms   peak RSS %4s MiB   (%s)\n' \
+  rss=$(sort -n "$work/$1.rss" | tail -n 1 | awk '{print int($1 / 1024)}')
+  printf '%-10s %10s req/s   p50 %6s ms   p99 %6s ms   max RSS %4s MiB   (%s)\n' \
     "$1" "$rps" "$p50" "$p99" "$rss" "$statuses"
 }
 
@@ -53,6 +59,8 @@ done
 token=$(curl -fsS -X POST "$base/auth/login" -d 'username=bench1@example.com&password=BenchPassword123%21' |
   python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
 
+# The hashing threads give their memory back after 10 s without logins.
+sleep 11
 echo "== $CONNS connections, ${DURATION}s each, $USERS users"
 run live "$base/system/health/live"
 run cached "$base/users?page=1&size=10" "$token"

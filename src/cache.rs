@@ -47,6 +47,26 @@ impl CacheOutcome {
     }
 }
 
+/// A cached page and the users version it was read at: `<version>:<body>`.
+struct Entry {
+    version: u64,
+    body: Arc<str>,
+}
+
+impl Entry {
+    fn encode(&self) -> String {
+        format!("{}:{}", self.version, self.body)
+    }
+
+    fn decode(stored: &str) -> Option<Self> {
+        let (version, body) = stored.split_once(':')?;
+        Some(Self {
+            version: version.parse().ok()?,
+            body: body.into(),
+        })
+    }
+}
+
 #[derive(Clone)]
 pub struct Cache {
     inner: Arc<Inner>,
@@ -58,7 +78,8 @@ struct Inner {
     /// How long a revocation mark must live: as long as an access token.
     revocation_ttl: Duration,
     version: AtomicU64,
-    pages: Mutex<HashMap<String, (Instant, Arc<str>)>>,
+    /// This process's copies of pages (the whole cache without Redis), by key.
+    pages: Mutex<HashMap<String, (Instant, Entry)>>,
     in_flight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     snapshots: Mutex<HashMap<Uuid, (u64, user::Model)>>,
 }
@@ -90,28 +111,6 @@ impl Cache {
         redis.key("users:version")
     }
 
-    /// The current users version; `None` when Redis is enabled but cannot be asked.
-    async fn users_version(&self) -> Option<u64> {
-        let Some(redis) = &self.inner.redis else {
-            return Some(self.inner.version.load(Ordering::Acquire));
-        };
-        match redis
-            .run(
-                redis
-                    .client()
-                    .get::<Option<u64>, _>(Self::version_key(redis)),
-            )
-            .await
-        {
-            Ok(v) => Some(v.unwrap_or(0)),
-            Err(e) => {
-                self.forget_snapshots();
-                tracing::warn!(error = %e, "cache bypassed: redis unavailable");
-                None
-            }
-        }
-    }
-
     /// Makes every cached user page stale; called after each committed write to users.
     pub async fn invalidate_users(&self) {
         self.forget_snapshots();
@@ -129,43 +128,76 @@ impl Cache {
         }
     }
 
-    async fn get(&self, key: &str) -> Option<Arc<str>> {
+    /// This process's copy of `key`, if it was stored at `version` and has not expired.
+    fn local(&self, key: &str, version: u64) -> Option<Arc<str>> {
+        lock(&self.inner.pages)
+            .get(key)
+            .filter(|(expires, entry)| *expires > Instant::now() && entry.version == version)
+            .map(|(_, entry)| entry.body.clone())
+    }
+
+    fn keep_local(&self, key: &str, entry: &Entry) {
+        let mut pages = lock(&self.inner.pages);
+        if pages.len() >= MEMORY_PAGES {
+            let now = Instant::now();
+            pages.retain(|_, (expires, _)| *expires > now);
+            if pages.len() >= MEMORY_PAGES {
+                pages.clear();
+            }
+        }
+        pages.insert(
+            key.to_string(),
+            (
+                Instant::now() + self.inner.ttl,
+                Entry {
+                    version: entry.version,
+                    body: entry.body.clone(),
+                },
+            ),
+        );
+    }
+
+    /// The current users version and the shared entry for `key`, in one round trip. `None`
+    /// when Redis is enabled but cannot be asked.
+    async fn lookup(&self, key: &str) -> Option<(u64, Option<Entry>)> {
         let Some(redis) = &self.inner.redis else {
-            let pages = lock(&self.inner.pages);
-            return pages
-                .get(key)
-                .filter(|(expires, _)| *expires > Instant::now())
-                .map(|(_, v)| v.clone());
+            let version = self.inner.version.load(Ordering::Acquire);
+            let entry = self
+                .local(key, version)
+                .map(|body| Entry { version, body });
+            return Some((version, entry));
         };
-        match redis
-            .run(redis.client().get::<Option<String>, _>(redis.key(key)))
-            .await
-        {
-            Ok(v) => v.map(Into::into),
+        let keys = vec![Self::version_key(redis), redis.key(key)];
+        match redis.run(redis.client().mget::<Vec<Value>, _>(keys)).await {
+            Ok(values) => {
+                let version = values.first().and_then(Value::as_u64).unwrap_or(0);
+                let entry = values
+                    .get(1)
+                    .and_then(Value::as_str)
+                    .and_then(|v| Entry::decode(&v));
+                Some((version, entry))
+            }
             Err(e) => {
-                tracing::debug!(error = %e, "cache read failed");
+                self.forget_snapshots();
+                static WARNED: AtomicU64 = AtomicU64::new(0);
+                if crate::redis::should_warn(&WARNED) {
+                    tracing::warn!(error = %e, "cache bypassed: redis unavailable");
+                }
                 None
             }
         }
     }
 
-    async fn put(&self, key: &str, value: Arc<str>) {
+    async fn put(&self, key: &str, entry: &Entry) {
+        self.keep_local(key, entry);
         let Some(redis) = &self.inner.redis else {
-            let mut pages = lock(&self.inner.pages);
-            if pages.len() >= MEMORY_PAGES {
-                let now = Instant::now();
-                pages.retain(|_, (expires, _)| *expires > now);
-                if pages.len() >= MEMORY_PAGES {
-                    pages.clear();
-                }
-            }
-            pages.insert(key.to_string(), (Instant::now() + self.inner.ttl, value));
             return;
         };
+        let encoded = entry.encode();
         let ttl = self.inner.ttl.as_secs().max(1) as i64;
         let set = redis.client().set::<(), _, _>(
             redis.key(key),
-            value.as_ref(),
+            encoded,
             Some(Expiration::EX(ttl)),
             None,
             false,
@@ -176,11 +208,15 @@ impl Cache {
     }
 
     /// The cached answer for `query` among the user pages seen by `scope`, or `load`'s, stored
-    /// for the next caller. Concurrent misses for one key in this process load once.
+    /// for the next caller. An entry counts only if it was stored at the current users version;
+    /// `known_version` is that version when the caller already asked Redis for it during this
+    /// request (authentication does), and then this process's copy answers without a round trip.
+    /// Concurrent misses for one key in this process load once.
     pub async fn users_page<E, F, Fut>(
         &self,
         scope: &str,
         query: &str,
+        known_version: Option<u64>,
         load: F,
     ) -> Result<(Arc<str>, CacheOutcome), E>
     where
@@ -197,38 +233,49 @@ impl Cache {
         if self.inner.ttl.is_zero() {
             return Ok((load().await?.into(), counter(CacheOutcome::Bypass)));
         }
-        let Some(version) = self.users_version().await else {
-            return Ok((load().await?.into(), counter(CacheOutcome::Bypass)));
-        };
-        let key = format!("users:v{version}:{scope}:{query}");
-        if let Some(hit) = self.get(&key).await {
-            return Ok((hit, counter(CacheOutcome::Hit)));
+        let key = format!("users:{scope}:{query}");
+        if let Some(body) = known_version.and_then(|v| self.local(&key, v)) {
+            return Ok((body, counter(CacheOutcome::Hit)));
         }
+        let fresh = |found: Option<(u64, Option<Entry>)>| match found {
+            Some((version, Some(entry))) if entry.version == version => Ok(entry.body),
+            Some((version, _)) => Err(Some(version)),
+            None => Err(None),
+        };
+        let version = match self.lookup(&key).await {
+            Some((version, Some(entry))) if entry.version == version => {
+                self.keep_local(&key, &entry);
+                return Ok((entry.body, counter(CacheOutcome::Hit)));
+            }
+            Some((version, _)) => version,
+            None => return Ok((load().await?.into(), counter(CacheOutcome::Bypass))),
+        };
         let gate = lock(&self.inner.in_flight)
             .entry(key.clone())
             .or_default()
             .clone();
-        let _turn = gate.lock().await;
+        let turn = gate.lock().await;
         // Whoever held the gate before us may have filled the entry.
-        if let Some(hit) = self.get(&key).await {
-            return Ok((hit, counter(CacheOutcome::Hit)));
-        }
-        let loaded = load().await;
-        let result = match loaded {
-            Ok(value) => {
-                let value: Arc<str> = value.into();
-                self.put(&key, value.clone()).await;
-                Ok((value, counter(CacheOutcome::Miss)))
+        let version = match fresh(self.lookup(&key).await) {
+            Ok(body) => return Ok((body, counter(CacheOutcome::Hit))),
+            Err(v) => v.unwrap_or(version),
+        };
+        let result = match load().await {
+            Ok(body) => {
+                let entry = Entry {
+                    version,
+                    body: body.into(),
+                };
+                self.put(&key, &entry).await;
+                Ok((entry.body, counter(CacheOutcome::Miss)))
             }
             Err(e) => Err(e),
         };
+        drop(turn);
         {
             let mut in_flight = lock(&self.inner.in_flight);
             // The map holds one reference and we hold another: nobody else is waiting.
-            if in_flight
-                .get(&key)
-                .is_some_and(|g| Arc::strong_count(g) <= 2)
-            {
+            if in_flight.get(&key).is_some_and(|g| Arc::strong_count(g) <= 2) {
                 in_flight.remove(&key);
             }
         }
@@ -257,7 +304,10 @@ impl Cache {
             }
             Err(e) => {
                 self.forget_snapshots();
-                tracing::warn!(error = %e, "session check falls back to the database: redis unavailable");
+                static WARNED: AtomicU64 = AtomicU64::new(0);
+                if crate::redis::should_warn(&WARNED) {
+                    tracing::warn!(error = %e, "session checks fall back to the database: redis unavailable");
+                }
                 None
             }
         }

@@ -209,11 +209,17 @@ impl Limiter {
                     Err(e) => e.to_string(),
                     Ok(v) => format!("unexpected script answer {v:?}"),
                 };
+                static WARNED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+                let warn = crate::redis::should_warn(&WARNED);
                 if self.inner.fail_open {
-                    tracing::warn!(%error, limit = rule.name, "rate limit counted in memory: redis unavailable (RATE_LIMIT_FAIL_OPEN=true)");
+                    if warn {
+                        tracing::warn!(%error, "rate limits counted in memory per instance: redis unavailable (RATE_LIMIT_FAIL_OPEN=true)");
+                    }
                     Ok(self.in_memory(&key, rule, commit))
                 } else {
-                    tracing::error!(%error, limit = rule.name, "request refused: rate limiter unavailable (RATE_LIMIT_FAIL_OPEN=false)");
+                    if warn {
+                        tracing::error!(%error, "requests refused: rate limiter unavailable (RATE_LIMIT_FAIL_OPEN=false)");
+                    }
                     Err(Unavailable)
                 }
             }

@@ -2,7 +2,14 @@
 //! longer than `REDIS_TIMEOUT_MS`. Every user of Redis treats an error as "Redis is away" and
 //! carries on without it (cache bypassed, revocations read from the database, ...).
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use fred::{
     clients::{Client, SubscriberClient},
@@ -23,6 +30,19 @@ pub enum RedisError {
     Timeout(Duration),
     #[error("redis: {0}")]
     Command(#[from] fred::error::Error),
+}
+
+/// Whether a "working without Redis" warning may be logged now: at most one every 10 seconds
+/// per kind, so an outage under load does not flood the log with the same line.
+pub fn should_warn(kind: &AtomicU64) -> bool {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let last = kind.load(Ordering::Relaxed);
+    now >= last + 10
+        && kind
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
 }
 
 #[derive(Clone)]

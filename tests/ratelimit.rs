@@ -77,15 +77,7 @@ async fn the_sixth_login_in_a_minute_is_refused_with_headers() {
             problem(resp, 429, "rate_limited").await;
         }
     }
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("keel_rate_limit_rejections_total{limit=\"login\"} 1"),
         "{metrics}"

@@ -178,15 +178,7 @@ async fn user_pages_are_cached_and_every_write_invalidates_them() {
     assert_eq!(after, "MISS", "a write on A invalidates B's view");
     assert!(usernames(&body).contains(&extra.username));
 
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("keel_cache_requests_total{cache=\"users\",result=\"hit\"}"),
         "{metrics}"

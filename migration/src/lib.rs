@@ -6,6 +6,7 @@ mod m20261129_000001_accounts;
 mod m20261129_000002_jobs;
 mod m20261129_000003_api_keys;
 mod m20261129_000004_account_deletion;
+mod m20261129_000005_live_sessions_index;
 
 pub struct Migrator;
 
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000002_jobs::Migration),
             Box::new(m20261129_000003_api_keys::Migration),
             Box::new(m20261129_000004_account_deletion::Migration),
+            Box::new(m20261129_000005_live_sessions_index::Migration),
         ]
     }
 }

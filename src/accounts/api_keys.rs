@@ -212,6 +212,7 @@ impl super::Accounts {
                 key_id: key.id,
                 scopes: key.scope_list(),
             },
+            users_version: None,
         })
     }
 }

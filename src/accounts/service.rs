@@ -91,6 +91,9 @@ pub enum Credential {
 pub struct Principal {
     pub user: user::Model,
     pub credential: Credential,
+    /// The users version Redis reported while authenticating, when it did: the request's view
+    /// of the user cache, fresh as of the request's start.
+    pub users_version: Option<u64>,
 }
 
 impl Principal {
@@ -837,6 +840,7 @@ impl Accounts {
                 return Ok(Principal {
                     user,
                     credential: Credential::Session(claims.sid),
+                    users_version: Some(version),
                 });
             }
         }
@@ -859,6 +863,7 @@ impl Accounts {
         Ok(Principal {
             user,
             credential: Credential::Session(session.id),
+            users_version: state.map(|(_, v)| v),
         })
     }
 

@@ -4,11 +4,14 @@
 //! body, which breaks `POST /auth/refresh` with only the refresh cookie. This extractor accepts
 //! an empty body with no type and otherwise behaves like `Json<T>`.
 
-use poem::{FromRequest, Request, RequestBody, Result};
+use std::{marker::PhantomData, sync::Arc};
+
+use poem::{FromRequest, IntoResponse, Request, RequestBody, Response, Result};
 use poem_openapi::{
     ApiExtractor, ApiExtractorType, ExtractParamOptions,
     error::{ContentTypeError, ParseRequestPayloadError},
-    registry::{MetaMediaType, MetaRequest, Registry},
+    payload::Payload,
+    registry::{MetaMediaType, MetaRequest, MetaSchemaRef, Registry},
     types::{ParseFromJSON, Type},
 };
 
@@ -62,5 +65,35 @@ impl<'a, T: ParseFromJSON + Type> ApiExtractor<'a> for OptionalJson<T> {
             reason: e.into_message(),
         })?;
         Ok(Self(Some(parsed)))
+    }
+}
+
+/// A JSON body encoded earlier (a cached page): documented as `T`, sent as it is, without being
+/// parsed and encoded again.
+pub struct EncodedJson<T>(pub Arc<str>, PhantomData<fn() -> T>);
+
+impl<T> EncodedJson<T> {
+    pub fn new(body: Arc<str>) -> Self {
+        Self(body, PhantomData)
+    }
+}
+
+impl<T: Type> Payload for EncodedJson<T> {
+    const CONTENT_TYPE: &'static str = "application/json; charset=utf-8";
+
+    fn schema_ref() -> MetaSchemaRef {
+        T::schema_ref()
+    }
+
+    fn register(registry: &mut Registry) {
+        T::register(registry);
+    }
+}
+
+impl<T: Send> IntoResponse for EncodedJson<T> {
+    fn into_response(self) -> Response {
+        Response::builder()
+            .content_type("application/json; charset=utf-8")
+            .body(self.0.to_string())
     }
 }

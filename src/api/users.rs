@@ -14,9 +14,13 @@ use super::{
     ApiTags,
     auth::Auth,
     models::{AdminUser, AdminUserPage, Message, PageMetadata, UserOut, fetch_page},
+    payload::EncodedJson,
 };
 use crate::{
-    accounts::directory::{Deleted, SortBy, UserQuery},
+    accounts::{
+        Principal,
+        directory::{Deleted, SortBy, UserQuery},
+    },
     app::AppState,
     error::{ApiError, ApiResult},
 };
@@ -67,23 +71,27 @@ pub enum CachedUserPage {
     /// A page of users; `X-Cache` says whether it came from the cache (`HIT`), was just loaded
     /// into it (`MISS`), or the cache was unavailable (`BYPASS`).
     #[oai(status = 200)]
-    Ok(Json<UserPage>, #[oai(header = "X-Cache")] String),
+    Ok(EncodedJson<UserPage>, #[oai(header = "X-Cache")] String),
 }
 
 /// Serves a page of users through the cache: keyed by the viewer's role and the whole query.
 async fn cached_page(
     state: &AppState,
-    superuser: bool,
+    viewer: &Principal,
     query: UserQuery,
     page: u64,
     size: u64,
 ) -> ApiResult<CachedUserPage> {
-    use poem_openapi::types::{ParseFromJSON, ToJSON};
-    let scope = if superuser { "superuser" } else { "user" };
+    use poem_openapi::types::ToJSON;
+    let scope = if viewer.user.is_superuser {
+        "superuser"
+    } else {
+        "user"
+    };
     let key = hex::encode(sha2::Sha256::digest(format!("{query:?}|{page}|{size}")));
     let (body, outcome) = state
         .cache
-        .users_page(scope, &key, || async {
+        .users_page(scope, &key, viewer.users_version, || async {
             let (rows, metadata) = fetch_page(query.select(), &state.db, page, size).await?;
             let page = UserPage {
                 items: rows.into_iter().map(UserOut::from).collect(),
@@ -92,10 +100,10 @@ async fn cached_page(
             Ok::<_, ApiError>(page.to_json().unwrap_or_default().to_string())
         })
         .await?;
-    let value: serde_json::Value = serde_json::from_str(&body).map_err(ApiError::internal)?;
-    let page =
-        UserPage::parse_from_json(Some(value)).map_err(|e| ApiError::internal(e.into_message()))?;
-    Ok(CachedUserPage::Ok(Json(page), outcome.as_str().into()))
+    Ok(CachedUserPage::Ok(
+        EncodedJson::new(body),
+        outcome.as_str().into(),
+    ))
 }
 
 pub struct UsersApi;
@@ -126,8 +134,8 @@ impl UsersApi {
         #[oai(default)]
         include_deleted: Query<bool>,
     ) -> ApiResult<CachedUserPage> {
-        let superuser = auth.session()?.user.is_superuser;
-        let deleted = if include_deleted.0 && superuser {
+        let viewer = auth.session()?;
+        let deleted = if include_deleted.0 && viewer.user.is_superuser {
             Deleted::Include
         } else {
             Deleted::Exclude
@@ -136,7 +144,7 @@ impl UsersApi {
             deleted,
             ..Default::default()
         };
-        cached_page(&state, superuser, query, page.0, size.0).await
+        cached_page(&state, viewer, query, page.0, size.0).await
     }
 
     /// Search users
@@ -172,7 +180,7 @@ impl UsersApi {
         )]
         size: Query<u64>,
     ) -> ApiResult<CachedUserPage> {
-        let superuser = auth.session()?.user.is_superuser;
+        let viewer = auth.session()?;
         if q.0.as_ref().is_some_and(|q| q.chars().count() > 100) {
             return Err(ApiError::validation(vec![crate::error::FieldError {
                 field: "q".into(),
@@ -189,7 +197,7 @@ impl UsersApi {
             sort_by: sort_by.0.unwrap_or_default().into(),
             descending: matches!(sort_order.0, Some(SortOrder::Desc)),
         };
-        cached_page(&state, superuser, query, page.0, size.0).await
+        cached_page(&state, viewer, query, page.0, size.0).await
     }
 
     /// Your account

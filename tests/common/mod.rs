@@ -174,6 +174,13 @@ impl TestApp {
         req.send().await.expect("request")
     }
 
+    /// The Prometheus text at `/metrics`.
+    pub async fn metrics(&self) -> String {
+        let resp = self.client.get(self.url("/metrics")).send().await.expect("request");
+        assert_eq!(resp.status(), StatusCode::OK);
+        resp.text().await.unwrap()
+    }
+
     pub async fn register(&self, user: &TestUser) -> Response {
         self.post_json(
             "/auth/register",
