@@ -16,6 +16,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use bytes::Bytes;
 use fred::{
     interfaces::KeysInterface,
     types::{Expiration, Value},
@@ -50,19 +51,21 @@ impl CacheOutcome {
 /// A cached page and the users version it was read at: `<version>:<body>`.
 struct Entry {
     version: u64,
-    body: Arc<str>,
+    body: Bytes,
 }
 
 impl Entry {
-    fn encode(&self) -> String {
-        format!("{}:{}", self.version, self.body)
+    fn encode(&self) -> Vec<u8> {
+        let mut out = format!("{}:", self.version).into_bytes();
+        out.extend_from_slice(&self.body);
+        out
     }
 
-    fn decode(stored: &str) -> Option<Self> {
-        let (version, body) = stored.split_once(':')?;
+    fn decode(stored: &[u8]) -> Option<Self> {
+        let colon = stored.iter().position(|b| *b == b':')?;
         Some(Self {
-            version: version.parse().ok()?,
-            body: body.into(),
+            version: std::str::from_utf8(&stored[..colon]).ok()?.parse().ok()?,
+            body: Bytes::copy_from_slice(&stored[colon + 1..]),
         })
     }
 }
@@ -129,7 +132,7 @@ impl Cache {
     }
 
     /// This process's copy of `key`, if it was stored at `version` and has not expired.
-    fn local(&self, key: &str, version: u64) -> Option<Arc<str>> {
+    fn local(&self, key: &str, version: u64) -> Option<Bytes> {
         lock(&self.inner.pages)
             .get(key)
             .filter(|(expires, entry)| *expires > Instant::now() && entry.version == version)
@@ -173,8 +176,8 @@ impl Cache {
                 let version = values.first().and_then(Value::as_u64).unwrap_or(0);
                 let entry = values
                     .get(1)
-                    .and_then(Value::as_str)
-                    .and_then(|v| Entry::decode(&v));
+                    .and_then(Value::as_bytes)
+                    .and_then(Entry::decode);
                 Some((version, entry))
             }
             Err(e) => {
@@ -218,7 +221,7 @@ impl Cache {
         query: &str,
         known_version: Option<u64>,
         load: F,
-    ) -> Result<(Arc<str>, CacheOutcome), E>
+    ) -> Result<(Bytes, CacheOutcome), E>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<String, E>>,
@@ -231,7 +234,7 @@ impl Cache {
             outcome
         };
         if self.inner.ttl.is_zero() {
-            return Ok((load().await?.into(), counter(CacheOutcome::Bypass)));
+            return Ok((Bytes::from(load().await?), counter(CacheOutcome::Bypass)));
         }
         let key = format!("users:{scope}:{query}");
         if let Some(body) = known_version.and_then(|v| self.local(&key, v)) {
@@ -248,7 +251,7 @@ impl Cache {
                 return Ok((entry.body, counter(CacheOutcome::Hit)));
             }
             Some((version, _)) => version,
-            None => return Ok((load().await?.into(), counter(CacheOutcome::Bypass))),
+            None => return Ok((Bytes::from(load().await?), counter(CacheOutcome::Bypass))),
         };
         let gate = lock(&self.inner.in_flight)
             .entry(key.clone())
@@ -264,7 +267,7 @@ impl Cache {
             Ok(body) => {
                 let entry = Entry {
                     version,
-                    body: body.into(),
+                    body: Bytes::from(body),
                 };
                 self.put(&key, &entry).await;
                 Ok((entry.body, counter(CacheOutcome::Miss)))

@@ -4,7 +4,9 @@
 //! body, which breaks `POST /auth/refresh` with only the refresh cookie. This extractor accepts
 //! an empty body with no type and otherwise behaves like `Json<T>`.
 
-use std::{marker::PhantomData, sync::Arc};
+use std::marker::PhantomData;
+
+use bytes::Bytes;
 
 use poem::{FromRequest, IntoResponse, Request, RequestBody, Response, Result};
 use poem_openapi::{
@@ -70,10 +72,10 @@ impl<'a, T: ParseFromJSON + Type> ApiExtractor<'a> for OptionalJson<T> {
 
 /// A JSON body encoded earlier (a cached page): documented as `T`, sent as it is, without being
 /// parsed and encoded again.
-pub struct EncodedJson<T>(pub Arc<str>, PhantomData<fn() -> T>);
+pub struct EncodedJson<T>(pub Bytes, PhantomData<fn() -> T>);
 
 impl<T> EncodedJson<T> {
-    pub fn new(body: Arc<str>) -> Self {
+    pub fn new(body: Bytes) -> Self {
         Self(body, PhantomData)
     }
 }
@@ -94,6 +96,6 @@ impl<T: Send> IntoResponse for EncodedJson<T> {
     fn into_response(self) -> Response {
         Response::builder()
             .content_type("application/json; charset=utf-8")
-            .body(self.0.to_string())
+            .body(self.0)
     }
 }
