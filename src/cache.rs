@@ -165,9 +165,7 @@ impl Cache {
     async fn lookup(&self, key: &str) -> Option<(u64, Option<Entry>)> {
         let Some(redis) = &self.inner.redis else {
             let version = self.inner.version.load(Ordering::Acquire);
-            let entry = self
-                .local(key, version)
-                .map(|body| Entry { version, body });
+            let entry = self.local(key, version).map(|body| Entry { version, body });
             return Some((version, entry));
         };
         let keys = vec![Self::version_key(redis), redis.key(key)];
@@ -278,7 +276,10 @@ impl Cache {
         {
             let mut in_flight = lock(&self.inner.in_flight);
             // The map holds one reference and we hold another: nobody else is waiting.
-            if in_flight.get(&key).is_some_and(|g| Arc::strong_count(g) <= 2) {
+            if in_flight
+                .get(&key)
+                .is_some_and(|g| Arc::strong_count(g) <= 2)
+            {
                 in_flight.remove(&key);
             }
         }

@@ -158,7 +158,10 @@ async fn the_tutorial_session_works_as_written() {
     assert_eq!(status["total_connections"], 1);
     assert_eq!(status["room_connections"], json!({"default": 1}));
     let metrics = app.metrics().await;
-    assert!(metrics.contains("keel_websocket_connections 1"), "{metrics}");
+    assert!(
+        metrics.contains("keel_websocket_connections 1"),
+        "{metrics}"
+    );
     assert!(metrics.contains("keel_websocket_messages_total{direction=\"in\"}"));
     let features: Value = app.get("/features", None).await.json().await.unwrap();
     assert_eq!(features["websockets"], true);

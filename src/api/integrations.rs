@@ -79,7 +79,11 @@ impl IntegrationsApi {
             None => "anonymous".to_string(),
         };
         let limits = hub.limits().clone();
+        // Small I/O buffers (tungstenite's default is 128 KiB each way): a thousand idle sockets
+        // would otherwise hold a quarter of a gigabyte. They grow for larger messages.
         let config = WebSocketConfig::default()
+            .read_buffer_size(8 * 1024)
+            .write_buffer_size(8 * 1024)
             .max_message_size(Some(limits.max_message_bytes))
             .max_frame_size(Some(limits.max_message_bytes));
         Ok(ws

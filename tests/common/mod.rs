@@ -176,7 +176,12 @@ impl TestApp {
 
     /// The Prometheus text at `/metrics`.
     pub async fn metrics(&self) -> String {
-        let resp = self.client.get(self.url("/metrics")).send().await.expect("request");
+        let resp = self
+            .client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("request");
         assert_eq!(resp.status(), StatusCode::OK);
         resp.text().await.unwrap()
     }
