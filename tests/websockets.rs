@@ -358,7 +358,10 @@ async fn a_slow_reader_is_disconnected_and_others_carry_on() {
         },
     )
     .await;
-    assert_eq!(close_code(&mut slow).await, Some(CloseCode::Policy));
+    // The server closes with 1008; when the slow client's buffers are full even the close frame
+    // may not fit, and the connection just ends. Either way it is over.
+    let code = close_code(&mut slow).await;
+    assert!(matches!(code, None | Some(CloseCode::Policy)), "{code:?}");
     let mut sender = tx.reunite(rx).unwrap();
     send(&mut sender, json!({"type": "ping"})).await;
     assert_eq!(next(&mut sender).await["type"], "pong");

@@ -115,12 +115,18 @@ async fn check_bearer(req: &Request, bearer: Bearer) -> poem::Result<Principal> 
     let state = req
         .data::<AppState>()
         .ok_or_else(|| poem::Error::from(ApiError::internal("application state missing")))?;
-    let principal = if bearer.token.starts_with(KEY_PREFIX) {
-        state.accounts.authenticate_api_key(&bearer.token).await
+    Ok(authenticate_token(state, &bearer.token).await?)
+}
+
+/// The caller behind an access token or an API key (`sk_...`), noted for the request log; a bad
+/// one is a 401.
+pub(super) async fn authenticate_token(state: &AppState, token: &str) -> ApiResult<Principal> {
+    let principal = if token.starts_with(KEY_PREFIX) {
+        state.accounts.authenticate_api_key(token).await
     } else {
-        state.accounts.authenticate(&bearer.token).await
+        state.accounts.authenticate(token).await
     }
-    .map_err(|e| poem::Error::from(ApiError::from(e).as_auth_failure()))?;
+    .map_err(|e| ApiError::from(e).as_auth_failure())?;
     let _ = crate::error::REQUEST_USER.try_with(|u| u.set(Some(principal.user.id)));
     Ok(principal)
 }

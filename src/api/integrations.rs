@@ -12,9 +12,11 @@ use poem::{
 };
 use poem_openapi::{Object, OpenApi, param::Query, payload::Json};
 
-use super::{ApiTags, auth::bearer_token};
+use super::{
+    ApiTags,
+    auth::{authenticate_token, bearer_token},
+};
 use crate::{
-    accounts::api_keys::KEY_PREFIX,
     app::AppState,
     error::{ApiError, ApiResult},
 };
@@ -61,15 +63,7 @@ impl IntegrationsApi {
         };
         let token = token.0.or_else(|| bearer_token(req));
         let sender = match token {
-            Some(token) => {
-                let principal = if token.starts_with(KEY_PREFIX) {
-                    state.accounts.authenticate_api_key(&token).await
-                } else {
-                    state.accounts.authenticate(&token).await
-                }
-                .map_err(|e| ApiError::from(e).as_auth_failure())?;
-                principal.user.username
-            }
+            Some(token) => authenticate_token(&state, &token).await?.user.username,
             None if state.settings.ws_require_auth => {
                 return Err(ApiError::unauthorized(
                     "not_authenticated",
