@@ -332,7 +332,9 @@ impl Cache {
                 false,
             );
             if let Err(e) = redis.run(set).await {
-                // Made good on reconnection, from the database.
+                // A timed-out command is still carried out once Redis catches up (the client
+                // keeps it queued); a lost connection is made good on reconnection, from the
+                // database.
                 tracing::warn!(error = %e, %session, "could not mark a revoked session in redis");
             }
         }

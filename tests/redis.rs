@@ -302,6 +302,8 @@ impl PrivateRedis {
                 "",
                 "--appendonly",
                 "no",
+                "--enable-debug-command",
+                "local",
             ])
             .stdout(std::process::Stdio::null())
             .spawn()
@@ -421,4 +423,56 @@ async fn the_server_rides_out_a_redis_restart() {
     let health: Value = app.get("/system/health", None).await.json().await.unwrap();
     assert_eq!(health["redis"], "healthy");
     redis.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_redis_was_too_slow_to_take_is_marked_soon_after() {
+    let redis = PrivateRedis::start(free_port());
+    wait_port(redis.port).await;
+    let url = format!("redis://127.0.0.1:{}/0", redis.port);
+    let a = start(Backend::Postgres, &with_redis(&[("REDIS_URL", &url)])).await;
+    let b = TestApp::start_env(Backend::Postgres, a.env.clone()).await;
+    let (_, tokens) = a.signed_in_user().await;
+    // B remembers the session and the account.
+    for _ in 0..2 {
+        assert_eq!(
+            b.get("/users/me", Some(&tokens.access)).await.status(),
+            StatusCode::OK
+        );
+    }
+    // Redis stalls (connections stay up) while A logs the session out: A's mark times out.
+    let port = redis.port.to_string();
+    let stall = std::thread::spawn(move || {
+        std::process::Command::new("redis-cli")
+            .args(["-p", &port, "DEBUG", "SLEEP", "1"])
+            .output()
+            .unwrap()
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let resp = a
+        .client
+        .post(a.url("/auth/logout"))
+        .bearer_auth(&tokens.access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(stall.join().unwrap().status.success());
+    // Once Redis answers again, B refuses the token: the mark that timed out for A was still
+    // carried out, not dropped.
+    eventually(
+        Duration::from_secs(5),
+        "the revocation to reach B",
+        || async {
+            (b.get("/users/me", Some(&tokens.access)).await.status() == StatusCode::UNAUTHORIZED)
+                .then_some(())
+        },
+    )
+    .await;
+    problem(
+        b.get("/users/me", Some(&tokens.access)).await,
+        401,
+        "session_revoked",
+    )
+    .await;
 }
