@@ -184,9 +184,8 @@ pub fn resolve_client_addr(req: &mut Request, trusted: &crate::net::TrustedProxi
     let forwarded = req
         .headers()
         .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let ip = trusted.client_ip(peer, forwarded.as_deref());
+        .and_then(|v| v.to_str().ok());
+    let ip = trusted.client_ip(peer, forwarded);
     req.extensions_mut().insert(ClientAddr(ip));
 }
 

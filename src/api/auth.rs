@@ -127,8 +127,13 @@ pub(super) async fn authenticate_token(state: &AppState, token: &str) -> ApiResu
         state.accounts.authenticate(token).await
     }
     .map_err(|e| ApiError::from(e).as_auth_failure())?;
-    let _ = crate::error::REQUEST_USER.try_with(|u| u.set(Some(principal.user.id)));
+    note_request_user(&principal);
     Ok(principal)
+}
+
+/// Records who is making the request, for the request log line.
+pub(super) fn note_request_user(principal: &Principal) {
+    let _ = crate::error::REQUEST_USER.try_with(|u| u.set(Some(principal.user.id)));
 }
 
 /// The bearer token of an `Authorization` header, for operations where it is optional.

@@ -6,7 +6,7 @@ use poem_openapi::{Object, OpenApi, payload::Json};
 
 use super::{
     ApiTags,
-    auth::{Accepted, Auth, bearer_token, client_info},
+    auth::{Accepted, Auth, bearer_token, client_info, note_request_user},
     models::Message,
     payload::OptionalJson,
 };
@@ -70,7 +70,7 @@ async fn optional_user(state: &AppState, req: &Request) -> ApiResult<Option<Prin
         .authenticate(&token)
         .await
         .map_err(|e| ApiError::from(e).as_auth_failure())?;
-    let _ = crate::error::REQUEST_USER.try_with(|u| u.set(Some(principal.user.id)));
+    note_request_user(&principal);
     Ok(Some(principal))
 }
 
