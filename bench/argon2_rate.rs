@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use keel::accounts::passwords::{hash_blocking, verify_with};
+use keel::accounts::passwords::{WorkingMemory, hash_blocking, verify_with};
 
 fn env_num(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -33,7 +33,7 @@ fn main() {
             let (hash, done, count) = (hash.clone(), done.clone(), count.clone());
             std::thread::spawn(move || {
                 // Reused working memory, as the server's hashing threads do.
-                let mut memory = Vec::new();
+                let mut memory = WorkingMemory::new();
                 while !done.load(Ordering::Relaxed) {
                     assert!(verify_with(password, &hash, &mut memory));
                     count.fetch_add(1, Ordering::Relaxed);

@@ -93,7 +93,7 @@ fn hashing_thread(rx: &Mutex<mpsc::Receiver<Work>>) {
     // The argon2 working memory, reused for every call: allocating 19 MiB per call makes the
     // allocator's footprint grow far beyond what is in use (measured: +5 MiB RSS per login).
     // Kept while logins come, returned when they stop.
-    let mut memory: Vec<Block> = Vec::new();
+    let mut memory = WorkingMemory::new();
     loop {
         // The lock is held only while waiting for the next item, never while hashing; a
         // thread that waited long enough releases it, so each idle thread gets its turn to
@@ -105,8 +105,7 @@ fn hashing_thread(rx: &Mutex<mpsc::Receiver<Work>>) {
         let next = match next {
             Ok(work) => Ok(work),
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                if !memory.is_empty() {
-                    memory = Vec::new();
+                if memory.release() {
                     give_back_freed_memory();
                 }
                 continue;
@@ -138,24 +137,157 @@ fn give_back_freed_memory() {
 
 /// Hashes with a fresh working memory; for one-off use outside the hashing threads.
 pub fn hash_blocking(password: &str) -> Result<String, HashError> {
-    hash_with(password, &mut Vec::new())
+    hash_with(password, &mut WorkingMemory::new())
 }
 
 /// Verifies with a fresh working memory; for one-off use outside the hashing threads.
 pub fn verify_blocking(password: &str, hash: &str) -> bool {
-    verify_with(password, hash, &mut Vec::new())
+    verify_with(password, hash, &mut WorkingMemory::new())
 }
 
-fn memory_for<'m>(memory: &'m mut Vec<Block>, params: &Params) -> &'m mut [Block] {
-    let needed = params.block_count();
-    if memory.len() < needed {
-        memory.resize(needed, Block::new());
+/// argon2's working memory (19 MiB at the default parameters), kept between calls.
+///
+/// argon2 reads its blocks in a data-dependent, scattered order, so with 4 KiB pages nearly
+/// every block it reads costs a TLB miss (19 MiB is ~4 900 pages, far more than the TLB holds),
+/// and in a virtual machine each miss is a two-level page walk. On Linux the memory is its own
+/// anonymous mapping, aligned to 2 MiB and marked `MADV_HUGEPAGE`, so the kernel backs it with
+/// ten 2 MiB pages where it can (the default transparent-huge-page mode, `madvise`, does this
+/// only for memory that asks). Elsewhere, or if the mapping fails, a plain heap allocation.
+pub struct WorkingMemory {
+    blocks: Blocks,
+}
+
+enum Blocks {
+    None,
+    Heap(Vec<Block>),
+    #[cfg(target_os = "linux")]
+    Mapped(mapped::Mapping),
+}
+
+impl WorkingMemory {
+    pub const fn new() -> Self {
+        Self {
+            blocks: Blocks::None,
+        }
     }
-    &mut memory[..needed]
+
+    /// `count` zero-initialised or previously used blocks.
+    fn blocks(&mut self, count: usize) -> &mut [Block] {
+        let enough = match &self.blocks {
+            Blocks::None => false,
+            Blocks::Heap(v) => v.len() >= count,
+            #[cfg(target_os = "linux")]
+            Blocks::Mapped(m) => m.len() >= count,
+        };
+        if !enough {
+            self.blocks = Blocks::None;
+            #[cfg(target_os = "linux")]
+            if let Some(m) = mapped::Mapping::new(count) {
+                self.blocks = Blocks::Mapped(m);
+            }
+            if matches!(self.blocks, Blocks::None) {
+                self.blocks = Blocks::Heap(vec![Block::new(); count]);
+            }
+        }
+        match &mut self.blocks {
+            Blocks::None => unreachable!("allocated above"),
+            Blocks::Heap(v) => &mut v[..count],
+            #[cfg(target_os = "linux")]
+            Blocks::Mapped(m) => &mut m.as_mut_slice()[..count],
+        }
+    }
+
+    /// Gives the memory back; true when there was some.
+    pub fn release(&mut self) -> bool {
+        !matches!(
+            std::mem::replace(&mut self.blocks, Blocks::None),
+            Blocks::None
+        )
+    }
+}
+
+impl Default for WorkingMemory {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(target_os = "linux")]
+mod mapped {
+    use argon2::Block;
+
+    const HUGE_PAGE: usize = 2 << 20;
+
+    /// An anonymous private mapping holding `len` blocks, its start aligned to 2 MiB.
+    pub struct Mapping {
+        /// The whole mapping as returned by mmap (alignment slack included), for munmap.
+        base: *mut libc::c_void,
+        size: usize,
+        blocks: *mut Block,
+        len: usize,
+    }
+
+    // SAFETY: the mapping is owned by this value alone and only reached through `&mut self`.
+    unsafe impl Send for Mapping {}
+
+    impl Mapping {
+        pub fn new(len: usize) -> Option<Self> {
+            let bytes = len.checked_mul(size_of::<Block>())?;
+            let size = bytes.checked_add(HUGE_PAGE)?;
+            // SAFETY: a fresh anonymous private mapping; no existing memory is touched.
+            let base = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    size,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            };
+            if base == libc::MAP_FAILED {
+                return None;
+            }
+            let offset = (HUGE_PAGE - (base as usize) % HUGE_PAGE) % HUGE_PAGE;
+            // SAFETY: offset < HUGE_PAGE, so [start, start + bytes) lies inside the mapping.
+            let start = unsafe { base.cast::<u8>().add(offset) };
+            // SAFETY: advice on memory this mapping owns; a kernel without transparent huge
+            // pages refuses it and the memory simply stays in 4 KiB pages.
+            unsafe {
+                libc::madvise(start.cast(), bytes, libc::MADV_HUGEPAGE);
+            }
+            Some(Self {
+                base,
+                size,
+                blocks: start.cast(),
+                len,
+            })
+        }
+
+        pub fn len(&self) -> usize {
+            self.len
+        }
+
+        pub fn as_mut_slice(&mut self) -> &mut [Block] {
+            // SAFETY: `blocks` is aligned to 2 MiB (more than Block's 64), points at `len`
+            // blocks of this mapping, which the kernel zero-filled; a Block is plain u64s, so
+            // any bytes are a valid Block; `&mut self` makes the slice the only reference.
+            unsafe { std::slice::from_raw_parts_mut(self.blocks, self.len) }
+        }
+    }
+
+    impl Drop for Mapping {
+        fn drop(&mut self) {
+            // SAFETY: unmaps exactly the mapping made in `new`, no longer referenced.
+            unsafe {
+                libc::munmap(self.base, self.size);
+            }
+        }
+    }
 }
 
 /// A PHC string (`$argon2id$v=19$m=19456,t=2,p=1$salt$hash`) for `password` with a random salt.
-fn hash_with(password: &str, memory: &mut Vec<Block>) -> Result<String, HashError> {
+fn hash_with(password: &str, memory: &mut WorkingMemory) -> Result<String, HashError> {
     let err = |e: &dyn std::fmt::Display| HashError::Hash(e.to_string());
     let params = Params::default();
     let salt: [u8; 16] = rand::random();
@@ -165,7 +297,7 @@ fn hash_with(password: &str, memory: &mut Vec<Block>) -> Result<String, HashErro
             password.as_bytes(),
             &salt,
             &mut out,
-            memory_for(memory, &params),
+            memory.blocks(params.block_count()),
         )
         .map_err(|e| err(&e))?;
     let phc = PasswordHash {
@@ -180,7 +312,7 @@ fn hash_with(password: &str, memory: &mut Vec<Block>) -> Result<String, HashErro
 
 /// Checks `password` against a stored PHC string, with the parameters the string records,
 /// reusing `memory` as the argon2 working memory.
-pub fn verify_with(password: &str, hash: &str, memory: &mut Vec<Block>) -> bool {
+pub fn verify_with(password: &str, hash: &str, memory: &mut WorkingMemory) -> bool {
     let Ok(phc) = PasswordHash::new(hash) else {
         return false;
     };
@@ -199,7 +331,7 @@ pub fn verify_with(password: &str, hash: &str, memory: &mut Vec<Block>) -> bool 
         password.as_bytes(),
         salt.as_ref(),
         &mut out,
-        memory_for(memory, &params),
+        memory.blocks(params.block_count()),
     );
     // `Output`'s equality is constant-time.
     computed.is_ok() && Output::new(&out).is_ok_and(|o| &o == expected)
