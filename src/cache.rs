@@ -10,7 +10,7 @@ use std::{
     collections::HashMap,
     future::Future,
     sync::{
-        Arc, Mutex,
+        Arc, Mutex, OnceLock,
         atomic::{AtomicU64, Ordering},
     },
     time::{Duration, Instant},
@@ -21,6 +21,7 @@ use fred::{
     interfaces::KeysInterface,
     types::{Expiration, Value},
 };
+use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::{entities::user, metrics::metrics, redis::Redis};
@@ -29,6 +30,8 @@ use crate::{entities::user, metrics::metrics, redis::Redis};
 const MEMORY_PAGES: usize = 2_000;
 /// Signed-in users whose account rows are remembered between requests (with Redis).
 const SNAPSHOTS: usize = 10_000;
+/// Session checks answered by one Redis command at most.
+const CHECKS_PER_BATCH: usize = 512;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheOutcome {
@@ -85,7 +88,13 @@ struct Inner {
     pages: Mutex<HashMap<String, (Instant, Entry)>>,
     in_flight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     snapshots: Mutex<HashMap<Uuid, (u64, user::Model)>>,
+    /// Feeds the task that asks Redis about sessions; started on first use.
+    session_checks: OnceLock<mpsc::UnboundedSender<SessionCheck>>,
 }
+
+/// One authenticated request's question, and where its answer goes: whether the session is
+/// revoked and the current users version, or why Redis could not say.
+type SessionCheck = (Uuid, oneshot::Sender<Result<(bool, u64), String>>);
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -102,6 +111,7 @@ impl Cache {
                 pages: Mutex::new(HashMap::new()),
                 in_flight: Mutex::new(HashMap::new()),
                 snapshots: Mutex::new(HashMap::new()),
+                session_checks: OnceLock::new(),
             }),
         }
     }
@@ -294,18 +304,29 @@ impl Cache {
 
     /// With Redis, whether the session is revoked and the current users version, in one round
     /// trip. `None` without Redis or when it cannot be asked: the caller checks the database.
+    ///
+    /// Checks from concurrent requests share Redis commands: one task sends whatever checks
+    /// are waiting as one `MGET` (the version and each session's mark), and the checks that
+    /// arrive meanwhile go in the next. Every check is still answered by a command sent after
+    /// it was asked, so a revocation that finished before the request began is always seen;
+    /// under load, a thousand requests cost a handful of commands and socket writes instead
+    /// of a thousand of each.
     pub async fn session_state(&self, session: Uuid) -> Option<(bool, u64)> {
         let redis = self.inner.redis.as_ref()?;
-        let keys = vec![
-            Self::revocation_key(redis, session),
-            Self::version_key(redis),
-        ];
-        match redis.run(redis.client().mget::<Vec<Value>, _>(keys)).await {
-            Ok(values) => {
-                let revoked = values.first().is_some_and(|v| !v.is_null());
-                let version = values.get(1).and_then(|v| v.as_u64()).unwrap_or(0);
-                Some((revoked, version))
-            }
+        let checks = self.inner.session_checks.get_or_init(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(answer_session_checks(redis.clone(), rx));
+            tx
+        });
+        let (reply, answer) = oneshot::channel();
+        let answer = match checks.send((session, reply)) {
+            Ok(()) => answer
+                .await
+                .unwrap_or_else(|_| Err("the session check task stopped".into())),
+            Err(_) => Err("the session check task stopped".into()),
+        };
+        match answer {
+            Ok(state) => Some(state),
             Err(e) => {
                 self.forget_snapshots();
                 static WARNED: AtomicU64 = AtomicU64::new(0);
@@ -363,5 +384,36 @@ impl Cache {
     /// After Redis was away: every write it missed is made stale by a new version.
     pub async fn after_reconnect(&self) {
         self.invalidate_users().await;
+    }
+}
+
+/// Answers session checks in batches until the cache is dropped: one `MGET` of the users
+/// version and the revocation mark of every waiting session, then the next batch.
+async fn answer_session_checks(redis: Redis, mut checks: mpsc::UnboundedReceiver<SessionCheck>) {
+    let mut batch = Vec::with_capacity(CHECKS_PER_BATCH);
+    while checks.recv_many(&mut batch, CHECKS_PER_BATCH).await > 0 {
+        let mut keys = Vec::with_capacity(batch.len() + 1);
+        keys.push(Cache::version_key(&redis));
+        keys.extend(
+            batch
+                .iter()
+                .map(|(session, _)| Cache::revocation_key(&redis, *session)),
+        );
+        match redis.run(redis.client().mget::<Vec<Value>, _>(keys)).await {
+            Ok(values) => {
+                let version = values.first().and_then(Value::as_u64).unwrap_or(0);
+                for (i, (_, reply)) in batch.drain(..).enumerate() {
+                    let revoked = values.get(i + 1).is_some_and(|v| !v.is_null());
+                    // A request that gave up waiting does not need its answer.
+                    let _ = reply.send(Ok((revoked, version)));
+                }
+            }
+            Err(e) => {
+                let e = e.to_string();
+                for (_, reply) in batch.drain(..) {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
     }
 }
