@@ -284,6 +284,44 @@ async fn a_session_revoked_on_one_instance_fails_on_another_at_once() {
     );
 }
 
+/// Concurrent requests share Redis commands for their session checks; each must still get the
+/// answer for its own session, revoked or not.
+#[tokio::test]
+async fn concurrent_requests_each_get_their_own_sessions_answer() {
+    let app = start(Backend::Sqlite, &with_redis(&[])).await;
+    let (user, revoked) = app.signed_in_user().await;
+    let live = [
+        app.login(&user.email, &user.password).await,
+        app.login(&user.email, &user.password).await,
+    ];
+    let resp = app
+        .client
+        .post(app.url("/auth/logout"))
+        .bearer_auth(&revoked.access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    for round in 0..3 {
+        let requests = (0..60).map(|i| {
+            let token = match i % 3 {
+                0 => &revoked.access,
+                n => &live[n - 1].access,
+            };
+            app.get("/users/me", Some(token))
+        });
+        let answers = futures_util::future::join_all(requests).await;
+        for (i, resp) in answers.into_iter().enumerate() {
+            let expected = if i % 3 == 0 {
+                StatusCode::UNAUTHORIZED
+            } else {
+                StatusCode::OK
+            };
+            assert_eq!(resp.status(), expected, "round {round}, request {i}");
+        }
+    }
+}
+
 /// A Redis of this test's own, to stop and start.
 struct PrivateRedis {
     port: u16,
