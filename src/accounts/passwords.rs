@@ -358,6 +358,49 @@ mod tests {
         );
     }
 
+    /// The resident size of the mapping that holds `addr`, from `/proc/self/smaps`; `None`
+    /// when nothing is mapped there.
+    #[cfg(target_os = "linux")]
+    fn mapped_rss_kib(addr: usize) -> Option<u64> {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let mut inside = false;
+        for line in smaps.lines() {
+            let range = line.split_once(' ').and_then(|(r, _)| r.split_once('-'));
+            if let Some((from, to)) = range
+                && let (Ok(from), Ok(to)) = (
+                    usize::from_str_radix(from, 16),
+                    usize::from_str_radix(to, 16),
+                )
+            {
+                inside = from <= addr && addr < to;
+                continue;
+            }
+            if inside && let Some(kib) = line.strip_prefix("Rss:") {
+                return kib.trim().trim_end_matches("kB").trim().parse().ok();
+            }
+        }
+        None
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn working_memory_is_an_aligned_mapping_given_back_on_release() {
+        let hash = hash_blocking("Secret123!").unwrap();
+        let mut memory = WorkingMemory::new();
+        assert!(verify_with("Secret123!", &hash, &mut memory));
+        let start = memory.blocks(1).as_ptr() as usize;
+        assert_eq!(start % (2 << 20), 0, "not aligned to 2 MiB: {start:#x}");
+        // argon2 wrote every one of its 19 MiB.
+        let rss = mapped_rss_kib(start).expect("the working memory is mapped");
+        assert!(rss >= 19 * 1024 - 64, "{rss} KiB resident");
+        // Reused, not reallocated, by the next call.
+        assert!(verify_with("Secret123!", &hash, &mut memory));
+        assert_eq!(memory.blocks(1).as_ptr() as usize, start);
+        assert!(memory.release());
+        assert_eq!(mapped_rss_kib(start), None, "still mapped after release");
+        assert!(!memory.release());
+    }
+
     #[test]
     fn compatible_with_the_argon2_crate_both_ways() {
         use argon2::{PasswordHasher as _, PasswordVerifier as _};
