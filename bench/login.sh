@@ -16,6 +16,7 @@
 # where hey spent ~0.8 s, which is why wrk drives the logins.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/common.sh
 ROUNDS=${ROUNDS:-5}
 DURATION=${SECONDS_PER_RUN:-10}
 CONNS=${LOGIN_CONNECTIONS:-16}
@@ -80,8 +81,7 @@ for i in $(seq "$ROUNDS"); do
   raw_prev=$raw_next
 done
 
-median=$(sort -n "$work/ratios" | awk '{ v[NR] = $1 } END {
-  if (NR % 2) print v[(NR + 1) / 2]; else printf "%.1f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }')
+median=$(median "$work/ratios")
 # hey's csv: response-time (s) first; the header line and non-200 answers are left out
 live=$(cat "$work"/live.*.csv | awk -F, '$7 == 200 { print $1 * 1000 }' | sort -n |
   awk '{ v[NR] = $1 } END { printf "p50 %.1f ms, p99 %.1f ms, max %.1f ms (%d probes)",

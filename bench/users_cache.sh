@@ -10,6 +10,7 @@
 # the script reports every round and the median of the ratios.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/common.sh
 ROUNDS=${ROUNDS:-3}
 DURATION=${SECONDS_PER_RUN:-10}
 CONNS=${CONNECTIONS:-50}
@@ -75,8 +76,7 @@ for i in $(seq "$ROUNDS"); do
     'BEGIN { printf "%.1f\n", 100 * c / l }' >>"$work/ratios"
 done
 echo "cached / live per round: $(xargs <"$work/ratios" | sed 's/ /%, /g')%"
-echo "cached / live, median of $ROUNDS rounds: $(sort -n "$work/ratios" | awk '{ v[NR] = $1 } END {
-  if (NR % 2) print v[(NR + 1) / 2]; else printf "%.1f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }')%  (target >= 50%)"
+echo "cached / live, median of $ROUNDS rounds: $(median "$work/ratios")%  (target >= 50%)"
 curl -fsSI "$base/users?page=1&size=10" -H "Authorization: Bearer $token" | grep -i '^x-cache'
 stop_server
 

@@ -319,12 +319,11 @@ impl Cache {
             tx
         });
         let (reply, answer) = oneshot::channel();
-        let answer = match checks.send((session, reply)) {
-            Ok(()) => answer
-                .await
-                .unwrap_or_else(|_| Err("the session check task stopped".into())),
-            Err(_) => Err("the session check task stopped".into()),
-        };
+        // If the task is gone, the refused check drops `reply` and `answer` ends at once.
+        let _ = checks.send((session, reply));
+        let answer = answer
+            .await
+            .unwrap_or_else(|_| Err("the session check task stopped".into()));
         match answer {
             Ok(state) => Some(state),
             Err(e) => {

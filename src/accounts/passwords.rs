@@ -105,9 +105,7 @@ fn hashing_thread(rx: &Mutex<mpsc::Receiver<Work>>) {
         let next = match next {
             Ok(work) => Ok(work),
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                if memory.release() {
-                    give_back_freed_memory();
-                }
+                memory.release();
                 continue;
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => Err(()),
@@ -126,7 +124,8 @@ fn hashing_thread(rx: &Mutex<mpsc::Receiver<Work>>) {
 }
 
 /// Asks the allocator to return freed pages to the system: glibc keeps a freed 19 MiB block in
-/// its arena otherwise, and the process's footprint would never shrink.
+/// its arena otherwise, and the process's footprint would never shrink. Only heap-allocated
+/// working memory needs it; a mapping goes back to the system when it is unmapped.
 fn give_back_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only releases free memory of the allocator's own arenas.
@@ -154,55 +153,62 @@ pub fn verify_blocking(password: &str, hash: &str) -> bool {
 /// ten 2 MiB pages where it can (the default transparent-huge-page mode, `madvise`, does this
 /// only for memory that asks). Elsewhere, or if the mapping fails, a plain heap allocation.
 pub struct WorkingMemory {
-    blocks: Blocks,
+    blocks: Option<Blocks>,
 }
 
 enum Blocks {
-    None,
     Heap(Vec<Block>),
     #[cfg(target_os = "linux")]
     Mapped(mapped::Mapping),
 }
 
+impl Blocks {
+    /// `count` zero-initialised blocks: a mapping where there can be one, else the heap.
+    fn new(count: usize) -> Self {
+        #[cfg(target_os = "linux")]
+        if let Some(m) = mapped::Mapping::new(count) {
+            return Self::Mapped(m);
+        }
+        Self::Heap(vec![Block::new(); count])
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [Block] {
+        match self {
+            Self::Heap(v) => v,
+            #[cfg(target_os = "linux")]
+            Self::Mapped(m) => m.as_mut_slice(),
+        }
+    }
+}
+
 impl WorkingMemory {
     pub const fn new() -> Self {
-        Self {
-            blocks: Blocks::None,
-        }
+        Self { blocks: None }
     }
 
     /// `count` zero-initialised or previously used blocks.
     fn blocks(&mut self, count: usize) -> &mut [Block] {
-        let enough = match &self.blocks {
-            Blocks::None => false,
-            Blocks::Heap(v) => v.len() >= count,
-            #[cfg(target_os = "linux")]
-            Blocks::Mapped(m) => m.len() >= count,
-        };
-        if !enough {
-            self.blocks = Blocks::None;
-            #[cfg(target_os = "linux")]
-            if let Some(m) = mapped::Mapping::new(count) {
-                self.blocks = Blocks::Mapped(m);
-            }
-            if matches!(self.blocks, Blocks::None) {
-                self.blocks = Blocks::Heap(vec![Block::new(); count]);
-            }
+        if let Some(b) = &mut self.blocks
+            && b.as_mut_slice().len() < count
+        {
+            self.blocks = None;
         }
-        match &mut self.blocks {
-            Blocks::None => unreachable!("allocated above"),
-            Blocks::Heap(v) => &mut v[..count],
-            #[cfg(target_os = "linux")]
-            Blocks::Mapped(m) => &mut m.as_mut_slice()[..count],
-        }
+        let blocks = self.blocks.get_or_insert_with(|| Blocks::new(count));
+        &mut blocks.as_mut_slice()[..count]
     }
 
-    /// Gives the memory back; true when there was some.
+    /// Gives the memory back to the system; true when there was some.
     pub fn release(&mut self) -> bool {
-        !matches!(
-            std::mem::replace(&mut self.blocks, Blocks::None),
-            Blocks::None
-        )
+        match self.blocks.take() {
+            None => false,
+            Some(Blocks::Heap(v)) => {
+                drop(v);
+                give_back_freed_memory();
+                true
+            }
+            #[cfg(target_os = "linux")]
+            Some(Blocks::Mapped(_)) => true,
+        }
     }
 }
 
@@ -262,10 +268,6 @@ mod mapped {
                 blocks: start.cast(),
                 len,
             })
-        }
-
-        pub fn len(&self) -> usize {
-            self.len
         }
 
         pub fn as_mut_slice(&mut self) -> &mut [Block] {
