@@ -99,6 +99,8 @@ struct Inner {
     subscriber: Mutex<Option<SubscriberClient>>,
     shutdown: CancellationToken,
     dirty: AtomicBool,
+    /// Readiness probes sent through the fan-out channel, waiting to come back to this instance.
+    probes: Mutex<HashMap<u64, tokio::sync::oneshot::Sender<()>>>,
 }
 
 fn lock(m: &Mutex<Local>) -> std::sync::MutexGuard<'_, Local> {
@@ -129,6 +131,7 @@ impl Hub {
                 subscriber: Mutex::new(None),
                 shutdown: CancellationToken::new(),
                 dirty: AtomicBool::new(false),
+                probes: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -368,11 +371,62 @@ impl Hub {
             return;
         };
         if v["from"].as_str() == Some(self.inner.instance.as_str()) {
+            if let Some(probe) = v["probe"].as_u64() {
+                let waiting = self
+                    .inner
+                    .probes
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&probe);
+                if let Some(waiting) = waiting {
+                    let _ = waiting.send(());
+                }
+            }
             return;
         }
         if let (Some(room), Some(text)) = (v["room"].as_str(), v["text"].as_str()) {
             self.deliver_local(room, &Arc::from(text));
         }
+    }
+
+    /// Whether broadcasts from other instances reach this one right now: a probe published on
+    /// the fan-out channel must come back through this instance's own subscription within
+    /// `within`. Readiness depends on it, so an instance whose subscription Redis has not
+    /// confirmed yet (just started, or just reconnected) is not sent clients that would miss
+    /// the rooms' messages. `None` without Redis: there is nothing to fan out.
+    pub async fn fanout_check(&self, within: Duration) -> Option<Result<Duration, String>> {
+        let redis = self.inner.redis.as_ref()?;
+        let started = Instant::now();
+        let probe = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let (done, came_back) = tokio::sync::oneshot::channel();
+        self.inner
+            .probes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(probe, done);
+        let envelope = json!({"from": self.inner.instance, "probe": probe}).to_string();
+        let outcome = match redis
+            .run(
+                redis
+                    .client()
+                    .publish::<i64, _, _>(Self::channel(redis), envelope),
+            )
+            .await
+        {
+            Err(e) => Err(format!("could not publish a probe: {e}")),
+            Ok(_) => match tokio::time::timeout(within, came_back).await {
+                Ok(Ok(())) => Ok(started.elapsed()),
+                _ => Err(format!(
+                    "the fan-out subscription did not deliver a probe within {within:?}"
+                )),
+            },
+        };
+        self.inner
+            .probes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&probe);
+        Some(outcome)
     }
 
     /// Closes every connection with 1001 (going away): the server is shutting down.

@@ -3,9 +3,9 @@
 
 mod common;
 
-use std::{process::Child, time::Duration};
+use std::time::Duration;
 
-use common::{Backend, TestApp, Tokens, eventually, problem};
+use common::{Backend, PrivateRedis, TestApp, Tokens, eventually, free_port, problem, wait_port};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -320,68 +320,6 @@ async fn concurrent_requests_each_get_their_own_sessions_answer() {
             assert_eq!(resp.status(), expected, "round {round}, request {i}");
         }
     }
-}
-
-/// A Redis of this test's own, to stop and start.
-struct PrivateRedis {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl PrivateRedis {
-    fn start(port: u16) -> Self {
-        let child = std::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--enable-debug-command",
-                "local",
-            ])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server (installed by tests/run.sh)");
-        Self {
-            port,
-            child: Some(child),
-        }
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn wait_port(port: u16) {
-    eventually(Duration::from_secs(10), "redis to listen", || async move {
-        tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .ok()
-            .map(|_| ())
-    })
-    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

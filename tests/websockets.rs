@@ -24,7 +24,12 @@ async fn start(extra: &[(&str, &str)], redis: bool) -> TestApp {
     env.push(("ENABLE_WEBSOCKETS".into(), "true".into()));
     env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    TestApp::start_with(Backend::Sqlite, &pairs).await
+    let app = TestApp::start_with(Backend::Sqlite, &pairs).await;
+    if redis {
+        // Clients are sent to an instance once it is ready, as a load balancer would.
+        app.wait_ready().await;
+    }
+    app
 }
 
 async fn connect(app: &TestApp, query: &str) -> Ws {
@@ -239,6 +244,7 @@ async fn broadcasts_reach_the_room_and_only_the_room() {
 async fn rooms_span_instances_through_redis() {
     let a = start(&[], true).await;
     let b = TestApp::start_env(Backend::Sqlite, a.env.clone()).await;
+    b.wait_ready().await;
     let mut on_a = connect(&a, "").await;
     let mut on_b = connect(&b, "").await;
     let mut also_b = connect(&b, "").await;
@@ -289,6 +295,49 @@ async fn rooms_span_instances_through_redis() {
         )
         .await;
     }
+}
+
+/// A room message from instance B reaches a member on instance A as soon as A says it is
+/// ready, after A's Redis connection was lost and came back.
+async fn broadcast_reaches_a_ready_instance(a: &TestApp, b: &TestApp, room: &str) {
+    let mut on_a = connect(a, "").await;
+    let mut on_b = connect(b, "").await;
+    for ws in [&mut on_a, &mut on_b] {
+        send(ws, json!({"type": "room", "room": room})).await;
+        assert_eq!(next(ws).await["type"], "room_joined");
+    }
+    send(
+        &mut on_b,
+        json!({"type": "room_broadcast", "room": room, "message": "after ready"}),
+    )
+    .await;
+    assert_eq!(next(&mut on_a).await["message"], "after ready");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_waits_for_the_fanout_subscription_again_after_redis_returns() {
+    let mut redis = common::PrivateRedis::start(common::free_port());
+    common::wait_port(redis.port).await;
+    let url = format!("redis://127.0.0.1:{}/0", redis.port);
+    let a = start(&[("REDIS_URL", &url)], true).await;
+    let b = TestApp::start_env(Backend::Sqlite, a.env.clone()).await;
+    b.wait_ready().await;
+    let health: Value = a.get("/system/health", None).await.json().await.unwrap();
+    assert_eq!(health["checks"]["websockets"]["status"], "healthy");
+    broadcast_reaches_a_ready_instance(&a, &b, "before").await;
+
+    redis.stop();
+    let resp = a.get("/system/health/ready", None).await;
+    assert_eq!(resp.status(), 503);
+    let health: Value = a.get("/system/health", None).await.json().await.unwrap();
+    assert_eq!(health["checks"]["websockets"]["status"], "unhealthy");
+
+    let redis = common::PrivateRedis::start(redis.port);
+    common::wait_port(redis.port).await;
+    a.wait_ready().await;
+    b.wait_ready().await;
+    broadcast_reaches_a_ready_instance(&a, &b, "after").await;
+    drop(redis);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -124,6 +124,29 @@ async fn check_redis(state: &AppState) -> Check {
     }
 }
 
+/// With Redis, whether room broadcasts from other instances reach this one (see
+/// `Hub::fanout_check`).
+async fn check_websockets(state: &AppState) -> Check {
+    let Some(hub) = &state.hub else {
+        return disabled();
+    };
+    let Some(outcome) = hub.fanout_check(CHECK_TIMEOUT).await else {
+        return disabled();
+    };
+    match outcome {
+        Ok(latency) => Check {
+            status: "healthy".into(),
+            latency_ms: Some(latency.as_secs_f64() * 1000.0),
+            error: None,
+        },
+        Err(e) => Check {
+            status: "unhealthy".into(),
+            latency_ms: None,
+            error: Some(e),
+        },
+    }
+}
+
 /// `in-process` in embedded mode; with RabbitMQ, healthy while some worker's heartbeat is fresh.
 async fn check_worker(state: &AppState) -> Check {
     if state.publisher.is_none() {
@@ -157,17 +180,19 @@ async fn check_worker(state: &AppState) -> Check {
 }
 
 async fn health(state: &AppState) -> Health {
-    let (database, redis, rabbitmq, worker) = tokio::join!(
+    let (database, redis, rabbitmq, worker, websockets) = tokio::join!(
         check_database(state),
         check_redis(state),
         check_rabbitmq(state),
-        check_worker(state)
+        check_worker(state),
+        check_websockets(state)
     );
     let mut checks = BTreeMap::new();
     checks.insert("database".to_string(), database);
     checks.insert("redis".to_string(), redis);
     checks.insert("rabbitmq".to_string(), rabbitmq);
     checks.insert("worker".to_string(), worker);
+    checks.insert("websockets".to_string(), websockets);
     let healthy = checks.values().all(|c| c.status != "unhealthy");
     let status_of = |name: &str| {
         checks

@@ -137,6 +137,20 @@ impl TestApp {
         }
     }
 
+    /// Waits until `/system/health/ready` answers 200, as a load balancer would before sending
+    /// this instance any traffic.
+    pub async fn wait_ready(&self) {
+        eventually(
+            Duration::from_secs(15),
+            "the server to be ready",
+            || async {
+                let resp = self.get("/system/health/ready", None).await;
+                (resp.status() == StatusCode::OK).then_some(())
+            },
+        )
+        .await;
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }
@@ -453,4 +467,72 @@ where
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A Redis of this test's own, to stop and start.
+pub struct PrivateRedis {
+    pub port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl PrivateRedis {
+    pub fn start(port: u16) -> Self {
+        Self::start_with(port, &[])
+    }
+
+    /// With more configuration directives, e.g. `["--user", "name", "on", ...]`.
+    pub fn start_with(port: u16, extra: &[&str]) -> Self {
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--enable-debug-command",
+                "local",
+            ])
+            .args(extra)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server (installed by tests/run.sh)");
+        Self {
+            port,
+            child: Some(child),
+        }
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub async fn wait_port(port: u16) {
+    eventually(Duration::from_secs(10), "redis to listen", || async move {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await;
 }
