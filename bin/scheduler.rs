@@ -11,8 +11,8 @@ use keel::{
 };
 use tokio_util::sync::CancellationToken;
 
-/// Keel's scheduler: enqueues periodic jobs (expired token cleanup; account purge and deletion
-/// reminders arrive with account deletion) on the cron expressions in the settings.
+/// Keel's scheduler: enqueues periodic jobs (account purge after the deletion grace period,
+/// deletion reminders, expired token cleanup) on the cron expressions in the settings.
 ///
 /// Run one or several: each slot's run is enqueued once, whatever the number of replicas. The jobs
 /// go into the jobs table; the server (embedded mode) or the workers (RabbitMQ) run them.
@@ -35,11 +35,11 @@ async fn main() -> ExitCode {
     let settings = Settings::load_or_exit();
     keel::telemetry::init(&settings);
     if let Some(job) = &cli.once
-        && !KNOWN_JOBS.contains(&job.as_str())
+        && !schedule::PERIODIC_JOBS.contains(&job.as_str())
     {
         eprintln!(
             "scheduler: unknown job {job:?}; periodic jobs are: {}",
-            KNOWN_JOBS.join(", ")
+            schedule::PERIODIC_JOBS.join(", ")
         );
         return ExitCode::from(2);
     }
@@ -51,13 +51,6 @@ async fn main() -> ExitCode {
         }
     }
 }
-
-/// The jobs the scheduler may enqueue.
-const KNOWN_JOBS: [&str; 3] = [
-    keel::accounts::PURGE_DELETED_ACCOUNTS,
-    keel::accounts::SEND_DELETION_REMINDERS,
-    keel::accounts::CLEANUP_EXPIRED_TOKENS,
-];
 
 async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
     let conn = db::connect(&settings).await?;

@@ -365,6 +365,10 @@ impl Settings {
                 message: "FIRST_SUPERUSER_EMAIL and FIRST_SUPERUSER_PASSWORD go together; set both or neither".into(),
             });
         }
+        let first_superuser_username = r.string("FIRST_SUPERUSER_USERNAME", "superuser");
+        if let (Some(email), Some(password)) = (&first_superuser_email, &first_superuser_password) {
+            check_first_superuser(email, &first_superuser_username, password)?;
+        }
 
         let rabbitmq_url = r.string("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2f");
         if !(rabbitmq_url.starts_with("amqp://") || rabbitmq_url.starts_with("amqps://")) {
@@ -550,7 +554,7 @@ impl Settings {
             )?),
             auto_migrate: r.bool("AUTO_MIGRATE", true)?,
             first_superuser_email,
-            first_superuser_username: r.string("FIRST_SUPERUSER_USERNAME", "superuser"),
+            first_superuser_username,
             first_superuser_password,
             frontend_url: frontend_url.trim_end_matches('/').to_string(),
             smtp,
@@ -627,10 +631,38 @@ impl Settings {
             }
         }
     }
+}
 
-    pub fn is_production(&self) -> bool {
-        self.environment == Environment::Production
+/// The first superuser is held to every account rule, like any account: a configured
+/// `admin` / `password` stops start-up instead of becoming the most privileged account.
+fn check_first_superuser(email: &str, username: &str, password: &str) -> Result<(), ConfigError> {
+    use crate::accounts::validation::{normalise_email, validate_password, validate_username};
+    let messages = |problems: Vec<crate::accounts::validation::FieldProblem>| {
+        problems
+            .into_iter()
+            .map(|p| p.message)
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    if let Err(p) = normalise_email(email) {
+        return Err(ConfigError {
+            var: "FIRST_SUPERUSER_EMAIL",
+            message: p.message,
+        });
     }
+    if let Err(p) = validate_username(username) {
+        return Err(ConfigError {
+            var: "FIRST_SUPERUSER_USERNAME",
+            message: messages(p),
+        });
+    }
+    if let Err(p) = validate_password("password", password) {
+        return Err(ConfigError {
+            var: "FIRST_SUPERUSER_PASSWORD",
+            message: messages(p),
+        });
+    }
+    Ok(())
 }
 
 fn normalise_prefix(raw: &str) -> Result<String, ConfigError> {
@@ -706,6 +738,32 @@ mod tests {
         assert_eq!(
             settings(&[("API_PREFIX", "/a b")]).unwrap_err().var,
             "API_PREFIX"
+        );
+    }
+
+    #[test]
+    fn the_first_superuser_follows_the_account_rules() {
+        let ok = [
+            ("FIRST_SUPERUSER_EMAIL", "root@example.com"),
+            ("FIRST_SUPERUSER_PASSWORD", "SuperSecret123!"),
+        ];
+        assert!(settings(&ok).is_ok());
+        let with = |extra: (&'static str, &'static str)| {
+            let mut pairs = ok.to_vec();
+            pairs.push(extra);
+            settings(&pairs).unwrap_err().var
+        };
+        assert_eq!(
+            with(("FIRST_SUPERUSER_USERNAME", "admin")),
+            "FIRST_SUPERUSER_USERNAME"
+        );
+        assert_eq!(
+            with(("FIRST_SUPERUSER_PASSWORD", "password")),
+            "FIRST_SUPERUSER_PASSWORD"
+        );
+        assert_eq!(
+            with(("FIRST_SUPERUSER_EMAIL", "nobody")),
+            "FIRST_SUPERUSER_EMAIL"
         );
     }
 

@@ -1,4 +1,5 @@
-//! Rate limits per client address and route (CONTRACT.md), as a generic cell rate algorithm
+//! Rate limits per client address and route (the table in README's "Rate limits" section and
+//! in each operation's description), as a generic cell rate algorithm
 //! (GCRA): each key stores one timestamp, the "theoretical arrival time", so a limit of N per
 //! minute allows a burst of N and then one request every 60/N seconds.
 //!
@@ -145,6 +146,18 @@ struct Inner {
 #[error("the rate limiter cannot reach redis")]
 pub struct Unavailable;
 
+/// 503 `rate_limiter_unavailable`: with `RATE_LIMIT_FAIL_OPEN=false`, a limit that cannot be
+/// checked refuses the request, whichever limit it is.
+impl From<Unavailable> for ApiError {
+    fn from(_: Unavailable) -> Self {
+        ApiError::new(
+            poem::http::StatusCode::SERVICE_UNAVAILABLE,
+            "rate_limiter_unavailable",
+            "the service cannot check request limits right now; retry shortly",
+        )
+    }
+}
+
 impl Limiter {
     pub fn new(redis: Option<Redis>, fail_open: bool) -> Self {
         Self {
@@ -290,14 +303,7 @@ pub async fn enforce<E: Endpoint>(
     let ip = crate::security::client_ip(&req);
     let decision = match limiter.check(rule, &ip, true).await {
         Ok(d) => d,
-        Err(Unavailable) => {
-            return Ok(ApiError::new(
-                poem::http::StatusCode::SERVICE_UNAVAILABLE,
-                "rate_limiter_unavailable",
-                "the service cannot check request limits right now; retry shortly",
-            )
-            .into_response());
-        }
+        Err(unavailable) => return Ok(ApiError::from(unavailable).into_response()),
     };
     if !decision.allowed {
         let detail = format!(

@@ -56,6 +56,43 @@ fn production_refuses_the_default_secret() {
 }
 
 #[test]
+fn a_first_superuser_that_breaks_the_account_rules_stops_start_up() {
+    for (var, value, expect) in [
+        (
+            "FIRST_SUPERUSER_USERNAME",
+            "admin",
+            "FIRST_SUPERUSER_USERNAME",
+        ),
+        (
+            "FIRST_SUPERUSER_PASSWORD",
+            "password",
+            "FIRST_SUPERUSER_PASSWORD",
+        ),
+        (
+            "FIRST_SUPERUSER_EMAIL",
+            "not-an-address",
+            "FIRST_SUPERUSER_EMAIL",
+        ),
+    ] {
+        let out = Command::new(BINARIES[0])
+            .env("DATABASE_URL", "sqlite::memory:")
+            .env("FIRST_SUPERUSER_EMAIL", "root@example.com")
+            .env("FIRST_SUPERUSER_PASSWORD", "SuperSecret123!")
+            .env(var, value)
+            .current_dir(std::env::temp_dir())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{var}={value}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{var}={value}: {stderr}");
+        assert!(
+            stderr.starts_with(&format!("invalid configuration: {expect}:")),
+            "{var}={value}: {stderr}"
+        );
+    }
+}
+
+#[test]
 fn server_prints_the_spec() {
     let out = Command::new(BINARIES[0]).arg("openapi").output().unwrap();
     assert!(out.status.success());

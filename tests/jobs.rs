@@ -245,7 +245,8 @@ async fn task_lifecycle_results_and_permissions() {
             Some(&user.access),
         )
         .await;
-    problem(resp, 400, "invalid_body").await;
+    let wrong = problem(resp, 422, "validation_failed").await;
+    assert_eq!(wrong["errors"][1]["field"], "[1]", "{wrong}");
 
     // Mail and the task list are for superusers.
     let mail_req = json!({"to": "someone@example.com", "subject": "Hi", "body": "<b>hello</b>"});
@@ -659,6 +660,12 @@ async fn embedded_tasks_run_retry_and_cancel(backend: Backend) {
     .await;
     let failed = wait_status(&app, &user.access, &bad, "FAILURE", Duration::from_secs(10)).await;
     assert_eq!(failed["attempts"], 2);
+    // The retried run is counted under an explicit, stable label.
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains("keel_jobs_total{name=\"test_task\",outcome=\"will_retry\"}"),
+        "{metrics}"
+    );
 
     let long = submit(
         &app,
@@ -801,4 +808,74 @@ async fn cleanup_job_removes_spent_tokens(backend: Backend) {
             .len(),
         0
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_mail_job_keeps_no_mailed_secret() {
+    // No worker runs: the mail job waits in the queue until it is cancelled.
+    let queue = common::unique_queue();
+    let app = rabbit_app(Backend::Postgres, &queue, &ROOT).await;
+    let root = superuser(&app).await;
+    let id = submit(
+        &app,
+        &root.access,
+        "/system/background-tasks/send-email",
+        json!({"to": "someone@example.com", "subject": "Your code", "body": "secret-code-93141"}),
+    )
+    .await;
+    let resp = app
+        .delete(
+            &format!("/system/background-tasks/{id}"),
+            Some(&root.access),
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let row = job::Entity::find_by_id(uuid::Uuid::parse_str(&id).unwrap())
+        .one(&app.state.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.status, "REVOKED");
+    let stored = row.payload.to_string();
+    assert!(!stored.contains("secret-code-93141"), "{stored}");
+    assert_eq!(row.payload["to"], "someone@example.com");
+    common::delete_queues(&queue).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_status_keel_does_not_know_is_an_internal_error() {
+    let app = TestApp::start_with(Backend::Postgres, &ROOT).await;
+    let root = superuser(&app).await;
+    let (_, user) = app.signed_in_user().await;
+    let id = submit(
+        &app,
+        &user.access,
+        "/system/background-tasks/test-task",
+        json!({"message": "m"}),
+    )
+    .await;
+    wait_status(&app, &user.access, &id, "SUCCESS", Duration::from_secs(10)).await;
+    job::Entity::update_many()
+        .col_expr(
+            job::Column::Status,
+            sea_orm::sea_query::Expr::value("BOGUS"),
+        )
+        .filter(job::Column::Id.eq(uuid::Uuid::parse_str(&id).unwrap()))
+        .exec(&app.state.db)
+        .await
+        .unwrap();
+    let path = format!("/system/background-tasks/task-status/{id}");
+    problem(
+        app.get(&path, Some(&user.access)).await,
+        500,
+        "internal_error",
+    )
+    .await;
+    problem(
+        app.get("/system/background-tasks", Some(&root.access))
+            .await,
+        500,
+        "internal_error",
+    )
+    .await;
 }

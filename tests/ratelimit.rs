@@ -207,3 +207,48 @@ async fn without_redis_limits_fail_open_to_memory_or_closed_as_configured() {
         StatusCode::OK
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_failed_login_limit_refuses_when_it_cannot_be_checked_and_fail_open_is_off() {
+    // A Redis user that may keep the address limits but not the per-account failure count:
+    // only that one limit cannot be checked.
+    let prefix = format!("keel:test:{}:", uuid::Uuid::new_v4().simple());
+    let port = common::free_port();
+    let address_keys = format!("~{prefix}ratelimit:login:*");
+    let user_keys = format!("~{prefix}users:*");
+    let revoked_keys = format!("~{prefix}revoked:*");
+    let _redis = common::PrivateRedis::start_with(
+        port,
+        &[
+            "--user",
+            "limited",
+            "on",
+            ">pw",
+            &address_keys,
+            &user_keys,
+            &revoked_keys,
+            "+@all",
+        ],
+    );
+    common::wait_port(port).await;
+    let url = format!("redis://limited:pw@127.0.0.1:{port}/0");
+    let with = |fail_open: &str| {
+        env(
+            &[
+                ("ENABLE_REDIS", "true"),
+                ("REDIS_URL", &url),
+                ("REDIS_KEY_PREFIX", &prefix),
+                ("RATE_LIMIT_FAIL_OPEN", fail_open),
+            ],
+            false,
+        )
+    };
+    let closed = start(&with("false")).await;
+    let resp = login_attempt(&closed, None).await;
+    problem(resp, 503, "rate_limiter_unavailable").await;
+
+    // With fail-open the same failure is counted in memory and the login is answered.
+    let open = start(&with("true")).await;
+    let resp = login_attempt(&open, None).await;
+    problem(resp, 401, "invalid_credentials").await;
+}

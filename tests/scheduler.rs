@@ -139,3 +139,50 @@ async fn once_enqueues_one_run_and_exits() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("SCHEDULE_CLEANUP_EXPIRED_TOKENS"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_firing_of_each_periodic_job_is_its_newest_scheduled_run() {
+    use chrono::{Duration as Days, TimeZone, Utc};
+    let app = TestApp::start(Backend::Postgres).await;
+    let db = &app.state.db;
+    let base = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+    // A long history of purges and one cleanup, each stamped with its slot.
+    for (name, days) in [
+        ("purge_deleted_accounts", 0..40),
+        ("cleanup_expired_tokens", 3..4),
+    ] {
+        for day in days {
+            let slot = base + Days::days(day);
+            let id = keel::schedule::fire(db, &app.state.jobs, name, slot)
+                .await
+                .unwrap();
+            job::Entity::update_many()
+                .col_expr(
+                    job::Column::CreatedAt,
+                    sea_orm::sea_query::Expr::value(slot),
+                )
+                .filter(job::Column::Id.eq(id))
+                .exec(db)
+                .await
+                .unwrap();
+        }
+    }
+    // A purge queued by hand later is no firing of the schedule.
+    app.state
+        .jobs
+        .enqueue(
+            db,
+            keel::jobs::NewJob::new("purge_deleted_accounts", serde_json::json!({})),
+        )
+        .await
+        .unwrap();
+    let mut last = keel::schedule::last_firings(db).await.unwrap();
+    last.sort();
+    assert_eq!(
+        last,
+        [
+            ("cleanup_expired_tokens".to_string(), base + Days::days(3)),
+            ("purge_deleted_accounts".to_string(), base + Days::days(39)),
+        ]
+    );
+}

@@ -252,20 +252,9 @@ async fn size_violations_are_refused_and_logged() {
     assert_eq!(first["client_ip"], "127.0.0.1");
 }
 
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap()
-}
-
 #[tokio::test]
 async fn a_50_mb_chunked_upload_is_cut_off_without_buffering() {
     let app = TestApp::start_with(Backend::Sqlite, &[("MAX_REQUEST_SIZE", "1048576")]).await;
-    let before = rss_kib();
     let mut stream = TcpStream::connect(app.addr).await.unwrap();
     stream
         .write_all(b"POST /auth/register HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
@@ -287,10 +276,12 @@ async fn a_50_mb_chunked_upload_is_cut_off_without_buffering() {
         text.starts_with("HTTP/1.1 413"),
         "{sent} bytes sent: {text}"
     );
-    let grown = rss_kib().saturating_sub(before);
+    // The server answered and hung up at the limit instead of reading (and holding) the whole
+    // body: most of the 50 MiB could never be written. What could is the limit plus the
+    // loopback socket buffers.
     assert!(
-        grown < 16 * 1024,
-        "memory grew by {grown} KiB for a refused upload"
+        sent < 25 * 1024 * 1024,
+        "the server read {sent} bytes of a body it refused at 1 MiB"
     );
 }
 

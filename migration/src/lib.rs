@@ -7,6 +7,7 @@ mod m20261129_000002_jobs;
 mod m20261129_000003_api_keys;
 mod m20261129_000004_account_deletion;
 mod m20261129_000005_live_sessions_index;
+mod m20261201_000006_jobs_name_index;
 
 pub struct Migrator;
 
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000003_api_keys::Migration),
             Box::new(m20261129_000004_account_deletion::Migration),
             Box::new(m20261129_000005_live_sessions_index::Migration),
+            Box::new(m20261201_000006_jobs_name_index::Migration),
         ]
     }
 }

@@ -56,7 +56,58 @@ fn contains_pattern(text: &str) -> LikeExpr {
     LikeExpr::new(pattern).escape('\\')
 }
 
+impl Deleted {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Exclude => "exclude",
+            Self::Include => "include",
+            Self::Only => "only",
+        }
+    }
+}
+
+impl SortBy {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::CreatedAt => "created_at",
+            Self::Email => "email",
+            Self::Username => "username",
+        }
+    }
+}
+
 impl UserQuery {
+    /// A stable text naming exactly this query, for cache keys: every field spelled out
+    /// explicitly (never `Debug`, whose format may change between compiler releases), the
+    /// free text length-prefixed so that no text can imitate the fields after it.
+    pub fn cache_key(&self) -> String {
+        fn flag(v: Option<bool>) -> &'static str {
+            match v {
+                None => "-",
+                Some(true) => "1",
+                Some(false) => "0",
+            }
+        }
+        fn time(v: Option<DateTime<Utc>>) -> String {
+            v.map_or_else(
+                || "-".into(),
+                |t| t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+            )
+        }
+        let text = self.text.as_deref().unwrap_or("");
+        format!(
+            "text={}:{text};verified={};superuser={};after={};before={};deleted={};sort={};desc={}",
+            text.len(),
+            flag(self.is_verified),
+            flag(self.is_superuser),
+            time(self.created_after),
+            time(self.created_before),
+            self.deleted.as_str(),
+            self.sort_by.as_str(),
+            u8::from(self.descending),
+        )
+    }
+
     pub fn select(&self) -> Select<user::Entity> {
         let mut query = user::Entity::find();
         if let Some(text) = self
@@ -105,5 +156,32 @@ impl UserQuery {
         query
             .order_by(column, order.clone())
             .order_by(user::Column::Id, order)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_keys_spell_out_every_field() {
+        assert_eq!(
+            UserQuery::default().cache_key(),
+            "text=0:;verified=-;superuser=-;after=-;before=-;deleted=exclude;sort=created_at;desc=0"
+        );
+        let q = UserQuery {
+            text: Some("a;b".into()),
+            is_verified: Some(true),
+            is_superuser: Some(false),
+            created_after: Some("2026-01-02T03:04:05Z".parse().unwrap()),
+            created_before: None,
+            deleted: Deleted::Only,
+            sort_by: SortBy::Username,
+            descending: true,
+        };
+        assert_eq!(
+            q.cache_key(),
+            "text=3:a;b;verified=1;superuser=0;after=2026-01-02T03:04:05.000000000Z;before=-;deleted=only;sort=username;desc=1"
+        );
     }
 }

@@ -181,10 +181,6 @@ impl Accounts {
         &self.hasher
     }
 
-    pub fn jobs(&self) -> &JobQueue {
-        &self.jobs
-    }
-
     pub fn cache(&self) -> &Cache {
         &self.cache
     }

@@ -435,14 +435,7 @@ impl AuthApi {
             let d = state
                 .limiter
                 .check(ratelimit::ACCOUNT_FAILURES, &account, false)
-                .await
-                .unwrap_or(ratelimit::Decision {
-                    allowed: true,
-                    limit: 0,
-                    remaining: 0,
-                    reset_secs: 0,
-                    retry_after_secs: 0,
-                });
+                .await?;
             if !d.allowed {
                 crate::metrics::metrics()
                     .rate_limited

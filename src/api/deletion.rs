@@ -88,7 +88,7 @@ impl DeletionApi {
     /// Ask to delete your account
     ///
     /// Signed in (bearer access token), or with `{"email"}`: mails a single-use confirmation link
-    /// (valid 24 hours). Nothing is deleted until it is confirmed. Without a token the answer is
+    /// (valid for `DELETION_TOKEN_EXPIRE_HOURS`, 24 by default). Nothing is deleted until it is confirmed. Without a token the answer is
     /// the same whether or not the account exists.
     #[oai(
         path = "/request-deletion",

@@ -118,13 +118,20 @@ pub struct TaskInfo {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
-impl From<job::Model> for TaskInfo {
-    fn from(j: job::Model) -> Self {
-        Self {
+impl TryFrom<job::Model> for TaskInfo {
+    type Error = ApiError;
+
+    /// A status the database holds but Keel does not know is a fault, never a state to show.
+    fn try_from(j: job::Model) -> ApiResult<Self> {
+        let status = JobStatus::parse(&j.status).ok_or_else(|| {
+            ApiError::internal(format!(
+                "job {} has the unknown status {:?} in the database",
+                j.id, j.status
+            ))
+        })?;
+        Ok(Self {
             task_id: j.id,
-            status: JobStatus::parse(&j.status)
-                .unwrap_or(JobStatus::Pending)
-                .into(),
+            status: status.into(),
             task_name: j.name,
             result: j.result,
             error: j.error,
@@ -132,7 +139,7 @@ impl From<job::Model> for TaskInfo {
             created_at: j.created_at,
             started_at: j.started_at,
             finished_at: j.finished_at,
-        }
+        })
     }
 }
 
@@ -297,7 +304,7 @@ impl TasksApi {
         Ok(Json(
             visible_job(&state, auth.scoped(READ)?, task_id.0)
                 .await?
-                .into(),
+                .try_into()?,
         ))
     }
 
@@ -314,13 +321,23 @@ impl TasksApi {
         let principal = auth.scoped(WRITE)?;
         let job = visible_job(&state, principal, task_id.0).await?;
         let now = Utc::now();
-        let revoked = job::Entity::update_many()
+        let mut revoke = job::Entity::update_many()
             .col_expr(
                 job::Column::Status,
                 Expr::value(JobStatus::Revoked.as_str()),
             )
             .col_expr(job::Column::FinishedAt, Expr::value(now))
-            .col_expr(job::Column::UpdatedAt, Expr::value(now))
+            .col_expr(job::Column::UpdatedAt, Expr::value(now));
+        // A cancelled job never runs again, so the secrets its payload carries go now, as
+        // they do when a job finishes.
+        if let Some(payload) = state
+            .registry
+            .get(&job.name)
+            .and_then(|h| h.scrubbed(&job.payload))
+        {
+            revoke = revoke.col_expr(job::Column::Payload, Expr::value(payload));
+        }
+        let revoked = revoke
             .filter(job::Column::Id.eq(job.id))
             .filter(job::Column::Status.is_in([
                 JobStatus::Pending.as_str(),
@@ -338,7 +355,7 @@ impl TasksApi {
                 format!("the task already finished with {}", job.status),
             ));
         }
-        Ok(Json(job.into()))
+        Ok(Json(job.try_into()?))
     }
 
     /// Recent tasks, newest first (superusers)
@@ -370,7 +387,10 @@ impl TasksApi {
         }
         let (rows, metadata) = fetch_page(query, &state.db, page.0, size.0).await?;
         Ok(Json(TaskPage {
-            items: rows.into_iter().map(TaskInfo::from).collect(),
+            items: rows
+                .into_iter()
+                .map(TaskInfo::try_from)
+                .collect::<ApiResult<_>>()?,
             metadata,
         }))
     }

@@ -88,7 +88,10 @@ async fn cached_page(
     } else {
         "user"
     };
-    let key = hex::encode(sha2::Sha256::digest(format!("{query:?}|{page}|{size}")));
+    let key = hex::encode(sha2::Sha256::digest(format!(
+        "{}|{page}|{size}",
+        query.cache_key()
+    )));
     let (body, outcome) = state
         .cache
         .users_page(scope, &key, viewer.users_version, || async {

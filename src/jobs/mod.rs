@@ -9,7 +9,7 @@ mod runner;
 
 use std::{collections::HashMap, future::Future, pin::Pin, sync::Arc, time::Duration};
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, Set,
     sea_query::OnConflict,
@@ -58,10 +58,6 @@ impl JobStatus {
             .into_iter()
             .find(|v| v.as_str().eq_ignore_ascii_case(s))
     }
-
-    pub fn is_finished(self) -> bool {
-        matches!(self, Self::Success | Self::Failure | Self::Revoked)
-    }
 }
 
 /// How jobs are retried and bounded; read from the settings.
@@ -105,8 +101,6 @@ pub struct NewJob {
     pub payload: Value,
     pub owner_id: Option<Uuid>,
     pub dedupe_key: Option<String>,
-    pub max_attempts: Option<i32>,
-    pub run_at: Option<DateTime<Utc>>,
 }
 
 impl NewJob {
@@ -116,8 +110,6 @@ impl NewJob {
             payload,
             owner_id: None,
             dedupe_key: None,
-            max_attempts: None,
-            run_at: None,
         }
     }
 
@@ -164,11 +156,8 @@ impl JobQueue {
             payload: Set(job.payload),
             status: Set(JobStatus::Pending.as_str().to_string()),
             attempts: Set(0),
-            max_attempts: Set(job
-                .max_attempts
-                .unwrap_or(self.settings.max_attempts)
-                .max(1)),
-            run_at: Set(job.run_at.unwrap_or(now)),
+            max_attempts: Set(self.settings.max_attempts.max(1)),
+            run_at: Set(now),
             result: Set(None),
             error: Set(None),
             owner_id: Set(job.owner_id),
@@ -256,8 +245,16 @@ type HandlerFn =
 #[derive(Clone)]
 pub struct Handler {
     run: HandlerFn,
-    /// Rewrites the stored payload once the job has finished, to drop secrets (mailed tokens).
+    /// Rewrites the stored payload once the job has ended, to drop secrets (mailed tokens).
     scrub: Option<fn(&Value) -> Value>,
+}
+
+impl Handler {
+    /// What the stored payload becomes when the job ends for good (succeeded, failed or
+    /// cancelled); `None` when it carries nothing to remove.
+    pub fn scrubbed(&self, payload: &Value) -> Option<Value> {
+        self.scrub.map(|scrub| scrub(payload))
+    }
 }
 
 /// Job name → handler. New kinds of job are one `register` call at the composition point.
@@ -273,12 +270,6 @@ impl Registry {
 
     pub fn get(&self, name: &str) -> Option<&Handler> {
         self.handlers.get(name)
-    }
-
-    pub fn names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.handlers.keys().cloned().collect();
-        names.sort();
-        names
     }
 }
 

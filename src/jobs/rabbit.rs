@@ -130,10 +130,6 @@ impl Publisher {
         }
     }
 
-    pub fn config(&self) -> &RabbitConfig {
-        &self.config
-    }
-
     async fn channel(&self) -> Result<Channel, RabbitError> {
         let mut link = self.link.lock().await;
         if let Some((conn, channel)) = link.as_ref()

@@ -27,6 +27,19 @@ pub enum Outcome {
     Skipped,
 }
 
+impl Outcome {
+    /// The name in metrics and logs; spelled out, since `Debug` output is no stable format.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Succeeded => "succeeded",
+            Self::WillRetry => "will_retry",
+            Self::Failed => "failed",
+            Self::Revoked => "revoked",
+            Self::Skipped => "skipped",
+        }
+    }
+}
+
 pub struct Runner {
     db: DatabaseConnection,
     registry: Registry,
@@ -123,21 +136,18 @@ impl Runner {
                 }
             }
         };
-        let scrubbed = handler
-            .as_ref()
-            .and_then(|h| h.scrub)
-            .map(|scrub| scrub(&row.payload));
+        let scrubbed = handler.as_ref().and_then(|h| h.scrubbed(&row.payload));
         let outcome = self.record(&row, ran, scrubbed).await?;
         crate::metrics::metrics().observe_job(
             &row.name,
-            &format!("{outcome:?}").to_lowercase(),
+            outcome.as_str(),
             started.elapsed().as_secs_f64(),
         );
         tracing::info!(
             job_id = %row.id,
             job = %row.name,
             attempt = row.attempts,
-            outcome = ?outcome,
+            outcome = outcome.as_str(),
             duration_ms = started.elapsed().as_secs_f64() * 1000.0,
             "job finished"
         );
