@@ -42,6 +42,8 @@ pub struct AppState {
     pub publisher: Option<Arc<Publisher>>,
     /// The spec served at `/openapi.json`, rendered once at start.
     pub spec: Arc<str>,
+    /// The same spec as a routing table: `Allow` headers and JSON type checks.
+    pub contract: Arc<api::contract::Contract>,
     /// The user-page cache and session revocations: Redis when enabled, else memory.
     pub cache: Cache,
     pub limiter: crate::ratelimit::Limiter,
@@ -157,7 +159,12 @@ impl AppState {
         if let Some(user) = accounts.ensure_first_superuser().await? {
             tracing::info!(user_id = %user.id, "created the first superuser from FIRST_SUPERUSER_EMAIL");
         }
-        let spec = api::spec_json(&settings.project_name, &settings.api_prefix).into();
+        let spec: Arc<str> = api::spec_json(&settings.project_name, &settings.api_prefix).into();
+        let contract = Arc::new(api::contract::Contract::from_spec(
+            &spec,
+            &settings.api_prefix,
+            &["/metrics", "/openapi.json"],
+        ));
         let limiter =
             crate::ratelimit::Limiter::new(cache.redis().cloned(), settings.rate_limit_fail_open);
         let hub = settings.enable_websockets.then(|| {
@@ -174,6 +181,7 @@ impl AppState {
             registry,
             publisher,
             spec,
+            contract,
             limiter,
             hub,
             cache,
@@ -250,9 +258,12 @@ pub fn routes(state: AppState) -> impl Endpoint<Output = Response> + 'static {
     let limited = state.settings.enable_rate_limiting;
     let limit_prefix: Arc<str> = state.settings.api_prefix.clone().into();
     let trusted = Arc::new(state.settings.trusted_proxies.clone());
+    let contract = state.contract.clone();
+    let allow = state.contract.clone();
     tree.with(CookieJarManager::new())
         .with(CatchPanic::new())
         .data(state)
+        .around(move |ep, req| crate::input::check_input(ep, req, contract.clone()))
         .around(move |ep, req| security::validate(ep, req, validation.clone()))
         .around(move |ep, req| {
             let limiter = limited.then(|| limiter.clone());
@@ -267,7 +278,7 @@ pub fn routes(state: AppState) -> impl Endpoint<Output = Response> + 'static {
         .with_if(cors.is_some(), cors.unwrap_or_default())
         .around(move |ep, mut req| {
             security::resolve_client_addr(&mut req, &trusted);
-            problem_and_request_id(ep, req, security.clone())
+            problem_and_request_id(ep, req, security.clone(), allow.clone())
         })
         .into_endpoint()
         .map_to_response()
@@ -345,6 +356,7 @@ async fn problem_and_request_id<E: Endpoint>(
     next: E,
     req: Request,
     security: Arc<SecurityConfig>,
+    contract: Arc<api::contract::Contract>,
 ) -> poem::Result<Response> {
     let request_id = request_id_for(&req);
     let method = req.method().clone();
@@ -377,6 +389,14 @@ async fn problem_and_request_id<E: Endpoint>(
     });
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert("x-request-id", v);
+    }
+    // RFC 9110: a 405 lists the methods the path does have.
+    if resp.status() == StatusCode::METHOD_NOT_ALLOWED
+        && let Some(v) = contract
+            .allow(&path)
+            .and_then(|methods| HeaderValue::from_str(&methods).ok())
+    {
+        resp.headers_mut().insert(header::ALLOW, v);
     }
     security.apply_headers(&path, &mut resp);
     let status = resp.status().as_u16();

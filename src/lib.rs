@@ -9,6 +9,7 @@ pub mod config;
 pub mod db;
 pub mod entities;
 pub mod error;
+pub mod input;
 pub mod jobs;
 pub mod mail;
 pub mod metrics;

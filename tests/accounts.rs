@@ -266,7 +266,7 @@ async fn registration_rules(backend: Backend) {
             );
         }
     }
-    // Missing fields and wrong types are a readable 400, not a 500.
+    // Missing fields are a readable 400, wrong JSON types a 422 naming each field; never a 500.
     problem(
         app.post_json("/auth/register", json!({"email": "a@example.com"}), None)
             .await,
@@ -274,17 +274,24 @@ async fn registration_rules(backend: Backend) {
         "invalid_body",
     )
     .await;
-    problem(
+    let wrong = problem(
         app.post_json(
             "/auth/register",
             json!({"email": 1, "username": [], "password": null}),
             None,
         )
         .await,
-        400,
-        "invalid_body",
+        422,
+        "validation_failed",
     )
     .await;
+    let fields: Vec<&str> = wrong["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["email", "username"], "{wrong}");
     // Nothing was stored by any refused attempt.
     assert_eq!(
         user::Entity::find().all(&app.state.db).await.unwrap().len(),

@@ -274,3 +274,55 @@ async fn metrics_expose_requests_jobs_queue_and_pool() {
         "ids are folded out of route labels"
     );
 }
+
+#[tokio::test]
+async fn a_405_lists_the_methods_the_path_has() {
+    let app = TestApp::start(Backend::Sqlite).await;
+    for (method, path, allow) in [
+        ("TRACE", "/users/me", "GET, HEAD, PATCH"),
+        ("PUT", "/auth/login", "POST"),
+        ("POST", "/metrics", "GET, HEAD"),
+        ("DELETE", "/", "GET, HEAD"),
+    ] {
+        let resp = app
+            .client
+            .request(
+                reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                app.url(path),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            resp.headers().get("allow").and_then(|v| v.to_str().ok()),
+            Some(allow),
+            "{method} {path}"
+        );
+        problem(resp, 405, "method_not_allowed").await;
+    }
+}
+
+#[tokio::test]
+async fn a_json_boolean_or_number_is_not_a_string() {
+    let app = TestApp::start(Backend::Sqlite).await;
+    let (user, tokens) = app.signed_in_user().await;
+    for wrong in [serde_json::json!(false), serde_json::json!(12)] {
+        let resp = app
+            .client
+            .patch(app.url("/users/me"))
+            .bearer_auth(&tokens.access)
+            .json(&serde_json::json!({ "username": wrong }))
+            .send()
+            .await
+            .unwrap();
+        let body = problem(resp, 422, "validation_failed").await;
+        assert_eq!(body["errors"][0]["field"], "username", "{body}");
+    }
+    let me: Value = app
+        .get("/users/me", Some(&tokens.access))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["username"], user.username.as_str(), "not renamed");
+}

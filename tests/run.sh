@@ -119,6 +119,21 @@ log "docker-compose config (compose.yaml parses; no Docker engine needed)"
 command -v docker-compose >/dev/null || apt_install docker-compose
 docker-compose -f compose.yaml config -q
 
+# The spec passes Redocly's recommended rules (exceptions, each with its reason, in
+# openapi/redocly.yaml).
+REDOCLY_VERSION=2.77.0
+redocly="$TOOLS_DIR/redocly/node_modules/.bin/redocly"
+if [ ! -x "$redocly" ] || ! grep -q "\"version\": \"$REDOCLY_VERSION\"" "$TOOLS_DIR/redocly/node_modules/@redocly/cli/package.json" 2>/dev/null; then
+  log "installing @redocly/cli@$REDOCLY_VERSION into $TOOLS_DIR/redocly"
+  command -v npm >/dev/null || apt_install nodejs npm
+  mkdir -p "$TOOLS_DIR/redocly"
+  (cd "$TOOLS_DIR/redocly" && { [ -f package.json ] || npm init -y >/dev/null; } &&
+    npm install --no-audit --no-fund --loglevel=error "@redocly/cli@$REDOCLY_VERSION" >/dev/null)
+fi
+log "redocly lint openapi/openapi.json"
+REDOCLY_TELEMETRY=off REDOCLY_SUPPRESS_UPDATE_NOTICE=true \
+  "$redocly" lint --config openapi/redocly.yaml openapi/openapi.json
+
 log "cargo fmt --check"
 cargo fmt --all -- --check
 
