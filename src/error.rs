@@ -318,8 +318,9 @@ impl From<AccountError> for ApiError {
             E::EmailNotVerified => {
                 Self::new(StatusCode::FORBIDDEN, "email_not_verified", e.to_string())
             }
+            // The request is well formed; the credential in it is refused.
             E::WrongPassword => Self::new(
-                StatusCode::BAD_REQUEST,
+                StatusCode::FORBIDDEN,
                 "invalid_current_password",
                 e.to_string(),
             ),

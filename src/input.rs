@@ -3,12 +3,11 @@
 //!
 //! - Text that could reach the database carries no NUL character. PostgreSQL cannot store
 //!   U+0000 in text (it answers `invalid byte sequence`), and no field of Keel's has a use for
-//!   it, so it is refused for every route on both back ends alike: in a query parameter, the
-//!   path, or a string anywhere in a JSON or form body.
+//!   it, so it is refused for every route on both back ends alike: in the path, a query
+//!   parameter, a form field, or a string field of a JSON body (`api::contract`).
 //! - A JSON body's fields have the JSON types the spec gives them (`api::contract`).
 //!
-//! Bodies are decoded only when their operation takes JSON or their raw bytes could hold a
-//! NUL (`\u0000` in JSON, `%00` or a raw zero byte in a form).
+//! Form bodies are decoded only when their raw bytes could hold a NUL (`%00` or a zero byte).
 
 use std::sync::Arc;
 
@@ -16,11 +15,9 @@ use poem::{Body, Endpoint, IntoResponse, Request, Response, http::header};
 use serde_json::Value;
 
 use crate::{
-    api::contract::Contract,
+    api::contract::{Contract, NUL_MESSAGE},
     error::{ApiError, FieldError},
 };
-
-const NUL_MESSAGE: &str = "must not contain a NUL character (U+0000)";
 
 fn nul_errors(fields: Vec<String>) -> Vec<FieldError> {
     fields
@@ -49,41 +46,6 @@ fn form_fields_with_nul(encoded: &[u8]) -> Vec<String> {
         }
     }
     fields
-}
-
-/// The paths (`username`, `items[2].name`) of the strings in `value`, keys included, that
-/// hold a NUL.
-fn json_fields_with_nul(value: &Value, at: &str, found: &mut Vec<String>) {
-    match value {
-        Value::String(s) if s.contains('\0') => found.push(if at.is_empty() {
-            "body".into()
-        } else {
-            at.to_string()
-        }),
-        Value::Array(items) => {
-            for (i, item) in items.iter().enumerate() {
-                json_fields_with_nul(item, &format!("{at}[{i}]"), found);
-            }
-        }
-        Value::Object(members) => {
-            for (key, item) in members {
-                let path = if at.is_empty() {
-                    key.replace('\0', "\u{FFFD}")
-                } else {
-                    format!("{at}.{}", key.replace('\0', "\u{FFFD}"))
-                };
-                if key.contains('\0') {
-                    found.push(path.clone());
-                }
-                json_fields_with_nul(item, &path, found);
-            }
-        }
-        _ => {}
-    }
-}
-
-fn might_hold_nul_json(bytes: &[u8]) -> bool {
-    bytes.windows(6).any(|w| w == b"\\u0000")
 }
 
 fn might_hold_nul_form(bytes: &[u8]) -> bool {
@@ -138,17 +100,7 @@ pub async fn check_input<E: Endpoint>(
                 // A body that is not JSON at all gets the operation's own parse error.
                 match serde_json::from_slice::<Value>(&bytes) {
                     Ok(value) => {
-                        let mut found = Vec::new();
-                        if might_hold_nul_json(&bytes) {
-                            json_fields_with_nul(&value, "", &mut found);
-                        }
-                        let mut errors = nul_errors(found);
-                        errors.extend(contract.type_errors(
-                            req.method().as_str(),
-                            req.uri().path(),
-                            &value,
-                        ));
-                        errors
+                        contract.body_errors(req.method().as_str(), req.uri().path(), &value)
                     }
                     Err(_) => Vec::new(),
                 }
@@ -169,24 +121,6 @@ pub async fn check_input<E: Endpoint>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn names_every_json_field_with_a_nul() {
-        let body = json!({
-            "email": "a@b.c",
-            "username": "x\u{0}y",
-            "items": [{"ok": "fine"}, {"name": "\u{0}"}],
-            "k\u{0}ey": 1,
-        });
-        let mut found = Vec::new();
-        json_fields_with_nul(&body, "", &mut found);
-        found.sort();
-        assert_eq!(found, ["items[1].name", "k\u{FFFD}ey", "username"]);
-        let mut top = Vec::new();
-        json_fields_with_nul(&json!("\u{0}"), "", &mut top);
-        assert_eq!(top, ["body"]);
-    }
 
     #[test]
     fn names_form_fields_and_ignores_clean_ones() {
@@ -195,7 +129,5 @@ mod tests {
             ["username", "q"]
         );
         assert!(form_fields_with_nul(b"q=100%2500").is_empty());
-        assert!(might_hold_nul_json(br#"{"a":"\u0000"}"#));
-        assert!(!might_hold_nul_json(br#"{"a":"\u0001"}"#));
     }
 }

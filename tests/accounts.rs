@@ -848,7 +848,7 @@ async fn change_password(backend: Backend) {
             Some(&current.access),
         )
         .await;
-    problem(wrong, 400, "invalid_current_password").await;
+    problem(wrong, 403, "invalid_current_password").await;
     let weak = app
         .post_json(
             "/auth/change-password",

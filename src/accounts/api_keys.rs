@@ -24,7 +24,7 @@ pub struct NewApiKey {
 
 fn validate(new: &NewApiKey) -> Result<(String, String)> {
     let mut problems = Vec::new();
-    let label = new.label.trim().to_string();
+    let label = new.label.clone();
     if label.is_empty() || label.chars().count() > 100 {
         problems.push(FieldProblem::new(
             "label",

@@ -72,9 +72,8 @@ impl Accounts {
 
     /// The same by email address, answering the same whether or not the account exists.
     pub async fn request_deletion_by_email(&self, email: &str, client: &ClientInfo) -> Result<()> {
-        let Ok(email) = super::validation::normalise_email(email) else {
-            return Ok(());
-        };
+        let email = super::validation::normalise_email(email)
+            .map_err(|p| AccountError::Validation(vec![p]))?;
         match super::find_user_by_email(self.db(), &email).await? {
             Some(user) if !user.is_deleted && user.deletion_scheduled_for.is_none() => {
                 self.send_deletion_confirmation(&user, client).await

@@ -456,9 +456,10 @@ impl Accounts {
     /// Sends a fresh verification mail when the account exists and is unverified; says nothing
     /// either way so the endpoint cannot be used to discover accounts.
     pub async fn resend_verification(&self, email: &str) -> Result<()> {
-        let Ok(email) = validation::normalise_email(email) else {
-            return Ok(());
-        };
+        // A malformed address is the caller's mistake, said as such; whether an account has a
+        // well-formed one is never told.
+        let email =
+            validation::normalise_email(email).map_err(|p| AccountError::Validation(vec![p]))?;
         let Some(user) = find_user_by_email(&self.db, &email).await? else {
             return Ok(());
         };
@@ -478,9 +479,10 @@ impl Accounts {
     // ---- passwords ---------------------------------------------------------------------------
 
     pub async fn forgot_password(&self, email: &str, client: &ClientInfo) -> Result<()> {
-        let Ok(email) = validation::normalise_email(email) else {
-            return Ok(());
-        };
+        // A malformed address is the caller's mistake, said as such; whether an account has a
+        // well-formed one is never told.
+        let email =
+            validation::normalise_email(email).map_err(|p| AccountError::Validation(vec![p]))?;
         let Some(user) = find_user_by_email(&self.db, &email).await? else {
             return Ok(());
         };

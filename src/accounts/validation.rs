@@ -146,7 +146,7 @@ const COMMON_PASSWORDS: &[&str] = &[
 /// Validates and normalises an email address: trimmed and lower-cased.
 pub fn normalise_email(raw: &str) -> Result<String, FieldProblem> {
     let email = raw.trim().to_lowercase();
-    if email.len() > 254 {
+    if email.len() > EMAIL_MAX_LEN {
         return Err(FieldProblem::new("email", "must be at most 254 characters"));
     }
     // The `email_address` crate follows RFC 5322 loosely enough to accept display names and
@@ -172,12 +172,39 @@ pub fn normalise_email(raw: &str) -> Result<String, FieldProblem> {
     Ok(email)
 }
 
-/// Checks the username rules; the stored form keeps the user's case.
-pub fn validate_username(raw: &str) -> Result<String, Vec<FieldProblem>> {
-    let name = raw.trim();
+pub const EMAIL_MAX_LEN: usize = 254;
+pub const USERNAME_MIN_LEN: usize = 3;
+pub const USERNAME_MAX_LEN: usize = 30;
+pub const PASSWORD_MIN_LEN: usize = 8;
+pub const PASSWORD_MAX_LEN: usize = 128;
+
+/// The username rules below as one pattern for the spec (with the lengths beside it), so that
+/// generated clients check them before sending: ECMA-262 as JSON Schema wants, written so that
+/// Python's `re` reads it the same (no `$`, which there also matches before a final newline).
+pub fn username_pattern() -> String {
+    let reserved: Vec<String> = RESERVED_USERNAMES
+        .iter()
+        .map(|name| {
+            name.chars()
+                .map(|c| format!("[{}{}]", c.to_ascii_uppercase(), c))
+                .collect()
+        })
+        .collect();
+    format!(
+        "^(?!(?:{})(?![\\s\\S]))[A-Za-z0-9](?:[A-Za-z0-9]|_(?!_)|-(?!-))*(?<![_-])(?![\\s\\S])",
+        reserved.join("|")
+    )
+}
+
+/// The password rules below as one pattern, like `username_pattern`.
+pub const PASSWORD_PATTERN: &str = "^(?=[\\s\\S]*[A-Z])(?=[\\s\\S]*[a-z])(?=[\\s\\S]*[0-9])(?=[\\s\\S]*[^A-Za-z0-9])[^\\x00]*(?![\\s\\S])";
+
+/// Checks the username rules; the stored form keeps the user's case. Nothing is trimmed: a
+/// name with spaces around it breaks the character rule like any other.
+pub fn validate_username(name: &str) -> Result<String, Vec<FieldProblem>> {
     let mut problems = Vec::new();
     let len = name.chars().count();
-    if !(3..=30).contains(&len) {
+    if !(USERNAME_MIN_LEN..=USERNAME_MAX_LEN).contains(&len) {
         problems.push(FieldProblem::new(
             "username",
             "must be 3 to 30 characters long",
@@ -211,36 +238,44 @@ pub fn validate_username(raw: &str) -> Result<String, Vec<FieldProblem>> {
     }
 }
 
-/// Checks every password rule and reports each one that fails.
+/// Checks every password rule and reports each one that fails. Letters and digits are ASCII's,
+/// and a special character is any other (a space, `é` and `!` alike), so that one regular
+/// expression in the spec states the same rules.
 pub fn validate_password(field: &str, password: &str) -> Result<(), Vec<FieldProblem>> {
     let mut problems = Vec::new();
     let len = password.chars().count();
-    if len < 8 {
+    if len < PASSWORD_MIN_LEN {
         problems.push(FieldProblem::new(
             field,
             "must be at least 8 characters long",
         ));
     }
-    if len > 128 {
+    if len > PASSWORD_MAX_LEN {
         problems.push(FieldProblem::new(
             field,
             "must be at most 128 characters long",
         ));
     }
-    if !password.chars().any(|c| c.is_uppercase()) {
-        problems.push(FieldProblem::new(field, "must contain an uppercase letter"));
+    if !password.chars().any(|c| c.is_ascii_uppercase()) {
+        problems.push(FieldProblem::new(
+            field,
+            "must contain an uppercase letter (A-Z)",
+        ));
     }
-    if !password.chars().any(|c| c.is_lowercase()) {
-        problems.push(FieldProblem::new(field, "must contain a lowercase letter"));
+    if !password.chars().any(|c| c.is_ascii_lowercase()) {
+        problems.push(FieldProblem::new(
+            field,
+            "must contain a lowercase letter (a-z)",
+        ));
     }
     if !password.chars().any(|c| c.is_ascii_digit()) {
         problems.push(FieldProblem::new(field, "must contain a digit"));
     }
-    if !password
-        .chars()
-        .any(|c| !c.is_alphanumeric() && !c.is_whitespace())
-    {
-        problems.push(FieldProblem::new(field, "must contain a special character"));
+    if password.chars().all(|c| c.is_ascii_alphanumeric()) {
+        problems.push(FieldProblem::new(
+            field,
+            "must contain a special character (anything but A-Z, a-z and 0-9)",
+        ));
     }
     if COMMON_PASSWORDS.contains(&password.to_lowercase().as_str()) {
         problems.push(FieldProblem::new(field, "is too common"));
@@ -288,6 +323,7 @@ mod tests {
             "root",
             "with space",
             "ünï",
+            " padded ",
             &"a".repeat(31),
         ] {
             assert!(validate_username(bad).is_err(), "{bad:?} accepted");
@@ -300,10 +336,16 @@ mod tests {
         let problems = validate_password("password", "abc").unwrap_err();
         let messages: Vec<_> = problems.iter().map(|p| p.message.as_str()).collect();
         assert!(messages.contains(&"must be at least 8 characters long"));
-        assert!(messages.contains(&"must contain an uppercase letter"));
+        assert!(messages.contains(&"must contain an uppercase letter (A-Z)"));
         assert!(messages.contains(&"must contain a digit"));
-        assert!(messages.contains(&"must contain a special character"));
-        assert!(!messages.contains(&"must contain a lowercase letter"));
+        assert!(
+            messages.contains(&"must contain a special character (anything but A-Z, a-z and 0-9)")
+        );
+        assert!(!messages.contains(&"must contain a lowercase letter (a-z)"));
+        // Letters and digits are ASCII's: anything else counts as special, a space included.
+        assert!(validate_password("password", "Äpfel and 1 Z").is_ok());
+        assert!(validate_password("password", "ÄPFELSAFT1z").is_ok());
+        assert!(validate_password("password", "Apfelsaft12").is_err());
         assert!(validate_password("password", "Password123!").is_err());
         assert_eq!(
             validate_password("password", &format!("Aa1!{}", "x".repeat(130)))

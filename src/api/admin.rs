@@ -150,7 +150,7 @@ impl AdminApi {
         include_deleted: Query<bool>,
         #[oai(
             default = "super::models::default_page",
-            validator(minimum(value = "1"))
+            validator(minimum(value = "1"), maximum(value = "9007199254740991"))
         )]
         page: Query<u64>,
         #[oai(
@@ -161,7 +161,7 @@ impl AdminApi {
     ) -> ApiResult<Json<AdminUserPage>> {
         auth.admin()?;
         let query = UserQuery {
-            text: q.0,
+            text: super::models::search_text(q.0)?,
             deleted: if include_deleted.0 {
                 Deleted::Include
             } else {

@@ -166,7 +166,9 @@ pub struct RegisterRequest {
     pub email: String,
     /// 3–30 characters of letters, digits, `_` and `-`.
     pub username: String,
-    /// 8–128 characters with an upper- and lower-case letter, a digit and a special character.
+    /// 8–128 characters with an upper- and a lower-case letter (A–Z, a–z), a digit and a
+    /// character that is none of these; a password on Keel's list of common passwords is
+    /// refused too.
     #[oai(write_only)]
     pub password: String,
 }
@@ -236,6 +238,7 @@ pub struct RevokedSessions {
 pub struct ChangePasswordRequest {
     #[oai(write_only)]
     pub current_password: String,
+    /// The password rules of registration; it must differ from the current one.
     #[oai(write_only)]
     pub new_password: String,
 }
@@ -259,6 +262,7 @@ pub struct EmailRequest {
 #[derive(Object, Debug)]
 pub struct ResetPasswordRequest {
     pub token: String,
+    /// The password rules of registration.
     #[oai(write_only)]
     pub new_password: String,
 }
@@ -269,7 +273,7 @@ pub struct ApiKeyRequest {
     pub label: String,
     /// Any of `system:read`, `tasks:read`, `tasks:write`.
     pub scopes: Vec<String>,
-    /// When the key stops working; never, if left out.
+    /// When the key stops working (it must lie in the future); never, if left out.
     #[oai(nullable)]
     pub expires_at: Option<DateTime<Utc>>,
 }

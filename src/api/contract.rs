@@ -5,7 +5,10 @@
 //! - a JSON body whose fields have the wrong JSON type is a 422 naming each field. The
 //!   operations' own parsers are lenient (poem-openapi reads `false` or `12` into a `String`),
 //!   and a client that sends `{"username": false}` has a bug it should hear about rather than
-//!   be renamed to "false".
+//!   be renamed to "false";
+//! - no string field the spec declares holds a NUL character (the spec says so with a
+//!   `pattern`): PostgreSQL cannot store U+0000 in text. Free-form JSON (the records of
+//!   `process-data`) is stored as JSON, which can, and is left as sent.
 //!
 //! Everything comes from `openapi/openapi.json` as generated from the code, so the table cannot
 //! drift from the operations.
@@ -15,6 +18,8 @@ use std::collections::BTreeSet;
 use serde_json::Value;
 
 use crate::error::FieldError;
+
+pub const NUL_MESSAGE: &str = "must not contain a NUL character (U+0000)";
 
 /// Bodies nest at most this deep before the check stops descending (a guard against
 /// pathological input, far beyond any schema here).
@@ -121,8 +126,9 @@ impl Contract {
         )
     }
 
-    /// The fields of a JSON `body` for `method path` whose JSON type the spec does not allow.
-    pub fn type_errors(&self, method: &str, path: &str, body: &Value) -> Vec<FieldError> {
+    /// The fields of a JSON `body` for `method path` whose JSON type the spec does not allow,
+    /// or that are declared strings holding a NUL.
+    pub fn body_errors(&self, method: &str, path: &str, body: &Value) -> Vec<FieldError> {
         let Some(route) = self.route(path) else {
             return Vec::new();
         };
@@ -182,6 +188,12 @@ impl Contract {
                 message: format!("must be {} ({kind} in the spec)", article(kind)),
             });
             return;
+        }
+        if value.as_str().is_some_and(|s| s.contains('\0')) {
+            errors.push(FieldError {
+                field: field(),
+                message: NUL_MESSAGE.into(),
+            });
         }
         match value {
             Value::Array(items) => {
@@ -269,7 +281,7 @@ mod tests {
     fn wrong_json_types_are_named() {
         let c = contract();
         let named = |body: Value| {
-            c.type_errors("PATCH", "/api/users/me", &body)
+            c.body_errors("PATCH", "/api/users/me", &body)
                 .into_iter()
                 .map(|e| e.field)
                 .collect::<Vec<_>>()
@@ -280,8 +292,12 @@ mod tests {
             ["username", "tags[1]"]
         );
         assert!(named(json!({"username": "ok", "note": null, "other": 1})).is_empty());
+        assert_eq!(
+            named(json!({"username": "a\u{0}b", "other": "\u{0}"})),
+            ["username"]
+        );
         assert_eq!(named(json!([1])), ["body"]);
-        let tasks = c.type_errors("POST", "/api/tasks", &json!([{"n": 1}, {"n": "x"}]));
+        let tasks = c.body_errors("POST", "/api/tasks", &json!([{"n": 1}, {"n": "x"}]));
         assert_eq!(tasks[0].field, "[1].n");
     }
 }

@@ -102,16 +102,20 @@ impl DeletionApi {
         body: OptionalJson<DeletionRequest>,
     ) -> ApiResult<Accepted> {
         let client = client_info(req);
+        let email = body.0.and_then(|b| b.email);
+        // An address is checked even when the caller is signed in and it is not needed: a
+        // malformed one is a mistake the client should hear about.
+        if let Some(email) = &email {
+            crate::accounts::validation::normalise_email(email)
+                .map_err(|p| ApiError::validation(vec![p.into()]))?;
+        }
         if let Some(principal) = optional_user(&state, req).await? {
             state
                 .accounts
                 .request_deletion(&principal.user, &client)
                 .await?;
         } else {
-            let email = body
-                .0
-                .and_then(|b| b.email)
-                .ok_or_else(|| missing("email", "is required when not signed in"))?;
+            let email = email.ok_or_else(|| missing("email", "is required when not signed in"))?;
             state
                 .accounts
                 .request_deletion_by_email(&email, &client)

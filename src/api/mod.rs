@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod constraints;
 pub mod contract;
 pub mod deletion;
 pub mod integrations;
@@ -83,12 +84,15 @@ pub fn service(project_name: &str, prefix: &str) -> OpenApiService<Apis, ()> {
 /// - every operation states its `security`; the public ones say `[]` (none) rather than
 ///   leaving it unsaid;
 /// - `servers` is never empty: without `API_PREFIX`, paths are relative to where Keel is served;
+/// - the rules the operations enforce are stated (`constraints`);
 /// - a schema that may be `null` but has no `type` (any JSON value) drops `nullable`, which
 ///   OpenAPI 3.0 allows only beside a `type`; any value, `null` included, stays valid;
 /// - media types lose poem-openapi's `; charset=utf-8`, which several generators do not
 ///   recognise as JSON (JSON is UTF-8 by definition, RFC 8259).
 pub fn spec_json(project_name: &str, prefix: &str) -> String {
-    let raw = service(project_name, prefix).spec();
+    let raw = service(project_name, prefix)
+        .spec()
+        .replace("; charset=utf-8", "");
     let mut spec = match serde_json::from_str::<Value>(&raw) {
         Ok(mut doc) => {
             finish_spec(&mut doc);
@@ -96,7 +100,6 @@ pub fn spec_json(project_name: &str, prefix: &str) -> String {
         }
         Err(_) => raw,
     };
-    spec = spec.replace("; charset=utf-8", "");
     if !spec.ends_with('\n') {
         spec.push('\n');
     }
@@ -124,6 +127,7 @@ fn finish_spec(doc: &mut Value) {
         }
     }
     drop_untyped_nullable(doc);
+    constraints::apply(doc);
 }
 
 fn drop_untyped_nullable(value: &mut Value) {

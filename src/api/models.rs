@@ -127,6 +127,24 @@ impl PageMetadata {
     }
 }
 
+/// Characters a search text (`q`) holds at most.
+pub const MAX_SEARCH_TEXT: usize = 100;
+
+/// A search text within `MAX_SEARCH_TEXT`, or a 422 naming `q`.
+pub fn search_text(q: Option<String>) -> ApiResult<Option<String>> {
+    if q.as_ref()
+        .is_some_and(|q| q.chars().count() > MAX_SEARCH_TEXT)
+    {
+        return Err(ApiError::validation(vec![crate::error::FieldError {
+            field: "q".into(),
+            message: format!("must be at most {MAX_SEARCH_TEXT} characters"),
+        }]));
+    }
+    Ok(q)
+}
+
+/// Pages are numbered from 1; past the last one they are empty. Each page parameter's
+/// `maximum` is 2⁵³ − 1, the largest integer every JSON client holds exactly.
 pub fn default_page() -> u64 {
     1
 }

@@ -28,7 +28,7 @@ use crate::{
     tasks,
 };
 
-const MAX_RECORDS: usize = 10_000;
+use super::constraints::MAX_RECORDS;
 const READ: &str = "tasks:read";
 const WRITE: &str = "tasks:write";
 const MAX_DURATION_SECONDS: u64 = 3600;
@@ -78,7 +78,7 @@ pub struct TestTaskRequest {
     pub message: String,
     /// Make the first N attempts fail, to watch retries (and, past the attempt limit, the
     /// dead-letter queue) at work.
-    #[oai(nullable, validator(maximum(value = "100")))]
+    #[oai(nullable, validator(minimum(value = "0"), maximum(value = "100")))]
     pub fail_attempts: Option<u32>,
 }
 
@@ -369,7 +369,7 @@ impl TasksApi {
         /// Page number, from 1.
         #[oai(
             default = "super::models::default_page",
-            validator(minimum(value = "1"))
+            validator(minimum(value = "1"), maximum(value = "9007199254740991"))
         )]
         page: Query<u64>,
         /// Items per page, 1 to 100.

@@ -124,7 +124,7 @@ impl UsersApi {
         /// Page number, from 1.
         #[oai(
             default = "super::models::default_page",
-            validator(minimum(value = "1"))
+            validator(minimum(value = "1"), maximum(value = "9007199254740991"))
         )]
         page: Query<u64>,
         /// Items per page, 1 to 100.
@@ -174,7 +174,7 @@ impl UsersApi {
         sort_order: Query<Option<SortOrder>>,
         #[oai(
             default = "super::models::default_page",
-            validator(minimum(value = "1"))
+            validator(minimum(value = "1"), maximum(value = "9007199254740991"))
         )]
         page: Query<u64>,
         #[oai(
@@ -184,14 +184,8 @@ impl UsersApi {
         size: Query<u64>,
     ) -> ApiResult<CachedUserPage> {
         let viewer = auth.session()?;
-        if q.0.as_ref().is_some_and(|q| q.chars().count() > 100) {
-            return Err(ApiError::validation(vec![crate::error::FieldError {
-                field: "q".into(),
-                message: "must be at most 100 characters".into(),
-            }]));
-        }
         let query = UserQuery {
-            text: q.0,
+            text: super::models::search_text(q.0)?,
             is_verified: is_verified.0,
             is_superuser: is_superuser.0,
             created_after: created_after.0,
@@ -236,7 +230,7 @@ impl UsersApi {
         auth: Auth,
         #[oai(
             default = "super::models::default_page",
-            validator(minimum(value = "1"))
+            validator(minimum(value = "1"), maximum(value = "9007199254740991"))
         )]
         page: Query<u64>,
         #[oai(
