@@ -186,7 +186,8 @@ async fn run(command: Command, settings: Settings) -> Outcome {
     let cache = keel::app::build_cache(&settings).await?;
     let accounts = || -> Result<Accounts, Failure> {
         let hasher = PasswordHasher::new(1)?;
-        let queue = JobQueue::new(JobSettings::from_settings(&settings));
+        // The CLI runs no jobs: its enqueues are announced to the processes that do.
+        let queue = JobQueue::new(JobSettings::from_settings(&settings)).announcing();
         Ok(Accounts::new(
             conn.clone(),
             Arc::new(settings.clone()),
@@ -547,6 +548,9 @@ async fn jobs(conn: &DatabaseConnection, cmd: JobsCommand) -> Outcome {
                 )
                 .exec(conn)
                 .await?;
+            if updated.rows_affected == 1 {
+                keel::jobs::announce(conn).await?;
+            }
             if updated.rows_affected == 0 {
                 return match job::Entity::find_by_id(id).one(conn).await? {
                     None => Err(Failure(EXIT_NOT_FOUND, format!("no job {id}"))),

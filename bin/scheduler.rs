@@ -61,7 +61,8 @@ async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
             pending.len()
         );
     }
-    let queue = JobQueue::new(JobSettings::from_settings(&settings));
+    // The scheduler runs no jobs: its enqueues are announced to the processes that do.
+    let queue = JobQueue::new(JobSettings::from_settings(&settings)).announcing();
     if let Some(job) = cli.once {
         let id = schedule::fire_once(&conn, &queue, &job).await?;
         println!("enqueued {job} as job {id}");

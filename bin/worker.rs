@@ -62,13 +62,18 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let cache = keel::app::build_cache(&settings).await?;
     let registry = job_registry(&conn, &mailer, settings.clone(), &queue, &cache);
     let worker_id = jobs::worker_id("worker");
-    let runner = Arc::new(Runner::new(
-        conn.clone(),
-        registry,
-        JobSettings::from_settings(&settings),
-        worker_id.clone(),
-    ));
+    let runner = Arc::new(
+        Runner::new(
+            conn.clone(),
+            registry,
+            JobSettings::from_settings(&settings),
+            worker_id.clone(),
+        )
+        .waking(queue.wake_handle()),
+    );
     let shutdown = CancellationToken::new();
+    // Retries and jobs queued by other processes wake the relay below at once.
+    let listener = jobs::listen(&conn, queue.wake_handle(), shutdown.clone());
     // The worker also relays due retries, so they run even while no server is up.
     let publisher = Arc::new(Publisher::new(rabbit_config(&settings)));
     let relay = tokio::spawn(jobs::rabbit::relay(
@@ -113,6 +118,9 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     shutdown.cancel();
     let _ = consumer.await;
     let _ = relay.await;
+    if let Some(listener) = listener {
+        let _ = listener.await;
+    }
     if let Some(server) = metrics_server {
         let _ = server.await;
     }

@@ -192,7 +192,9 @@ impl AppState {
     /// worker in embedded mode. Stops when `shutdown` is cancelled.
     pub fn spawn_background(&self, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
         let wake = self.jobs.wake_handle();
-        match &self.publisher {
+        // Other processes' enqueues (scheduler, admin CLI) wake this one through the database.
+        let listener = jobs::listen(&self.db, wake.clone(), shutdown.clone());
+        let background = match &self.publisher {
             Some(publisher) => tokio::spawn(jobs::rabbit::relay(
                 self.db.clone(),
                 publisher.clone(),
@@ -200,12 +202,15 @@ impl AppState {
                 shutdown,
             )),
             None => {
-                let runner = Arc::new(Runner::new(
-                    self.db.clone(),
-                    self.registry.clone(),
-                    self.jobs.settings().clone(),
-                    jobs::worker_id("inprocess"),
-                ));
+                let runner = Arc::new(
+                    Runner::new(
+                        self.db.clone(),
+                        self.registry.clone(),
+                        self.jobs.settings().clone(),
+                        jobs::worker_id("inprocess"),
+                    )
+                    .waking(wake.clone()),
+                );
                 tokio::spawn(jobs::local::run(
                     runner,
                     wake,
@@ -214,7 +219,13 @@ impl AppState {
                     self.settings.shutdown_timeout,
                 ))
             }
-        }
+        };
+        tokio::spawn(async move {
+            let _ = background.await;
+            if let Some(listener) = listener {
+                let _ = listener.await;
+            }
+        })
     }
 
     pub fn features(&self) -> Features {

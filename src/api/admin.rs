@@ -150,7 +150,7 @@ impl AdminApi {
         include_deleted: Query<bool>,
         #[oai(
             default = "super::models::default_page",
-            validator(minimum(value = "1"), maximum(value = "9007199254740991"))
+            validator(minimum(value = "1"), maximum(value = "2147483647"))
         )]
         page: Query<u64>,
         #[oai(

@@ -144,7 +144,8 @@ pub fn search_text(q: Option<String>) -> ApiResult<Option<String>> {
 }
 
 /// Pages are numbered from 1; past the last one they are empty. Each page parameter's
-/// `maximum` is 2⁵³ − 1, the largest integer every JSON client holds exactly.
+/// `maximum` is 2³¹ − 1: every client's integer type holds it, and so does a double exactly,
+/// which is how some tools read the spec's numbers.
 pub fn default_page() -> u64 {
     1
 }

@@ -369,7 +369,7 @@ impl TasksApi {
         /// Page number, from 1.
         #[oai(
             default = "super::models::default_page",
-            validator(minimum(value = "1"), maximum(value = "9007199254740991"))
+            validator(minimum(value = "1"), maximum(value = "2147483647"))
         )]
         page: Query<u64>,
         /// Items per page, 1 to 100.

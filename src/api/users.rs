@@ -124,7 +124,7 @@ impl UsersApi {
         /// Page number, from 1.
         #[oai(
             default = "super::models::default_page",
-            validator(minimum(value = "1"), maximum(value = "9007199254740991"))
+            validator(minimum(value = "1"), maximum(value = "2147483647"))
         )]
         page: Query<u64>,
         /// Items per page, 1 to 100.
@@ -174,7 +174,7 @@ impl UsersApi {
         sort_order: Query<Option<SortOrder>>,
         #[oai(
             default = "super::models::default_page",
-            validator(minimum(value = "1"), maximum(value = "9007199254740991"))
+            validator(minimum(value = "1"), maximum(value = "2147483647"))
         )]
         page: Query<u64>,
         #[oai(
@@ -230,7 +230,7 @@ impl UsersApi {
         auth: Auth,
         #[oai(
             default = "super::models::default_page",
-            validator(minimum(value = "1"), maximum(value = "9007199254740991"))
+            validator(minimum(value = "1"), maximum(value = "2147483647"))
         )]
         page: Query<u64>,
         #[oai(

@@ -1,5 +1,7 @@
-//! The embedded transport: an in-process worker that polls the jobs table. Same runner, same
-//! table, same retry rules as with RabbitMQ; only the delivery differs.
+//! The embedded transport: an in-process worker that takes due jobs from the table, woken by
+//! this process's enqueues (and, on PostgreSQL, other processes' `NOTIFY`), with a slow poll as
+//! the safety net. Same runner, same table, same retry rules as with RabbitMQ; only the
+//! delivery differs.
 
 use std::{
     sync::Arc,
@@ -100,13 +102,22 @@ pub async fn run(
             }
         };
         let found = !due.is_empty();
-        for id in due {
+        // One statement claims every due job found; each then runs on its own task.
+        let claimed = match runner.claim(&due, false).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::warn!(error = %e, "claiming jobs failed; retrying");
+                Vec::new()
+            }
+        };
+        for row in claimed {
             let Ok(permit) = permits.clone().acquire_owned().await else {
                 break;
             };
             let runner = runner.clone();
             tokio::spawn(async move {
-                if let Err(e) = runner.run(id).await {
+                let id = row.id;
+                if let Err(e) = runner.execute(row).await {
                     tracing::error!(job_id = %id, error = %e, "job bookkeeping failed");
                 }
                 drop(permit);

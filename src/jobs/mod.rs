@@ -11,8 +11,8 @@ use std::{collections::HashMap, future::Future, pin::Pin, sync::Arc, time::Durat
 
 use chrono::Utc;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, Set,
-    sea_query::OnConflict,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryFilter,
+    Set, sea_query::OnConflict,
 };
 use serde_json::Value;
 use tokio::sync::Notify;
@@ -67,7 +67,7 @@ pub struct JobSettings {
     pub retry_base: Duration,
     pub retry_max: Duration,
     pub timeout: Duration,
-    /// How often a running job checks whether it was cancelled.
+    /// How often one query per worker asks which of its running jobs were cancelled.
     pub cancel_poll: Duration,
 }
 
@@ -124,12 +124,85 @@ impl NewJob {
     }
 }
 
+/// The PostgreSQL channel on which enqueues are announced to other processes.
+pub const CHANNEL: &str = "keel_jobs";
+
+/// Tells the relays and in-process workers of other processes that jobs are waiting
+/// (PostgreSQL `NOTIFY`; delivered when `conn`'s transaction commits). Nothing on SQLite, where
+/// the embedded worker is the only reader and polls as a safety net.
+pub async fn announce(conn: &impl ConnectionTrait) -> Result<(), DbErr> {
+    if conn.get_database_backend() == DbBackend::Postgres {
+        conn.execute_unprepared(&format!("NOTIFY {CHANNEL}"))
+            .await?;
+    }
+    Ok(())
+}
+
+/// Wakes `wake` whenever another process announces jobs, until `shutdown` (PostgreSQL only;
+/// `None` elsewhere). After a lost connection it wakes once more, for what was announced while
+/// it was not listening.
+pub fn listen(
+    db: &DatabaseConnection,
+    wake: Arc<Notify>,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> Option<tokio::task::JoinHandle<()>> {
+    if db.get_database_backend() != DbBackend::Postgres {
+        return None;
+    }
+    let pool = db.get_postgres_connection_pool().clone();
+    Some(tokio::spawn(async move {
+        let mut failures: u32 = 0;
+        loop {
+            let listening = async {
+                let mut listener = sea_orm::sqlx::postgres::PgListener::connect_with(&pool).await?;
+                listener.listen(CHANNEL).await?;
+                Ok::<_, sea_orm::sqlx::Error>(listener)
+            };
+            match listening.await {
+                Ok(mut listener) => {
+                    failures = 0;
+                    wake.notify_one();
+                    loop {
+                        tokio::select! {
+                            () = shutdown.cancelled() => return,
+                            next = listener.try_recv() => match next {
+                                Ok(Some(_)) => wake.notify_one(),
+                                // The connection was lost; the next call reconnects.
+                                Ok(None) => wake.notify_one(),
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "job announcements: listener failed");
+                                    break;
+                                }
+                            },
+                        }
+                    }
+                }
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    if failures == 1 || failures.is_multiple_of(30) {
+                        tracing::warn!(error = %e, "job announcements: cannot listen; polling meanwhile");
+                    }
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(rabbit::backoff(failures.max(1))) => {}
+            }
+        }
+    }))
+}
+
 /// The producer side: writes jobs into the outbox table, inside the caller's transaction, and
 /// wakes this process's dispatcher once the caller has committed.
 #[derive(Clone)]
 pub struct JobQueue {
     settings: JobSettings,
     wake: Arc<Notify>,
+    /// Whether enqueues are announced to other processes (`announce`): for processes that
+    /// run no relay or worker of their own (scheduler, admin CLI). The server and the worker
+    /// wake their own, which publishes the job; a second process racing for it only costs a
+    /// lock at every commit.
+    announcing: bool,
 }
 
 impl JobQueue {
@@ -137,7 +210,14 @@ impl JobQueue {
         Self {
             settings,
             wake: Arc::new(Notify::new()),
+            announcing: false,
         }
+    }
+
+    /// A queue whose enqueues other processes hear of at once.
+    pub fn announcing(mut self) -> Self {
+        self.announcing = true;
+        self
     }
 
     pub fn settings(&self) -> &JobSettings {
@@ -169,8 +249,13 @@ impl JobQueue {
             finished_at: Set(None),
             published_at: Set(None),
         };
+        if self.announcing {
+            announce(conn).await?;
+        }
         let Some(key) = job.dedupe_key else {
-            model.insert(conn).await?;
+            job::Entity::insert(model)
+                .exec_without_returning(conn)
+                .await?;
             return Ok(id);
         };
         // ON CONFLICT DO NOTHING keeps a surrounding PostgreSQL transaction usable.

@@ -5,7 +5,11 @@
 //! dead-lettered to `<queue>.dead`. A message carries only the job id; the row is the truth.
 //! Retries are scheduled in the table (`run_at`) and published again by the relay when due.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use chrono::Utc;
 use futures_util::StreamExt;
@@ -18,10 +22,11 @@ use lapin::{
     types::{AMQPValue, FieldTable},
 };
 use sea_orm::{
-    ColumnTrait, Condition, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, Statement,
     sea_query::{Expr, OnConflict},
 };
-use tokio::sync::{Mutex, Notify, Semaphore};
+use tokio::sync::{Mutex, Notify, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -30,8 +35,13 @@ use crate::entities::{job, worker_heartbeat};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
-const RELAY_POLL: Duration = Duration::from_secs(1);
-const RELAY_BATCH: u64 = 200;
+/// The relay's safety-net poll: everything else wakes it at once.
+const RELAY_POLL: Duration = Duration::from_secs(5);
+const RELAY_BATCH: u64 = 500;
+/// Deliveries a worker holds per job it may run at once (Celery's prefetch multiplier).
+const PREFETCH_PER_JOB: usize = 4;
+/// Deliveries claimed by one statement at most.
+const CLAIMS_PER_BATCH: usize = 256;
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
 /// A worker whose heartbeat is older than this is not counted as alive.
 pub const HEARTBEAT_FRESH: Duration = Duration::from_secs(30);
@@ -149,9 +159,11 @@ impl Publisher {
         Ok(channel)
     }
 
-    /// Publishes one persistent message and waits for the broker's confirm.
-    pub async fn publish(&self, job_id: Uuid, name: &str) -> Result<(), RabbitError> {
-        let result = self.publish_once(job_id, name).await;
+    /// Publishes one persistent message per job, all of them before waiting for any confirm,
+    /// then waits for every confirm. On failure, says how many of the jobs (from the start of
+    /// the list) are known confirmed; the rest must be published again.
+    pub async fn publish_all(&self, jobs: &[(Uuid, String)]) -> Result<(), (usize, RabbitError)> {
+        let result = self.publish_batch(jobs).await;
         if result.is_err() {
             // The next call reconnects.
             *self.link.lock().await = None;
@@ -159,27 +171,41 @@ impl Publisher {
         result
     }
 
-    async fn publish_once(&self, job_id: Uuid, name: &str) -> Result<(), RabbitError> {
-        let channel = self.channel().await?;
-        let properties = BasicProperties::default()
-            .with_delivery_mode(2)
-            .with_content_type("text/plain".into())
-            .with_message_id(job_id.to_string().as_str().into())
-            .with_type(name.into());
-        let confirm = with_timeout(
-            CONFIRM_TIMEOUT,
-            channel.basic_publish(
-                "".into(),
-                self.config.queue.as_str().into(),
-                BasicPublishOptions::default(),
-                job_id.to_string().as_bytes(),
-                properties,
-            ),
-        )
-        .await?;
-        let confirmation = with_timeout(CONFIRM_TIMEOUT, confirm).await?;
-        if confirmation.is_nack() {
-            return Err(RabbitError::Nacked);
+    async fn publish_batch(&self, jobs: &[(Uuid, String)]) -> Result<(), (usize, RabbitError)> {
+        let channel = self.channel().await.map_err(|e| (0, e))?;
+        let mut confirms = Vec::with_capacity(jobs.len());
+        for (job_id, name) in jobs {
+            let id = job_id.to_string();
+            let properties = BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_content_type("text/plain".into())
+                .with_message_id(id.as_str().into())
+                .with_type(name.as_str().into());
+            let confirm = with_timeout(
+                CONFIRM_TIMEOUT,
+                channel.basic_publish(
+                    "".into(),
+                    self.config.queue.as_str().into(),
+                    BasicPublishOptions::default(),
+                    id.as_bytes(),
+                    properties,
+                ),
+            )
+            .await
+            .map_err(|e| (0, e))?;
+            confirms.push(confirm);
+        }
+        // Confirms arrive in order; one timeout covers the whole batch.
+        let deadline = tokio::time::Instant::now() + CONFIRM_TIMEOUT;
+        for (done, confirm) in confirms.into_iter().enumerate() {
+            let confirmation = match tokio::time::timeout_at(deadline, confirm).await {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => return Err((done, e.into())),
+                Err(_) => return Err((done, RabbitError::Timeout(CONFIRM_TIMEOUT))),
+            };
+            if confirmation.is_nack() {
+                return Err((done, RabbitError::Nacked));
+            }
         }
         Ok(())
     }
@@ -213,8 +239,13 @@ impl Publisher {
 }
 
 /// Publishes due outbox rows until `shutdown`: new jobs, retries whose time has come, and rows
-/// whose earlier publication was never confirmed. A row is marked before it is published and
-/// unmarked when publishing fails, so several relays never publish one row twice at once.
+/// whose earlier publication was never confirmed. Rows are claimed (marked published) in
+/// batches by one statement, so several relays never publish one row at once, and are unmarked
+/// when their publication fails.
+///
+/// It sleeps until woken: by this process's enqueues (`wake`), by other processes' through
+/// PostgreSQL `NOTIFY` (`listen`), or when the next scheduled retry falls due; a slow poll is
+/// only the safety net.
 pub async fn relay(
     db: DatabaseConnection,
     publisher: Arc<Publisher>,
@@ -222,8 +253,15 @@ pub async fn relay(
     shutdown: CancellationToken,
 ) {
     let mut failures: u32 = 0;
+    let mut last_sweep = Instant::now();
     loop {
-        let published = match relay_once(&db, &publisher).await {
+        // Rows published long ago and never started (a relay that died between marking and
+        // publishing, a message lost with a broker) are looked for on the slow poll only.
+        let sweep = last_sweep.elapsed() >= RELAY_POLL;
+        if sweep {
+            last_sweep = Instant::now();
+        }
+        let published = match relay_once(&db, &publisher, sweep).await {
             Ok(n) => {
                 if failures > 0 {
                     tracing::info!("RabbitMQ reachable again; outbox relay resumed");
@@ -239,11 +277,11 @@ pub async fn relay(
                 0
             }
         };
-        if published as u64 == RELAY_BATCH {
+        if published as u64 >= RELAY_BATCH {
             continue;
         }
         let pause = if failures == 0 {
-            RELAY_POLL
+            next_due_in(&db).await.unwrap_or(RELAY_POLL).min(RELAY_POLL)
         } else {
             backoff(failures)
         };
@@ -255,6 +293,24 @@ pub async fn relay(
     }
 }
 
+/// How long until the earliest unpublished job (a retry, usually) falls due; `None` when none
+/// waits.
+async fn next_due_in(db: &DatabaseConnection) -> Option<Duration> {
+    let next: Option<chrono::DateTime<Utc>> = job::Entity::find()
+        .select_only()
+        .column(job::Column::RunAt)
+        .filter(job::Column::PublishedAt.is_null())
+        .filter(job::Column::Status.is_in([JobStatus::Pending.as_str(), JobStatus::Retry.as_str()]))
+        .order_by_asc(job::Column::RunAt)
+        .limit(1)
+        .into_tuple()
+        .one(db)
+        .await
+        .ok()
+        .flatten();
+    next.map(|at| (at - Utc::now()).to_std().unwrap_or_default())
+}
+
 /// Capped exponential backoff with jitter for reconnect loops.
 pub fn backoff(failures: u32) -> Duration {
     let base = Duration::from_millis(250).saturating_mul(2u32.saturating_pow(failures.min(7)));
@@ -262,52 +318,74 @@ pub fn backoff(failures: u32) -> Duration {
         .mul_f64(0.5 + rand::random::<f64>() * 0.5)
 }
 
+/// Marks up to `RELAY_BATCH` due rows published, in one statement, and returns them. With
+/// `stale`, the rows are those published before `republish_after` and still waiting instead of
+/// those never published. PostgreSQL skips rows another relay is marking (`SKIP LOCKED`).
+async fn claim_for_publishing(
+    db: &DatabaseConnection,
+    republish_after: Duration,
+    stale: bool,
+) -> Result<Vec<(Uuid, String)>, sea_orm::DbErr> {
+    let backend = db.get_database_backend();
+    let now = Utc::now();
+    let published = if stale {
+        "published_at < $2"
+    } else {
+        "published_at IS NULL"
+    };
+    let lock = if backend == DbBackend::Postgres {
+        "FOR UPDATE SKIP LOCKED"
+    } else {
+        ""
+    };
+    let mut sql = format!(
+        "UPDATE jobs SET published_at = $1 WHERE {published} AND id IN (\
+         SELECT id FROM jobs WHERE {published} AND status IN ('PENDING', 'RETRY') \
+         AND run_at <= $1 ORDER BY run_at LIMIT {RELAY_BATCH} {lock}) RETURNING id, name"
+    );
+    let mut values: Vec<sea_orm::Value> = vec![now.into()];
+    if stale {
+        values.push((now - republish_after).into());
+    }
+    if backend == DbBackend::Sqlite {
+        sql = sql.replace('$', "?");
+    }
+    db.query_all_raw(Statement::from_sql_and_values(backend, sql, values))
+        .await?
+        .iter()
+        .map(|row| Ok((row.try_get_by_index(0)?, row.try_get_by_index(1)?)))
+        .collect()
+}
+
 async fn relay_once(
     db: &DatabaseConnection,
     publisher: &Publisher,
+    sweep: bool,
 ) -> Result<usize, Box<dyn std::error::Error + Send + Sync>> {
-    let now = Utc::now();
-    let stale = now - publisher.config.republish_after;
-    let unpublished = Condition::any()
-        .add(job::Column::PublishedAt.is_null())
-        .add(job::Column::PublishedAt.lt(stale));
-    let due: Vec<(Uuid, String)> = job::Entity::find()
-        .select_only()
-        .column(job::Column::Id)
-        .column(job::Column::Name)
-        .filter(job::Column::Status.is_in([JobStatus::Pending.as_str(), JobStatus::Retry.as_str()]))
-        .filter(job::Column::RunAt.lte(now))
-        .filter(unpublished.clone())
-        .order_by_asc(job::Column::RunAt)
-        .limit(RELAY_BATCH)
-        .into_tuple()
-        .all(db)
-        .await?;
-    let mut published = 0;
-    for (id, name) in due {
-        let marked = job::Entity::update_many()
-            .col_expr(job::Column::PublishedAt, Expr::value(Utc::now()))
-            .filter(job::Column::Id.eq(id))
-            .filter(unpublished.clone())
-            .exec(db)
-            .await?;
-        if marked.rows_affected != 1 {
-            continue;
-        }
-        if let Err(e) = publisher.publish(id, &name).await {
+    let mut due = claim_for_publishing(db, publisher.config.republish_after, false).await?;
+    if sweep && (due.len() as u64) < RELAY_BATCH {
+        due.extend(claim_for_publishing(db, publisher.config.republish_after, true).await?);
+    }
+    if due.is_empty() {
+        return Ok(0);
+    }
+    match publisher.publish_all(&due).await {
+        Ok(()) => Ok(due.len()),
+        Err((confirmed, e)) => {
+            // Whatever was not confirmed goes out again; a copy that did reach the broker is
+            // skipped by the runner.
+            let unconfirmed: Vec<Uuid> = due[confirmed..].iter().map(|(id, _)| *id).collect();
             job::Entity::update_many()
                 .col_expr(
                     job::Column::PublishedAt,
                     Expr::value(Option::<chrono::DateTime<Utc>>::None),
                 )
-                .filter(job::Column::Id.eq(id))
+                .filter(job::Column::Id.is_in(unconfirmed))
                 .exec(db)
                 .await?;
-            return Err(Box::new(e));
+            Err(Box::new(e))
         }
-        published += 1;
     }
-    Ok(published)
 }
 
 /// Records that this worker is alive; `/system/health` reads it.
@@ -384,6 +462,11 @@ pub async fn consume(
 }
 
 /// One connection's life: returns Ok on shutdown, Err when the connection or consumer ends.
+///
+/// Deliveries flow through three stages: a delivery takes a permit (at most `concurrency` jobs
+/// are in hand at once), the claim stage claims every delivery waiting at that moment with one
+/// statement, and each claimed job runs on its own task, its outcome stored with the others
+/// that finished meanwhile (`Runner::execute`), then acknowledged.
 async fn consume_connection(
     runner: &Arc<Runner>,
     config: &RabbitConfig,
@@ -393,7 +476,11 @@ async fn consume_connection(
     grace: Duration,
 ) -> Result<(), RabbitError> {
     let (conn, channel) = connect(config).await?;
-    let prefetch = u16::try_from(concurrency).unwrap_or(u16::MAX).max(1);
+    // Prefetch beyond the running jobs keeps deliveries waiting in this process, not a round
+    // trip away, as a job finishes.
+    let prefetch = u16::try_from(concurrency.saturating_mul(PREFETCH_PER_JOB))
+        .unwrap_or(u16::MAX)
+        .max(1);
     with_timeout(
         CONNECT_TIMEOUT,
         channel.basic_qos(prefetch, BasicQosOptions::default()),
@@ -411,69 +498,124 @@ async fn consume_connection(
     )
     .await?;
     tracing::info!(queue = %config.queue, prefetch, "worker consuming");
-    loop {
+    let (to_claim, claims) = mpsc::unbounded_channel();
+    let claimer = tokio::spawn(claim_deliveries(runner.clone(), claims));
+    let outcome = loop {
         let delivery = tokio::select! {
             () = shutdown.cancelled() => {
                 // Stop taking new deliveries; unacked ones in flight finish below.
                 let _ = channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
+                drop(to_claim);
                 let all = u32::try_from(concurrency.max(1)).unwrap_or(u32::MAX);
                 if tokio::time::timeout(grace, permits.acquire_many(all)).await.is_err() {
                     tracing::warn!("jobs still running at the shutdown deadline; the broker will redeliver them");
                 }
                 let _ = conn.close(200, "worker shutting down".into()).await;
-                return Ok(());
+                break Ok(());
             }
             next = consumer.next() => next,
         };
         let delivery = match delivery {
             Some(Ok(d)) => d,
-            Some(Err(e)) => return Err(e.into()),
-            None => return Err(RabbitError::ConsumerEnded),
+            Some(Err(e)) => break Err(e.into()),
+            None => break Err(RabbitError::ConsumerEnded),
         };
         let Ok(permit) = permits.clone().acquire_owned().await else {
-            return Ok(());
+            break Ok(());
         };
-        let runner = runner.clone();
-        tokio::spawn(async move {
-            let parsed = std::str::from_utf8(&delivery.data)
-                .ok()
-                .and_then(|s| Uuid::parse_str(s.trim()).ok());
-            let outcome = match parsed {
-                None => {
-                    tracing::error!("message without a job id; dead-lettering it");
-                    Ok(Outcome::Failed)
+        if to_claim.send((delivery, permit)).is_err() {
+            break Err(RabbitError::ConsumerEnded);
+        }
+    };
+    claimer.abort();
+    outcome
+}
+
+/// A delivery with the permit it holds until it is acknowledged.
+type InHand = (lapin::message::Delivery, tokio::sync::OwnedSemaphorePermit);
+
+/// Claims the waiting deliveries' jobs, a batch at a time, and starts each claimed one.
+async fn claim_deliveries(runner: Arc<Runner>, mut deliveries: mpsc::UnboundedReceiver<InHand>) {
+    let mut batch = Vec::with_capacity(CLAIMS_PER_BATCH);
+    while deliveries.recv_many(&mut batch, CLAIMS_PER_BATCH).await > 0 {
+        // A redelivered message may belong to a worker that died mid-job: its row is STARTED,
+        // and may be taken over. Fresh ones never are.
+        for takeover in [false, true] {
+            let mut mine: HashMap<Uuid, InHand> = HashMap::new();
+            for (delivery, permit) in batch.extract_if(.., |(d, _)| d.redelivered == takeover) {
+                let id = std::str::from_utf8(&delivery.data)
+                    .ok()
+                    .and_then(|s| Uuid::parse_str(s.trim()).ok());
+                match id {
+                    Some(id) => {
+                        mine.insert(id, (delivery, permit));
+                    }
+                    None => {
+                        tracing::error!("message without a job id; dead-lettering it");
+                        tokio::spawn(settle(delivery, Ok(Outcome::Failed), permit));
+                    }
                 }
-                Some(id) => runner.run_claiming(id, delivery.redelivered).await,
-            };
-            // Acknowledge only once the outcome is stored; a database failure leaves the message
-            // unacknowledged, so the broker delivers it again.
-            let ack = match outcome {
-                Ok(Outcome::Failed) => delivery
-                    .nack(BasicNackOptions {
-                        requeue: false,
-                        ..Default::default()
-                    })
-                    .await
-                    .map(|_| ()),
-                Ok(_) => delivery.ack(BasicAckOptions::default()).await.map(|_| ()),
-                Err(e) => {
-                    tracing::error!(error = %e, "could not store a job outcome; requeueing the message");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    delivery
-                        .nack(BasicNackOptions {
-                            requeue: true,
-                            ..Default::default()
-                        })
-                        .await
-                        .map(|_| ())
-                }
-            };
-            if let Err(e) = ack {
-                tracing::warn!(error = %e, "acknowledgement lost; the broker will redeliver the message");
             }
-            drop(permit);
-        });
+            let ids: Vec<Uuid> = mine.keys().copied().collect();
+            match runner.claim(&ids, takeover).await {
+                Ok(rows) => {
+                    for row in rows {
+                        let Some((delivery, permit)) = mine.remove(&row.id) else {
+                            continue;
+                        };
+                        let runner = runner.clone();
+                        tokio::spawn(async move {
+                            let outcome = runner.execute(row).await;
+                            settle(delivery, outcome, permit).await;
+                        });
+                    }
+                    // Finished, cancelled, or another worker's: nothing to run.
+                    for (delivery, permit) in mine.into_values() {
+                        tokio::spawn(settle(delivery, Ok(Outcome::Skipped), permit));
+                    }
+                }
+                Err(e) => {
+                    for (delivery, permit) in mine.into_values() {
+                        tokio::spawn(settle(delivery, Err(e.clone()), permit));
+                    }
+                }
+            }
+        }
     }
+}
+
+/// Acknowledges a delivery once its outcome is stored: a job that failed for good goes to the
+/// dead letters, and a database failure leaves the message to be delivered again.
+async fn settle(
+    delivery: lapin::message::Delivery,
+    outcome: Result<Outcome, sea_orm::DbErr>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    let ack = match outcome {
+        Ok(Outcome::Failed) => delivery
+            .nack(BasicNackOptions {
+                requeue: false,
+                ..Default::default()
+            })
+            .await
+            .map(|_| ()),
+        Ok(_) => delivery.ack(BasicAckOptions::default()).await.map(|_| ()),
+        Err(e) => {
+            tracing::error!(error = %e, "could not store a job outcome; requeueing the message");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            delivery
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    ..Default::default()
+                })
+                .await
+                .map(|_| ())
+        }
+    };
+    if let Err(e) = ack {
+        tracing::warn!(error = %e, "acknowledgement lost; the broker will redeliver the message");
+    }
+    drop(permit);
 }
 
 /// The time of the freshest worker heartbeat, if any.

@@ -1,18 +1,34 @@
-//! Runs one job: claim it, execute its handler, store the outcome. Both transports call this, so
-//! the status rules, retries and cancellation are the same whatever delivered the job.
+//! Runs jobs: claim them, execute their handlers, store the outcomes. Both transports call this,
+//! so the status rules, retries and cancellation are the same whatever delivered the job.
+//!
+//! Under load the database work is shared between jobs: claims arrive as batches (one UPDATE …
+//! RETURNING for every job a transport hands over at once), successful outcomes are written by
+//! one task for whatever has finished meanwhile (one UPDATE … FROM VALUES), and one query per
+//! interval asks which of this worker's running jobs were cancelled. At low load each batch
+//! holds one job and nothing waits for company.
 
-use std::time::Instant;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, OnceLock},
+    time::Instant,
+};
 
 use chrono::Utc;
 use sea_orm::{
-    ColumnTrait, Condition, DatabaseConnection, DbErr, EntityTrait, QueryFilter,
+    ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait,
+    QueryFilter, QuerySelect, Statement, Value as DbValue,
     sea_query::{Expr, ExprTrait},
 };
 use serde_json::Value;
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{JobContext, JobError, JobSettings, JobStatus, Registry};
 use crate::entities::job;
+
+/// Outcomes written by one statement at most.
+const OUTCOMES_PER_BATCH: usize = 256;
 
 /// What happened to a job a transport handed over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,16 +56,43 @@ impl Outcome {
     }
 }
 
+enum Ran {
+    Done(Result<Value, JobError>),
+    Cancelled,
+}
+
+/// A finished run waiting to be stored, and who waits for the answer.
+type Finished = (
+    job::Model,
+    Ran,
+    Option<Value>,
+    oneshot::Sender<Result<Outcome, String>>,
+);
+
 pub struct Runner {
     db: DatabaseConnection,
     registry: Registry,
     settings: JobSettings,
     worker_id: String,
+    /// The jobs this runner is executing, and how to interrupt each.
+    running: Arc<Mutex<HashMap<Uuid, CancellationToken>>>,
+    /// Feeds the task that stores outcomes; started on first use.
+    outcomes: OnceLock<mpsc::UnboundedSender<Finished>>,
+    /// Stops the outcome and cancellation tasks when the runner goes.
+    stop: CancellationToken,
+    /// Woken when a retry is scheduled: this process's relay or in-process worker must look
+    /// again when it falls due.
+    wake: Option<Arc<Notify>>,
 }
 
-enum Ran {
-    Done(Result<Value, JobError>),
-    Cancelled,
+impl Drop for Runner {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Runner {
@@ -64,7 +107,17 @@ impl Runner {
             registry,
             settings,
             worker_id,
+            running: Arc::new(Mutex::new(HashMap::new())),
+            outcomes: OnceLock::new(),
+            stop: CancellationToken::new(),
+            wake: None,
         }
+    }
+
+    /// Wakes `wake` whenever a retry is scheduled.
+    pub fn waking(mut self, wake: Arc<Notify>) -> Self {
+        self.wake = Some(wake);
+        self
     }
 
     pub fn worker_id(&self) -> &str {
@@ -83,6 +136,19 @@ impl Runner {
     /// Like `run`; `takeover` also claims a job left STARTED by a worker that died (the broker
     /// redelivered its message, so that worker's channel is gone).
     pub async fn run_claiming(&self, job_id: Uuid, takeover: bool) -> Result<Outcome, DbErr> {
+        match self.claim(&[job_id], takeover).await?.pop() {
+            Some(row) => self.execute(row).await,
+            None => Ok(Outcome::Skipped),
+        }
+    }
+
+    /// Marks as STARTED by this worker those of `ids` that are PENDING or RETRY (or, with
+    /// `takeover`, STARTED by a worker whose message was redelivered), in one statement, and
+    /// returns their rows. Jobs not returned are another worker's, finished or cancelled.
+    pub async fn claim(&self, ids: &[Uuid], takeover: bool) -> Result<Vec<job::Model>, DbErr> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
         let now = Utc::now();
         let mut claimable = Condition::any().add(
             job::Column::Status.is_in([JobStatus::Pending.as_str(), JobStatus::Retry.as_str()]),
@@ -90,7 +156,7 @@ impl Runner {
         if takeover {
             claimable = claimable.add(job::Column::Status.eq(JobStatus::Started.as_str()));
         }
-        let claimed = job::Entity::update_many()
+        job::Entity::update_many()
             .col_expr(
                 job::Column::Status,
                 Expr::value(JobStatus::Started.as_str()),
@@ -102,18 +168,21 @@ impl Runner {
             .col_expr(job::Column::StartedAt, Expr::value(now))
             .col_expr(job::Column::UpdatedAt, Expr::value(now))
             .col_expr(job::Column::LockedBy, Expr::value(self.worker_id.clone()))
-            .filter(job::Column::Id.eq(job_id))
+            .filter(job::Column::Id.is_in(ids.iter().copied()))
             .filter(claimable)
-            .exec(&self.db)
-            .await?;
-        if claimed.rows_affected != 1 {
-            return Ok(Outcome::Skipped);
-        }
-        let Some(row) = job::Entity::find_by_id(job_id).one(&self.db).await? else {
-            return Ok(Outcome::Skipped);
-        };
+            .exec_with_returning(&self.db)
+            .await
+    }
+
+    /// Runs a claimed job's handler, within the job timeout and until it is cancelled, and
+    /// stores its outcome.
+    pub async fn execute(&self, row: job::Model) -> Result<Outcome, DbErr> {
         let started = Instant::now();
+        // Starts the outcome and cancellation tasks with the first job.
+        let outcomes = self.outcome_task().clone();
         let handler = self.registry.get(&row.name).cloned();
+        let cancel = self.stop.child_token();
+        lock(&self.running).insert(row.id, cancel.clone());
         let ran = match &handler {
             None => Ran::Done(Err(JobError::fatal(format!(
                 "no handler is registered for job `{}`",
@@ -132,21 +201,29 @@ impl Runner {
                     result = work => Ran::Done(result.unwrap_or_else(|_| {
                         Err(JobError::retry(format!("timed out after {:?}", self.settings.timeout)))
                     })),
-                    () = self.wait_until_revoked(job_id) => Ran::Cancelled,
+                    () = cancel.cancelled() => Ran::Cancelled,
                 }
             }
         };
+        lock(&self.running).remove(&row.id);
         let scrubbed = handler.as_ref().and_then(|h| h.scrubbed(&row.payload));
-        let outcome = self.record(&row, ran, scrubbed).await?;
+        let (id, name, attempt) = (row.id, row.name.clone(), row.attempts);
+        let (reply, answer) = oneshot::channel();
+        // If the task is gone, the refused outcome drops `reply` and `answer` ends at once.
+        let _ = outcomes.send((row, ran, scrubbed, reply));
+        let outcome = answer
+            .await
+            .unwrap_or_else(|_| Err("the outcome task stopped".into()))
+            .map_err(DbErr::Custom)?;
         crate::metrics::metrics().observe_job(
-            &row.name,
+            &name,
             outcome.as_str(),
             started.elapsed().as_secs_f64(),
         );
         tracing::info!(
-            job_id = %row.id,
-            job = %row.name,
-            attempt = row.attempts,
+            job_id = %id,
+            job = %name,
+            attempt,
             outcome = outcome.as_str(),
             duration_ms = started.elapsed().as_secs_f64() * 1000.0,
             "job finished"
@@ -154,21 +231,178 @@ impl Runner {
         Ok(outcome)
     }
 
-    async fn wait_until_revoked(&self, job_id: Uuid) {
+    fn outcome_task(&self) -> &mpsc::UnboundedSender<Finished> {
+        self.outcomes.get_or_init(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let store = Outcomes {
+                db: self.db.clone(),
+                settings: self.settings.clone(),
+                worker_id: self.worker_id.clone(),
+                wake: self.wake.clone(),
+            };
+            tokio::spawn(store.run(rx, self.stop.clone()));
+            tokio::spawn(watch_cancellations(
+                self.db.clone(),
+                self.running.clone(),
+                self.settings.cancel_poll,
+                self.stop.clone(),
+            ));
+            tx
+        })
+    }
+}
+
+/// Every `every`, one query asks which of the running jobs were cancelled, and interrupts them.
+async fn watch_cancellations(
+    db: DatabaseConnection,
+    running: Arc<Mutex<HashMap<Uuid, CancellationToken>>>,
+    every: std::time::Duration,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        let ids: Vec<Uuid> = lock(&running).keys().copied().collect();
+        if ids.is_empty() {
+            continue;
+        }
+        let revoked: Result<Vec<Uuid>, DbErr> = job::Entity::find()
+            .select_only()
+            .column(job::Column::Id)
+            .filter(job::Column::Id.is_in(ids))
+            .filter(job::Column::Status.eq(JobStatus::Revoked.as_str()))
+            .into_tuple()
+            .all(&db)
+            .await;
+        // A database hiccup is not a cancellation: asked again next time.
+        for id in revoked.unwrap_or_default() {
+            if let Some(token) = lock(&running).get(&id) {
+                token.cancel();
+            }
+        }
+    }
+}
+
+/// Stores finished runs, as many at once as have finished.
+struct Outcomes {
+    db: DatabaseConnection,
+    settings: JobSettings,
+    worker_id: String,
+    wake: Option<Arc<Notify>>,
+}
+
+impl Outcomes {
+    async fn run(self, mut rx: mpsc::UnboundedReceiver<Finished>, stop: CancellationToken) {
+        let mut batch = Vec::with_capacity(OUTCOMES_PER_BATCH);
         loop {
-            tokio::time::sleep(self.settings.cancel_poll).await;
-            match job::Entity::find_by_id(job_id).one(&self.db).await {
-                Ok(Some(j)) if j.status != JobStatus::Revoked.as_str() => continue,
-                Ok(_) => return,
-                // A database hiccup is not a cancellation.
-                Err(_) => continue,
+            let got = tokio::select! {
+                () = stop.cancelled() => 0,
+                n = rx.recv_many(&mut batch, OUTCOMES_PER_BATCH) => n,
+            };
+            if got == 0 {
+                return;
+            }
+            let (successes, others): (Vec<_>, Vec<_>) = batch
+                .drain(..)
+                .partition(|(_, ran, _, _)| matches!(ran, Ran::Done(Ok(_))));
+            if !successes.is_empty() {
+                let stored = self.store_successes(&successes).await;
+                for (row, _, _, reply) in successes {
+                    let _ = reply.send(match &stored {
+                        Ok(outcomes) => {
+                            Ok(outcomes.get(&row.id).copied().unwrap_or(Outcome::Skipped))
+                        }
+                        Err(e) => Err(e.to_string()),
+                    });
+                }
+            }
+            for (row, ran, scrubbed, reply) in others {
+                let _ = reply.send(
+                    self.store_one(&row, ran, scrubbed)
+                        .await
+                        .map_err(|e| e.to_string()),
+                );
             }
         }
     }
 
-    /// Stores the outcome, but only while this worker still holds the job: a worker that lost
-    /// its claim (cancelled, or taken over after a redelivery) writes nothing.
-    async fn record(
+    /// One statement for every success: each row still STARTED by this worker becomes
+    /// SUCCESS with its result (and its payload scrubbed where that applies). A row it no
+    /// longer holds was cancelled (REVOKED) or taken over (skipped).
+    async fn store_successes(&self, batch: &[Finished]) -> Result<HashMap<Uuid, Outcome>, DbErr> {
+        let backend = self.db.get_database_backend();
+        let now = Utc::now();
+        let mut values: Vec<DbValue> = vec![now.into(), self.worker_id.clone().into()];
+        let mut rows = Vec::with_capacity(batch.len());
+        for (row, ran, scrubbed, _) in batch {
+            let Ran::Done(Ok(result)) = ran else { continue };
+            let n = values.len();
+            rows.push(format!("(${}, ${}, ${})", n + 1, n + 2, n + 3));
+            values.push(row.id.into());
+            values.push(DbValue::Json(Some(Box::new(result.clone()))));
+            values.push(DbValue::Json(scrubbed.clone().map(Box::new)));
+        }
+        // sqlx sends JSON parameters as PostgreSQL's jsonb; the columns are json.
+        let json = if backend == DbBackend::Postgres {
+            "::json"
+        } else {
+            ""
+        };
+        let mut sql = format!(
+            "UPDATE jobs SET status = 'SUCCESS', result = v.column2{json}, error = NULL, \
+             finished_at = $1, updated_at = $1, locked_by = NULL, \
+             payload = COALESCE(v.column3{json}, jobs.payload) \
+             FROM (VALUES {}) AS v \
+             WHERE jobs.id = v.column1 AND jobs.status = 'STARTED' AND jobs.locked_by = $2 \
+             RETURNING jobs.id",
+            rows.join(", ")
+        );
+        if backend == DbBackend::Sqlite {
+            // SQLite numbers its parameters `?N`.
+            sql = sql.replace('$', "?");
+        }
+        let stored: Vec<Uuid> = self
+            .db
+            .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
+            .await?
+            .iter()
+            .map(|r| r.try_get_by_index::<Uuid>(0))
+            .collect::<Result<_, _>>()?;
+        let mut outcomes: HashMap<Uuid, Outcome> = stored
+            .into_iter()
+            .map(|id| (id, Outcome::Succeeded))
+            .collect();
+        let lost: Vec<Uuid> = batch
+            .iter()
+            .map(|(row, ..)| row.id)
+            .filter(|id| !outcomes.contains_key(id))
+            .collect();
+        if !lost.is_empty() {
+            let revoked: Vec<Uuid> = job::Entity::find()
+                .select_only()
+                .column(job::Column::Id)
+                .filter(job::Column::Id.is_in(lost.iter().copied()))
+                .filter(job::Column::Status.eq(JobStatus::Revoked.as_str()))
+                .into_tuple()
+                .all(&self.db)
+                .await?;
+            for id in lost {
+                let outcome = if revoked.contains(&id) {
+                    Outcome::Revoked
+                } else {
+                    Outcome::Skipped
+                };
+                outcomes.insert(id, outcome);
+            }
+        }
+        Ok(outcomes)
+    }
+
+    /// Stores a failure or a cancellation, but only while this worker still holds the job: a
+    /// worker that lost its claim (cancelled, or taken over after a redelivery) writes nothing.
+    async fn store_one(
         &self,
         row: &job::Model,
         ran: Ran,
@@ -224,6 +458,9 @@ impl Runner {
             .exec(&self.db)
             .await?;
         if written.rows_affected == 1 {
+            if let (Outcome::WillRetry, Some(wake)) = (outcome, &self.wake) {
+                wake.notify_one();
+            }
             return Ok(outcome);
         }
         let now_status = job::Entity::find_by_id(row.id)
