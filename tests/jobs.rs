@@ -879,3 +879,116 @@ async fn a_job_status_keel_does_not_know_is_an_internal_error() {
     )
     .await;
 }
+
+async fn succeeded(app: &TestApp) -> u64 {
+    use sea_orm::PaginatorTrait;
+    job::Entity::find()
+        .filter(job::Column::Status.eq("SUCCESS"))
+        .count(&app.state.db)
+        .await
+        .unwrap()
+}
+
+fn rabbitmqctl(args: &[&str]) {
+    let status = std::process::Command::new("rabbitmqctl")
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("rabbitmqctl (installed by tests/run.sh)");
+    assert!(status.success(), "rabbitmqctl {args:?}");
+}
+
+/// Restarts the machine's RabbitMQ, which every other test shares, so tests/run.sh runs it on
+/// its own after the others (`--run-ignored only`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "restarts the shared RabbitMQ: tests/run.sh runs it alone, after the rest"]
+async fn ten_thousand_jobs_survive_a_killed_worker_and_a_broker_restart() {
+    const JOBS: usize = 10_000;
+    let queue = common::unique_queue();
+    let app = rabbit_app(Backend::Postgres, &queue, &[("WORKER_CONCURRENCY", "32")]).await;
+    for chunk in 0..JOBS / 1_000 {
+        let txn = sea_orm::TransactionTrait::begin(&app.state.db)
+            .await
+            .unwrap();
+        for i in 0..1_000 {
+            let message = format!("job {}", chunk * 1_000 + i);
+            app.state
+                .jobs
+                .enqueue(
+                    &txn,
+                    keel::jobs::NewJob::new("test_task", json!({"message": message})),
+                )
+                .await
+                .unwrap();
+        }
+        txn.commit().await.unwrap();
+        app.state.jobs.wake();
+    }
+
+    // A worker dies in the middle of the backlog, with deliveries in hand.
+    let mut first = WorkerProcess::spawn(&app.env);
+    eventually(Duration::from_secs(120), "2,000 jobs done", || async {
+        (succeeded(&app).await >= 2_000).then_some(())
+    })
+    .await;
+    first.signal("KILL");
+    first.wait_exit(Duration::from_secs(10)).await;
+
+    // Another takes over, and the broker restarts under it and under the relay.
+    let _second = WorkerProcess::spawn(&app.env);
+    eventually(Duration::from_secs(120), "5,000 jobs done", || async {
+        (succeeded(&app).await >= 5_000).then_some(())
+    })
+    .await;
+    rabbitmqctl(&["stop_app"]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    rabbitmqctl(&["start_app"]);
+    rabbitmqctl(&["await_startup"]);
+
+    eventually(Duration::from_secs(300), "every job done", || async {
+        (succeeded(&app).await >= JOBS as u64).then_some(())
+    })
+    .await;
+    let rows = job::Entity::find().all(&app.state.db).await.unwrap();
+    assert_eq!(rows.len(), JOBS, "no job was lost or made twice");
+    let mut messages = std::collections::HashSet::new();
+    for row in &rows {
+        assert_eq!(row.status, "SUCCESS", "{row:?}");
+        assert!((1..=2).contains(&row.attempts), "{row:?}");
+        let result = row.result.as_ref().expect("a result");
+        assert_eq!(result["message"], row.payload["message"], "{row:?}");
+        assert!(messages.insert(result["message"].to_string()), "{row:?}");
+    }
+    // Nothing is left behind: every delivery, duplicates included, was acknowledged, and
+    // nothing was dead-lettered.
+    let conn = lapin::Connection::connect(
+        &common::rabbitmq_url(),
+        lapin::ConnectionProperties::default(),
+    )
+    .await
+    .unwrap();
+    let channel = conn.create_channel().await.unwrap();
+    for q in [queue.clone(), format!("{queue}.dead")] {
+        eventually(
+            Duration::from_secs(30),
+            &format!("{q} to be empty"),
+            || async {
+                let declared = channel
+                    .queue_declare(
+                        q.as_str().into(),
+                        lapin::options::QueueDeclareOptions {
+                            passive: true,
+                            durable: true,
+                            ..Default::default()
+                        },
+                        lapin::types::FieldTable::default(),
+                    )
+                    .await
+                    .unwrap();
+                (declared.message_count() == 0).then_some(())
+            },
+        )
+        .await;
+    }
+    common::delete_queues(&queue).await;
+}

@@ -1,0 +1,205 @@
+#!/usr/bin/env bash
+# The job pipeline against the broker's own limit on this machine: release builds, everything
+# co-located (server, worker(s), PostgreSQL, RabbitMQ, Redis and the load generator).
+#
+#   bench/jobs.sh   (env: SECONDS_PER_RUN=10, CONNECTIONS=32, BACKLOG=20000, PORT=18100,
+#                    WORKER_CONCURRENCY=64, STEADY_RATE=1000, LONE_JOBS=50)
+#
+# 1. the broker's own limit: bench/broker_rate.rs (lapin; persistent messages, confirms, manual
+#    acks, Keel's queue settings);
+# 2. Keel end to end through the API: wrk submits no-op test tasks for SECONDS_PER_RUN with one
+#    worker running; the end-to-end rate counts every job from the first submission to the last
+#    SUCCESS (the jobs table's own timestamps), beside the API's acceptance rate;
+# 3. a backlog of BACKLOG published jobs drained by one worker, then by two;
+# 4. latency at a steady STEADY_RATE jobs/s (publish→start, enqueue→SUCCESS), and a lone job's
+#    enqueue→start, submitted through the API and enqueued by another process (the scheduler);
+# 5. the embedded mode (SQLite, in-process worker) end to end through the API;
+# with the server's and each worker's peak RSS.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${SECONDS_PER_RUN:-10}
+CONNS=${CONNECTIONS:-32}
+BACKLOG=${BACKLOG:-20000}
+PORT=${PORT:-18100}
+CONCURRENCY=${WORKER_CONCURRENCY:-64}
+RATE=${STEADY_RATE:-1000}
+LONE=${LONE_JOBS:-50}
+PG_ADMIN=${BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+command -v wrk >/dev/null || { echo "bench needs wrk: apt-get install wrk" >&2; exit 1; }
+cargo build --release --quiet --bins
+cargo bench --no-run --quiet --bench broker_rate --bench jobs_load
+newest() { find target/release/deps -maxdepth 1 -type f -executable -name "$1-*" -printf '%T@ %p\n' | sort -n | tail -n 1 | cut -d' ' -f2; }
+broker_bin=$(newest broker_rate)
+load_bin=$(newest jobs_load)
+
+work=$(mktemp -d)
+db="keel_bench_$$"
+queue="keel.bench.jobs.$$"
+pg_url="${PG_ADMIN%/*}/$db"
+base="http://127.0.0.1:$PORT"
+server_pid=
+worker_pids=()
+cleanup() {
+  [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null
+  for p in "${worker_pids[@]}"; do kill "$p" 2>/dev/null; done
+  wait 2>/dev/null || true
+  psql "$PG_ADMIN" -qc "drop database if exists $db" >/dev/null 2>&1 || true
+  for q in "$queue" "$queue.dead"; do timeout 20 rabbitmqctl delete_queue "$q" >/dev/null 2>&1 || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+sql() { psql "$pg_url" -Atqc "$1"; }
+
+common_env=(ENABLE_RABBITMQ=true RABBITMQ_QUEUE="$queue" ENABLE_REDIS=true
+  REDIS_KEY_PREFIX="keel:bench:$$:" ENABLE_RATE_LIMITING=false REQUIRE_EMAIL_VERIFICATION=false
+  LOG_LEVEL=warn WORKER_CONCURRENCY="$CONCURRENCY" DATABASE_MAX_CONNECTIONS=20 PORT="$PORT")
+
+peak_rss() { awk '/VmHWM/ {print int($2 / 1024)}' "/proc/$1/status" 2>/dev/null || echo "?"; }
+
+# start_server DATABASE_URL [VAR=VALUE...]
+start_server() {
+  local url=$1; shift
+  (cd "$work" && exec env "${common_env[@]}" DATABASE_URL="$url" "$@" "$OLDPWD/target/release/server") \
+    >>"$work/server.log" 2>&1 &
+  server_pid=$!
+  for _ in $(seq 100); do curl -fs "$base/system/health/live" >/dev/null && break; sleep 0.1; done
+  curl -fs "$base/system/health/live" >/dev/null || { cat "$work/server.log"; exit 1; }
+}
+stop_server() {
+  echo "  server peak RSS $(peak_rss "$server_pid") MiB"
+  kill "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=
+}
+start_worker() {
+  (cd "$work" && exec env "${common_env[@]}" DATABASE_URL="$pg_url" "$OLDPWD/target/release/worker") \
+    >>"$work/worker.log" 2>&1 &
+  worker_pids+=($!)
+}
+stop_workers() {
+  for p in "${worker_pids[@]}"; do
+    echo "  worker peak RSS $(peak_rss "$p") MiB"
+    kill "$p"; wait "$p" 2>/dev/null || true
+  done
+  worker_pids=()
+}
+
+token() {
+  curl -fsS -X POST "$base/auth/register" -H 'content-type: application/json' \
+    -d '{"email":"bench@example.com","username":"bench","password":"Bench-Password-1"}' >/dev/null 2>&1 || true
+  curl -fsS -X POST "$base/auth/login" -d 'username=bench@example.com&password=Bench-Password-1' |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])'
+}
+
+# submit_with_wrk TOKEN: POSTs test tasks for DURATION seconds; prints accepted/s
+submit_with_wrk() {
+  cat >"$work/post.lua" <<LUA
+wrk.method = "POST"
+wrk.body = '{"message":"bench"}'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer $1"
+LUA
+  wrk -t2 -c"$CONNS" -d"${DURATION}s" -s "$work/post.lua" "$base/system/background-tasks/test-task" >"$work/wrk.txt"
+  local non2xx; non2xx=$(awk '/Non-2xx/ {print $NF}' "$work/wrk.txt")
+  [ -z "$non2xx" ] || echo "  ($non2xx answers were not 202)"
+  awk '/Requests\/sec/ {printf "%.0f", $2}' "$work/wrk.txt"
+}
+
+wait_drained() { # on PostgreSQL
+  for _ in $(seq 3000); do
+    [ "$(sql "select count(*) from jobs where status in ('PENDING','STARTED','RETRY')")" = 0 ] && return 0
+    sleep 0.1
+  done
+  echo "jobs did not drain within 300 s" >&2; exit 1
+}
+
+# e2e_rate: jobs per second from the first submission to the last SUCCESS, and how many
+e2e_rate() {
+  sql "select count(*), round(count(*) / extract(epoch from max(finished_at) - min(created_at)))
+       from jobs where status = 'SUCCESS'" | tr '|' ' '
+}
+
+psql "$PG_ADMIN" -qc "create database $db" >/dev/null
+
+echo "== 1. the broker's own limit"
+"$broker_bin" --bench | tee "$work/broker.txt"
+broker_together=$(awk '/together/ {print $2}' "$work/broker.txt")
+
+echo "== 2. Keel end to end through the API (PostgreSQL, RabbitMQ, Redis; one worker, concurrency $CONCURRENCY)"
+start_server "$pg_url"
+tok=$(token)
+start_worker
+sleep 0.5
+accepted=$(submit_with_wrk "$tok")
+wait_drained
+read -r jobs e2e < <(e2e_rate)
+echo "  API accepted $accepted submissions/s (wrk, $CONNS connections, ${DURATION} s)"
+echo "  end to end: $jobs jobs at $e2e jobs/s = $(( 100 * e2e / broker_together )) % of the broker's limit ($broker_together msgs/s)"
+stop_workers
+
+echo "== 3. a backlog of $BACKLOG published jobs, drained"
+for workers in 1 2; do
+  sql "delete from jobs"
+  sql "insert into jobs (id, name, payload, status, attempts, max_attempts, run_at, created_at, updated_at)
+       select gen_random_uuid(), 'test_task', '{\"message\":\"backlog\"}', 'PENDING', 0, 5, now(), now(), now()
+       from generate_series(1, $BACKLOG); notify keel_jobs"
+  for _ in $(seq 600); do
+    [ "$(sql "select count(*) from jobs where published_at is null")" = 0 ] && break; sleep 0.1
+  done
+  for _ in $(seq "$workers"); do start_worker; done
+  wait_drained
+  rate=$(sql "select round(count(*) / extract(epoch from max(finished_at) - min(started_at))) from jobs where status = 'SUCCESS'")
+  echo "  $workers worker(s): $rate jobs/s"
+  echo "$rate" >"$work/drain.$workers"
+  stop_workers
+done
+echo "  two workers / one: $(awk -v a="$(cat "$work/drain.1")" -v b="$(cat "$work/drain.2")" 'BEGIN { printf "%.2f", b / a }') x"
+
+echo "== 4. latency"
+start_worker
+sleep 0.5
+sql "delete from jobs"
+"$load_bin" --bench "$base" "$tok" "$RATE" "$DURATION"
+wait_drained
+sql "select 'at ' || $RATE || ' jobs/s: publish->start p50 ' || round(percentile_cont(0.5) within group (order by ms_start)::numeric, 1) ||
+      ' ms, p99 ' || round(percentile_cont(0.99) within group (order by ms_start)::numeric, 1) ||
+      ' ms; enqueue->SUCCESS p50 ' || round(percentile_cont(0.5) within group (order by ms_done)::numeric, 1) ||
+      ' ms, p99 ' || round(percentile_cont(0.99) within group (order by ms_done)::numeric, 1) || ' ms'
+     from (select extract(epoch from started_at - published_at) * 1000 as ms_start,
+                  extract(epoch from finished_at - created_at) * 1000 as ms_done
+           from jobs where status = 'SUCCESS') t" | sed 's/^/  /'
+sql "delete from jobs"
+"$load_bin" --bench "$base" "$tok" 0 "$LONE" >/dev/null
+sql "select 'lone jobs through the API (' || count(*) || '): enqueue->start p50 ' ||
+      round(percentile_cont(0.5) within group (order by extract(epoch from started_at - created_at) * 1000)::numeric, 1) || ' ms, max ' ||
+      round(max(extract(epoch from started_at - created_at) * 1000)::numeric, 1) || ' ms'
+     from jobs where status = 'SUCCESS'" | sed 's/^/  /'
+sql "delete from jobs"
+for job in cleanup_expired_tokens purge_deleted_accounts send_deletion_reminders; do
+  (cd "$work" && env "${common_env[@]}" DATABASE_URL="$pg_url" "$OLDPWD/target/release/scheduler" --once "$job" >/dev/null)
+  sleep 0.3
+done
+wait_drained
+sql "select 'enqueued by the scheduler, another process (' || count(*) || '): enqueue->start ' ||
+      string_agg(round((extract(epoch from started_at - created_at) * 1000)::numeric, 1)::text, ' / ' order by created_at) || ' ms'
+     from jobs" | sed 's/^/  /'
+stop_workers
+stop_server
+
+echo "== 5. the embedded mode (SQLite, in-process worker, concurrency $CONCURRENCY)"
+lite="sqlite://$work/embedded.db?mode=rwc"
+start_server "$lite" ENABLE_RABBITMQ=false ENABLE_REDIS=false
+tok=$(token)
+accepted=$(submit_with_wrk "$tok")
+python3 - "$work/embedded.db" "$accepted" <<'PY'
+import sqlite3, sys, time
+from datetime import datetime
+db = sqlite3.connect(sys.argv[1], timeout=30)
+for _ in range(3000):
+    left = db.execute("select count(*) from jobs where status in ('PENDING','STARTED','RETRY')").fetchone()[0]
+    if left == 0:
+        break
+    time.sleep(0.1)
+n, first, last = db.execute("select count(*), min(created_at), max(finished_at) from jobs where status = 'SUCCESS'").fetchone()
+secs = (datetime.fromisoformat(last) - datetime.fromisoformat(first)).total_seconds()
+print(f"  API accepted {sys.argv[2]} submissions/s; end to end: {n} jobs at {n / secs:.0f} jobs/s")
+PY
+stop_server
