@@ -701,6 +701,11 @@ async fn embedded_recovers_jobs_of_a_dead_server(backend: Backend) {
     // A job a crashed server left STARTED a minute ago (its worker never beats again), and one a
     // live server (fresh heartbeat) is running right now: only the first is taken back.
     let now = chrono::Utc::now();
+    // The live worker's heartbeat is there before its job: the server's recovery pass may run
+    // at any moment from its start.
+    keel::jobs::rabbit::heartbeat(&app.state.db, "inprocess-alive-1", now)
+        .await
+        .unwrap();
     let mut ids = Vec::new();
     for (locked_by, started) in [
         ("inprocess-dead-1", now - chrono::Duration::minutes(1)),
@@ -731,9 +736,6 @@ async fn embedded_recovers_jobs_of_a_dead_server(backend: Backend) {
         .unwrap();
         ids.push(id);
     }
-    keel::jobs::rabbit::heartbeat(&app.state.db, "inprocess-alive-1", now)
-        .await
-        .unwrap();
 
     let recovered = eventually(
         Duration::from_secs(15),
