@@ -5,8 +5,12 @@ use std::time::Duration;
 
 use sea_orm::{
     ConnectOptions, Database, DatabaseConnection, DatabaseTransaction, DbErr,
-    SqliteTransactionMode, TransactionOptions, TransactionTrait,
-    sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous},
+    SqliteTransactionMode, SqlxPostgresConnector, TransactionOptions, TransactionTrait,
+    sqlx::{
+        ConnectOptions as _, Connection as _,
+        postgres::{PgConnectOptions, PgPoolOptions},
+        sqlite::{SqliteJournalMode, SqliteSynchronous},
+    },
 };
 
 use crate::config::{Settings, redact_url};
@@ -38,7 +42,41 @@ pub fn describe_target(url: &str) -> String {
     }
 }
 
+/// A pooled PostgreSQL connection idle for longer than this is pinged before it is handed out
+/// (a server restart or an idle timeout may have closed it meanwhile); one in steady use is
+/// not, which saves a round trip on every checkout under load.
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
+
 pub async fn connect(settings: &Settings) -> Result<DatabaseConnection, DbError> {
+    let failed = |e: &dyn std::fmt::Display| DbError::Connect {
+        target: describe_target(&settings.database_url),
+        reason: strip_secrets(&e.to_string(), &settings.database_url),
+    };
+    if !is_sqlite(&settings.database_url) {
+        let options: PgConnectOptions = settings
+            .database_url
+            .parse()
+            .map_err(|e: sea_orm::sqlx::Error| failed(&e))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(settings.database_max_connections)
+            .min_connections(settings.database_min_connections)
+            .acquire_timeout(settings.database_acquire_timeout)
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for > PING_IF_IDLE_FOR {
+                        conn.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
+            .connect_with(options.disable_statement_logging());
+        let pool = tokio::time::timeout(settings.database_connect_timeout, pool)
+            .await
+            .map_err(|_| failed(&"no answer within DATABASE_CONNECT_TIMEOUT"))?
+            .map_err(|e| failed(&e))?;
+        return Ok(SqlxPostgresConnector::from_sqlx_postgres_pool(pool));
+    }
     let mut options = ConnectOptions::new(settings.database_url.clone());
     options
         .max_connections(settings.database_max_connections)
@@ -48,8 +86,8 @@ pub async fn connect(settings: &Settings) -> Result<DatabaseConnection, DbError>
         .sqlx_logging(false)
         // A pooled SQLite connection is a file handle that cannot go stale, so checking it out
         // skips the ping that guards network connections: one round trip to the connection's
-        // thread less per query or transaction. PostgreSQL connections keep the check.
-        .test_before_acquire(!is_sqlite(&settings.database_url))
+        // thread less per query or transaction.
+        .test_before_acquire(false)
         // On every SQLite connection: WAL lets readers proceed while one writer commits, and the
         // busy timeout makes writers queue for the lock instead of failing with SQLITE_BUSY.
         .map_sqlx_sqlite_opts(|opts| {
@@ -58,12 +96,7 @@ pub async fn connect(settings: &Settings) -> Result<DatabaseConnection, DbError>
                 .busy_timeout(Duration::from_secs(10))
                 .foreign_keys(true)
         });
-    Database::connect(options)
-        .await
-        .map_err(|e| DbError::Connect {
-            target: describe_target(&settings.database_url),
-            reason: strip_secrets(&e.to_string(), &settings.database_url),
-        })
+    Database::connect(options).await.map_err(|e| failed(&e))
 }
 
 fn is_sqlite(url: &str) -> bool {
