@@ -49,6 +49,8 @@ cleanup() {
 }
 trap cleanup EXIT
 sql() { psql "$pg_url" -Atqc "$1"; }
+# Empties the jobs table between runs, as autovacuum would eventually tidy after such a purge.
+clear_jobs() { sql "delete from jobs"; sql "vacuum analyze jobs"; }
 
 common_env=(ENABLE_RABBITMQ=true RABBITMQ_QUEUE="$queue" ENABLE_REDIS=true
   REDIS_KEY_PREFIX="keel:bench:$$:" ENABLE_RATE_LIMITING=false REQUIRE_EMAIL_VERIFICATION=false
@@ -137,7 +139,7 @@ stop_workers
 
 echo "== 3. a backlog of $BACKLOG published jobs, drained"
 for workers in 1 2; do
-  sql "delete from jobs"
+  clear_jobs
   sql "insert into jobs (id, name, payload, status, attempts, max_attempts, run_at, created_at, updated_at)
        select gen_random_uuid(), 'test_task', '{\"message\":\"backlog\"}', 'PENDING', 0, 5, now(), now(), now()
        from generate_series(1, $BACKLOG); notify keel_jobs"
@@ -156,7 +158,7 @@ echo "  two workers / one: $(awk -v a="$(cat "$work/drain.1")" -v b="$(cat "$wor
 echo "== 4. latency"
 start_worker
 sleep 0.5
-sql "delete from jobs"
+clear_jobs
 "$load_bin" --bench "$base" "$tok" "$RATE" "$DURATION"
 wait_drained
 sql "select 'at ' || $RATE || ' jobs/s: publish->start p50 ' || round(percentile_cont(0.5) within group (order by ms_start)::numeric, 1) ||
@@ -166,13 +168,13 @@ sql "select 'at ' || $RATE || ' jobs/s: publish->start p50 ' || round(percentile
      from (select extract(epoch from started_at - published_at) * 1000 as ms_start,
                   extract(epoch from finished_at - created_at) * 1000 as ms_done
            from jobs where status = 'SUCCESS') t" | sed 's/^/  /'
-sql "delete from jobs"
+clear_jobs
 "$load_bin" --bench "$base" "$tok" 0 "$LONE" >/dev/null
 sql "select 'lone jobs through the API (' || count(*) || '): enqueue->start p50 ' ||
       round(percentile_cont(0.5) within group (order by extract(epoch from started_at - created_at) * 1000)::numeric, 1) || ' ms, max ' ||
       round(max(extract(epoch from started_at - created_at) * 1000)::numeric, 1) || ' ms'
      from jobs where status = 'SUCCESS'" | sed 's/^/  /'
-sql "delete from jobs"
+clear_jobs
 for job in cleanup_expired_tokens purge_deleted_accounts send_deletion_reminders; do
   (cd "$work" && env "${common_env[@]}" DATABASE_URL="$pg_url" "$OLDPWD/target/release/scheduler" --once "$job" >/dev/null)
   sleep 0.3
