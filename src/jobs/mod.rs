@@ -249,13 +249,11 @@ impl JobQueue {
             finished_at: Set(None),
             published_at: Set(None),
         };
-        if self.announcing {
-            announce(conn).await?;
-        }
         let Some(key) = job.dedupe_key else {
             job::Entity::insert(model)
                 .exec_without_returning(conn)
                 .await?;
+            self.announce_if_asked(conn).await?;
             return Ok(id);
         };
         // ON CONFLICT DO NOTHING keeps a surrounding PostgreSQL transaction usable.
@@ -268,6 +266,7 @@ impl JobQueue {
             .exec_without_returning(conn)
             .await?;
         if inserted == 1 {
+            self.announce_if_asked(conn).await?;
             return Ok(id);
         }
         job::Entity::find()
@@ -276,6 +275,15 @@ impl JobQueue {
             .await?
             .map(|j| j.id)
             .ok_or_else(|| DbErr::RecordNotFound("deduplicated job vanished".into()))
+    }
+
+    /// Announces an inserted job. After the insert, not before: outside a transaction the
+    /// `NOTIFY` goes out at once, and a relay woken before the row exists would find nothing.
+    async fn announce_if_asked(&self, conn: &impl ConnectionTrait) -> Result<(), DbErr> {
+        if self.announcing {
+            announce(conn).await?;
+        }
+        Ok(())
     }
 
     /// Tells this process's dispatcher that jobs are waiting; call after committing.
