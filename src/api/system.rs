@@ -110,7 +110,12 @@ async fn check_redis(state: &AppState) -> Check {
     let Some(redis) = state.cache.redis() else {
         return disabled();
     };
-    match redis.ping().await {
+    timed(redis.ping().await.map_err(|e| e.to_string()))
+}
+
+/// A dependency's answer: healthy with its round trip, or unhealthy with what went wrong.
+fn timed(outcome: Result<Duration, String>) -> Check {
+    match outcome {
         Ok(latency) => Check {
             status: "healthy".into(),
             latency_ms: Some(latency.as_secs_f64() * 1000.0),
@@ -119,7 +124,7 @@ async fn check_redis(state: &AppState) -> Check {
         Err(e) => Check {
             status: "unhealthy".into(),
             latency_ms: None,
-            error: Some(e.to_string()),
+            error: Some(e),
         },
     }
 }
@@ -133,18 +138,7 @@ async fn check_websockets(state: &AppState) -> Check {
     let Some(outcome) = hub.fanout_check(CHECK_TIMEOUT).await else {
         return disabled();
     };
-    match outcome {
-        Ok(latency) => Check {
-            status: "healthy".into(),
-            latency_ms: Some(latency.as_secs_f64() * 1000.0),
-            error: None,
-        },
-        Err(e) => Check {
-            status: "unhealthy".into(),
-            latency_ms: None,
-            error: Some(e),
-        },
-    }
+    timed(outcome)
 }
 
 /// `in-process` in embedded mode; with RabbitMQ, healthy while some worker's heartbeat is fresh.
