@@ -103,6 +103,21 @@ fn is_sqlite(url: &str) -> bool {
     url.starts_with("sqlite:")
 }
 
+/// A raw statement written with PostgreSQL's numbered parameters (`$1`, `$2`, …) for either
+/// back end: SQLite numbers its own `?1`, `?2`, … (the SQL must hold no other `$`).
+pub fn numbered_statement(
+    backend: sea_orm::DbBackend,
+    sql: &str,
+    values: Vec<sea_orm::Value>,
+) -> sea_orm::Statement {
+    let sql = if backend == sea_orm::DbBackend::Sqlite {
+        sql.replace('$', "?")
+    } else {
+        sql.to_string()
+    };
+    sea_orm::Statement::from_sql_and_values(backend, sql, values)
+}
+
 /// Starts a transaction that will write. On SQLite it takes the write lock up front (`BEGIN
 /// IMMEDIATE`): a deferred transaction that reads first and writes later cannot wait for the lock
 /// once another writer has committed, and fails with SQLITE_BUSY instead. PostgreSQL ignores it.

@@ -23,7 +23,7 @@ use lapin::{
 };
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, Statement,
+    QueryOrder, QuerySelect,
     sea_query::{Expr, OnConflict},
 };
 use tokio::sync::{Mutex, Notify, Semaphore, mpsc};
@@ -338,7 +338,7 @@ async fn claim_for_publishing(
     } else {
         ""
     };
-    let mut sql = format!(
+    let sql = format!(
         "UPDATE jobs SET published_at = $1 WHERE {published} AND id IN (\
          SELECT id FROM jobs WHERE {published} AND status IN ('PENDING', 'RETRY') \
          AND run_at <= $1 ORDER BY run_at LIMIT {RELAY_BATCH} {lock}) RETURNING id, name"
@@ -347,10 +347,7 @@ async fn claim_for_publishing(
     if stale {
         values.push((now - republish_after).into());
     }
-    if backend == DbBackend::Sqlite {
-        sql = sql.replace('$', "?");
-    }
-    db.query_all_raw(Statement::from_sql_and_values(backend, sql, values))
+    db.query_all_raw(crate::db::numbered_statement(backend, &sql, values))
         .await?
         .iter()
         .map(|row| Ok((row.try_get_by_index(0)?, row.try_get_by_index(1)?)))

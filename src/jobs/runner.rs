@@ -16,7 +16,7 @@ use std::{
 use chrono::Utc;
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait,
-    QueryFilter, QuerySelect, Statement, Value as DbValue,
+    QueryFilter, QuerySelect, Value as DbValue,
     sea_query::{Expr, ExprTrait},
 };
 use serde_json::Value;
@@ -252,6 +252,18 @@ impl Runner {
     }
 }
 
+/// Those of `ids` that were cancelled (REVOKED).
+async fn revoked_among(db: &DatabaseConnection, ids: Vec<Uuid>) -> Result<Vec<Uuid>, DbErr> {
+    job::Entity::find()
+        .select_only()
+        .column(job::Column::Id)
+        .filter(job::Column::Id.is_in(ids))
+        .filter(job::Column::Status.eq(JobStatus::Revoked.as_str()))
+        .into_tuple()
+        .all(db)
+        .await
+}
+
 /// Every `every`, one query asks which of the running jobs were cancelled, and interrupts them.
 async fn watch_cancellations(
     db: DatabaseConnection,
@@ -268,14 +280,7 @@ async fn watch_cancellations(
         if ids.is_empty() {
             continue;
         }
-        let revoked: Result<Vec<Uuid>, DbErr> = job::Entity::find()
-            .select_only()
-            .column(job::Column::Id)
-            .filter(job::Column::Id.is_in(ids))
-            .filter(job::Column::Status.eq(JobStatus::Revoked.as_str()))
-            .into_tuple()
-            .all(&db)
-            .await;
+        let revoked = revoked_among(&db, ids).await;
         // A database hiccup is not a cancellation: asked again next time.
         for id in revoked.unwrap_or_default() {
             if let Some(token) = lock(&running).get(&id) {
@@ -350,7 +355,7 @@ impl Outcomes {
         } else {
             ""
         };
-        let mut sql = format!(
+        let sql = format!(
             "UPDATE jobs SET status = 'SUCCESS', result = v.column2{json}, error = NULL, \
              finished_at = $1, updated_at = $1, locked_by = NULL, \
              payload = COALESCE(v.column3{json}, jobs.payload) \
@@ -359,13 +364,9 @@ impl Outcomes {
              RETURNING jobs.id",
             rows.join(", ")
         );
-        if backend == DbBackend::Sqlite {
-            // SQLite numbers its parameters `?N`.
-            sql = sql.replace('$', "?");
-        }
         let stored: Vec<Uuid> = self
             .db
-            .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
+            .query_all_raw(crate::db::numbered_statement(backend, &sql, values))
             .await?
             .iter()
             .map(|r| r.try_get_by_index::<Uuid>(0))
@@ -380,14 +381,7 @@ impl Outcomes {
             .filter(|id| !outcomes.contains_key(id))
             .collect();
         if !lost.is_empty() {
-            let revoked: Vec<Uuid> = job::Entity::find()
-                .select_only()
-                .column(job::Column::Id)
-                .filter(job::Column::Id.is_in(lost.iter().copied()))
-                .filter(job::Column::Status.eq(JobStatus::Revoked.as_str()))
-                .into_tuple()
-                .all(&self.db)
-                .await?;
+            let revoked = revoked_among(&self.db, lost.clone()).await?;
             for id in lost {
                 let outcome = if revoked.contains(&id) {
                     Outcome::Revoked
@@ -463,13 +457,10 @@ impl Outcomes {
             }
             return Ok(outcome);
         }
-        let now_status = job::Entity::find_by_id(row.id)
-            .one(&self.db)
-            .await?
-            .map(|j| j.status);
-        Ok(match now_status.as_deref() {
-            Some("REVOKED") => Outcome::Revoked,
-            _ => Outcome::Skipped,
+        Ok(if revoked_among(&self.db, vec![row.id]).await?.is_empty() {
+            Outcome::Skipped
+        } else {
+            Outcome::Revoked
         })
     }
 }
