@@ -3,7 +3,8 @@
 # co-located (server, worker(s), PostgreSQL, RabbitMQ, Redis and the load generator).
 #
 #   bench/jobs.sh   (env: SECONDS_PER_RUN=10, CONNECTIONS=32, BACKLOG=20000, PORT=18100,
-#                    WORKER_CONCURRENCY=64, STEADY_RATE=1000, LONE_JOBS=50)
+#                    WORKER_CONCURRENCY=64, STEADY_RATE=1000, LONE_JOBS=50;
+#                    PROFILE=FILE records stage 2 with perf, E2E_ONLY=1 stops after it)
 #
 # 1. the broker's own limit: bench/broker_rate.rs (lapin; persistent messages, confirms, manual
 #    acks, Keel's queue settings);
@@ -17,6 +18,7 @@
 # with the server's and each worker's peak RSS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/common.sh
 DURATION=${SECONDS_PER_RUN:-10}
 CONNS=${CONNECTIONS:-32}
 BACKLOG=${BACKLOG:-20000}
@@ -130,12 +132,20 @@ start_server "$pg_url"
 tok=$(token)
 start_worker
 sleep 0.5
+cpu_snapshot "$work/cpu.0" server="$server_pid" worker="${worker_pids[0]}"
+# PROFILE=FILE: a whole-machine perf profile of this stage (`perf report -i FILE`)
+[ -n "${PROFILE:-}" ] && { perf record -q -F 499 -a -g -o "$PROFILE" 2>/dev/null & perf_pid=$!; }
 accepted=$(submit_with_wrk "$tok")
 wait_drained
+[ -n "${PROFILE:-}" ] && { kill -INT "$perf_pid"; wait "$perf_pid" || true; }
+cpu_snapshot "$work/cpu.1" server="$server_pid" worker="${worker_pids[0]}"
 read -r jobs e2e < <(e2e_rate)
 echo "  API accepted $accepted submissions/s (wrk, $CONNS connections, ${DURATION} s)"
 echo "  end to end: $jobs jobs at $e2e jobs/s = $(( 100 * e2e / broker_together )) % of the broker's limit ($broker_together msgs/s)"
+echo "  CPU: $(cpu_per_job "$work/cpu.0" "$work/cpu.1" "$jobs")"
 stop_workers
+# E2E_ONLY=1: stop here (for profiling one stage)
+[ -n "${E2E_ONLY:-}" ] && exit 0
 
 echo "== 3. a backlog of $BACKLOG published jobs, drained"
 for workers in 1 2; do
@@ -147,9 +157,14 @@ for workers in 1 2; do
     [ "$(sql "select count(*) from jobs where published_at is null")" = 0 ] && break; sleep 0.1
   done
   for _ in $(seq "$workers"); do start_worker; done
+  named=(server="$server_pid"); i=0
+  for p in "${worker_pids[@]}"; do named+=(worker$((i += 1))="$p"); done
+  cpu_snapshot "$work/cpu.0" "${named[@]}"
   wait_drained
+  cpu_snapshot "$work/cpu.1" "${named[@]}"
   rate=$(sql "select round(count(*) / extract(epoch from max(finished_at) - min(started_at))) from jobs where status = 'SUCCESS'")
   echo "  $workers worker(s): $rate jobs/s"
+  echo "    CPU: $(cpu_per_job "$work/cpu.0" "$work/cpu.1" "$BACKLOG")"
   echo "$rate" >"$work/drain.$workers"
   stop_workers
 done
