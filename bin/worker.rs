@@ -80,6 +80,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         conn.clone(),
         publisher,
         queue.wake_handle(),
+        None,
         shutdown.clone(),
     ));
     let consumer = tokio::spawn(jobs::rabbit::consume(

@@ -199,6 +199,7 @@ impl AppState {
                 self.db.clone(),
                 publisher.clone(),
                 wake,
+                self.jobs.hand_off(),
                 shutdown,
             )),
             None => {

@@ -1,5 +1,6 @@
 //! Keel's schema migrations. Every migration here must run on both PostgreSQL and SQLite, so only
-//! portable column types and constraints are used (no partial indexes, no Postgres-only types).
+//! portable column types and constraints are used (no Postgres-only types; a partial index's
+//! predicate is plain SQL both accept).
 pub use sea_orm_migration::prelude::*;
 
 mod m20261129_000001_accounts;
@@ -8,6 +9,7 @@ mod m20261129_000003_api_keys;
 mod m20261129_000004_account_deletion;
 mod m20261129_000005_live_sessions_index;
 mod m20261201_000006_jobs_name_index;
+mod m20261201_000007_jobs_partial_indexes;
 
 pub struct Migrator;
 
@@ -21,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000004_account_deletion::Migration),
             Box::new(m20261129_000005_live_sessions_index::Migration),
             Box::new(m20261201_000006_jobs_name_index::Migration),
+            Box::new(m20261201_000007_jobs_partial_indexes::Migration),
         ]
     }
 }

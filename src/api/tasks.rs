@@ -164,13 +164,12 @@ async fn submit(
 ) -> ApiResult<Submitted> {
     let id = state
         .jobs
-        .enqueue(
+        .submit(
             &state.db,
             NewJob::new(name, payload).owner(principal.user.id),
         )
         .await
         .map_err(ApiError::internal)?;
-    state.jobs.wake();
     Ok(Submitted::Accepted(Json(TaskAccepted {
         task_id: id,
         task_name: name.to_string(),

@@ -7,7 +7,13 @@ pub mod local;
 pub mod rabbit;
 mod runner;
 
-use std::{collections::HashMap, future::Future, pin::Pin, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    future::Future,
+    pin::Pin,
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
 use chrono::Utc;
 use sea_orm::{
@@ -15,7 +21,7 @@ use sea_orm::{
     Set, sea_query::OnConflict,
 };
 use serde_json::Value;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
 use uuid::Uuid;
 
 pub use runner::{Outcome, Runner};
@@ -192,12 +198,17 @@ pub fn listen(
     }))
 }
 
+/// A job committed on its own, for this process's relay to publish without looking for it.
+pub type HandedOff = (Uuid, String);
+
 /// The producer side: writes jobs into the outbox table, inside the caller's transaction, and
 /// wakes this process's dispatcher once the caller has committed.
 #[derive(Clone)]
 pub struct JobQueue {
     settings: JobSettings,
     wake: Arc<Notify>,
+    /// Set when this process runs a RabbitMQ relay: `submit` hands it the jobs it committed.
+    handoff: Arc<OnceLock<mpsc::UnboundedSender<HandedOff>>>,
     /// Whether enqueues are announced to other processes (`announce`): for processes that
     /// run no relay or worker of their own (scheduler, admin CLI). The server and the worker
     /// wake their own, which publishes the job; a second process racing for it only costs a
@@ -210,8 +221,16 @@ impl JobQueue {
         Self {
             settings,
             wake: Arc::new(Notify::new()),
+            handoff: Arc::new(OnceLock::new()),
             announcing: false,
         }
+    }
+
+    /// From now on, jobs submitted on their own (`submit`) are handed to the receiver, this
+    /// process's relay, instead of being looked for in the table. Once per queue.
+    pub fn hand_off(&self) -> Option<mpsc::UnboundedReceiver<HandedOff>> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.handoff.set(tx).ok().map(|()| rx)
     }
 
     /// A queue whose enqueues other processes hear of at once.
@@ -224,13 +243,36 @@ impl JobQueue {
         &self.settings
     }
 
-    /// Inserts the job on `conn` (a transaction, to commit together with the change that caused
-    /// it). With a dedupe key that already exists, nothing is inserted and the existing job's id
-    /// is returned.
-    pub async fn enqueue(&self, conn: &impl ConnectionTrait, job: NewJob) -> Result<Uuid, DbErr> {
-        let now = Utc::now();
+    /// Enqueues a job that commits on its own (no change of the caller's goes with it) and
+    /// sees it dispatched. With a relay in this process, the row is written already marked
+    /// published and handed straight to the relay: the relay neither looks for it nor writes
+    /// it again. Should the process die before the broker confirms it, the relay's sweep
+    /// publishes it again after `JOB_REPUBLISH_AFTER_SECONDS`, as for any lost publication;
+    /// a failed publication unmarks it at once.
+    pub async fn submit(&self, db: &DatabaseConnection, job: NewJob) -> Result<Uuid, DbErr> {
+        let handoff = self.handoff.get().filter(|_| job.dedupe_key.is_none());
+        let Some(handoff) = handoff else {
+            let id = self.enqueue(db, job).await?;
+            self.wake();
+            return Ok(id);
+        };
+        let name = job.name.clone();
         let id = Uuid::new_v4();
-        let model = job::ActiveModel {
+        let mut model = self.model(id, job);
+        model.published_at = Set(Some(Utc::now()));
+        job::Entity::insert(model)
+            .exec_without_returning(db)
+            .await?;
+        if handoff.send((id, name)).is_err() {
+            // The relay has stopped (shutting down): the sweep publishes it later.
+            tracing::warn!(job_id = %id, "no relay to hand the job to; it waits for the next sweep");
+        }
+        Ok(id)
+    }
+
+    fn model(&self, id: Uuid, job: NewJob) -> job::ActiveModel {
+        let now = Utc::now();
+        job::ActiveModel {
             id: Set(id),
             name: Set(job.name),
             payload: Set(job.payload),
@@ -241,15 +283,24 @@ impl JobQueue {
             result: Set(None),
             error: Set(None),
             owner_id: Set(job.owner_id),
-            dedupe_key: Set(job.dedupe_key.clone()),
+            dedupe_key: Set(job.dedupe_key),
             locked_by: Set(None),
             created_at: Set(now),
             updated_at: Set(now),
             started_at: Set(None),
             finished_at: Set(None),
             published_at: Set(None),
-        };
-        let Some(key) = job.dedupe_key else {
+        }
+    }
+
+    /// Inserts the job on `conn` (a transaction, to commit together with the change that caused
+    /// it). With a dedupe key that already exists, nothing is inserted and the existing job's id
+    /// is returned.
+    pub async fn enqueue(&self, conn: &impl ConnectionTrait, job: NewJob) -> Result<Uuid, DbErr> {
+        let dedupe_key = job.dedupe_key.clone();
+        let id = Uuid::new_v4();
+        let model = self.model(id, job);
+        let Some(key) = dedupe_key else {
             job::Entity::insert(model)
                 .exec_without_returning(conn)
                 .await?;

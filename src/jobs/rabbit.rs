@@ -23,14 +23,14 @@ use lapin::{
 };
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect,
+    QueryOrder,
     sea_query::{Expr, OnConflict},
 };
 use tokio::sync::{Mutex, Notify, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::{JobStatus, Outcome, Runner};
+use super::{Outcome, Runner};
 use crate::entities::{job, worker_heartbeat};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -245,16 +245,50 @@ impl Publisher {
 ///
 /// It sleeps until woken: by this process's enqueues (`wake`), by other processes' through
 /// PostgreSQL `NOTIFY` (`listen`), or when the next scheduled retry falls due; a slow poll is
-/// only the safety net.
+/// only the safety net. Jobs this process submitted on their own arrive through `handoff`
+/// already marked, and are published as they come, in batches, without a query.
 pub async fn relay(
     db: DatabaseConnection,
     publisher: Arc<Publisher>,
     wake: Arc<Notify>,
+    mut handoff: Option<mpsc::UnboundedReceiver<super::HandedOff>>,
     shutdown: CancellationToken,
 ) {
     let mut failures: u32 = 0;
     let mut last_sweep = Instant::now();
+    // When the table is next looked at: at once, then as each look decides.
+    let mut look_at = tokio::time::Instant::now();
+    let mut handed = Vec::with_capacity(RELAY_BATCH as usize);
     loop {
+        let look = tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = wake.notified() => true,
+            () = tokio::time::sleep_until(look_at) => true,
+            n = async {
+                match handoff.as_mut() {
+                    Some(rx) => rx.recv_many(&mut handed, RELAY_BATCH as usize).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                if n == 0 {
+                    handoff = None;
+                }
+                false
+            }
+        };
+        if !look {
+            let jobs = std::mem::take(&mut handed);
+            if let Err(e) = publish_handed(&db, &publisher, &jobs, failures == 0).await {
+                failures = failures.saturating_add(1);
+                if failures == 1 {
+                    tracing::warn!(error = %e, "outbox relay cannot publish; jobs stay queued in the database");
+                }
+                look_at = tokio::time::Instant::now() + backoff(failures);
+            }
+            handed = jobs;
+            handed.clear();
+            continue;
+        }
         // Rows published long ago and never started (a relay that died between marking and
         // publishing, a message lost with a broker) are looked for on the slow poll only.
         let sweep = last_sweep.elapsed() >= RELAY_POLL;
@@ -277,38 +311,71 @@ pub async fn relay(
                 0
             }
         };
-        if published as u64 >= RELAY_BATCH {
-            continue;
-        }
-        let pause = if failures == 0 {
+        let pause = if published as u64 >= RELAY_BATCH {
+            Duration::ZERO
+        } else if failures == 0 {
             next_due_in(&db).await.unwrap_or(RELAY_POLL).min(RELAY_POLL)
         } else {
             backoff(failures)
         };
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = wake.notified() => {}
-            () = tokio::time::sleep(pause) => {}
+        look_at = tokio::time::Instant::now() + pause;
+    }
+}
+
+/// Publishes jobs handed over by `JobQueue::submit`. While the broker is failing they are not
+/// tried one by one: they are unmarked, and the relay's next look publishes them.
+async fn publish_handed(
+    db: &DatabaseConnection,
+    publisher: &Publisher,
+    jobs: &[super::HandedOff],
+    broker_healthy: bool,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    if !broker_healthy {
+        unmark(db, jobs).await?;
+        return Ok(());
+    }
+    match publisher.publish_all(jobs).await {
+        Ok(()) => Ok(()),
+        Err((confirmed, e)) => {
+            unmark(db, &jobs[confirmed..]).await?;
+            Err(Box::new(e))
         }
     }
+}
+
+/// Makes jobs whose publication was not confirmed unpublished again, for the relay to retry.
+/// A copy that did reach the broker is skipped by the runner.
+async fn unmark(db: &DatabaseConnection, jobs: &[super::HandedOff]) -> Result<(), sea_orm::DbErr> {
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    job::Entity::update_many()
+        .col_expr(
+            job::Column::PublishedAt,
+            Expr::value(Option::<chrono::DateTime<Utc>>::None),
+        )
+        .filter(job::Column::Id.is_in(jobs.iter().map(|(id, _)| *id)))
+        .exec(db)
+        .await?;
+    Ok(())
 }
 
 /// How long until the earliest unpublished job (a retry, usually) falls due; `None` when none
 /// waits.
 async fn next_due_in(db: &DatabaseConnection) -> Option<Duration> {
-    let next: Option<chrono::DateTime<Utc>> = job::Entity::find()
-        .select_only()
-        .column(job::Column::RunAt)
-        .filter(job::Column::PublishedAt.is_null())
-        .filter(job::Column::Status.is_in([JobStatus::Pending.as_str(), JobStatus::Retry.as_str()]))
-        .order_by_asc(job::Column::RunAt)
-        .limit(1)
-        .into_tuple()
-        .one(db)
+    // Literal statuses, as in the partial index `idx_jobs_waiting`, so the planner can use it.
+    let sql = "SELECT run_at FROM jobs WHERE status IN ('PENDING', 'RETRY') \
+               AND published_at IS NULL ORDER BY run_at LIMIT 1";
+    let row = db
+        .query_one_raw(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            sql,
+        ))
         .await
         .ok()
-        .flatten();
-    next.map(|at| (at - Utc::now()).to_std().unwrap_or_default())
+        .flatten()?;
+    let at: chrono::DateTime<Utc> = row.try_get_by_index(0).ok()?;
+    Some((at - Utc::now()).to_std().unwrap_or_default())
 }
 
 /// Capped exponential backoff with jitter for reconnect loops.
@@ -369,17 +436,7 @@ async fn relay_once(
     match publisher.publish_all(&due).await {
         Ok(()) => Ok(due.len()),
         Err((confirmed, e)) => {
-            // Whatever was not confirmed goes out again; a copy that did reach the broker is
-            // skipped by the runner.
-            let unconfirmed: Vec<Uuid> = due[confirmed..].iter().map(|(id, _)| *id).collect();
-            job::Entity::update_many()
-                .col_expr(
-                    job::Column::PublishedAt,
-                    Expr::value(Option::<chrono::DateTime<Utc>>::None),
-                )
-                .filter(job::Column::Id.is_in(unconfirmed))
-                .exec(db)
-                .await?;
+            unmark(db, &due[confirmed..]).await?;
             Err(Box::new(e))
         }
     }
