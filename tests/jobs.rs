@@ -521,6 +521,62 @@ async fn a_broker_outage_delays_jobs_and_loses_none() {
     common::delete_queues(&queue).await;
 }
 
+/// A task submitted through the API is written already marked published and handed to the
+/// server's relay. A server killed between that commit and the broker's confirm leaves such a
+/// row behind; the relay's sweep (of any instance) publishes it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submission_whose_server_died_before_publishing_still_runs() {
+    use sea_orm::{ActiveModelTrait, Set};
+    let queue = common::unique_queue();
+    let app = rabbit_app(
+        Backend::Postgres,
+        &queue,
+        &[("JOB_REPUBLISH_AFTER_SECONDS", "1")],
+    )
+    .await;
+    let _worker = WorkerProcess::spawn(&app.env);
+    let then = chrono::Utc::now() - chrono::Duration::minutes(1);
+    let id = uuid::Uuid::new_v4();
+    job::ActiveModel {
+        id: Set(id),
+        name: Set("test_task".into()),
+        payload: Set(json!({"message": "orphaned", "fail_attempts": 0})),
+        status: Set("PENDING".into()),
+        attempts: Set(0),
+        max_attempts: Set(5),
+        run_at: Set(then),
+        result: Set(None),
+        error: Set(None),
+        owner_id: Set(None),
+        dedupe_key: Set(None),
+        locked_by: Set(None),
+        created_at: Set(then),
+        updated_at: Set(then),
+        started_at: Set(None),
+        finished_at: Set(None),
+        published_at: Set(Some(then)),
+    }
+    .insert(&app.state.db)
+    .await
+    .unwrap();
+    let done = eventually(
+        Duration::from_secs(30),
+        "the orphaned submission to run",
+        || async {
+            let j = job::Entity::find_by_id(id)
+                .one(&app.state.db)
+                .await
+                .unwrap()
+                .unwrap();
+            (j.status == "SUCCESS").then_some(j)
+        },
+    )
+    .await;
+    assert_eq!(done.attempts, 1);
+    assert_eq!(done.result.unwrap()["message"], "orphaned");
+    common::delete_queues(&queue).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelling_a_running_task_revokes_it() {
     let queue = common::unique_queue();
