@@ -8,15 +8,16 @@ use std::{
 
 use clap::{Parser, Subcommand, ValueEnum};
 use keel::{
-    accounts::{Accounts, admin::Actor, find_user_by_ident, passwords::PasswordHasher},
+    accounts::{
+        Accounts,
+        admin::Actor,
+        directory::{Deleted, Directory, UserQuery},
+        passwords::PasswordHasher,
+    },
     config::Settings,
     db,
     entities::{job, user},
-    jobs::{JobQueue, JobSettings, JobStatus},
-};
-use sea_orm::{
-    ColumnTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, sea_query::Expr,
+    jobs::{JobQueue, JobSettings, JobStatus, Jobs, Retried},
 };
 
 const EXIT_FAILURE: u8 = 1;
@@ -172,29 +173,27 @@ async fn run(command: Command, settings: Settings) -> Outcome {
     if let Command::Migrate = command {
         return migrate(&conn).await;
     }
-    let pending = db::pending_migrations(&conn).await?;
-    if !pending.is_empty() {
-        return Err(Failure(
-            EXIT_FAILURE,
-            format!(
-                "{} migration(s) pending; run `admin migrate` first",
-                pending.len()
-            ),
-        ));
-    }
+    db::require_migrated(&conn).await?;
     // Writes from the CLI invalidate the servers' shared cache too.
     let cache = keel::app::build_cache(&settings).await?;
+    // The CLI runs no jobs: its enqueues are announced to the processes that do.
+    let queue = JobQueue::new(JobSettings::from_settings(&settings)).announcing();
     let accounts = || -> Result<Accounts, Failure> {
         let hasher = PasswordHasher::new(1)?;
-        // The CLI runs no jobs: its enqueues are announced to the processes that do.
-        let queue = JobQueue::new(JobSettings::from_settings(&settings)).announcing();
         Ok(Accounts::new(
             conn.clone(),
             Arc::new(settings.clone()),
             hasher,
-            queue,
+            queue.clone(),
             cache.clone(),
         )?)
+    };
+    let directory = Directory::new(conn.clone());
+    let jobs = || -> Result<Jobs, Failure> {
+        let mailer = keel::mail::Mailer::from_settings(&settings)?;
+        let registry =
+            keel::app::job_registry(&conn, &mailer, Arc::new(settings.clone()), &queue, &cache);
+        Ok(Jobs::new(conn.clone(), queue.clone(), registry))
     };
     match command {
         Command::Migrate => unreachable!("handled above"),
@@ -207,18 +206,18 @@ async fn run(command: Command, settings: Settings) -> Outcome {
             size,
             format,
         } => {
-            let mut query = user::Entity::find()
-                .filter(user::Column::IsDeleted.eq(deleted))
-                .order_by_asc(user::Column::CreatedAt);
-            if verified || unverified {
-                query = query.filter(user::Column::IsVerified.eq(verified));
-            }
-            if superuser {
-                query = query.filter(user::Column::IsSuperuser.eq(true));
-            }
-            let paginator = query.paginate(&conn, size);
-            let total = paginator.num_items().await?;
-            let users = paginator.fetch_page(page - 1).await?;
+            let query = UserQuery {
+                deleted: if deleted {
+                    Deleted::Only
+                } else {
+                    Deleted::Exclude
+                },
+                is_verified: (verified || unverified).then_some(verified),
+                is_superuser: superuser.then_some(true),
+                ..Default::default()
+            };
+            let found = directory.page(&query, page, size).await?;
+            let (users, total) = (found.items, found.total);
             match format {
                 Format::Json => {
                     let items: Vec<_> = users.iter().map(user_json).collect();
@@ -292,9 +291,9 @@ async fn run(command: Command, settings: Settings) -> Outcome {
             );
             Ok(())
         }
-        Command::Stats { format } => stats(&conn, format).await,
+        Command::Stats { format } => stats(&directory, &jobs()?, format).await,
         Command::VerifyUser { user } => {
-            let found = find(&conn, &user).await?;
+            let found = find(&directory, &user).await?;
             if found.is_verified {
                 println!("{} is already verified", found.email);
                 return Ok(());
@@ -312,7 +311,7 @@ async fn run(command: Command, settings: Settings) -> Outcome {
             yes,
             reason,
         } => {
-            let found = find(&conn, &user).await?;
+            let found = find(&directory, &user).await?;
             let what = if hard {
                 "permanently delete"
             } else {
@@ -341,7 +340,7 @@ async fn run(command: Command, settings: Settings) -> Outcome {
             Ok(())
         }
         Command::ScheduleDeletion { user, days } => {
-            let found = find(&conn, &user).await?;
+            let found = find(&directory, &user).await?;
             let days = days.unwrap_or(settings.deletion_grace_period_days);
             let at = chrono::Utc::now() + chrono::Duration::days(i64::from(days));
             let u = accounts()?
@@ -357,7 +356,7 @@ async fn run(command: Command, settings: Settings) -> Outcome {
             Ok(())
         }
         Command::CancelDeletion { user } => {
-            let found = find(&conn, &user).await?;
+            let found = find(&directory, &user).await?;
             let u = accounts()?
                 .cancel_deletion(found.id, &Default::default(), "admin-cli")
                 .await
@@ -365,7 +364,7 @@ async fn run(command: Command, settings: Settings) -> Outcome {
             println!("the deletion of {} ({}) is cancelled", u.email, u.id);
             Ok(())
         }
-        Command::Jobs(cmd) => jobs(&conn, cmd).await,
+        Command::Jobs(cmd) => jobs_command(&jobs()?, cmd).await,
     }
 }
 
@@ -388,13 +387,14 @@ fn refused_or_failed(e: &keel::accounts::AccountError) -> Failure {
     }
 }
 
-async fn find(conn: &DatabaseConnection, ident: &str) -> Result<user::Model, Failure> {
-    find_user_by_ident(conn, ident)
+async fn find(directory: &Directory, ident: &str) -> Result<user::Model, Failure> {
+    directory
+        .by_ident(ident)
         .await?
         .ok_or_else(|| Failure(EXIT_NOT_FOUND, format!("no user {ident:?}")))
 }
 
-async fn migrate(conn: &DatabaseConnection) -> Outcome {
+async fn migrate(conn: &db::Connection) -> Outcome {
     let pending = db::pending_migrations(conn).await?;
     if pending.is_empty() {
         println!("database is up to date");
@@ -407,19 +407,19 @@ async fn migrate(conn: &DatabaseConnection) -> Outcome {
     Ok(())
 }
 
-async fn stats(conn: &DatabaseConnection, format: Format) -> Outcome {
-    let s = keel::accounts::admin::statistics(conn).await?;
-    let jobs: serde_json::Map<String, serde_json::Value> = s
+async fn stats(directory: &Directory, jobs: &Jobs, format: Format) -> Outcome {
+    let s = directory.statistics().await?;
+    let by_status: serde_json::Map<String, serde_json::Value> = s
         .jobs_by_status
         .iter()
         .map(|(status, n)| (status.to_string(), (*n).into()))
         .collect();
-    let last_scheduled: serde_json::Map<String, serde_json::Value> =
-        keel::schedule::last_firings(conn)
-            .await?
-            .into_iter()
-            .map(|(job, at)| (job, serde_json::json!(at)))
-            .collect();
+    let last_scheduled: serde_json::Map<String, serde_json::Value> = jobs
+        .last_firings()
+        .await?
+        .into_iter()
+        .map(|(job, at)| (job, serde_json::json!(at)))
+        .collect();
     let report = serde_json::json!({
         "total_users": s.total_users,
         "superusers": s.superusers,
@@ -428,7 +428,7 @@ async fn stats(conn: &DatabaseConnection, format: Format) -> Outcome {
         "deleted_users": s.deleted_users,
         "pending_deletion": s.pending_deletion,
         "active_sessions": s.active_sessions,
-        "jobs_by_status": jobs,
+        "jobs_by_status": by_status,
         "last_scheduled": last_scheduled,
     });
     match format {
@@ -456,7 +456,7 @@ async fn stats(conn: &DatabaseConnection, format: Format) -> Outcome {
     Ok(())
 }
 
-async fn jobs(conn: &DatabaseConnection, cmd: JobsCommand) -> Outcome {
+async fn jobs_command(jobs: &Jobs, cmd: JobsCommand) -> Outcome {
     let list = |rows: Vec<job::Model>, format: Format| match format {
         Format::Json => {
             let items: Vec<_> = rows.iter().map(job_json).collect();
@@ -493,79 +493,39 @@ async fn jobs(conn: &DatabaseConnection, cmd: JobsCommand) -> Outcome {
             limit,
             format,
         } => {
-            let mut query = job::Entity::find()
-                .order_by_desc(job::Column::CreatedAt)
-                .limit(limit);
-            if let Some(s) = status {
-                let s = JobStatus::parse(&s).ok_or_else(|| {
-                    Failure(EXIT_USAGE, format!("unknown status {s:?}; one of PENDING, STARTED, RETRY, SUCCESS, FAILURE, REVOKED"))
-                })?;
-                query = query.filter(job::Column::Status.eq(s.as_str()));
-            }
-            list(query.all(conn).await?, format);
+            let status = status
+                .map(|s| {
+                    JobStatus::parse(&s).ok_or_else(|| {
+                        Failure(EXIT_USAGE, format!("unknown status {s:?}; one of PENDING, STARTED, RETRY, SUCCESS, FAILURE, REVOKED"))
+                    })
+                })
+                .transpose()?;
+            list(jobs.recent(status, limit).await?, format);
             Ok(())
         }
         JobsCommand::DeadLetters { limit, format } => {
-            let rows = job::Entity::find()
-                .filter(job::Column::Status.eq(JobStatus::Failure.as_str()))
-                .order_by_desc(job::Column::FinishedAt)
-                .limit(limit)
-                .all(conn)
-                .await?;
-            list(rows, format);
+            list(jobs.dead_letters(limit).await?, format);
             Ok(())
         }
         JobsCommand::Show { id } => {
-            let job = job::Entity::find_by_id(id)
-                .one(conn)
+            let job = jobs
+                .find(id)
                 .await?
                 .ok_or_else(|| Failure(EXIT_NOT_FOUND, format!("no job {id}")))?;
             println!("{}", serde_json::to_string_pretty(&job_json(&job))?);
             Ok(())
         }
-        JobsCommand::Retry { id } => {
-            let now = chrono::Utc::now();
-            let updated = job::Entity::update_many()
-                .col_expr(
-                    job::Column::Status,
-                    Expr::value(JobStatus::Pending.as_str()),
-                )
-                .col_expr(job::Column::Attempts, Expr::value(0))
-                .col_expr(job::Column::RunAt, Expr::value(now))
-                .col_expr(
-                    job::Column::PublishedAt,
-                    Expr::value(Option::<chrono::DateTime<chrono::Utc>>::None),
-                )
-                .col_expr(
-                    job::Column::FinishedAt,
-                    Expr::value(Option::<chrono::DateTime<chrono::Utc>>::None),
-                )
-                .col_expr(job::Column::UpdatedAt, Expr::value(now))
-                .filter(job::Column::Id.eq(id))
-                .filter(
-                    job::Column::Status
-                        .is_in([JobStatus::Failure.as_str(), JobStatus::Revoked.as_str()]),
-                )
-                .exec(conn)
-                .await?;
-            if updated.rows_affected == 1 {
-                keel::jobs::announce(conn).await?;
+        JobsCommand::Retry { id } => match jobs.retry(id).await? {
+            Retried::Queued => {
+                println!("job {id} queued again (the server or a worker picks it up)");
+                Ok(())
             }
-            if updated.rows_affected == 0 {
-                return match job::Entity::find_by_id(id).one(conn).await? {
-                    None => Err(Failure(EXIT_NOT_FOUND, format!("no job {id}"))),
-                    Some(j) => Err(Failure(
-                        EXIT_REFUSED,
-                        format!(
-                            "job {id} is {}; only FAILURE or REVOKED jobs can be retried",
-                            j.status
-                        ),
-                    )),
-                };
-            }
-            println!("job {id} queued again (the server or a worker picks it up)");
-            Ok(())
-        }
+            Retried::NotFound => Err(Failure(EXIT_NOT_FOUND, format!("no job {id}"))),
+            Retried::NotRetryable { status } => Err(Failure(
+                EXIT_REFUSED,
+                format!("job {id} is {status}; only FAILURE or REVOKED jobs can be retried"),
+            )),
+        },
     }
 }
 

@@ -54,13 +54,7 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
     let conn = db::connect(&settings).await?;
-    let pending = db::pending_migrations(&conn).await?;
-    if !pending.is_empty() {
-        anyhow::bail!(
-            "{} database migration(s) pending; run `admin migrate` first",
-            pending.len()
-        );
-    }
+    db::require_migrated(&conn).await?;
     // The scheduler runs no jobs: its enqueues are announced to the processes that do.
     let queue = JobQueue::new(JobSettings::from_settings(&settings)).announcing();
     if let Some(job) = cli.once {

@@ -48,19 +48,14 @@ async fn main() -> ExitCode {
 
 async fn run(settings: Settings) -> anyhow::Result<()> {
     let conn = db::connect(&settings).await?;
-    let pending = db::pending_migrations(&conn).await?;
-    if !pending.is_empty() {
-        anyhow::bail!(
-            "{} database migration(s) pending; run `admin migrate` first",
-            pending.len()
-        );
-    }
+    db::require_migrated(&conn).await?;
     let mailer = Mailer::from_settings(&settings)?;
     let settings = Arc::new(settings);
     // Jobs that queue further jobs (mails) wake the relay below to publish them at once.
     let queue = jobs::JobQueue::new(JobSettings::from_settings(&settings));
     let cache = keel::app::build_cache(&settings).await?;
     let registry = job_registry(&conn, &mailer, settings.clone(), &queue, &cache);
+    let control = jobs::Jobs::new(conn.clone(), queue.clone(), registry.clone());
     let worker_id = jobs::worker_id("worker");
     let runner = Arc::new(
         Runner::new(
@@ -94,9 +89,11 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         None => None,
         Some(addr) => {
             let listener = poem::listener::TcpListener::bind(addr);
-            let db = conn.clone();
             let routes = poem::Route::new()
-                .at("/metrics", poem::get(keel::metrics::endpoint(db)))
+                .at(
+                    "/metrics",
+                    poem::get(keel::app::metrics_endpoint(control, conn.clone())),
+                )
                 .at(
                     "/health/live",
                     poem::get(poem::endpoint::make_sync(|_| "alive")),

@@ -9,7 +9,6 @@ use poem::{
     listener::{Acceptor, Listener, TcpAcceptor, TcpListener},
     middleware::{CatchPanic, CookieJarManager, Cors},
 };
-use sea_orm::DatabaseConnection;
 
 use tokio_util::sync::CancellationToken;
 
@@ -21,7 +20,7 @@ use crate::{
     db,
     error::{PROBLEM_CONTENT_TYPE, Problem, REQUEST_ID, REQUEST_USER, problem_for_poem_error},
     jobs::{
-        self, JobQueue, JobSettings, Registry, Runner,
+        self, JobQueue, JobSettings, Jobs, Registry, Runner,
         rabbit::{Publisher, RabbitConfig},
     },
     mail::{self, Mailer},
@@ -34,9 +33,11 @@ use crate::{
 #[derive(Clone)]
 pub struct AppState {
     pub settings: Arc<Settings>,
-    pub db: DatabaseConnection,
+    pub db: db::Connection,
     pub accounts: Accounts,
-    pub jobs: JobQueue,
+    /// Submitting, finding, cancelling and retrying jobs; `jobs.queue()` for enqueues inside
+    /// a transaction.
+    pub jobs: Jobs,
     pub registry: Registry,
     /// Set when jobs go through RabbitMQ.
     pub publisher: Option<Arc<Publisher>>,
@@ -67,7 +68,7 @@ pub async fn build_cache(settings: &Settings) -> anyhow::Result<Cache> {
 
 /// Every kind of job and its handler: the one place where jobs meet the domains they act on.
 pub fn job_registry(
-    db: &DatabaseConnection,
+    db: &db::Connection,
     mailer: &Mailer,
     settings: Arc<Settings>,
     queue: &JobQueue,
@@ -118,14 +119,7 @@ impl AppState {
         if settings.auto_migrate {
             db::migrate(&db).await?;
         } else {
-            let pending = db::pending_migrations(&db).await?;
-            if !pending.is_empty() {
-                anyhow::bail!(
-                    "{} database migration(s) pending ({}); run `admin migrate` or set AUTO_MIGRATE=true",
-                    pending.len(),
-                    pending.join(", ")
-                );
-            }
+            db::require_migrated(&db).await?;
         }
         let hasher = PasswordHasher::new(settings.password_hash_concurrency)?;
         let mailer = Mailer::from_settings(&settings)?;
@@ -173,6 +167,7 @@ impl AppState {
                 cache.redis().cloned(),
             )
         });
+        let jobs = Jobs::new(db.clone(), jobs, registry.clone());
         Ok(Self {
             settings,
             db,
@@ -191,7 +186,7 @@ impl AppState {
     /// Starts what runs beside the HTTP server: the outbox relay to RabbitMQ, or the in-process
     /// worker in embedded mode. Stops when `shutdown` is cancelled.
     pub fn spawn_background(&self, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
-        let wake = self.jobs.wake_handle();
+        let wake = self.jobs.queue().wake_handle();
         // Other processes' enqueues (scheduler, admin CLI) wake this one through the database.
         let listener = jobs::listen(&self.db, wake.clone(), shutdown.clone());
         let background = match &self.publisher {
@@ -199,7 +194,7 @@ impl AppState {
                 self.db.clone(),
                 publisher.clone(),
                 wake,
-                self.jobs.hand_off(),
+                self.jobs.queue().hand_off(),
                 shutdown,
             )),
             None => {
@@ -207,7 +202,7 @@ impl AppState {
                     Runner::new(
                         self.db.clone(),
                         self.registry.clone(),
-                        self.jobs.settings().clone(),
+                        self.jobs.queue().settings().clone(),
                         jobs::worker_id("inprocess"),
                     )
                     .waking(wake.clone()),
@@ -252,7 +247,7 @@ pub fn routes(state: AppState) -> impl Endpoint<Output = Response> + 'static {
             .content_type("application/json")
             .body(spec.to_string())
     });
-    let metrics = crate::metrics::endpoint(state.db.clone());
+    let metrics = metrics_endpoint(state.jobs.clone(), state.db.clone());
     let inner = Route::new()
         .nest("/", service)
         .at("/metrics", poem::get(metrics))
@@ -294,6 +289,30 @@ pub fn routes(state: AppState) -> impl Endpoint<Output = Response> + 'static {
         })
         .into_endpoint()
         .map_to_response()
+}
+
+/// `GET /metrics` in the Prometheus text format, for the server and the worker alike: the
+/// counters, plus the queue depth and the pool read at scrape time.
+pub fn metrics_endpoint(jobs: Jobs, db: db::Connection) -> impl Endpoint<Output = Response> {
+    poem::endpoint::make(move |_| {
+        let (jobs, db) = (jobs.clone(), db.clone());
+        async move {
+            // A database hiccup leaves the depth gauges at their last values.
+            let queue_depth = jobs
+                .depth()
+                .await
+                .map(|d| d.into_iter().map(|(s, n)| (s.as_str(), n)).collect())
+                .unwrap_or_default();
+            let (pool_size, pool_idle) = db::pool_stats(&db);
+            Response::builder()
+                .content_type("text/plain; version=0.0.4")
+                .body(crate::metrics::metrics().render(crate::metrics::Gauges {
+                    queue_depth,
+                    pool_size,
+                    pool_idle,
+                }))
+        }
+    })
 }
 
 /// CORS for the configured origins: credentials only for listed origins, never with `*`.

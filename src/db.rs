@@ -4,8 +4,9 @@ use migration::{Migrator, MigratorTrait};
 use std::time::Duration;
 
 use sea_orm::{
-    ConnectOptions, Database, DatabaseConnection, DatabaseTransaction, DbErr,
-    SqliteTransactionMode, SqlxPostgresConnector, TransactionOptions, TransactionTrait,
+    ConnectOptions, Database, DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait,
+    FromQueryResult, PaginatorTrait, Select, SqliteTransactionMode, SqlxPostgresConnector,
+    TransactionOptions, TransactionTrait,
     sqlx::{
         ConnectOptions as _, Connection as _,
         postgres::{PgConnectOptions, PgPoolOptions},
@@ -15,12 +16,21 @@ use sea_orm::{
 
 use crate::config::{Settings, redact_url};
 
+/// The pool every part of Keel shares; the one database type code outside the domain names.
+pub type Connection = DatabaseConnection;
+
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     #[error("cannot connect to the database at {target}: {reason}")]
     Connect { target: String, reason: String },
     #[error("migration failed: {0}")]
     Migrate(DbErr),
+    #[error(
+        "{} database migration(s) pending ({}); apply them with `admin migrate` (or start the server with AUTO_MIGRATE=true)",
+        .0.len(),
+        .0.join(", ")
+    )]
+    Pending(Vec<String>),
 }
 
 /// Where a database URL points, without user or password: safe for any message.
@@ -133,6 +143,17 @@ pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbError> {
     Migrator::up(db, None).await.map_err(DbError::Migrate)
 }
 
+/// Refuses a schema older than this build: every process but `admin migrate` (and a server
+/// with `AUTO_MIGRATE`) starts only on an up-to-date database.
+pub async fn require_migrated(db: &DatabaseConnection) -> Result<(), DbError> {
+    let pending = pending_migrations(db).await?;
+    if pending.is_empty() {
+        Ok(())
+    } else {
+        Err(DbError::Pending(pending))
+    }
+}
+
 /// Lists the migrations not applied yet.
 pub async fn pending_migrations(db: &DatabaseConnection) -> Result<Vec<String>, DbError> {
     Ok(Migrator::get_pending_migrations(db)
@@ -151,4 +172,62 @@ fn strip_secrets(message: &str, url: &str) -> String {
         Some(pw) if !pw.is_empty() => message.replace(&pw, "***"),
         _ => message.to_string(),
     }
+}
+
+/// Connections the pool holds, and how many of them are idle.
+pub fn pool_stats(db: &DatabaseConnection) -> (u32, usize) {
+    match db.get_database_backend() {
+        sea_orm::DbBackend::Postgres => {
+            let pool = db.get_postgres_connection_pool();
+            (pool.size(), pool.num_idle())
+        }
+        sea_orm::DbBackend::Sqlite => {
+            let pool = db.get_sqlite_connection_pool();
+            (pool.size(), pool.num_idle())
+        }
+        _ => (0, 0),
+    }
+}
+
+/// One page of a longer list, and how long the whole list is.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Rows in the whole list.
+    pub total: u64,
+}
+
+impl<T> Page<T> {
+    pub fn map<U>(self, f: impl FnMut(T) -> U) -> Page<U> {
+        Page {
+            items: self.items.into_iter().map(f).collect(),
+            total: self.total,
+        }
+    }
+}
+
+/// Page `page` (from 1) of `size` rows of `query`, with the length of the whole list. A page
+/// past the end is empty, and not asked for: its offset could overflow the database's.
+pub async fn page<E>(
+    query: Select<E>,
+    db: &DatabaseConnection,
+    page: u64,
+    size: u64,
+) -> Result<Page<E::Model>, DbErr>
+where
+    E: EntityTrait,
+    E::Model: FromQueryResult + Send + Sync,
+{
+    let paginator = query.paginate(db, size.max(1));
+    let total = paginator.num_items().await?;
+    let past_end = page
+        .saturating_sub(1)
+        .checked_mul(size)
+        .is_none_or(|offset| offset >= total);
+    let items = if past_end {
+        Vec::new()
+    } else {
+        paginator.fetch_page(page.saturating_sub(1)).await?
+    };
+    Ok(Page { items, total })
 }

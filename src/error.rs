@@ -222,6 +222,13 @@ impl ApiError {
     }
 }
 
+/// A database failure is a server fault: logged with its cause, answered as a 500.
+impl From<sea_orm::DbErr> for ApiError {
+    fn from(e: sea_orm::DbErr) -> Self {
+        Self::internal(e)
+    }
+}
+
 /// The problem for a poem or poem-openapi error: parse failures, missing auth, unknown routes.
 pub fn problem_for_poem_error(err: &poem::Error) -> Problem {
     use poem_openapi::error::{

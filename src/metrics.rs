@@ -6,11 +6,15 @@ use std::sync::OnceLock;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
-use sea_orm::{
-    ColumnTrait, DatabaseConnection, DbBackend, EntityTrait, PaginatorTrait, QueryFilter,
-};
 
-use crate::{entities::job, jobs::JobStatus};
+/// Readings taken at scrape time from outside this module (the jobs table, the pool).
+#[derive(Debug, Default)]
+pub struct Gauges {
+    /// Jobs waiting or running, by state name; a state left out keeps its last value.
+    pub queue_depth: Vec<(&'static str, u64)>,
+    pub pool_size: u32,
+    pub pool_idle: usize,
+}
 
 pub struct Metrics {
     registry: Registry,
@@ -131,51 +135,22 @@ impl Metrics {
             .observe(seconds);
     }
 
-    /// Refreshes the gauges read from the database, then renders the text format.
-    pub async fn render(&self, db: &DatabaseConnection) -> String {
-        for status in [JobStatus::Pending, JobStatus::Retry, JobStatus::Started] {
-            let count = job::Entity::find()
-                .filter(job::Column::Status.eq(status.as_str()))
-                .count(db)
-                .await;
-            if let Ok(n) = count {
-                self.queue_depth
-                    .with_label_values(&[status.as_str()])
-                    .set(i64::try_from(n).unwrap_or(i64::MAX));
-            }
+    /// Sets the gauges read at scrape time, then renders the text format.
+    pub fn render(&self, gauges: Gauges) -> String {
+        for (status, n) in gauges.queue_depth {
+            self.queue_depth
+                .with_label_values(&[status])
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
-        let (size, idle) = match db.get_database_backend() {
-            DbBackend::Postgres => {
-                let pool = db.get_postgres_connection_pool();
-                (pool.size(), pool.num_idle())
-            }
-            DbBackend::Sqlite => {
-                let pool = db.get_sqlite_connection_pool();
-                (pool.size(), pool.num_idle())
-            }
-            _ => (0, 0),
-        };
-        let idle = i64::try_from(idle).unwrap_or(0);
+        let idle = i64::try_from(gauges.pool_idle).unwrap_or(0);
         self.db_pool.with_label_values(&["idle"]).set(idle);
         self.db_pool
             .with_label_values(&["in_use"])
-            .set(i64::from(size) - idle);
+            .set(i64::from(gauges.pool_size) - idle);
         let mut out = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8(out).unwrap_or_default()
     }
-}
-
-/// `GET /metrics` in the Prometheus text format, for the server and the worker alike.
-pub fn endpoint(db: DatabaseConnection) -> impl poem::Endpoint<Output = poem::Response> {
-    poem::endpoint::make(move |_| {
-        let db = db.clone();
-        async move {
-            poem::Response::builder()
-                .content_type("text/plain; version=0.0.4")
-                .body(metrics().render(&db).await)
-        }
-    })
 }
 
 /// The process-wide metrics.

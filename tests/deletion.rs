@@ -246,10 +246,11 @@ async fn run_job(app: &TestApp, name: &str) -> Value {
     let id = app
         .state
         .jobs
+        .queue()
         .enqueue(&app.state.db, keel::jobs::NewJob::new(name, json!({})))
         .await
         .unwrap();
-    app.state.jobs.wake();
+    app.state.jobs.queue().wake();
     finished(app, id).await
 }
 

@@ -841,13 +841,14 @@ async fn cleanup_job_removes_spent_tokens(backend: Backend) {
     let id = app
         .state
         .jobs
+        .queue()
         .enqueue(
             &app.state.db,
             keel::jobs::NewJob::new("cleanup_expired_tokens", json!({})),
         )
         .await
         .unwrap();
-    app.state.jobs.wake();
+    app.state.jobs.queue().wake();
     let done = eventually(Duration::from_secs(10), "the cleanup job", || async {
         let j = job::Entity::find_by_id(id)
             .one(&app.state.db)
@@ -972,6 +973,7 @@ async fn ten_thousand_jobs_survive_a_killed_worker_and_a_broker_restart() {
             let message = format!("job {}", chunk * 1_000 + i);
             app.state
                 .jobs
+                .queue()
                 .enqueue(
                     &txn,
                     keel::jobs::NewJob::new("test_task", json!({"message": message})),
@@ -980,7 +982,7 @@ async fn ten_thousand_jobs_survive_a_killed_worker_and_a_broker_restart() {
                 .unwrap();
         }
         txn.commit().await.unwrap();
-        app.state.jobs.wake();
+        app.state.jobs.queue().wake();
     }
 
     // A worker dies in the middle of the backlog, with deliveries in hand.

@@ -153,7 +153,7 @@ async fn the_last_firing_of_each_periodic_job_is_its_newest_scheduled_run() {
     ] {
         for day in days {
             let slot = base + Days::days(day);
-            let id = keel::schedule::fire(db, &app.state.jobs, name, slot)
+            let id = keel::schedule::fire(db, app.state.jobs.queue(), name, slot)
                 .await
                 .unwrap();
             job::Entity::update_many()
@@ -170,6 +170,7 @@ async fn the_last_firing_of_each_periodic_job_is_its_newest_scheduled_run() {
     // A purge queued by hand later is no firing of the schedule.
     app.state
         .jobs
+        .queue()
         .enqueue(
             db,
             keel::jobs::NewJob::new("purge_deleted_accounts", serde_json::json!({})),

@@ -3,11 +3,53 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, Select,
+    ColumnTrait, Condition, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    Select,
     sea_query::{LikeExpr, Order},
 };
+use uuid::Uuid;
 
-use crate::entities::user;
+use super::{AccountError, admin::Statistics};
+use crate::{
+    db::{self, Page},
+    entities::user,
+};
+
+/// Reading accounts: the lists, one account, the counts. Writes go through `Accounts`.
+#[derive(Clone)]
+pub struct Directory {
+    db: DatabaseConnection,
+}
+
+impl Directory {
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self { db }
+    }
+
+    /// Page `page` (from 1) of `size` accounts that `query` selects, in its order.
+    pub async fn page(
+        &self,
+        query: &UserQuery,
+        page: u64,
+        size: u64,
+    ) -> Result<Page<user::Model>, DbErr> {
+        db::page(query.select(), &self.db, page, size).await
+    }
+
+    /// The account, deleted or not; `NotFound` when there is none.
+    pub async fn user(&self, id: Uuid) -> Result<user::Model, AccountError> {
+        super::find_user(&self.db, id).await
+    }
+
+    /// The account an operator names: by id, or by email address (any case).
+    pub async fn by_ident(&self, ident: &str) -> Result<Option<user::Model>, AccountError> {
+        super::find_user_by_ident(&self.db, ident).await
+    }
+
+    pub async fn statistics(&self) -> Result<Statistics, DbErr> {
+        super::admin::statistics(&self.db).await
+    }
+}
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Deleted {
@@ -108,7 +150,7 @@ impl UserQuery {
         )
     }
 
-    pub fn select(&self) -> Select<user::Entity> {
+    fn select(&self) -> Select<user::Entity> {
         let mut query = user::Entity::find();
         if let Some(text) = self
             .text

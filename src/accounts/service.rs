@@ -173,6 +173,11 @@ impl Accounts {
         &self.db
     }
 
+    /// Reads of the accounts: lists, one account, counts.
+    pub fn directory(&self) -> super::directory::Directory {
+        super::directory::Directory::new(self.db.clone())
+    }
+
     pub fn settings(&self) -> &Settings {
         &self.settings
     }

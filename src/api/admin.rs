@@ -12,12 +12,12 @@ use uuid::Uuid;
 use super::{
     ApiTags,
     auth::Auth,
-    models::{AdminUser, AdminUserPage, fetch_page},
+    models::{AdminUser, AdminUserPage, PageMetadata},
 };
 use crate::{
     accounts::{
         NewAccount,
-        admin::{self, BulkOperation, UserChanges},
+        admin::{BulkOperation, UserChanges},
         directory::{Deleted, UserQuery},
     },
     app::AppState,
@@ -169,10 +169,14 @@ impl AdminApi {
             },
             ..Default::default()
         };
-        let (rows, metadata) = fetch_page(query.select(), &state.db, page.0, size.0).await?;
+        let found = state
+            .accounts
+            .directory()
+            .page(&query, page.0, size.0)
+            .await?;
         Ok(Json(AdminUserPage {
-            items: rows.into_iter().map(AdminUser::from).collect(),
-            metadata,
+            metadata: PageMetadata::new(page.0, size.0, found.total),
+            items: found.items.into_iter().map(AdminUser::from).collect(),
         }))
     }
 
@@ -215,7 +219,7 @@ impl AdminApi {
         user_id: Path<Uuid>,
     ) -> ApiResult<Json<AdminUser>> {
         auth.admin()?;
-        let user = crate::accounts::find_user(&state.db, user_id.0).await?;
+        let user = state.accounts.directory().user(user_id.0).await?;
         Ok(Json(user.into()))
     }
 
@@ -288,7 +292,7 @@ impl AdminApi {
         user_id: Path<Uuid>,
     ) -> ApiResult<Json<AdminUser>> {
         let actor = auth.admin()?;
-        let user = crate::accounts::find_user(&state.db, user_id.0).await?;
+        let user = state.accounts.directory().user(user_id.0).await?;
         let user = state
             .accounts
             .set_superuser(user.id, !user.is_superuser, actor)
@@ -309,7 +313,7 @@ impl AdminApi {
         user_id: Path<Uuid>,
     ) -> ApiResult<Json<AdminUser>> {
         let actor = auth.admin()?;
-        let user = crate::accounts::find_user(&state.db, user_id.0).await?;
+        let user = state.accounts.directory().user(user_id.0).await?;
         let user = state
             .accounts
             .set_verified(user.id, !user.is_verified, actor)
@@ -325,9 +329,7 @@ impl AdminApi {
     )]
     async fn statistics(&self, state: Data<&AppState>, auth: Auth) -> ApiResult<Json<Statistics>> {
         auth.admin()?;
-        let s = admin::statistics(&state.db)
-            .await
-            .map_err(ApiError::internal)?;
+        let s = state.accounts.directory().statistics().await?;
         Ok(Json(Statistics {
             total_users: s.total_users,
             superusers: s.superusers,

@@ -4,8 +4,6 @@ use chrono::{DateTime, Utc};
 use poem_openapi::Object;
 use uuid::Uuid;
 
-use sea_orm::{DatabaseConnection, EntityTrait, FromQueryResult, PaginatorTrait, Select};
-
 use crate::{
     entities::user,
     error::{ApiError, ApiResult},
@@ -152,32 +150,4 @@ pub fn default_page() -> u64 {
 
 pub fn default_size() -> u64 {
     20
-}
-
-/// Fetches page `page` (from 1) of `size` rows, with the metadata of the whole list.
-pub async fn fetch_page<E>(
-    query: Select<E>,
-    db: &DatabaseConnection,
-    page: u64,
-    size: u64,
-) -> ApiResult<(Vec<E::Model>, PageMetadata)>
-where
-    E: EntityTrait,
-    E::Model: FromQueryResult + Send + Sync,
-{
-    let paginator = query.paginate(db, size);
-    let total = paginator.num_items().await.map_err(ApiError::internal)?;
-    // A page past the end is empty; asking the database for it could overflow its offset.
-    let past_end = (page - 1)
-        .checked_mul(size)
-        .is_none_or(|offset| offset >= total);
-    let items = if past_end {
-        Vec::new()
-    } else {
-        paginator
-            .fetch_page(page - 1)
-            .await
-            .map_err(ApiError::internal)?
-    };
-    Ok((items, PageMetadata::new(page, size, total)))
 }

@@ -11,7 +11,7 @@ use poem::web::Data;
 use poem_openapi::{Object, OpenApi, payload::Json};
 
 use super::ApiTags;
-use crate::jobs::rabbit::{HEARTBEAT_FRESH, last_heartbeat};
+use crate::jobs::rabbit::HEARTBEAT_FRESH;
 use crate::{
     app::AppState,
     error::{ApiError, ApiResult},
@@ -151,7 +151,7 @@ async fn check_worker(state: &AppState) -> Check {
         };
     }
     let fresh = chrono::Duration::from_std(HEARTBEAT_FRESH).unwrap_or_default();
-    match last_heartbeat(&state.db).await {
+    match state.jobs.last_heartbeat().await {
         Ok(Some(seen)) if Utc::now() - seen <= fresh => Check {
             status: "healthy".into(),
             latency_ms: None,

@@ -9,21 +9,16 @@ use poem_openapi::{
     param::{Path, Query},
     payload::Json,
 };
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, sea_query::Expr};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::{
-    ApiTags,
-    auth::Auth,
-    models::{PageMetadata, fetch_page},
-};
+use super::{ApiTags, auth::Auth, models::PageMetadata};
 use crate::{
     accounts::{Principal, validation::normalise_email},
     app::AppState,
     entities::job,
     error::{ApiError, ApiResult},
-    jobs::{JobStatus, NewJob},
+    jobs::{Cancelled, JobStatus},
     mail::{Email, templates},
     tasks,
 };
@@ -164,12 +159,8 @@ async fn submit(
 ) -> ApiResult<Submitted> {
     let id = state
         .jobs
-        .submit(
-            &state.db,
-            NewJob::new(name, payload).owner(principal.user.id),
-        )
-        .await
-        .map_err(ApiError::internal)?;
+        .submit(name, payload, Some(principal.user.id))
+        .await?;
     Ok(Submitted::Accepted(Json(TaskAccepted {
         task_id: id,
         task_name: name.to_string(),
@@ -177,16 +168,22 @@ async fn submit(
     })))
 }
 
-/// The job, if the caller may see it: its owner and superusers may; to others it does not exist.
+/// Whether the caller may see the job: its owner and superusers may; to others it does not
+/// exist.
+fn visible(principal: &Principal, job: &job::Model) -> bool {
+    principal.user.is_superuser || job.owner_id == Some(principal.user.id)
+}
+
+/// The job, if the caller may see it.
 async fn visible_job(state: &AppState, principal: &Principal, id: Uuid) -> ApiResult<job::Model> {
-    let found = job::Entity::find_by_id(id)
-        .one(&state.db)
-        .await
-        .map_err(ApiError::internal)?;
-    match found {
-        Some(j) if principal.user.is_superuser || j.owner_id == Some(principal.user.id) => Ok(j),
-        _ => Err(ApiError::not_found("no task with this id")),
+    match state.jobs.find(id).await? {
+        Some(j) if visible(principal, &j) => Ok(j),
+        _ => Err(no_such_task()),
     }
+}
+
+fn no_such_task() -> ApiError {
+    ApiError::not_found("no task with this id")
 }
 
 pub struct TasksApi;
@@ -318,43 +315,16 @@ impl TasksApi {
         task_id: Path<Uuid>,
     ) -> ApiResult<Json<TaskInfo>> {
         let principal = auth.scoped(WRITE)?;
-        let job = visible_job(&state, principal, task_id.0).await?;
-        let now = Utc::now();
-        let mut revoke = job::Entity::update_many()
-            .col_expr(
-                job::Column::Status,
-                Expr::value(JobStatus::Revoked.as_str()),
-            )
-            .col_expr(job::Column::FinishedAt, Expr::value(now))
-            .col_expr(job::Column::UpdatedAt, Expr::value(now));
-        // A cancelled job never runs again, so the secrets its payload carries go now, as
-        // they do when a job finishes.
-        if let Some(payload) = state
-            .registry
-            .get(&job.name)
-            .and_then(|h| h.scrubbed(&job.payload))
-        {
-            revoke = revoke.col_expr(job::Column::Payload, Expr::value(payload));
-        }
-        let revoked = revoke
-            .filter(job::Column::Id.eq(job.id))
-            .filter(job::Column::Status.is_in([
-                JobStatus::Pending.as_str(),
-                JobStatus::Retry.as_str(),
-                JobStatus::Started.as_str(),
-            ]))
-            .exec(&state.db)
-            .await
-            .map_err(ApiError::internal)?;
-        let job = visible_job(&state, principal, job.id).await?;
-        if revoked.rows_affected == 0 && job.status != JobStatus::Revoked.as_str() {
-            return Err(ApiError::new(
+        visible_job(&state, principal, task_id.0).await?;
+        match state.jobs.cancel(task_id.0).await? {
+            Cancelled::Revoked(job) => Ok(Json(job.try_into()?)),
+            Cancelled::AlreadyFinished(job) => Err(ApiError::new(
                 StatusCode::CONFLICT,
                 "task_finished",
                 format!("the task already finished with {}", job.status),
-            ));
+            )),
+            Cancelled::NotFound => Err(no_such_task()),
         }
-        Ok(Json(job.try_into()?))
     }
 
     /// Recent tasks, newest first (superusers)
@@ -380,17 +350,17 @@ impl TasksApi {
     ) -> ApiResult<Json<TaskPage>> {
         auth.scoped("system:read")?;
         auth.require_superuser()?;
-        let mut query = job::Entity::find().order_by_desc(job::Column::CreatedAt);
-        if let Some(s) = status.0 {
-            query = query.filter(job::Column::Status.eq(JobStatus::from(s).as_str()));
-        }
-        let (rows, metadata) = fetch_page(query, &state.db, page.0, size.0).await?;
+        let found = state
+            .jobs
+            .page(status.0.map(JobStatus::from), page.0, size.0)
+            .await?;
         Ok(Json(TaskPage {
-            items: rows
+            metadata: PageMetadata::new(page.0, size.0, found.total),
+            items: found
+                .items
                 .into_iter()
                 .map(TaskInfo::try_from)
                 .collect::<ApiResult<_>>()?,
-            metadata,
         }))
     }
 }

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::{
     ApiTags,
     auth::Auth,
-    models::{AdminUser, AdminUserPage, Message, PageMetadata, UserOut, fetch_page},
+    models::{AdminUser, AdminUserPage, Message, PageMetadata, UserOut},
     payload::EncodedJson,
 };
 use crate::{
@@ -95,10 +95,10 @@ async fn cached_page(
     let (body, outcome) = state
         .cache
         .users_page(scope, &key, viewer.users_version, || async {
-            let (rows, metadata) = fetch_page(query.select(), &state.db, page, size).await?;
+            let found = state.accounts.directory().page(&query, page, size).await?;
             let page = UserPage {
-                items: rows.into_iter().map(UserOut::from).collect(),
-                metadata,
+                metadata: PageMetadata::new(page, size, found.total),
+                items: found.items.into_iter().map(UserOut::from).collect(),
             };
             Ok::<_, ApiError>(page.to_json().unwrap_or_default().to_string())
         })
@@ -244,12 +244,15 @@ impl UsersApi {
             deleted: Deleted::Only,
             descending: true,
             ..Default::default()
-        }
-        .select();
-        let (rows, metadata) = fetch_page(query, &state.db, page.0, size.0).await?;
+        };
+        let found = state
+            .accounts
+            .directory()
+            .page(&query, page.0, size.0)
+            .await?;
         Ok(Json(AdminUserPage {
-            items: rows.into_iter().map(AdminUser::from).collect(),
-            metadata,
+            metadata: PageMetadata::new(page.0, size.0, found.total),
+            items: found.items.into_iter().map(AdminUser::from).collect(),
         }))
     }
 

@@ -3,6 +3,7 @@
 //! (`local`). This module knows no job's meaning; handlers live beside their domains and are
 //! registered at the composition point (`app.rs`).
 
+mod control;
 pub mod local;
 pub mod rabbit;
 mod runner;
@@ -24,6 +25,7 @@ use serde_json::Value;
 use tokio::sync::{Notify, mpsc};
 use uuid::Uuid;
 
+pub use control::{Cancelled, Jobs, Retried};
 pub use runner::{Outcome, Runner};
 
 use crate::{config::Settings, entities::job};
@@ -335,6 +337,13 @@ impl JobQueue {
             announce(conn).await?;
         }
         Ok(())
+    }
+
+    /// Sees committed jobs dispatched: wakes this process's relay or in-process worker and,
+    /// for a process that runs neither (scheduler, admin CLI), announces them to the others.
+    pub async fn dispatch(&self, db: &DatabaseConnection) -> Result<(), DbErr> {
+        self.wake();
+        self.announce_if_asked(db).await
     }
 
     /// Tells this process's dispatcher that jobs are waiting; call after committing.

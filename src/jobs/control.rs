@@ -1,0 +1,219 @@
+//! Jobs as operators and clients see them: submit, look up, list, cancel, retry. The HTTP API
+//! and the admin CLI both go through `Jobs`, so a rule (which states may be cancelled, what a
+//! retry resets, which secrets a cancelled job's payload loses) is written once.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ColumnTrait, DatabaseConnection, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect, sea_query::Expr,
+};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::{JobQueue, JobStatus, NewJob, Registry};
+use crate::{
+    db::{self, Page},
+    entities::job,
+};
+
+/// What cancelling a job did.
+#[derive(Debug)]
+pub enum Cancelled {
+    /// It is REVOKED now (or was already): a pending job never runs, a running one is
+    /// interrupted.
+    Revoked(job::Model),
+    /// It had finished before; nothing changed.
+    AlreadyFinished(job::Model),
+    NotFound,
+}
+
+/// What retrying a job did.
+#[derive(Debug)]
+pub enum Retried {
+    /// PENDING again with its attempts reset, published at once.
+    Queued,
+    /// Only FAILURE and REVOKED jobs are retried; this one is in `status`.
+    NotRetryable {
+        status: String,
+    },
+    NotFound,
+}
+
+#[derive(Clone)]
+pub struct Jobs {
+    db: DatabaseConnection,
+    queue: JobQueue,
+    /// For the handlers' payload scrubbers: a cancelled job loses its secrets at once.
+    registry: Registry,
+}
+
+impl Jobs {
+    pub fn new(db: DatabaseConnection, queue: JobQueue, registry: Registry) -> Self {
+        Self {
+            db,
+            queue,
+            registry,
+        }
+    }
+
+    pub fn queue(&self) -> &JobQueue {
+        &self.queue
+    }
+
+    /// Queues `name` with `payload` on its own (not inside a caller's transaction).
+    pub async fn submit(
+        &self,
+        name: &str,
+        payload: Value,
+        owner: Option<Uuid>,
+    ) -> Result<Uuid, DbErr> {
+        let mut job = NewJob::new(name, payload);
+        if let Some(owner) = owner {
+            job = job.owner(owner);
+        }
+        self.queue.submit(&self.db, job).await
+    }
+
+    pub async fn find(&self, id: Uuid) -> Result<Option<job::Model>, DbErr> {
+        job::Entity::find_by_id(id).one(&self.db).await
+    }
+
+    /// Revokes a job that has not finished.
+    pub async fn cancel(&self, id: Uuid) -> Result<Cancelled, DbErr> {
+        let Some(found) = self.find(id).await? else {
+            return Ok(Cancelled::NotFound);
+        };
+        let now = Utc::now();
+        let mut revoke = job::Entity::update_many()
+            .col_expr(
+                job::Column::Status,
+                Expr::value(JobStatus::Revoked.as_str()),
+            )
+            .col_expr(job::Column::FinishedAt, Expr::value(now))
+            .col_expr(job::Column::UpdatedAt, Expr::value(now));
+        // A cancelled job never runs again, so the secrets its payload carries go now, as
+        // they do when a job finishes.
+        if let Some(payload) = self
+            .registry
+            .get(&found.name)
+            .and_then(|h| h.scrubbed(&found.payload))
+        {
+            revoke = revoke.col_expr(job::Column::Payload, Expr::value(payload));
+        }
+        let revoked = revoke
+            .filter(job::Column::Id.eq(id))
+            .filter(job::Column::Status.is_in([
+                JobStatus::Pending.as_str(),
+                JobStatus::Retry.as_str(),
+                JobStatus::Started.as_str(),
+            ]))
+            .exec(&self.db)
+            .await?;
+        let Some(now) = self.find(id).await? else {
+            return Ok(Cancelled::NotFound);
+        };
+        Ok(
+            if revoked.rows_affected == 0 && now.status != JobStatus::Revoked.as_str() {
+                Cancelled::AlreadyFinished(now)
+            } else {
+                Cancelled::Revoked(now)
+            },
+        )
+    }
+
+    /// Queues a failed or cancelled job again, from its first attempt.
+    pub async fn retry(&self, id: Uuid) -> Result<Retried, DbErr> {
+        let now = Utc::now();
+        let updated = job::Entity::update_many()
+            .col_expr(
+                job::Column::Status,
+                Expr::value(JobStatus::Pending.as_str()),
+            )
+            .col_expr(job::Column::Attempts, Expr::value(0))
+            .col_expr(job::Column::RunAt, Expr::value(now))
+            .col_expr(
+                job::Column::PublishedAt,
+                Expr::value(Option::<DateTime<Utc>>::None),
+            )
+            .col_expr(
+                job::Column::FinishedAt,
+                Expr::value(Option::<DateTime<Utc>>::None),
+            )
+            .col_expr(job::Column::UpdatedAt, Expr::value(now))
+            .filter(job::Column::Id.eq(id))
+            .filter(
+                job::Column::Status
+                    .is_in([JobStatus::Failure.as_str(), JobStatus::Revoked.as_str()]),
+            )
+            .exec(&self.db)
+            .await?;
+        if updated.rows_affected == 1 {
+            self.queue.dispatch(&self.db).await?;
+            return Ok(Retried::Queued);
+        }
+        Ok(match self.find(id).await? {
+            None => Retried::NotFound,
+            Some(j) => Retried::NotRetryable { status: j.status },
+        })
+    }
+
+    /// A page of jobs, newest first, optionally only those in one state.
+    pub async fn page(
+        &self,
+        status: Option<JobStatus>,
+        page: u64,
+        size: u64,
+    ) -> Result<Page<job::Model>, DbErr> {
+        db::page(self.newest(status), &self.db, page, size).await
+    }
+
+    /// The `limit` newest jobs, optionally only those in one state.
+    pub async fn recent(
+        &self,
+        status: Option<JobStatus>,
+        limit: u64,
+    ) -> Result<Vec<job::Model>, DbErr> {
+        self.newest(status).limit(limit).all(&self.db).await
+    }
+
+    fn newest(&self, status: Option<JobStatus>) -> sea_orm::Select<job::Entity> {
+        let query = job::Entity::find().order_by_desc(job::Column::CreatedAt);
+        match status {
+            Some(s) => query.filter(job::Column::Status.eq(s.as_str())),
+            None => query,
+        }
+    }
+
+    /// Failed jobs (whose messages went to the dead-letter queue), most recent first.
+    pub async fn dead_letters(&self, limit: u64) -> Result<Vec<job::Model>, DbErr> {
+        job::Entity::find()
+            .filter(job::Column::Status.eq(JobStatus::Failure.as_str()))
+            .order_by_desc(job::Column::FinishedAt)
+            .limit(limit)
+            .all(&self.db)
+            .await
+    }
+
+    /// How many jobs wait or run, by state (PENDING, RETRY, STARTED).
+    pub async fn depth(&self) -> Result<Vec<(JobStatus, u64)>, DbErr> {
+        let mut depth = Vec::new();
+        for status in [JobStatus::Pending, JobStatus::Retry, JobStatus::Started] {
+            let n = job::Entity::find()
+                .filter(job::Column::Status.eq(status.as_str()))
+                .count(&self.db)
+                .await?;
+            depth.push((status, n));
+        }
+        Ok(depth)
+    }
+
+    /// When each periodic job was last enqueued, for those ever enqueued.
+    pub async fn last_firings(&self) -> Result<Vec<(String, DateTime<Utc>)>, DbErr> {
+        crate::schedule::last_firings(&self.db).await
+    }
+
+    /// When a worker last reported, if one ever did.
+    pub async fn last_heartbeat(&self) -> Result<Option<DateTime<Utc>>, DbErr> {
+        super::rabbit::last_heartbeat(&self.db).await
+    }
+}
