@@ -129,13 +129,18 @@ impl AppState {
         let publisher = settings
             .enable_rabbitmq
             .then(|| Arc::new(Publisher::new(rabbit_config(&settings))));
-        let accounts = Accounts::new(
+        let limiter =
+            crate::ratelimit::Limiter::new(cache.redis().cloned(), settings.rate_limit_fail_open);
+        let mut accounts = Accounts::new(
             db.clone(),
             settings.clone(),
             hasher,
             jobs.clone(),
             cache.clone(),
         )?;
+        if settings.enable_rate_limiting {
+            accounts = accounts.throttling_logins(limiter.clone());
+        }
         if let Some(redis) = cache.redis() {
             // Whatever Redis missed while it was away is made good when it returns.
             let accounts = accounts.clone();
@@ -159,8 +164,6 @@ impl AppState {
             &settings.api_prefix,
             &["/metrics", "/openapi.json"],
         ));
-        let limiter =
-            crate::ratelimit::Limiter::new(cache.redis().cloned(), settings.rate_limit_fail_open);
         let hub = settings.enable_websockets.then(|| {
             crate::ws::Hub::new(
                 crate::ws::WsLimits::from_settings(&settings),

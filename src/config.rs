@@ -449,23 +449,12 @@ impl Settings {
 
         // Each periodic job's cron expression (with seconds); `off` turns it off.
         let mut schedules = Vec::new();
-        for (var, job, default) in [
-            (
-                "SCHEDULE_PURGE_DELETED_ACCOUNTS",
-                "purge_deleted_accounts",
-                "0 0 * * * *",
-            ),
-            (
-                "SCHEDULE_DELETION_REMINDERS",
-                "send_deletion_reminders",
-                "0 30 * * * *",
-            ),
-            (
-                "SCHEDULE_CLEANUP_EXPIRED_TOKENS",
-                "cleanup_expired_tokens",
-                "0 30 3 * * *",
-            ),
-        ] {
+        for crate::schedule::PeriodicJob {
+            name: job,
+            setting: var,
+            default,
+        } in crate::schedule::PERIODIC
+        {
             let expression = r.string(var, default);
             if expression.trim().eq_ignore_ascii_case("off") {
                 continue;

@@ -322,6 +322,10 @@ impl From<AccountError> for ApiError {
                 Self::from_problem(p)
             }
             E::InvalidCredentials => Self::unauthorized("invalid_credentials", e.to_string()),
+            E::TooManyFailedLogins { retry_after_secs } => {
+                Self::too_many_requests(e.to_string(), retry_after_secs)
+            }
+            E::LimiterUnavailable => crate::ratelimit::Unavailable.into(),
             E::EmailNotVerified => {
                 Self::new(StatusCode::FORBIDDEN, "email_not_verified", e.to_string())
             }

@@ -101,12 +101,36 @@ pub async fn run(
     }
 }
 
-/// Every job the scheduler may enqueue, on its cron schedule or with `scheduler --once`.
-pub const PERIODIC_JOBS: [&str; 3] = [
-    crate::accounts::PURGE_DELETED_ACCOUNTS,
-    crate::accounts::SEND_DELETION_REMINDERS,
-    crate::accounts::CLEANUP_EXPIRED_TOKENS,
+/// A job the scheduler enqueues: its name, the setting that holds its cron expression, and
+/// the expression when the setting is absent.
+#[derive(Debug, Clone, Copy)]
+pub struct PeriodicJob {
+    pub name: &'static str,
+    pub setting: &'static str,
+    pub default: &'static str,
+}
+
+/// The one list of periodic jobs: the settings, the scheduler and `admin stats` read it.
+pub const PERIODIC: [PeriodicJob; 3] = [
+    PeriodicJob {
+        name: crate::accounts::PURGE_DELETED_ACCOUNTS,
+        setting: "SCHEDULE_PURGE_DELETED_ACCOUNTS",
+        default: "0 0 * * * *",
+    },
+    PeriodicJob {
+        name: crate::accounts::SEND_DELETION_REMINDERS,
+        setting: "SCHEDULE_DELETION_REMINDERS",
+        default: "0 30 * * * *",
+    },
+    PeriodicJob {
+        name: crate::accounts::CLEANUP_EXPIRED_TOKENS,
+        setting: "SCHEDULE_CLEANUP_EXPIRED_TOKENS",
+        default: "0 30 3 * * *",
+    },
 ];
+
+/// Every job the scheduler may enqueue, on its cron schedule or with `scheduler --once`.
+pub const PERIODIC_JOBS: [&str; 3] = [PERIODIC[0].name, PERIODIC[1].name, PERIODIC[2].name];
 
 /// The latest firing of each periodic job, for `admin stats`: one indexed row per job
 /// (`idx_jobs_name_created_at`), never the whole history.

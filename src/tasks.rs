@@ -2,40 +2,70 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use crate::jobs::{JobContext, JobError, JobResult};
+use crate::jobs::{JobContext, JobError, JobPayload, JobResult};
 
-pub const TEST_TASK: &str = "test_task";
-pub const PROCESS_DATA: &str = "process_data";
-pub const LONG_RUNNING: &str = "long_running";
+pub const TEST_TASK: &str = TestTask::NAME;
+pub const PROCESS_DATA: &str = ProcessData::NAME;
+pub const LONG_RUNNING: &str = LongRunning::NAME;
 
-/// Echoes its message. `fail_attempts: n` makes the first n attempts fail, to watch retries and
+/// Echoes `message`; the first `fail_attempts` attempts fail, to watch retries and
 /// dead-lettering happen.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TestTask {
+    #[serde(default)]
+    pub message: String,
+    #[serde(default)]
+    pub fail_attempts: u32,
+}
+
+impl JobPayload for TestTask {
+    const NAME: &'static str = "test_task";
+}
+
+/// Records to summarise.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProcessData {
+    pub records: Vec<Map<String, Value>>,
+}
+
+impl JobPayload for ProcessData {
+    const NAME: &'static str = "process_data";
+}
+
+/// Seconds to run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LongRunning {
+    #[serde(default = "default_duration")]
+    pub duration: u64,
+}
+
+fn default_duration() -> u64 {
+    10
+}
+
+impl JobPayload for LongRunning {
+    const NAME: &'static str = "long_running";
+}
+
 pub async fn test_task(ctx: JobContext) -> JobResult {
-    let fail_attempts = ctx
-        .payload
-        .get("fail_attempts")
-        .and_then(Value::as_i64)
-        .unwrap_or(0);
-    if i64::from(ctx.attempt) <= fail_attempts {
+    let task: TestTask = ctx.payload()?;
+    let fail_attempts = task.fail_attempts;
+    if u32::try_from(ctx.attempt).unwrap_or(0) <= fail_attempts {
         return Err(JobError::retry(format!(
             "failing on purpose (attempt {} of the {fail_attempts} requested to fail)",
             ctx.attempt
         )));
     }
-    Ok(json!({
-        "message": ctx.payload.get("message").cloned().unwrap_or(Value::Null),
-        "attempt": ctx.attempt,
-    }))
+    Ok(json!({"message": task.message, "attempt": ctx.attempt}))
 }
 
 /// Counts the records and summarises each field: how often it appears, and for numeric fields
 /// the sum, minimum, maximum and mean.
 pub async fn process_data(ctx: JobContext) -> JobResult {
-    let Some(records) = ctx.payload.get("records").and_then(Value::as_array) else {
-        return Err(JobError::fatal("payload has no `records` array"));
-    };
+    let ProcessData { records } = ctx.payload()?;
     #[derive(Default)]
     struct Stats {
         present: u64,
@@ -45,11 +75,8 @@ pub async fn process_data(ctx: JobContext) -> JobResult {
         max: Option<f64>,
     }
     let mut fields: BTreeMap<String, Stats> = BTreeMap::new();
-    for record in records {
-        let Some(object) = record.as_object() else {
-            return Err(JobError::fatal("every record must be a JSON object"));
-        };
-        for (key, value) in object {
+    for record in &records {
+        for (key, value) in record {
             let stats = fields.entry(key.clone()).or_default();
             stats.present += 1;
             if let Some(n) = value.as_f64() {
@@ -78,11 +105,7 @@ pub async fn process_data(ctx: JobContext) -> JobResult {
 
 /// Sleeps `duration` seconds in one-second steps; cancelling the job interrupts it.
 pub async fn long_running(ctx: JobContext) -> JobResult {
-    let seconds = ctx
-        .payload
-        .get("duration")
-        .and_then(Value::as_u64)
-        .unwrap_or(10);
+    let seconds = ctx.payload::<LongRunning>()?.duration;
     for _ in 0..seconds {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }

@@ -20,6 +20,7 @@ use crate::{
     entities::{audit_log, one_time_token, refresh_token, session, user},
     jobs::JobQueue,
     mail::{Email, templates},
+    ratelimit::{self, Limiter},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +33,11 @@ pub enum AccountError {
     UsernameTaken,
     #[error("incorrect email/username or password")]
     InvalidCredentials,
+    #[error("too many failed sign-ins for this account; retry in {retry_after_secs} s")]
+    TooManyFailedLogins { retry_after_secs: u64 },
+    /// The limiter that guards sign-ins cannot be asked (`RATE_LIMIT_FAIL_OPEN=false`).
+    #[error("the rate limiter cannot reach redis")]
+    LimiterUnavailable,
     #[error("the email address of this account is not verified yet")]
     EmailNotVerified,
     #[error("the current password is incorrect")]
@@ -128,6 +134,9 @@ pub struct Accounts {
     jwt: JwtKeys,
     jobs: JobQueue,
     cache: Cache,
+    /// With rate limiting on: failed sign-ins counted per account, whatever address they come
+    /// from, so guessing from many addresses slows down too.
+    login_throttle: Option<Limiter>,
 }
 
 pub(super) fn now() -> DateTime<Utc> {
@@ -166,7 +175,14 @@ impl Accounts {
             jwt,
             jobs,
             cache,
+            login_throttle: None,
         })
+    }
+
+    /// Limits failed sign-ins per account with `limiter` (`ENABLE_RATE_LIMITING`).
+    pub fn throttling_logins(mut self, limiter: Limiter) -> Self {
+        self.login_throttle = Some(limiter);
+        self
     }
 
     pub fn db(&self) -> &DatabaseConnection {
@@ -601,7 +617,46 @@ impl Accounts {
 
     // ---- login and sessions ------------------------------------------------------------------
 
+    /// Signs in with an email address or username and the password. With a login throttle,
+    /// an account with too many recent failures is refused before its password is checked.
     pub async fn login(
+        &self,
+        identifier: &str,
+        password: String,
+        client: &ClientInfo,
+    ) -> Result<TokenPair> {
+        let Some(limiter) = &self.login_throttle else {
+            return self.login_unthrottled(identifier, password, client).await;
+        };
+        let account = ratelimit::account_subject(identifier);
+        let unavailable = |_| AccountError::LimiterUnavailable;
+        let d = limiter
+            .check(ratelimit::ACCOUNT_FAILURES, &account, false)
+            .await
+            .map_err(unavailable)?;
+        if !d.allowed {
+            crate::metrics::metrics()
+                .rate_limited
+                .with_label_values(&[ratelimit::ACCOUNT_FAILURES.name])
+                .inc();
+            return Err(AccountError::TooManyFailedLogins {
+                retry_after_secs: d.retry_after_secs,
+            });
+        }
+        let outcome = self.login_unthrottled(identifier, password, client).await;
+        match &outcome {
+            Err(AccountError::InvalidCredentials) => {
+                let _ = limiter
+                    .check(ratelimit::ACCOUNT_FAILURES, &account, true)
+                    .await;
+            }
+            Ok(_) => limiter.reset(ratelimit::ACCOUNT_FAILURES, &account).await,
+            Err(_) => {}
+        }
+        outcome
+    }
+
+    async fn login_unthrottled(
         &self,
         identifier: &str,
         password: String,

@@ -18,13 +18,12 @@ use super::{
 };
 use crate::{
     accounts::{
-        AccountError, ClientInfo, Credential, NewAccount, Principal, TokenPair,
+        ClientInfo, Credential, NewAccount, Principal, TokenPair,
         api_keys::{KEY_PREFIX, NewApiKey},
     },
     app::AppState,
     entities::api_key,
     error::{ApiError, ApiResult},
-    ratelimit,
 };
 
 pub const REFRESH_COOKIE: &str = "refresh_token";
@@ -431,50 +430,10 @@ impl AuthApi {
         form: Form<LoginForm>,
     ) -> ApiResult<Tokens> {
         let form = form.0;
-        // Failures for one account are limited whatever address they come from, so guessing
-        // from many addresses slows down too.
-        let throttled = state.settings.enable_rate_limiting;
-        let account = ratelimit::account_subject(&form.username);
-        if throttled {
-            let d = state
-                .limiter
-                .check(ratelimit::ACCOUNT_FAILURES, &account, false)
-                .await?;
-            if !d.allowed {
-                crate::metrics::metrics()
-                    .rate_limited
-                    .with_label_values(&[ratelimit::ACCOUNT_FAILURES.name])
-                    .inc();
-                return Err(ApiError::too_many_requests(
-                    format!(
-                        "too many failed sign-ins for this account; retry in {} s",
-                        d.retry_after_secs
-                    ),
-                    d.retry_after_secs,
-                ));
-            }
-        }
         let outcome = state
             .accounts
             .login(&form.username, form.password, &client_info(req))
             .await;
-        if throttled {
-            match &outcome {
-                Err(AccountError::InvalidCredentials) => {
-                    let _ = state
-                        .limiter
-                        .check(ratelimit::ACCOUNT_FAILURES, &account, true)
-                        .await;
-                }
-                Ok(_) => {
-                    state
-                        .limiter
-                        .reset(ratelimit::ACCOUNT_FAILURES, &account)
-                        .await
-                }
-                Err(_) => {}
-            }
-        }
         Ok(tokens_response(&state, outcome?))
     }
 

@@ -9,7 +9,7 @@ use poem_openapi::{
     param::{Path, Query},
     payload::Json,
 };
-use serde_json::{Value, json};
+use serde_json::Value;
 use uuid::Uuid;
 
 use super::{ApiTags, auth::Auth, models::PageMetadata};
@@ -18,7 +18,7 @@ use crate::{
     app::AppState,
     entities::job,
     error::{ApiError, ApiResult},
-    jobs::{Cancelled, JobStatus},
+    jobs::{Cancelled, JobStatus, NewJob},
     mail::{Email, templates},
     tasks,
 };
@@ -151,19 +151,12 @@ pub enum Submitted {
     Accepted(Json<TaskAccepted>),
 }
 
-async fn submit(
-    state: &AppState,
-    principal: &Principal,
-    name: &str,
-    payload: Value,
-) -> ApiResult<Submitted> {
-    let id = state
-        .jobs
-        .submit(name, payload, Some(principal.user.id))
-        .await?;
+async fn submit(state: &AppState, principal: &Principal, job: NewJob) -> ApiResult<Submitted> {
+    let name = job.name.clone();
+    let id = state.jobs.submit(job.owner(principal.user.id)).await?;
     Ok(Submitted::Accepted(Json(TaskAccepted {
         task_id: id,
-        task_name: name.to_string(),
+        task_name: name,
         status: TaskState::Pending,
     })))
 }
@@ -198,9 +191,11 @@ impl TasksApi {
         auth: Auth,
         body: Json<TestTaskRequest>,
     ) -> ApiResult<Submitted> {
-        let payload =
-            json!({"message": body.0.message, "fail_attempts": body.0.fail_attempts.unwrap_or(0)});
-        submit(&state, auth.scoped(WRITE)?, tasks::TEST_TASK, payload).await
+        let task = tasks::TestTask {
+            message: body.0.message,
+            fail_attempts: body.0.fail_attempts.unwrap_or(0),
+        };
+        submit(&state, auth.scoped(WRITE)?, NewJob::of(&task)).await
     }
 
     /// Submit records for processing
@@ -224,13 +219,14 @@ impl TasksApi {
                 message: format!("at most {MAX_RECORDS} records per task"),
             }]));
         }
-        submit(
-            &state,
-            auth.scoped(WRITE)?,
-            tasks::PROCESS_DATA,
-            json!({"records": body.0}),
-        )
-        .await
+        let task = tasks::ProcessData {
+            records: body
+                .0
+                .into_iter()
+                .map(|r| r.into_iter().collect())
+                .collect(),
+        };
+        submit(&state, auth.scoped(WRITE)?, NewJob::of(&task)).await
     }
 
     /// Submit a task that runs for `duration` seconds (cancellable)
@@ -251,13 +247,8 @@ impl TasksApi {
         duration: Query<u64>,
     ) -> ApiResult<Submitted> {
         let duration = duration.0.min(MAX_DURATION_SECONDS);
-        submit(
-            &state,
-            auth.scoped(WRITE)?,
-            tasks::LONG_RUNNING,
-            json!({"duration": duration}),
-        )
-        .await
+        let task = tasks::LongRunning { duration };
+        submit(&state, auth.scoped(WRITE)?, NewJob::of(&task)).await
     }
 
     /// Send an email through the job queue (superusers)
@@ -281,8 +272,7 @@ impl TasksApi {
             html: templates::plain_text_html(&body.body),
             text: body.body,
         };
-        let job = email.into_job();
-        submit(&state, principal, &job.name, job.payload).await
+        submit(&state, principal, email.into_job()).await
     }
 
     /// A task's status and result

@@ -7,7 +7,6 @@ use sea_orm::{
     ColumnTrait, DatabaseConnection, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
     QuerySelect, sea_query::Expr,
 };
-use serde_json::Value;
 use uuid::Uuid;
 
 use super::{JobQueue, JobStatus, NewJob, Registry};
@@ -60,17 +59,8 @@ impl Jobs {
         &self.queue
     }
 
-    /// Queues `name` with `payload` on its own (not inside a caller's transaction).
-    pub async fn submit(
-        &self,
-        name: &str,
-        payload: Value,
-        owner: Option<Uuid>,
-    ) -> Result<Uuid, DbErr> {
-        let mut job = NewJob::new(name, payload);
-        if let Some(owner) = owner {
-            job = job.owner(owner);
-        }
+    /// Queues `job` on its own (not inside a caller's transaction).
+    pub async fn submit(&self, job: NewJob) -> Result<Uuid, DbErr> {
         self.queue.submit(&self.db, job).await
     }
 

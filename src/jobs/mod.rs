@@ -111,7 +111,23 @@ pub struct NewJob {
     pub dedupe_key: Option<String>,
 }
 
+/// A job's payload as a type: the job's name goes with it, and the handler reads back the
+/// same type (`JobContext::payload`), so the two sides cannot drift apart.
+pub trait JobPayload: serde::Serialize + serde::de::DeserializeOwned {
+    const NAME: &'static str;
+}
+
 impl NewJob {
+    /// The job that carries `payload`.
+    pub fn of<P: JobPayload>(payload: &P) -> Self {
+        // A payload type that cannot be written as JSON is a programming error caught by the
+        // tests of each job; its job would fail at once, as `null`.
+        Self::new(
+            P::NAME,
+            serde_json::to_value(payload).unwrap_or(Value::Null),
+        )
+    }
+
     pub fn new(name: &str, payload: Value) -> Self {
         Self {
             name: name.to_string(),
@@ -365,6 +381,15 @@ pub struct JobContext {
     /// 1 for the first run.
     pub attempt: i32,
     pub max_attempts: i32,
+}
+
+impl JobContext {
+    /// The payload as the type it was enqueued with; one that does not parse is a fatal
+    /// failure (running it again cannot help).
+    pub fn payload<P: JobPayload>(&self) -> Result<P, JobError> {
+        P::deserialize(&self.payload)
+            .map_err(|e| JobError::fatal(format!("invalid {} payload: {e}", P::NAME)))
+    }
 }
 
 /// A handler's failure. Retryable failures are tried again until the attempts run out.

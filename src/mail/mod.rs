@@ -127,18 +127,18 @@ impl Mailer {
 impl Email {
     /// The `send_email` job for this message.
     pub fn into_job(self) -> NewJob {
-        NewJob::new(
-            SEND_EMAIL,
-            serde_json::to_value(self).unwrap_or(Value::Null),
-        )
+        NewJob::of(&self)
     }
+}
+
+impl crate::jobs::JobPayload for Email {
+    const NAME: &'static str = SEND_EMAIL;
 }
 
 /// The `send_email` handler: delivers the mail in the payload. SMTP failures are retried; a
 /// malformed payload or address is not.
 pub async fn send_email_job(mailer: Mailer, ctx: JobContext) -> JobResult {
-    let email: Email = serde_json::from_value(ctx.payload)
-        .map_err(|e| JobError::fatal(format!("invalid send_email payload: {e}")))?;
+    let email: Email = ctx.payload()?;
     match mailer.send(&email).await {
         Ok(()) => Ok(json!({"delivered_to": email.to, "transport": mailer.transport_name()})),
         Err(e @ (MailError::Address(_) | MailError::Build(_))) => {
