@@ -6,8 +6,10 @@ use clap::Parser;
 use keel::{
     config::Settings,
     db,
-    jobs::{JobQueue, JobSettings},
-    schedule::{self, Periodic},
+    jobs::{
+        JobQueue, JobSettings,
+        schedule::{self, Periodic},
+    },
 };
 use tokio_util::sync::CancellationToken;
 

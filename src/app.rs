@@ -22,11 +22,11 @@ use crate::{
     jobs::{
         self, JobQueue, JobSettings, Jobs, Registry, Runner,
         rabbit::{Publisher, RabbitConfig},
+        tasks,
     },
     mail::{self, Mailer},
     redis::Redis,
     security::{self, SecurityConfig},
-    tasks,
 };
 
 /// Everything a request handler can reach.

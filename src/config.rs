@@ -449,17 +449,17 @@ impl Settings {
 
         // Each periodic job's cron expression (with seconds); `off` turns it off.
         let mut schedules = Vec::new();
-        for crate::schedule::PeriodicJob {
+        for crate::jobs::schedule::PeriodicJob {
             name: job,
             setting: var,
             default,
-        } in crate::schedule::PERIODIC
+        } in crate::jobs::schedule::PERIODIC
         {
             let expression = r.string(var, default);
             if expression.trim().eq_ignore_ascii_case("off") {
                 continue;
             }
-            let schedule = crate::schedule::parse(&expression).map_err(|e| ConfigError {
+            let schedule = crate::jobs::schedule::parse(&expression).map_err(|e| ConfigError {
                 var,
                 message: format!(
                     "expected a cron expression `sec min hour day month weekday` (or `off`), got {expression:?}: {e}"

@@ -16,9 +16,7 @@ pub mod metrics;
 pub mod net;
 pub mod ratelimit;
 pub mod redis;
-pub mod schedule;
 pub mod security;
-pub mod tasks;
 pub mod telemetry;
 pub mod ws;
 

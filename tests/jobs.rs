@@ -759,7 +759,7 @@ async fn embedded_recovers_jobs_of_a_dead_server(backend: Backend) {
     let now = chrono::Utc::now();
     // The live worker's heartbeat is there before its job: the server's recovery pass may run
     // at any moment from its start.
-    keel::jobs::rabbit::heartbeat(&app.state.db, "inprocess-alive-1", now)
+    keel::jobs::heartbeat::heartbeat(&app.state.db, "inprocess-alive-1", now)
         .await
         .unwrap();
     let mut ids = Vec::new();

@@ -153,7 +153,7 @@ async fn the_last_firing_of_each_periodic_job_is_its_newest_scheduled_run() {
     ] {
         for day in days {
             let slot = base + Days::days(day);
-            let id = keel::schedule::fire(db, app.state.jobs.queue(), name, slot)
+            let id = keel::jobs::schedule::fire(db, app.state.jobs.queue(), name, slot)
                 .await
                 .unwrap();
             job::Entity::update_many()
@@ -177,7 +177,7 @@ async fn the_last_firing_of_each_periodic_job_is_its_newest_scheduled_run() {
         )
         .await
         .unwrap();
-    let mut last = keel::schedule::last_firings(db).await.unwrap();
+    let mut last = keel::jobs::schedule::last_firings(db).await.unwrap();
     last.sort();
     assert_eq!(
         last,

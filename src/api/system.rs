@@ -11,7 +11,7 @@ use poem::web::Data;
 use poem_openapi::{Object, OpenApi, payload::Json};
 
 use super::ApiTags;
-use crate::jobs::rabbit::HEARTBEAT_FRESH;
+use crate::jobs::heartbeat::HEARTBEAT_FRESH;
 use crate::{
     app::AppState,
     error::{ApiError, ApiResult},

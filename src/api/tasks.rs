@@ -18,9 +18,8 @@ use crate::{
     app::AppState,
     entities::job,
     error::{ApiError, ApiResult},
-    jobs::{Cancelled, JobStatus, NewJob},
+    jobs::{Cancelled, JobStatus, NewJob, tasks},
     mail::{Email, templates},
-    tasks,
 };
 
 use super::constraints::MAX_RECORDS;

@@ -199,11 +199,11 @@ impl Jobs {
 
     /// When each periodic job was last enqueued, for those ever enqueued.
     pub async fn last_firings(&self) -> Result<Vec<(String, DateTime<Utc>)>, DbErr> {
-        crate::schedule::last_firings(&self.db).await
+        crate::jobs::schedule::last_firings(&self.db).await
     }
 
     /// When a worker last reported, if one ever did.
     pub async fn last_heartbeat(&self) -> Result<Option<DateTime<Utc>>, DbErr> {
-        super::rabbit::last_heartbeat(&self.db).await
+        super::heartbeat::last_heartbeat(&self.db).await
     }
 }

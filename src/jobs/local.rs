@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::{
     JobStatus, Runner,
-    rabbit::{HEARTBEAT_EVERY, HEARTBEAT_FRESH, heartbeat},
+    heartbeat::{HEARTBEAT_EVERY, HEARTBEAT_FRESH, heartbeat},
 };
 use crate::entities::{job, worker_heartbeat};
 

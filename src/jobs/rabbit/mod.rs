@@ -1,0 +1,231 @@
+//! The RabbitMQ transport (lapin): a relay that publishes outbox rows with publisher confirms,
+//! and the worker's consumer.
+//!
+//! Topology: a durable queue (`RABBITMQ_QUEUE`, default `keel.jobs`) whose rejected messages are
+//! dead-lettered to `<queue>.dead`. A message carries only the job id; the row is the truth.
+//! Retries are scheduled in the table (`run_at`) and published again by the relay when due.
+
+mod consumer;
+mod relay;
+
+pub use consumer::consume;
+pub use relay::relay;
+
+use std::time::Duration;
+
+use lapin::{
+    BasicProperties, Channel, Connection, ConnectionProperties,
+    options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions},
+    types::{AMQPValue, FieldTable},
+};
+use tokio::sync::Mutex;
+use uuid::Uuid;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
+/// The relay's safety-net poll: everything else wakes it at once.
+const RELAY_POLL: Duration = Duration::from_secs(5);
+const RELAY_BATCH: u64 = 500;
+/// Deliveries a worker holds per job it may run at once (Celery's prefetch multiplier).
+const PREFETCH_PER_JOB: usize = 4;
+/// Deliveries claimed by one statement at most.
+const CLAIMS_PER_BATCH: usize = 256;
+
+#[derive(Debug, Clone)]
+pub struct RabbitConfig {
+    pub url: String,
+    pub queue: String,
+    /// A published-but-unstarted job older than this is published again (covers a relay that
+    /// died between marking a row and publishing it); duplicates are skipped by the runner.
+    pub republish_after: Duration,
+}
+
+impl RabbitConfig {
+    pub fn dead_letter_queue(&self) -> String {
+        format!("{}.dead", self.queue)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RabbitError {
+    #[error("RabbitMQ: {0}")]
+    Amqp(#[from] lapin::Error),
+    #[error("RabbitMQ did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("RabbitMQ refused the message (nack)")]
+    Nacked,
+    #[error("the RabbitMQ consumer was cancelled or its channel closed")]
+    ConsumerEnded,
+}
+
+async fn with_timeout<T>(
+    d: Duration,
+    f: impl Future<Output = lapin::Result<T>>,
+) -> Result<T, RabbitError> {
+    match tokio::time::timeout(d, f).await {
+        Ok(r) => Ok(r?),
+        Err(_) => Err(RabbitError::Timeout(d)),
+    }
+}
+
+/// Connects and declares the topology; idempotent.
+pub async fn connect(config: &RabbitConfig) -> Result<(Connection, Channel), RabbitError> {
+    let conn = with_timeout(
+        CONNECT_TIMEOUT,
+        Connection::connect(&config.url, ConnectionProperties::default()),
+    )
+    .await?;
+    let channel = with_timeout(CONNECT_TIMEOUT, conn.create_channel()).await?;
+    declare(&channel, config).await?;
+    Ok((conn, channel))
+}
+
+async fn declare(channel: &Channel, config: &RabbitConfig) -> Result<(), RabbitError> {
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    with_timeout(
+        CONNECT_TIMEOUT,
+        channel.queue_declare(
+            config.dead_letter_queue().as_str().into(),
+            durable,
+            FieldTable::default(),
+        ),
+    )
+    .await?;
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString("".into()),
+    );
+    args.insert(
+        "x-dead-letter-routing-key".into(),
+        AMQPValue::LongString(config.dead_letter_queue().as_str().into()),
+    );
+    with_timeout(
+        CONNECT_TIMEOUT,
+        channel.queue_declare(config.queue.as_str().into(), durable, args),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Publishes job ids with publisher confirms over one lazily (re)opened connection.
+pub struct Publisher {
+    config: RabbitConfig,
+    link: Mutex<Option<(Connection, Channel)>>,
+}
+
+impl Publisher {
+    pub fn new(config: RabbitConfig) -> Self {
+        Self {
+            config,
+            link: Mutex::new(None),
+        }
+    }
+
+    async fn channel(&self) -> Result<Channel, RabbitError> {
+        let mut link = self.link.lock().await;
+        if let Some((conn, channel)) = link.as_ref()
+            && conn.status().connected()
+            && channel.status().connected()
+        {
+            return Ok(channel.clone());
+        }
+        *link = None;
+        let (conn, channel) = connect(&self.config).await?;
+        with_timeout(
+            CONNECT_TIMEOUT,
+            channel.confirm_select(ConfirmSelectOptions::default()),
+        )
+        .await?;
+        *link = Some((conn, channel.clone()));
+        Ok(channel)
+    }
+
+    /// Publishes one persistent message per job, all of them before waiting for any confirm,
+    /// then waits for every confirm. On failure, says how many of the jobs (from the start of
+    /// the list) are known confirmed; the rest must be published again.
+    pub async fn publish_all(&self, jobs: &[(Uuid, String)]) -> Result<(), (usize, RabbitError)> {
+        let result = self.publish_batch(jobs).await;
+        if result.is_err() {
+            // The next call reconnects.
+            *self.link.lock().await = None;
+        }
+        result
+    }
+
+    async fn publish_batch(&self, jobs: &[(Uuid, String)]) -> Result<(), (usize, RabbitError)> {
+        let channel = self.channel().await.map_err(|e| (0, e))?;
+        let mut confirms = Vec::with_capacity(jobs.len());
+        for (job_id, name) in jobs {
+            let id = job_id.to_string();
+            let properties = BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_content_type("text/plain".into())
+                .with_message_id(id.as_str().into())
+                .with_type(name.as_str().into());
+            let confirm = with_timeout(
+                CONFIRM_TIMEOUT,
+                channel.basic_publish(
+                    "".into(),
+                    self.config.queue.as_str().into(),
+                    BasicPublishOptions::default(),
+                    id.as_bytes(),
+                    properties,
+                ),
+            )
+            .await
+            .map_err(|e| (0, e))?;
+            confirms.push(confirm);
+        }
+        // Confirms arrive in order; one timeout covers the whole batch.
+        let deadline = tokio::time::Instant::now() + CONFIRM_TIMEOUT;
+        for (done, confirm) in confirms.into_iter().enumerate() {
+            let confirmation = match tokio::time::timeout_at(deadline, confirm).await {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => return Err((done, e.into())),
+                Err(_) => return Err((done, RabbitError::Timeout(CONFIRM_TIMEOUT))),
+            };
+            if confirmation.is_nack() {
+                return Err((done, RabbitError::Nacked));
+            }
+        }
+        Ok(())
+    }
+
+    /// For health checks: a round trip to the broker (a passive declare of the job queue).
+    pub async fn check(&self) -> Result<(), RabbitError> {
+        let passive = QueueDeclareOptions {
+            passive: true,
+            durable: true,
+            ..Default::default()
+        };
+        let result = async {
+            let channel = self.channel().await?;
+            with_timeout(
+                CONNECT_TIMEOUT,
+                channel.queue_declare(
+                    self.config.queue.as_str().into(),
+                    passive,
+                    FieldTable::default(),
+                ),
+            )
+            .await
+            .map(|_| ())
+        }
+        .await;
+        if result.is_err() {
+            *self.link.lock().await = None;
+        }
+        result
+    }
+}
+
+/// Capped exponential backoff with jitter for reconnect loops.
+pub fn backoff(failures: u32) -> Duration {
+    let base = Duration::from_millis(250).saturating_mul(2u32.saturating_pow(failures.min(7)));
+    base.min(Duration::from_secs(15))
+        .mul_f64(0.5 + rand::random::<f64>() * 0.5)
+}
