@@ -17,6 +17,7 @@ pub mod net;
 pub mod ratelimit;
 pub mod redis;
 pub mod security;
+pub mod state;
 pub mod telemetry;
 pub mod ws;
 

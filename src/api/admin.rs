@@ -20,8 +20,8 @@ use crate::{
         admin::{BulkOperation, UserChanges},
         directory::{Deleted, UserQuery},
     },
-    app::AppState,
     error::{ApiError, ApiResult},
+    state::AppState,
 };
 
 #[derive(Object, Debug)]

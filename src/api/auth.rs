@@ -21,9 +21,9 @@ use crate::{
         ClientInfo, Credential, NewAccount, Principal, TokenPair,
         api_keys::{KEY_PREFIX, NewApiKey},
     },
-    app::AppState,
     entities::api_key,
     error::{ApiError, ApiResult},
+    state::AppState,
 };
 
 pub const REFRESH_COOKIE: &str = "refresh_token";

@@ -12,8 +12,8 @@ use super::{
 };
 use crate::{
     accounts::Principal,
-    app::AppState,
     error::{ApiError, ApiResult, FieldError},
+    state::AppState,
 };
 
 #[derive(Object, Debug)]

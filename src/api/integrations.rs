@@ -17,8 +17,8 @@ use super::{
     auth::{authenticate_token, bearer_token},
 };
 use crate::{
-    app::AppState,
     error::{ApiError, ApiResult},
+    state::AppState,
 };
 
 #[derive(Object, Debug)]

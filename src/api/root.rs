@@ -1,7 +1,7 @@
 use poem_openapi::{Object, OpenApi, payload::Json};
 
 use super::ApiTags;
-use crate::{app::AppState, error::ApiError};
+use crate::{error::ApiError, state::AppState};
 
 #[derive(Object)]
 pub struct ServiceInfo {
@@ -42,6 +42,14 @@ impl RootApi {
         &self,
         state: poem::web::Data<&AppState>,
     ) -> Result<Json<Features>, ApiError> {
-        Ok(Json(state.features()))
+        let s = &state.settings;
+        Ok(Json(Features {
+            redis: s.enable_redis,
+            websockets: s.enable_websockets,
+            rabbitmq: s.enable_rabbitmq,
+            email: s.smtp.is_some(),
+            rate_limiting: s.enable_rate_limiting,
+            security_headers: s.enable_security_headers,
+        }))
     }
 }

@@ -15,11 +15,11 @@ use uuid::Uuid;
 use super::{ApiTags, auth::Auth, models::PageMetadata};
 use crate::{
     accounts::{Principal, validation::normalise_email},
-    app::AppState,
     entities::job,
     error::{ApiError, ApiResult},
     jobs::{Cancelled, JobStatus, NewJob, tasks},
     mail::{Email, templates},
+    state::AppState,
 };
 
 use super::constraints::MAX_RECORDS;

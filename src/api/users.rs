@@ -21,8 +21,8 @@ use crate::{
         Principal,
         directory::{Deleted, SortBy, UserQuery},
     },
-    app::AppState,
     error::{ApiError, ApiResult},
+    state::AppState,
 };
 
 #[derive(Object, Debug)]

@@ -1,0 +1,207 @@
+//! The application state: every service a request handler (or a background task of the
+//! server) can reach, built once at start from the settings.
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    accounts::{self, Accounts, passwords::PasswordHasher},
+    cache::Cache,
+    config::Settings,
+    db,
+    jobs::{
+        self, JobQueue, JobSettings, Jobs, Registry, Runner,
+        rabbit::{Publisher, RabbitConfig},
+        tasks,
+    },
+    mail::{self, Mailer},
+    redis::Redis,
+};
+
+/// Everything a request handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub db: db::Connection,
+    pub accounts: Accounts,
+    /// Submitting, finding, cancelling and retrying jobs; `jobs.queue()` for enqueues inside
+    /// a transaction.
+    pub jobs: Jobs,
+    pub registry: Registry,
+    /// Set when jobs go through RabbitMQ.
+    pub publisher: Option<Arc<Publisher>>,
+    /// The user-page cache and session revocations: Redis when enabled, else memory.
+    pub cache: Cache,
+    pub limiter: crate::ratelimit::Limiter,
+    /// WebSocket rooms, when `ENABLE_WEBSOCKETS` is on.
+    pub hub: Option<crate::ws::Hub>,
+}
+
+/// The cache every process shares: on Redis when `ENABLE_REDIS` is on.
+pub async fn build_cache(settings: &Settings) -> anyhow::Result<Cache> {
+    let redis = if settings.enable_redis {
+        Some(Redis::connect(settings).await?)
+    } else {
+        None
+    };
+    Ok(Cache::new(
+        redis,
+        settings.cache_ttl,
+        settings.access_token_ttl,
+    ))
+}
+
+/// Every kind of job and its handler: the one place where jobs meet the domains they act on.
+pub fn job_registry(
+    db: &db::Connection,
+    mailer: &Mailer,
+    settings: Arc<Settings>,
+    queue: &JobQueue,
+    cache: &Cache,
+) -> Registry {
+    let mailer = mailer.clone();
+    let db = db.clone();
+    let deletions = accounts::DeletionJobs::new(db.clone(), settings, queue.clone(), cache.clone());
+    let reminders = deletions.clone();
+    Registry::builder()
+        .register_sensitive(
+            mail::SEND_EMAIL,
+            move |ctx| mail::send_email_job(mailer.clone(), ctx),
+            mail::scrub_email_payload,
+        )
+        .register(tasks::TEST_TASK, tasks::test_task)
+        .register(tasks::PROCESS_DATA, tasks::process_data)
+        .register(tasks::LONG_RUNNING, tasks::long_running)
+        .register(accounts::CLEANUP_EXPIRED_TOKENS, move |_| {
+            let db = db.clone();
+            async move { accounts::cleanup_expired_tokens(&db).await }
+        })
+        .register(accounts::PURGE_DELETED_ACCOUNTS, move |_| {
+            let deletions = deletions.clone();
+            async move { deletions.purge().await }
+        })
+        .register(accounts::SEND_DELETION_REMINDERS, move |_| {
+            let reminders = reminders.clone();
+            async move { reminders.reminders().await }
+        })
+        .build()
+}
+
+pub fn rabbit_config(settings: &Settings) -> RabbitConfig {
+    RabbitConfig {
+        url: settings.rabbitmq_url.clone(),
+        queue: settings.rabbitmq_queue.clone(),
+        republish_after: settings.job_republish_after,
+    }
+}
+
+impl AppState {
+    /// Connects to the database, applies migrations when `AUTO_MIGRATE` is on, and creates the
+    /// first superuser when one is configured.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let settings = Arc::new(settings);
+        let db = db::connect(&settings).await?;
+        if settings.auto_migrate {
+            db::migrate(&db).await?;
+        } else {
+            db::require_migrated(&db).await?;
+        }
+        let hasher = PasswordHasher::new(settings.password_hash_concurrency)?;
+        let mailer = Mailer::from_settings(&settings)?;
+        let jobs = JobQueue::new(JobSettings::from_settings(&settings));
+        let cache = build_cache(&settings).await?;
+        let registry = job_registry(&db, &mailer, settings.clone(), &jobs, &cache);
+        let publisher = settings
+            .enable_rabbitmq
+            .then(|| Arc::new(Publisher::new(rabbit_config(&settings))));
+        let limiter =
+            crate::ratelimit::Limiter::new(cache.redis().cloned(), settings.rate_limit_fail_open);
+        let mut accounts = Accounts::new(
+            db.clone(),
+            settings.clone(),
+            hasher,
+            jobs.clone(),
+            cache.clone(),
+        )?;
+        if settings.enable_rate_limiting {
+            accounts = accounts.throttling_logins(limiter.clone());
+        }
+        if let Some(redis) = cache.redis() {
+            // Whatever Redis missed while it was away is made good when it returns.
+            let accounts = accounts.clone();
+            redis.on_reconnect(move || {
+                let accounts = accounts.clone();
+                async move {
+                    accounts.cache().after_reconnect().await;
+                    match accounts.resync_revocations().await {
+                        Ok(n) => tracing::info!(sessions = n, "redis connected: cache version bumped, recent revocations marked"),
+                        Err(e) => tracing::warn!(error = %e, "could not re-mark revoked sessions in redis"),
+                    }
+                }
+            });
+        }
+        if let Some(user) = accounts.ensure_first_superuser().await? {
+            tracing::info!(user_id = %user.id, "created the first superuser from FIRST_SUPERUSER_EMAIL");
+        }
+        let hub = settings.enable_websockets.then(|| {
+            crate::ws::Hub::new(
+                crate::ws::WsLimits::from_settings(&settings),
+                cache.redis().cloned(),
+            )
+        });
+        let jobs = Jobs::new(db.clone(), jobs, registry.clone());
+        Ok(Self {
+            settings,
+            db,
+            accounts,
+            jobs,
+            registry,
+            publisher,
+            limiter,
+            hub,
+            cache,
+        })
+    }
+
+    /// Starts what runs beside the HTTP server: the outbox relay to RabbitMQ, or the in-process
+    /// worker in embedded mode. Stops when `shutdown` is cancelled.
+    pub fn spawn_background(&self, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+        let wake = self.jobs.queue().wake_handle();
+        // Other processes' enqueues (scheduler, admin CLI) wake this one through the database.
+        let listener = jobs::listen(&self.db, wake.clone(), shutdown.clone());
+        let background = match &self.publisher {
+            Some(publisher) => tokio::spawn(jobs::rabbit::relay(
+                self.db.clone(),
+                publisher.clone(),
+                wake,
+                self.jobs.queue().hand_off(),
+                shutdown,
+            )),
+            None => {
+                let runner = Arc::new(
+                    Runner::new(
+                        self.db.clone(),
+                        self.registry.clone(),
+                        self.jobs.queue().settings().clone(),
+                        jobs::worker_id("inprocess"),
+                    )
+                    .waking(wake.clone()),
+                );
+                tokio::spawn(jobs::local::run(
+                    runner,
+                    wake,
+                    self.settings.worker_concurrency,
+                    shutdown,
+                    self.settings.shutdown_timeout,
+                ))
+            }
+        };
+        tokio::spawn(async move {
+            let _ = background.await;
+            if let Some(listener) = listener {
+                let _ = listener.await;
+            }
+        })
+    }
+}
