@@ -3,10 +3,7 @@
 use std::{net::SocketAddr, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use keel::{
-    app::{AppState, BoundServer},
-    config::Settings,
-};
+use keel::{app::BoundServer, config::Settings, state::AppState};
 
 /// Keel's HTTP server: accounts, sessions and email, with interactive docs at /docs.
 ///

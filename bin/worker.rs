@@ -4,11 +4,11 @@ use std::{process::ExitCode, sync::Arc};
 
 use clap::Parser;
 use keel::{
-    app::{job_registry, rabbit_config},
     config::Settings,
     db,
     jobs::{self, JobSettings, Runner, rabbit::Publisher},
     mail::Mailer,
+    state::{job_registry, rabbit_config},
 };
 use tokio_util::sync::CancellationToken;
 
@@ -53,7 +53,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let settings = Arc::new(settings);
     // Jobs that queue further jobs (mails) wake the relay below to publish them at once.
     let queue = jobs::JobQueue::new(JobSettings::from_settings(&settings));
-    let cache = keel::app::build_cache(&settings).await?;
+    let cache = keel::state::build_cache(&settings).await?;
     let registry = job_registry(&conn, &mailer, settings.clone(), &queue, &cache);
     let control = jobs::Jobs::new(conn.clone(), queue.clone(), registry.clone());
     let worker_id = jobs::worker_id("worker");

@@ -13,12 +13,12 @@ use poem::{
 
 use tokio_util::sync::CancellationToken;
 
-pub use crate::state::{AppState, build_cache, job_registry, rabbit_config};
 use crate::{
     api, db,
     error::{PROBLEM_CONTENT_TYPE, Problem, REQUEST_ID, REQUEST_USER, problem_for_poem_error},
     jobs::Jobs,
     security::{self, SecurityConfig},
+    state::AppState,
 };
 
 /// The whole route tree with its middleware.

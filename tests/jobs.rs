@@ -60,6 +60,24 @@ async fn wait_status(
     .await
 }
 
+/// The job's row once it is SUCCESS, waiting up to `within`.
+async fn row_when_succeeded(
+    app: &TestApp,
+    id: uuid::Uuid,
+    within: Duration,
+    what: &str,
+) -> job::Model {
+    eventually(within, what, || async {
+        let j = job::Entity::find_by_id(id)
+            .one(&app.state.db)
+            .await
+            .unwrap()
+            .unwrap();
+        (j.status == "SUCCESS").then_some(j)
+    })
+    .await
+}
+
 async fn superuser(app: &TestApp) -> Tokens {
     app.login("root@example.com", "SuperSecret123!").await
 }
@@ -559,17 +577,11 @@ async fn a_submission_whose_server_died_before_publishing_still_runs() {
     .insert(&app.state.db)
     .await
     .unwrap();
-    let done = eventually(
+    let done = row_when_succeeded(
+        &app,
+        id,
         Duration::from_secs(30),
         "the orphaned submission to run",
-        || async {
-            let j = job::Entity::find_by_id(id)
-                .one(&app.state.db)
-                .await
-                .unwrap()
-                .unwrap();
-            (j.status == "SUCCESS").then_some(j)
-        },
     )
     .await;
     assert_eq!(done.attempts, 1);
@@ -793,17 +805,11 @@ async fn embedded_recovers_jobs_of_a_dead_server(backend: Backend) {
         ids.push(id);
     }
 
-    let recovered = eventually(
+    let recovered = row_when_succeeded(
+        &app,
+        ids[0],
         Duration::from_secs(15),
         "the orphaned job to be rerun",
-        || async {
-            let j = job::Entity::find_by_id(ids[0])
-                .one(&app.state.db)
-                .await
-                .unwrap()
-                .unwrap();
-            (j.status == "SUCCESS").then_some(j)
-        },
     )
     .await;
     assert_eq!(recovered.attempts, 2);
@@ -849,15 +855,7 @@ async fn cleanup_job_removes_spent_tokens(backend: Backend) {
         .await
         .unwrap();
     app.state.jobs.queue().wake();
-    let done = eventually(Duration::from_secs(10), "the cleanup job", || async {
-        let j = job::Entity::find_by_id(id)
-            .one(&app.state.db)
-            .await
-            .unwrap()
-            .unwrap();
-        (j.status == "SUCCESS").then_some(j)
-    })
-    .await;
+    let done = row_when_succeeded(&app, id, Duration::from_secs(10), "the cleanup job").await;
     assert_eq!(done.result.unwrap()["one_time_tokens_deleted"], 2);
     assert_eq!(
         one_time_token::Entity::find()

@@ -304,8 +304,8 @@ impl TasksApi {
         task_id: Path<Uuid>,
     ) -> ApiResult<Json<TaskInfo>> {
         let principal = auth.scoped(WRITE)?;
-        visible_job(&state, principal, task_id.0).await?;
-        match state.jobs.cancel(task_id.0).await? {
+        let job = visible_job(&state, principal, task_id.0).await?;
+        match state.jobs.cancel(&job).await? {
             Cancelled::Revoked(job) => Ok(Json(job.try_into()?)),
             Cancelled::AlreadyFinished(job) => Err(ApiError::new(
                 StatusCode::CONFLICT,

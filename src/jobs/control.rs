@@ -68,11 +68,9 @@ impl Jobs {
         job::Entity::find_by_id(id).one(&self.db).await
     }
 
-    /// Revokes a job that has not finished.
-    pub async fn cancel(&self, id: Uuid) -> Result<Cancelled, DbErr> {
-        let Some(found) = self.find(id).await? else {
-            return Ok(Cancelled::NotFound);
-        };
+    /// Revokes `found` (a job the caller has just looked up) unless it has finished.
+    pub async fn cancel(&self, found: &job::Model) -> Result<Cancelled, DbErr> {
+        let id = found.id;
         let now = Utc::now();
         let mut revoke = job::Entity::update_many()
             .col_expr(

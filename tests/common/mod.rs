@@ -4,10 +4,7 @@
 
 use std::{collections::HashMap, net::SocketAddr, time::Duration};
 
-use keel::{
-    app::{AppState, BoundServer},
-    config::Settings,
-};
+use keel::{app::BoundServer, config::Settings, state::AppState};
 use reqwest::{Client, Response, StatusCode};
 use sea_orm::{ConnectionTrait, Database};
 use serde_json::{Value, json};

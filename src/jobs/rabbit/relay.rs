@@ -58,15 +58,13 @@ pub async fn relay(
             }
         };
         if !look {
-            let jobs = std::mem::take(&mut handed);
-            if let Err(e) = publish_handed(&db, &publisher, &jobs, failures == 0).await {
+            if let Err(e) = publish_handed(&db, &publisher, &handed, failures == 0).await {
                 failures = failures.saturating_add(1);
                 if failures == 1 {
                     tracing::warn!(error = %e, "outbox relay cannot publish; jobs stay queued in the database");
                 }
                 look_at = tokio::time::Instant::now() + backoff(failures);
             }
-            handed = jobs;
             handed.clear();
             continue;
         }
