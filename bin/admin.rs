@@ -17,7 +17,7 @@ use keel::{
     config::Settings,
     db,
     entities::{job, user},
-    jobs::{JobQueue, JobSettings, JobStatus, Jobs, Retried},
+    jobs::{JobQueue, JobStatus, Jobs, Retried},
 };
 
 const EXIT_FAILURE: u8 = 1;
@@ -169,7 +169,7 @@ async fn main() -> ExitCode {
 }
 
 async fn run(command: Command, settings: Settings) -> Outcome {
-    let conn = db::connect(&settings).await?;
+    let conn = db::connect(&settings.database).await?;
     if let Command::Migrate = command {
         return migrate(&conn).await;
     }
@@ -177,7 +177,7 @@ async fn run(command: Command, settings: Settings) -> Outcome {
     // Writes from the CLI invalidate the servers' shared cache too.
     let cache = keel::state::build_cache(&settings).await?;
     // The CLI runs no jobs: its enqueues are announced to the processes that do.
-    let queue = JobQueue::new(JobSettings::from_settings(&settings)).announcing();
+    let queue = JobQueue::new(settings.jobs.clone()).announcing();
     let accounts = || -> Result<Accounts, Failure> {
         let hasher = PasswordHasher::new(1)?;
         Ok(Accounts::new(
@@ -190,7 +190,7 @@ async fn run(command: Command, settings: Settings) -> Outcome {
     };
     let directory = Directory::new(conn.clone());
     let jobs = || -> Result<Jobs, Failure> {
-        let mailer = keel::mail::Mailer::from_settings(&settings)?;
+        let mailer = keel::mail::Mailer::new(&settings.mail)?;
         let registry =
             keel::state::job_registry(&conn, &mailer, Arc::new(settings.clone()), &queue, &cache);
         Ok(Jobs::new(conn.clone(), queue.clone(), registry))
@@ -341,7 +341,7 @@ async fn run(command: Command, settings: Settings) -> Outcome {
         }
         Command::ScheduleDeletion { user, days } => {
             let found = find(&directory, &user).await?;
-            let days = days.unwrap_or(settings.deletion_grace_period_days);
+            let days = days.unwrap_or(settings.auth.deletion_grace_period_days);
             let at = chrono::Utc::now() + chrono::Duration::days(i64::from(days));
             let u = accounts()?
                 .schedule_deletion(found, at, "admin-cli")

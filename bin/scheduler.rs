@@ -7,7 +7,7 @@ use keel::{
     config::Settings,
     db,
     jobs::{
-        JobQueue, JobSettings,
+        JobQueue,
         schedule::{self, Periodic},
     },
 };
@@ -55,23 +55,16 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
-    let conn = db::connect(&settings).await?;
+    let conn = db::connect(&settings.database).await?;
     db::require_migrated(&conn).await?;
     // The scheduler runs no jobs: its enqueues are announced to the processes that do.
-    let queue = JobQueue::new(JobSettings::from_settings(&settings)).announcing();
+    let queue = JobQueue::new(settings.jobs.clone()).announcing();
     if let Some(job) = cli.once {
         let id = schedule::fire_once(&conn, &queue, &job).await?;
         println!("enqueued {job} as job {id}");
         return Ok(());
     }
-    let periodic: Vec<Periodic> = settings
-        .schedules
-        .iter()
-        .map(|(job, schedule)| Periodic {
-            job: job.clone(),
-            schedule: schedule.clone(),
-        })
-        .collect();
+    let periodic: Vec<Periodic> = settings.jobs.schedules.clone();
     for p in &periodic {
         tracing::info!(job = %p.job, cron = %p.schedule.source(), "schedule");
     }

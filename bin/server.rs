@@ -47,8 +47,8 @@ async fn main() -> ExitCode {
 }
 
 async fn run(settings: Settings) -> anyhow::Result<()> {
-    let addr = SocketAddr::new(settings.host, settings.port);
-    let grace = settings.shutdown_timeout;
+    let addr = SocketAddr::new(settings.http.host, settings.http.port);
+    let grace = settings.http.shutdown_timeout;
     let state = AppState::build(settings).await?;
     let server = BoundServer::bind(state, addr)
         .await

@@ -6,9 +6,9 @@ use clap::Parser;
 use keel::{
     config::Settings,
     db,
-    jobs::{self, JobSettings, Runner, rabbit::Publisher},
+    jobs::{self, Runner, rabbit::Publisher},
     mail::Mailer,
-    state::{job_registry, rabbit_config},
+    state::job_registry,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -29,7 +29,7 @@ struct Cli {}
 async fn main() -> ExitCode {
     let _cli = Cli::parse();
     let settings = Settings::load_or_exit();
-    if !settings.enable_rabbitmq {
+    if !settings.rabbitmq.enabled {
         eprintln!(
             "invalid configuration: ENABLE_RABBITMQ: the worker takes jobs from RabbitMQ; set ENABLE_RABBITMQ=true (without it, the server runs jobs itself)"
         );
@@ -47,12 +47,12 @@ async fn main() -> ExitCode {
 }
 
 async fn run(settings: Settings) -> anyhow::Result<()> {
-    let conn = db::connect(&settings).await?;
+    let conn = db::connect(&settings.database).await?;
     db::require_migrated(&conn).await?;
-    let mailer = Mailer::from_settings(&settings)?;
+    let mailer = Mailer::new(&settings.mail)?;
     let settings = Arc::new(settings);
     // Jobs that queue further jobs (mails) wake the relay below to publish them at once.
-    let queue = jobs::JobQueue::new(JobSettings::from_settings(&settings));
+    let queue = jobs::JobQueue::new(settings.jobs.clone());
     let cache = keel::state::build_cache(&settings).await?;
     let registry = job_registry(&conn, &mailer, settings.clone(), &queue, &cache);
     let control = jobs::Jobs::new(conn.clone(), queue.clone(), registry.clone());
@@ -61,7 +61,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         Runner::new(
             conn.clone(),
             registry,
-            JobSettings::from_settings(&settings),
+            settings.jobs.clone(),
             worker_id.clone(),
         )
         .waking(queue.wake_handle()),
@@ -70,7 +70,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     // Retries and jobs queued by other processes wake the relay below at once.
     let listener = jobs::listen(&conn, queue.wake_handle(), shutdown.clone());
     // The worker also relays due retries, so they run even while no server is up.
-    let publisher = Arc::new(Publisher::new(rabbit_config(&settings)));
+    let publisher = Arc::new(Publisher::new(settings.rabbitmq.clone()));
     let relay = tokio::spawn(jobs::rabbit::relay(
         conn.clone(),
         publisher,
@@ -80,12 +80,12 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     ));
     let consumer = tokio::spawn(jobs::rabbit::consume(
         runner,
-        rabbit_config(&settings),
-        settings.worker_concurrency,
+        settings.rabbitmq.clone(),
+        settings.jobs.worker_concurrency,
         shutdown.clone(),
-        settings.worker_shutdown_timeout,
+        settings.jobs.worker_shutdown_timeout,
     ));
-    let metrics_server = match settings.worker_metrics_addr {
+    let metrics_server = match settings.jobs.worker_metrics_addr {
         None => None,
         Some(addr) => {
             let listener = poem::listener::TcpListener::bind(addr);
@@ -110,7 +110,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
             }))
         }
     };
-    tracing::info!(%worker_id, concurrency = settings.worker_concurrency, queue = %settings.rabbitmq_queue, "worker started");
+    tracing::info!(%worker_id, concurrency = settings.jobs.worker_concurrency, queue = %settings.rabbitmq.queue, "worker started");
     keel::shutdown_signal().await;
     tracing::info!("stopping: no new jobs; waiting for running ones");
     shutdown.cancel();

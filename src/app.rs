@@ -23,7 +23,7 @@ use crate::{
 
 /// The whole route tree with its middleware.
 pub fn routes(state: AppState) -> impl Endpoint<Output = Response> + 'static {
-    let prefix = state.settings.api_prefix.clone();
+    let prefix = state.settings.http.api_prefix.clone();
     let service = api::service(&state.settings.project_name, &prefix);
     let docs = service.swagger_ui();
     // The spec served at `/openapi.json`, rendered once; the same spec as a routing table
@@ -50,13 +50,16 @@ pub fn routes(state: AppState) -> impl Endpoint<Output = Response> + 'static {
     } else {
         Route::new().nest(prefix, inner)
     };
-    let security = Arc::new(SecurityConfig::from_settings(&state.settings));
+    let security = Arc::new(SecurityConfig::new(
+        &state.settings.security,
+        &state.settings.http.api_prefix,
+    ));
     let validation = security.clone();
-    let cors = cors(&state.settings.cors_origins);
+    let cors = cors(&state.settings.http.cors_origins);
     let limiter = state.limiter.clone();
-    let limited = state.settings.enable_rate_limiting;
-    let limit_prefix: Arc<str> = state.settings.api_prefix.clone().into();
-    let trusted = Arc::new(state.settings.trusted_proxies.clone());
+    let limited = state.settings.rate_limit.enabled;
+    let limit_prefix: Arc<str> = state.settings.http.api_prefix.clone().into();
+    let trusted = Arc::new(state.settings.http.trusted_proxies.clone());
     let allow = contract.clone();
     tree.with(CookieJarManager::new())
         .with(CatchPanic::new())

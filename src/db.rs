@@ -14,7 +14,7 @@ use sea_orm::{
     },
 };
 
-use crate::config::{Settings, redact_url};
+use crate::config::{DatabaseSettings, redact_url};
 
 /// The pool every part of Keel shares; the one database type code outside the domain names.
 pub type Connection = DatabaseConnection;
@@ -57,20 +57,20 @@ pub fn describe_target(url: &str) -> String {
 /// not, which saves a round trip on every checkout under load.
 const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
 
-pub async fn connect(settings: &Settings) -> Result<DatabaseConnection, DbError> {
+pub async fn connect(settings: &DatabaseSettings) -> Result<DatabaseConnection, DbError> {
     let failed = |e: &dyn std::fmt::Display| DbError::Connect {
-        target: describe_target(&settings.database_url),
-        reason: strip_secrets(&e.to_string(), &settings.database_url),
+        target: describe_target(&settings.url),
+        reason: strip_secrets(&e.to_string(), &settings.url),
     };
-    if !is_sqlite(&settings.database_url) {
+    if !is_sqlite(&settings.url) {
         let options: PgConnectOptions = settings
-            .database_url
+            .url
             .parse()
             .map_err(|e: sea_orm::sqlx::Error| failed(&e))?;
         let pool = PgPoolOptions::new()
-            .max_connections(settings.database_max_connections)
-            .min_connections(settings.database_min_connections)
-            .acquire_timeout(settings.database_acquire_timeout)
+            .max_connections(settings.max_connections)
+            .min_connections(settings.min_connections)
+            .acquire_timeout(settings.acquire_timeout)
             .test_before_acquire(false)
             .before_acquire(|conn, meta| {
                 Box::pin(async move {
@@ -81,18 +81,18 @@ pub async fn connect(settings: &Settings) -> Result<DatabaseConnection, DbError>
                 })
             })
             .connect_with(options.disable_statement_logging());
-        let pool = tokio::time::timeout(settings.database_connect_timeout, pool)
+        let pool = tokio::time::timeout(settings.connect_timeout, pool)
             .await
             .map_err(|_| failed(&"no answer within DATABASE_CONNECT_TIMEOUT"))?
             .map_err(|e| failed(&e))?;
         return Ok(SqlxPostgresConnector::from_sqlx_postgres_pool(pool));
     }
-    let mut options = ConnectOptions::new(settings.database_url.clone());
+    let mut options = ConnectOptions::new(settings.url.clone());
     options
-        .max_connections(settings.database_max_connections)
-        .min_connections(settings.database_min_connections)
-        .acquire_timeout(settings.database_acquire_timeout)
-        .connect_timeout(settings.database_connect_timeout)
+        .max_connections(settings.max_connections)
+        .min_connections(settings.min_connections)
+        .acquire_timeout(settings.acquire_timeout)
+        .connect_timeout(settings.connect_timeout)
         .sqlx_logging(false)
         // A pooled SQLite connection is a file handle that cannot go stale, so checking it out
         // skips the ping that guards network connections: one round trip to the connection's

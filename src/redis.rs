@@ -20,7 +20,7 @@ use fred::{
     },
 };
 
-use crate::config::Settings;
+use crate::config::RedisSettings;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RedisError {
@@ -53,14 +53,14 @@ pub struct Redis {
     builder: Arc<Builder>,
 }
 
-fn builder(settings: &Settings) -> Result<Builder, fred::error::Error> {
+fn builder(settings: &RedisSettings) -> Result<Builder, fred::error::Error> {
     let config = Config {
         // Start even when Redis is down; the client keeps reconnecting in the background.
         fail_fast: false,
-        ..Config::from_url(&settings.redis_url)?
+        ..Config::from_url(&settings.url)?
     };
     let mut builder = Builder::from_config(config);
-    let timeout = settings.redis_timeout;
+    let timeout = settings.timeout;
     builder
         .with_connection_config(|c| {
             c.connection_timeout = Duration::from_secs(2);
@@ -78,20 +78,20 @@ fn builder(settings: &Settings) -> Result<Builder, fred::error::Error> {
 impl Redis {
     /// Starts connecting and waits briefly for the first connection; a Redis that is down at
     /// start is logged, and picked up once it comes.
-    pub async fn connect(settings: &Settings) -> Result<Self, fred::error::Error> {
+    pub async fn connect(settings: &RedisSettings) -> Result<Self, fred::error::Error> {
         let builder = builder(settings)?;
         let client = builder.build()?;
         client.connect();
         let redis = Self {
             client,
-            prefix: settings.redis_key_prefix.clone().into(),
-            timeout: settings.redis_timeout,
+            prefix: settings.key_prefix.clone().into(),
+            timeout: settings.timeout,
             builder: Arc::new(builder),
         };
         match tokio::time::timeout(Duration::from_secs(2), redis.client.wait_for_connect()).await {
             Ok(Ok(())) => tracing::info!("connected to redis"),
             _ => tracing::warn!(
-                url = %crate::config::redact_url(&settings.redis_url),
+                url = %crate::config::redact_url(&settings.url),
                 "redis is not reachable yet; working without it until it is"
             ),
         }

@@ -11,7 +11,7 @@ use poem::{
     http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header},
 };
 
-use crate::{config::Settings, error::ApiError};
+use crate::{config::SecuritySettings, error::ApiError};
 
 /// The strict policy for API responses.
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: https:; \
@@ -67,38 +67,25 @@ const PRIVATE_ROUTES: [&str; 3] = ["/auth", "/users", "/admin"];
 const FORM: &str = "application/x-www-form-urlencoded";
 const JSON: &str = "application/json";
 
+/// The security middleware's policy: its settings, the HSTS header ready to send, and the
+/// prefix the routes are nested under.
 #[derive(Debug, Clone)]
 pub struct SecurityConfig {
-    pub headers: bool,
-    pub hsts: Option<HeaderValue>,
-    pub size_validation: bool,
-    pub max_request_size: u64,
-    pub content_type_validation: bool,
-    pub event_logging: bool,
+    pub settings: SecuritySettings,
+    hsts: Option<HeaderValue>,
     pub prefix: String,
 }
 
 impl SecurityConfig {
-    pub fn from_settings(s: &Settings) -> Self {
-        let hsts = s.enable_hsts.then(|| {
-            let mut v = format!("max-age={}", s.hsts_max_age);
-            if s.hsts_include_subdomains {
-                v.push_str("; includeSubDomains");
-            }
-            if s.hsts_preload {
-                v.push_str("; preload");
-            }
-            // Only digits and fixed ASCII: always a valid header value.
-            HeaderValue::from_str(&v).expect("an HSTS value is plain ASCII")
-        });
+    pub fn new(settings: &SecuritySettings, prefix: &str) -> Self {
         Self {
-            headers: s.enable_security_headers,
-            hsts,
-            size_validation: s.enable_request_size_validation,
-            max_request_size: s.max_request_size,
-            content_type_validation: s.enable_content_type_validation,
-            event_logging: s.enable_security_event_logging,
-            prefix: s.api_prefix.clone(),
+            // Only digits and fixed ASCII (see the settings): a value that fails is dropped.
+            hsts: settings
+                .hsts
+                .as_deref()
+                .and_then(|v| HeaderValue::from_str(v).ok()),
+            settings: settings.clone(),
+            prefix: prefix.to_string(),
         }
     }
 
@@ -108,7 +95,7 @@ impl SecurityConfig {
 
     /// Adds the security headers to a finished response (errors included).
     pub fn apply_headers(&self, path: &str, resp: &mut Response) {
-        if !self.headers {
+        if !self.settings.headers {
             return;
         }
         let route = self.route(path);
@@ -175,7 +162,7 @@ impl EventFields {
     }
 
     fn log(&self, config: &SecurityConfig, event_type: &'static str) {
-        if !config.event_logging {
+        if !config.settings.event_logging {
             return;
         }
         tracing::warn!(
@@ -281,7 +268,7 @@ fn too_large(config: &SecurityConfig) -> ApiError {
         "payload_too_large",
         format!(
             "the request body is larger than {} bytes",
-            config.max_request_size
+            config.settings.max_request_size
         ),
     )
 }
@@ -295,7 +282,7 @@ pub async fn validate<E: Endpoint>(
 ) -> poem::Result<Response> {
     let path = req.uri().path().to_string();
     let event = EventFields::of(&req);
-    if config.size_validation {
+    if config.settings.size_validation {
         match content_length(req.headers()) {
             Length::Invalid => {
                 event.log(&config, "invalid_content_length");
@@ -306,14 +293,14 @@ pub async fn validate<E: Endpoint>(
                 )
                 .into());
             }
-            Length::Valid(n) if n > config.max_request_size => {
+            Length::Valid(n) if n > config.settings.max_request_size => {
                 event.log(&config, "request_too_large");
                 return Err(too_large(&config).into());
             }
             _ => {}
         }
     }
-    if config.content_type_validation
+    if config.settings.content_type_validation
         && has_body(&req)
         && !matches!(*req.method(), Method::GET | Method::HEAD)
     {
@@ -338,13 +325,13 @@ pub async fn validate<E: Endpoint>(
             .into());
         }
     }
-    if !config.size_validation {
+    if !config.settings.size_validation {
         return next.call(req).await.map(IntoResponse::into_response);
     }
     // Chunked or understated bodies: count while reading and stop at the limit.
     let exceeded = Arc::new(AtomicBool::new(false));
     let flag = exceeded.clone();
-    let limit = config.max_request_size;
+    let limit = config.settings.max_request_size;
     let mut seen: u64 = 0;
     let stream = req.take_body().into_bytes_stream().map(move |chunk| {
         let chunk = chunk?;

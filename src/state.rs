@@ -10,11 +10,7 @@ use crate::{
     cache::Cache,
     config::Settings,
     db,
-    jobs::{
-        self, JobQueue, JobSettings, Jobs, Registry, Runner,
-        rabbit::{Publisher, RabbitConfig},
-        tasks,
-    },
+    jobs::{self, JobQueue, Jobs, Registry, Runner, rabbit::Publisher, tasks},
     mail::{self, Mailer},
     redis::Redis,
 };
@@ -40,15 +36,15 @@ pub struct AppState {
 
 /// The cache every process shares: on Redis when `ENABLE_REDIS` is on.
 pub async fn build_cache(settings: &Settings) -> anyhow::Result<Cache> {
-    let redis = if settings.enable_redis {
-        Some(Redis::connect(settings).await?)
+    let redis = if settings.redis.enabled {
+        Some(Redis::connect(&settings.redis).await?)
     } else {
         None
     };
     Ok(Cache::new(
         redis,
-        settings.cache_ttl,
-        settings.access_token_ttl,
+        settings.redis.cache_ttl,
+        settings.auth.access_token_ttl,
     ))
 }
 
@@ -88,35 +84,28 @@ pub fn job_registry(
         .build()
 }
 
-pub fn rabbit_config(settings: &Settings) -> RabbitConfig {
-    RabbitConfig {
-        url: settings.rabbitmq_url.clone(),
-        queue: settings.rabbitmq_queue.clone(),
-        republish_after: settings.job_republish_after,
-    }
-}
-
 impl AppState {
     /// Connects to the database, applies migrations when `AUTO_MIGRATE` is on, and creates the
     /// first superuser when one is configured.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let settings = Arc::new(settings);
-        let db = db::connect(&settings).await?;
-        if settings.auto_migrate {
+        let db = db::connect(&settings.database).await?;
+        if settings.database.auto_migrate {
             db::migrate(&db).await?;
         } else {
             db::require_migrated(&db).await?;
         }
-        let hasher = PasswordHasher::new(settings.password_hash_concurrency)?;
-        let mailer = Mailer::from_settings(&settings)?;
-        let jobs = JobQueue::new(JobSettings::from_settings(&settings));
+        let hasher = PasswordHasher::new(settings.auth.password_hash_concurrency)?;
+        let mailer = Mailer::new(&settings.mail)?;
+        let jobs = JobQueue::new(settings.jobs.clone());
         let cache = build_cache(&settings).await?;
         let registry = job_registry(&db, &mailer, settings.clone(), &jobs, &cache);
         let publisher = settings
-            .enable_rabbitmq
-            .then(|| Arc::new(Publisher::new(rabbit_config(&settings))));
+            .rabbitmq
+            .enabled
+            .then(|| Arc::new(Publisher::new(settings.rabbitmq.clone())));
         let limiter =
-            crate::ratelimit::Limiter::new(cache.redis().cloned(), settings.rate_limit_fail_open);
+            crate::ratelimit::Limiter::new(cache.redis().cloned(), settings.rate_limit.fail_open);
         let mut accounts = Accounts::new(
             db.clone(),
             settings.clone(),
@@ -124,7 +113,7 @@ impl AppState {
             jobs.clone(),
             cache.clone(),
         )?;
-        if settings.enable_rate_limiting {
+        if settings.rate_limit.enabled {
             accounts = accounts.throttling_logins(limiter.clone());
         }
         if let Some(redis) = cache.redis() {
@@ -144,12 +133,10 @@ impl AppState {
         if let Some(user) = accounts.ensure_first_superuser().await? {
             tracing::info!(user_id = %user.id, "created the first superuser from FIRST_SUPERUSER_EMAIL");
         }
-        let hub = settings.enable_websockets.then(|| {
-            crate::ws::Hub::new(
-                crate::ws::WsLimits::from_settings(&settings),
-                cache.redis().cloned(),
-            )
-        });
+        let hub = settings
+            .websockets
+            .enabled
+            .then(|| crate::ws::Hub::new(settings.websockets.clone(), cache.redis().cloned()));
         let jobs = Jobs::new(db.clone(), jobs, registry.clone());
         Ok(Self {
             settings,
@@ -191,9 +178,9 @@ impl AppState {
                 tokio::spawn(jobs::local::run(
                     runner,
                     wake,
-                    self.settings.worker_concurrency,
+                    self.settings.jobs.worker_concurrency,
                     shutdown,
-                    self.settings.shutdown_timeout,
+                    self.settings.http.shutdown_timeout,
                 ))
             }
         };

@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::{config::Settings, metrics::metrics, redis::Redis};
+use crate::{config::WebSocketSettings, metrics::metrics, redis::Redis};
 
 pub const DEFAULT_ROOM: &str = "default";
 /// How long another instance's published counts are believed.
@@ -59,25 +59,6 @@ impl Local {
     }
 }
 
-#[derive(Debug, Clone)]
-pub struct WsLimits {
-    pub max_message_bytes: usize,
-    pub messages_per_second: u32,
-    pub send_queue: usize,
-    pub ping_interval: Duration,
-}
-
-impl WsLimits {
-    pub fn from_settings(s: &Settings) -> Self {
-        Self {
-            max_message_bytes: s.ws_max_message_bytes,
-            messages_per_second: s.ws_messages_per_second,
-            send_queue: s.ws_send_queue,
-            ping_interval: s.ws_ping_interval,
-        }
-    }
-}
-
 /// Connections and rooms across every instance.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Status {
@@ -92,7 +73,7 @@ pub struct Hub {
 
 struct Inner {
     instance: String,
-    limits: WsLimits,
+    limits: WebSocketSettings,
     local: Mutex<Local>,
     next_id: AtomicU64,
     redis: Option<Redis>,
@@ -120,7 +101,7 @@ pub fn valid_room(name: &str) -> bool {
 }
 
 impl Hub {
-    pub fn new(limits: WsLimits, redis: Option<Redis>) -> Self {
+    pub fn new(limits: WebSocketSettings, redis: Option<Redis>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 instance: uuid::Uuid::new_v4().simple().to_string(),
@@ -136,7 +117,7 @@ impl Hub {
         }
     }
 
-    pub fn limits(&self) -> &WsLimits {
+    pub fn limits(&self) -> &WebSocketSettings {
         &self.inner.limits
     }
 

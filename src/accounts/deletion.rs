@@ -43,7 +43,7 @@ fn format_day(at: DateTime<Utc>) -> String {
 }
 
 fn cancel_link(settings: &Settings, raw: &str) -> String {
-    format!("{}/cancel-deletion?token={raw}", settings.frontend_url)
+    format!("{}/cancel-deletion?token={raw}", settings.auth.frontend_url)
 }
 
 /// A cancel link for a scheduled deletion; earlier ones stay valid.
@@ -105,8 +105,11 @@ impl Accounts {
                 &settings.project_name,
                 &user.email,
                 &user.username,
-                &format!("{}/confirm-deletion?token={raw}", settings.frontend_url),
-                settings.deletion_token_ttl.as_secs() / 3600,
+                &format!(
+                    "{}/confirm-deletion?token={raw}",
+                    settings.auth.frontend_url
+                ),
+                settings.auth.deletion_token_ttl.as_secs() / 3600,
             ),
         )
         .await?;
@@ -124,7 +127,7 @@ impl Accounts {
         if user.is_deleted {
             return Err(AccountError::TokenInvalid);
         }
-        let at = now() + Duration::days(i64::from(self.settings().deletion_grace_period_days));
+        let at = now() + Duration::days(i64::from(self.settings().auth.deletion_grace_period_days));
         let user = self.schedule_in(&txn, user, at, client, "user").await?;
         self.commit_and_dispatch(txn).await?;
         self.users_changed().await;
@@ -275,7 +278,7 @@ impl Accounts {
             confirmed: user.deletion_scheduled_for.is_some(),
             scheduled_for: user.deletion_scheduled_for,
             can_cancel: requested && !user.is_deleted,
-            grace_period_days: self.settings().deletion_grace_period_days,
+            grace_period_days: self.settings().auth.deletion_grace_period_days,
         }
     }
 }
@@ -379,7 +382,7 @@ impl DeletionJobs {
             let due = user::Entity::find()
                 .filter(user::Column::DeletionScheduledFor.lte(cutoff))
                 .order_by_asc(user::Column::DeletionScheduledFor)
-                .limit(self.settings.purge_batch_size)
+                .limit(self.settings.auth.purge_batch_size)
                 .all(&self.db)
                 .await?;
             if due.is_empty() {
@@ -431,7 +434,7 @@ impl DeletionJobs {
     /// Mails each due reminder once: `deletion_reminder_days` records the most urgent reminder
     /// sent, and the conditional update lets only one of several concurrent runs send it.
     async fn remind(&self) -> Result<u64> {
-        let reminder_days = &self.settings.deletion_reminder_days;
+        let reminder_days = &self.settings.auth.deletion_reminder_days;
         let Some(&farthest) = reminder_days.first() else {
             return Ok(0);
         };
@@ -447,7 +450,7 @@ impl DeletionJobs {
                         .lte(at + Duration::days(i64::from(farthest))),
                 )
                 .order_by_asc(user::Column::Id)
-                .limit(self.settings.purge_batch_size);
+                .limit(self.settings.auth.purge_batch_size);
             if let Some(last) = after {
                 query = query.filter(user::Column::Id.gt(last));
             }

@@ -15,3 +15,21 @@ pub use cleanup::*;
 pub use deletion::*;
 pub use service::*;
 pub use validation::FieldProblem;
+
+#[cfg(test)]
+mod tests {
+    /// The settings name the periodic jobs by the names their handlers are registered under
+    /// here; a rename on one side only would leave a schedule firing a job nobody runs.
+    #[test]
+    fn the_periodic_jobs_are_the_accounts_handlers() {
+        let names = crate::config::PERIODIC.map(|p| p.name);
+        assert_eq!(
+            names,
+            [
+                super::PURGE_DELETED_ACCOUNTS,
+                super::SEND_DELETION_REMINDERS,
+                super::CLEANUP_EXPIRED_TOKENS
+            ]
+        );
+    }
+}

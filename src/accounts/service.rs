@@ -166,7 +166,7 @@ impl Accounts {
         jobs: JobQueue,
         cache: Cache,
     ) -> Result<Self> {
-        let jwt = JwtKeys::new(&settings.secret_key)
+        let jwt = JwtKeys::new(&settings.auth.secret_key)
             .map_err(|e| AccountError::Internal(e.to_string()))?;
         Ok(Self {
             db,
@@ -210,7 +210,7 @@ impl Accounts {
     /// comes back, for the revocations it missed while away.
     pub async fn resync_revocations(&self) -> Result<usize> {
         let since = now()
-            - chrono::Duration::from_std(self.settings.access_token_ttl)
+            - chrono::Duration::from_std(self.settings.auth.access_token_ttl)
                 .unwrap_or(chrono::Duration::MAX);
         let ids: Vec<Uuid> = session::Entity::find()
             .filter(session::Column::RevokedAt.gt(since))
@@ -383,8 +383,11 @@ impl Accounts {
             &self.settings.project_name,
             &user.email,
             &user.username,
-            &format!("{}/verify-email?token={raw}", self.settings.frontend_url),
-            self.settings.verification_token_ttl.as_secs() / 3600,
+            &format!(
+                "{}/verify-email?token={raw}",
+                self.settings.auth.frontend_url
+            ),
+            self.settings.auth.verification_token_ttl.as_secs() / 3600,
         )
     }
 
@@ -464,7 +467,7 @@ impl Accounts {
                     &self.settings.project_name,
                     &user.email,
                     &user.username,
-                    &self.settings.frontend_url,
+                    &self.settings.auth.frontend_url,
                 ),
             )
             .await?;
@@ -528,8 +531,11 @@ impl Accounts {
                 &self.settings.project_name,
                 &user.email,
                 &user.username,
-                &format!("{}/reset-password?token={raw}", self.settings.frontend_url),
-                self.settings.password_reset_token_ttl.as_secs() / 60,
+                &format!(
+                    "{}/reset-password?token={raw}",
+                    self.settings.auth.frontend_url
+                ),
+                self.settings.auth.password_reset_token_ttl.as_secs() / 60,
             ),
         )
         .await?;
@@ -698,7 +704,7 @@ impl Accounts {
             .await?;
             return Err(AccountError::InvalidCredentials);
         }
-        if self.settings.require_email_verification && !user.is_verified {
+        if self.settings.auth.require_email_verification && !user.is_verified {
             self.audit(
                 &self.db,
                 Some(user.id),
@@ -748,7 +754,7 @@ impl Accounts {
             .into_iter()
             .filter(|s| s.is_live(at))
             .collect();
-        let max = self.settings.max_sessions_per_user as usize;
+        let max = self.settings.auth.max_sessions_per_user as usize;
         if live.len() >= max {
             let excess: Vec<Uuid> = live
                 .iter()
@@ -768,7 +774,7 @@ impl Accounts {
             user_id: user.id,
             created_at: at,
             last_used_at: at,
-            expires_at: after(self.settings.refresh_token_ttl),
+            expires_at: after(self.settings.auth.refresh_token_ttl),
             revoked_at: None,
             revoked_reason: None,
             device_info: truncate(client.user_agent.clone(), 512),
@@ -793,13 +799,13 @@ impl Accounts {
             token_hash: Set(tokens::hash_token(&raw)),
             created_at: Set(now()),
             // A refresh token never outlives its session.
-            expires_at: Set(after(self.settings.refresh_token_ttl).min(session.expires_at)),
+            expires_at: Set(after(self.settings.auth.refresh_token_ttl).min(session.expires_at)),
             used_at: Set(None),
         })
         .exec_without_returning(conn)
         .await?;
         let issued = now().timestamp();
-        let ttl = self.settings.access_token_ttl.as_secs();
+        let ttl = self.settings.auth.access_token_ttl.as_secs();
         let access = self
             .jwt
             .issue(&AccessClaims {
@@ -1056,18 +1062,15 @@ impl Accounts {
 
     /// Creates the configured first superuser (verified) unless that email already exists.
     pub async fn ensure_first_superuser(&self) -> Result<Option<user::Model>> {
-        let (Some(email), Some(password)) = (
-            self.settings.first_superuser_email.clone(),
-            self.settings.first_superuser_password.clone(),
-        ) else {
+        let Some(first) = self.settings.auth.first_superuser.clone() else {
             return Ok(None);
         };
-        let email =
-            validation::normalise_email(&email).map_err(|p| AccountError::Validation(vec![p]))?;
+        let email = validation::normalise_email(&first.email)
+            .map_err(|p| AccountError::Validation(vec![p]))?;
         if find_user_by_email(&self.db, &email).await?.is_some() {
             return Ok(None);
         }
-        let username = self.settings.first_superuser_username.clone();
+        let (username, password) = (first.username, first.password);
         let hash = self.hasher.hash(password).await?;
         let user = insert_user(&self.db, &email, &username, hash, true, true).await?;
         self.audit(
@@ -1208,12 +1211,12 @@ pub(super) async fn insert_one_time_token(
     purpose: Purpose,
 ) -> Result<String> {
     let ttl = match purpose {
-        Purpose::VerifyEmail => settings.verification_token_ttl,
-        Purpose::ResetPassword => settings.password_reset_token_ttl,
-        Purpose::ConfirmDeletion => settings.deletion_token_ttl,
+        Purpose::VerifyEmail => settings.auth.verification_token_ttl,
+        Purpose::ResetPassword => settings.auth.password_reset_token_ttl,
+        Purpose::ConfirmDeletion => settings.auth.deletion_token_ttl,
         // Valid for as long as there can be a scheduled deletion to cancel.
         Purpose::CancelDeletion => std::time::Duration::from_secs(
-            86_400 * (u64::from(settings.deletion_grace_period_days) + 1),
+            86_400 * (u64::from(settings.auth.deletion_grace_period_days) + 1),
         ),
     };
     let raw = tokens::new_opaque_token();

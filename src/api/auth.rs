@@ -364,8 +364,8 @@ pub enum Accepted {
 fn refresh_cookie(state: &AppState, value: &str, max_age: u64) -> String {
     format!(
         "{REFRESH_COOKIE}={value}; Path={}/auth; Max-Age={max_age}; HttpOnly; SameSite=Lax{}",
-        state.settings.api_prefix,
-        if state.settings.cookie_secure {
+        state.settings.http.api_prefix,
+        if state.settings.auth.cookie_secure {
             "; Secure"
         } else {
             ""
@@ -377,7 +377,7 @@ fn tokens_response(state: &AppState, pair: TokenPair) -> Tokens {
     let cookie = refresh_cookie(
         state,
         &pair.refresh_token,
-        state.settings.refresh_token_ttl.as_secs(),
+        state.settings.auth.refresh_token_ttl.as_secs(),
     );
     Tokens::Ok(
         Json(TokenResponse {

@@ -64,7 +64,7 @@ impl IntegrationsApi {
         let token = token.0.or_else(|| bearer_token(req));
         let sender = match token {
             Some(token) => authenticate_token(&state, &token).await?.user.username,
-            None if state.settings.ws_require_auth => {
+            None if state.settings.websockets.require_auth => {
                 return Err(ApiError::unauthorized(
                     "not_authenticated",
                     "this server requires a token: ?token=<access token> or Authorization: Bearer",

@@ -32,7 +32,7 @@ impl RootApi {
         Ok(Json(ServiceInfo {
             name: state.settings.project_name.clone(),
             version: crate::VERSION.to_string(),
-            docs: format!("{}/docs", state.settings.api_prefix),
+            docs: format!("{}/docs", state.settings.http.api_prefix),
         }))
     }
 
@@ -44,12 +44,12 @@ impl RootApi {
     ) -> Result<Json<Features>, ApiError> {
         let s = &state.settings;
         Ok(Json(Features {
-            redis: s.enable_redis,
-            websockets: s.enable_websockets,
-            rabbitmq: s.enable_rabbitmq,
-            email: s.smtp.is_some(),
-            rate_limiting: s.enable_rate_limiting,
-            security_headers: s.enable_security_headers,
+            redis: s.redis.enabled,
+            websockets: s.websockets.enabled,
+            rabbitmq: s.rabbitmq.enabled,
+            email: s.mail.smtp.is_some(),
+            rate_limiting: s.rate_limit.enabled,
+            security_headers: s.security.headers,
         }))
     }
 }

@@ -12,7 +12,7 @@ mod runner;
 pub mod schedule;
 pub mod tasks;
 
-use std::{collections::HashMap, future::Future, pin::Pin, sync::Arc, time::Duration};
+use std::{collections::HashMap, future::Future, pin::Pin, sync::Arc};
 
 use serde_json::Value;
 use uuid::Uuid;
@@ -21,7 +21,7 @@ pub use control::{Cancelled, Jobs, Retried};
 pub use outbox::{CHANNEL, HandedOff, JobPayload, JobQueue, NewJob, announce, listen};
 pub use runner::{Outcome, Runner};
 
-use crate::config::Settings;
+pub use crate::config::JobSettings;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobStatus {
@@ -58,40 +58,6 @@ impl JobStatus {
         Self::ALL
             .into_iter()
             .find(|v| v.as_str().eq_ignore_ascii_case(s))
-    }
-}
-
-/// How jobs are retried and bounded; read from the settings.
-#[derive(Debug, Clone)]
-pub struct JobSettings {
-    pub max_attempts: i32,
-    pub retry_base: Duration,
-    pub retry_max: Duration,
-    pub timeout: Duration,
-    /// How often one query per worker asks which of its running jobs were cancelled.
-    pub cancel_poll: Duration,
-}
-
-impl JobSettings {
-    pub fn from_settings(s: &Settings) -> Self {
-        Self {
-            max_attempts: s.job_max_attempts,
-            retry_base: s.job_retry_base,
-            retry_max: s.job_retry_max,
-            timeout: s.job_timeout,
-            cancel_poll: Duration::from_millis(500),
-        }
-    }
-
-    /// Exponential backoff with jitter: base × 2^(attempt−1), capped, then scaled by 0.75–1.25 so
-    /// that jobs failing together do not retry together.
-    pub fn backoff(&self, attempt: i32) -> Duration {
-        let exp = attempt.clamp(1, 30) as u32 - 1;
-        let raw = self
-            .retry_base
-            .saturating_mul(2u32.saturating_pow(exp))
-            .min(self.retry_max);
-        raw.mul_f64(0.75 + rand::random::<f64>() * 0.5)
     }
 }
 

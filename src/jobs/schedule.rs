@@ -4,10 +4,7 @@
 //! dedupe keys unique, so any number of scheduler replicas, or a restart inside a slot, enqueue
 //! each slot's run exactly once.
 
-use std::str::FromStr;
-
 use chrono::{DateTime, SubsecRound, Timelike, Utc};
-use cron::Schedule;
 use sea_orm::{
     ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
 };
@@ -20,16 +17,7 @@ use crate::{
     jobs::{JobQueue, NewJob},
 };
 
-#[derive(Debug, Clone)]
-pub struct Periodic {
-    pub job: String,
-    pub schedule: Schedule,
-}
-
-/// Parses a cron expression with seconds: `sec min hour day-of-month month day-of-week`.
-pub fn parse(expression: &str) -> Result<Schedule, String> {
-    Schedule::from_str(expression.trim()).map_err(|e| e.to_string())
-}
+pub use crate::config::{PERIODIC, Periodic, PeriodicJob, parse_cron as parse};
 
 pub fn dedupe_key(job: &str, slot: DateTime<Utc>) -> String {
     format!("schedule:{job}:{}", slot.to_rfc3339())
@@ -89,7 +77,7 @@ pub async fn run(
         }
         // Every schedule due at this slot fires (several may share it).
         for p in periodic.iter().filter(|p| p.schedule.includes(slot)) {
-            match fire(&db, &queue, &p.job, slot).await {
+            match fire(&db, &queue, p.job, slot).await {
                 Ok(id) => {
                     tracing::info!(job = %p.job, %slot, job_id = %id, "scheduled job enqueued")
                 }
@@ -100,34 +88,6 @@ pub async fn run(
         }
     }
 }
-
-/// A job the scheduler enqueues: its name, the setting that holds its cron expression, and
-/// the expression when the setting is absent.
-#[derive(Debug, Clone, Copy)]
-pub struct PeriodicJob {
-    pub name: &'static str,
-    pub setting: &'static str,
-    pub default: &'static str,
-}
-
-/// The one list of periodic jobs: the settings, the scheduler and `admin stats` read it.
-pub const PERIODIC: [PeriodicJob; 3] = [
-    PeriodicJob {
-        name: crate::accounts::PURGE_DELETED_ACCOUNTS,
-        setting: "SCHEDULE_PURGE_DELETED_ACCOUNTS",
-        default: "0 0 * * * *",
-    },
-    PeriodicJob {
-        name: crate::accounts::SEND_DELETION_REMINDERS,
-        setting: "SCHEDULE_DELETION_REMINDERS",
-        default: "0 30 * * * *",
-    },
-    PeriodicJob {
-        name: crate::accounts::CLEANUP_EXPIRED_TOKENS,
-        setting: "SCHEDULE_CLEANUP_EXPIRED_TOKENS",
-        default: "0 30 3 * * *",
-    },
-];
 
 /// Every job the scheduler may enqueue, on its cron schedule or with `scheduler --once`.
 pub const PERIODIC_JOBS: [&str; 3] = [PERIODIC[0].name, PERIODIC[1].name, PERIODIC[2].name];

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::{
-    config::Settings,
+    config::MailSettings,
     jobs::{JobContext, JobError, JobResult, NewJob},
 };
 
@@ -49,7 +49,7 @@ pub enum Mailer {
 }
 
 impl Mailer {
-    pub fn from_settings(settings: &Settings) -> Result<Self, MailError> {
+    pub fn new(settings: &MailSettings) -> Result<Self, MailError> {
         let from = Mailbox::new(
             Some(settings.from_name.clone()),
             settings

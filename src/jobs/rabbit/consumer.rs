@@ -15,11 +15,14 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::jobs::{Outcome, Runner};
+use crate::{
+    config::RabbitSettings,
+    jobs::{Outcome, Runner},
+};
 
 use super::{
-    CLAIMS_PER_BATCH, CONNECT_TIMEOUT, PREFETCH_PER_JOB, RabbitConfig, RabbitError, backoff,
-    connect, with_timeout,
+    CLAIMS_PER_BATCH, CONNECT_TIMEOUT, PREFETCH_PER_JOB, RabbitError, backoff, connect,
+    with_timeout,
 };
 use crate::jobs::heartbeat::{HEARTBEAT_EVERY, heartbeat};
 
@@ -27,7 +30,7 @@ use crate::jobs::heartbeat::{HEARTBEAT_EVERY, heartbeat};
 /// connections. On shutdown it stops taking deliveries and waits up to `grace` for running jobs.
 pub async fn consume(
     runner: Arc<Runner>,
-    config: RabbitConfig,
+    config: RabbitSettings,
     concurrency: usize,
     shutdown: CancellationToken,
     grace: Duration,
@@ -80,7 +83,7 @@ pub async fn consume(
 /// that finished meanwhile (`Runner::execute`), then acknowledged.
 async fn consume_connection(
     runner: &Arc<Runner>,
-    config: &RabbitConfig,
+    config: &RabbitSettings,
     concurrency: usize,
     permits: &Arc<Semaphore>,
     shutdown: &CancellationToken,

@@ -31,20 +31,7 @@ const PREFETCH_PER_JOB: usize = 4;
 /// Deliveries claimed by one statement at most.
 const CLAIMS_PER_BATCH: usize = 256;
 
-#[derive(Debug, Clone)]
-pub struct RabbitConfig {
-    pub url: String,
-    pub queue: String,
-    /// A published-but-unstarted job older than this is published again (covers a relay that
-    /// died between marking a row and publishing it); duplicates are skipped by the runner.
-    pub republish_after: Duration,
-}
-
-impl RabbitConfig {
-    pub fn dead_letter_queue(&self) -> String {
-        format!("{}.dead", self.queue)
-    }
-}
+use crate::config::RabbitSettings;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RabbitError {
@@ -69,7 +56,7 @@ async fn with_timeout<T>(
 }
 
 /// Connects and declares the topology; idempotent.
-pub async fn connect(config: &RabbitConfig) -> Result<(Connection, Channel), RabbitError> {
+pub async fn connect(config: &RabbitSettings) -> Result<(Connection, Channel), RabbitError> {
     let conn = with_timeout(
         CONNECT_TIMEOUT,
         Connection::connect(&config.url, ConnectionProperties::default()),
@@ -80,7 +67,7 @@ pub async fn connect(config: &RabbitConfig) -> Result<(Connection, Channel), Rab
     Ok((conn, channel))
 }
 
-async fn declare(channel: &Channel, config: &RabbitConfig) -> Result<(), RabbitError> {
+async fn declare(channel: &Channel, config: &RabbitSettings) -> Result<(), RabbitError> {
     let durable = QueueDeclareOptions {
         durable: true,
         ..Default::default()
@@ -113,12 +100,12 @@ async fn declare(channel: &Channel, config: &RabbitConfig) -> Result<(), RabbitE
 
 /// Publishes job ids with publisher confirms over one lazily (re)opened connection.
 pub struct Publisher {
-    config: RabbitConfig,
+    config: RabbitSettings,
     link: Mutex<Option<(Connection, Channel)>>,
 }
 
 impl Publisher {
-    pub fn new(config: RabbitConfig) -> Self {
+    pub fn new(config: RabbitSettings) -> Self {
         Self {
             config,
             link: Mutex::new(None),

@@ -1,7 +1,7 @@
 //! The admin and user-management API: superusers only, every operation, and the rule that an
 //! administrator cannot demote, unverify or delete themselves.
 
-mod common;
+use crate::common;
 
 use common::{Backend, TestApp, TestUser, Tokens, problem};
 use keel::entities::audit_log;

@@ -4,10 +4,15 @@ fn read(path: &str) -> String {
     std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))).unwrap()
 }
 
-/// The environment variable names `src/config.rs` reads (quoted upper-case names outside tests).
+/// The environment variable names the settings sections in `src/config/` read (quoted
+/// upper-case names outside tests).
 fn settings_in_code() -> Vec<String> {
-    let source = read("src/config.rs");
-    let code = source.split("#[cfg(test)]").next().unwrap();
+    let dir = format!("{}/src/config", env!("CARGO_MANIFEST_DIR"));
+    let mut code = String::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let source = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        code.push_str(source.split("#[cfg(test)]").next().unwrap());
+    }
     let mut names: Vec<String> = code
         .split('"')
         .skip(1)

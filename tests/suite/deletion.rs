@@ -1,7 +1,7 @@
 //! Account deletion with a grace period: request, confirm, cancel, reminders and the purge, with
 //! time moved by writing the scheduled date (never by sleeping days).
 
-mod common;
+use crate::common;
 
 use std::{process::Command, time::Duration};
 

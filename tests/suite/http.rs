@@ -1,6 +1,6 @@
 //! Framework-level behaviour: problem+json for every error, request ids, docs and the spec.
 
-mod common;
+use crate::common;
 
 use common::{Backend, TestApp, problem};
 use reqwest::StatusCode;

@@ -1,7 +1,7 @@
 //! WebSockets: the tutorial's session, rooms, fan-out across instances through Redis, and the
 //! protections (slow readers, message rate, size, authentication, shutdown).
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -118,7 +118,7 @@ impl TestApp {
                 )
                 .await;
         });
-        let prefix = state.settings.api_prefix.clone();
+        let prefix = state.settings.http.api_prefix.clone();
         Self {
             addr,
             base: format!("http://{addr}{prefix}"),

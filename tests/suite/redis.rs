@@ -1,7 +1,7 @@
 //! Redis: the user-page cache and session revocation across instances, and what happens when
 //! Redis goes away and comes back.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! The operator CLI against PostgreSQL, as an operator runs it.
 
-mod common;
+use crate::common;
 
 use std::{
     io::Write,

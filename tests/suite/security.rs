@@ -1,6 +1,6 @@
 //! Security headers, request size and content-type validation, security events and CORS.
 
-mod common;
+use crate::common;
 
 use std::{
     io::Write,

@@ -1,6 +1,6 @@
 //! Background jobs over real RabbitMQ with `worker` processes, and in-process in embedded mode.
 
-mod common;
+use crate::common;
 
 use std::{
     sync::{

@@ -1,6 +1,6 @@
 //! The scheduler binary: slots enqueued once across replicas, --once, SIGTERM.
 
-mod common;
+use crate::common;
 
 use std::{
     process::{Command, Stdio},

@@ -1,7 +1,7 @@
 //! Rate limits: per route and client address, in memory or shared through Redis, proxies
 //! believed only when trusted, and failed logins per account.
 
-mod common;
+use crate::common;
 
 use common::{Backend, TestApp, TestUser, problem};
 use reqwest::{Response, StatusCode};

@@ -1,6 +1,6 @@
 //! The account contract over real HTTP, on SQLite and on PostgreSQL, with mail through real SMTP.
 
-mod common;
+use crate::common;
 
 use common::{Backend, TestApp, TestUser, mail, problem};
 use keel::{
@@ -550,7 +550,7 @@ async fn access_token_failures(backend: Backend) {
         .unwrap()
         .unwrap()
         .id;
-    let keys = JwtKeys::new(&app.state.settings.secret_key).unwrap();
+    let keys = JwtKeys::new(&app.state.settings.auth.secret_key).unwrap();
     let now = chrono::Utc::now().timestamp();
     let expired = keys
         .issue(&AccessClaims {

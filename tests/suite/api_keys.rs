@@ -1,6 +1,6 @@
 //! API keys: created once, stored hashed, scoped, revocable, rotatable, expiring.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

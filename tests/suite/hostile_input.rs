@@ -2,7 +2,7 @@
 //! field of any operation is a 422 `validation_failed` naming the field (never a 5xx), on both
 //! back ends, and nothing is written.
 
-mod common;
+use crate::common;
 
 use common::{Backend, TestApp};
 use keel::entities::{api_key, audit_log, job, one_time_token, refresh_token, session, user};

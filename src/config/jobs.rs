@@ -1,0 +1,188 @@
+//! `jobs`: attempts, backoff and time limits of every job, the worker's concurrency and
+//! metrics address, and the cron schedule of each periodic job.
+
+use std::{net::SocketAddr, str::FromStr, time::Duration};
+
+use cron::Schedule;
+
+use super::reader::{ConfigError, MILLISECOND, Reader, SECOND};
+
+#[derive(Debug, Clone)]
+pub struct JobSettings {
+    pub max_attempts: i32,
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    pub timeout: Duration,
+    /// How often one query per worker asks which of its running jobs were cancelled.
+    pub cancel_poll: Duration,
+    /// Jobs one worker process (or the in-process worker) runs at once.
+    pub worker_concurrency: usize,
+    pub worker_shutdown_timeout: Duration,
+    /// Where a worker serves `/metrics` and `/health/live`; unset: not served.
+    pub worker_metrics_addr: Option<SocketAddr>,
+    /// Periodic jobs for the scheduler, in the order of [`PERIODIC`]; switched-off ones absent.
+    pub schedules: Vec<Periodic>,
+}
+
+/// A job the scheduler enqueues: its name, the setting that holds its cron expression, and
+/// the expression when the setting is absent.
+#[derive(Debug, Clone, Copy)]
+pub struct PeriodicJob {
+    pub name: &'static str,
+    pub setting: &'static str,
+    pub default: &'static str,
+}
+
+/// The one list of periodic jobs: the settings, the scheduler and `admin stats` read it. The
+/// names are those the accounts domain registers its handlers under (a test there checks).
+pub const PERIODIC: [PeriodicJob; 3] = [
+    PeriodicJob {
+        name: "purge_deleted_accounts",
+        setting: "SCHEDULE_PURGE_DELETED_ACCOUNTS",
+        default: "0 0 * * * *",
+    },
+    PeriodicJob {
+        name: "send_deletion_reminders",
+        setting: "SCHEDULE_DELETION_REMINDERS",
+        default: "0 30 * * * *",
+    },
+    PeriodicJob {
+        name: "cleanup_expired_tokens",
+        setting: "SCHEDULE_CLEANUP_EXPIRED_TOKENS",
+        default: "0 30 3 * * *",
+    },
+];
+
+/// One periodic job and when it fires.
+#[derive(Debug, Clone)]
+pub struct Periodic {
+    pub job: &'static str,
+    pub schedule: Schedule,
+}
+
+/// Parses a cron expression with seconds: `sec min hour day-of-month month day-of-week`.
+pub fn parse_cron(expression: &str) -> Result<Schedule, String> {
+    Schedule::from_str(expression.trim()).map_err(|e| e.to_string())
+}
+
+impl JobSettings {
+    pub fn read(r: &Reader) -> Result<Self, ConfigError> {
+        let retry_base = r.duration("JOB_RETRY_BASE_MS", MILLISECOND, 2000, 1, 3_600_000)?;
+        let retry_max = r.duration("JOB_RETRY_MAX_MS", MILLISECOND, 300_000, 1, 86_400_000)?;
+        if retry_max < retry_base {
+            return Err(ConfigError::new(
+                "JOB_RETRY_MAX_MS",
+                "must not be less than JOB_RETRY_BASE_MS",
+            ));
+        }
+        let worker_metrics_addr = match r.raw("WORKER_METRICS_ADDR") {
+            None => None,
+            Some(v) => Some(v.parse().map_err(|_| {
+                ConfigError::new(
+                    "WORKER_METRICS_ADDR",
+                    format!("expected an address such as 0.0.0.0:9091, got {v:?}"),
+                )
+            })?),
+        };
+        Ok(Self {
+            max_attempts: r.ranged("JOB_MAX_ATTEMPTS", 5, 1, 100)? as i32,
+            retry_base,
+            retry_max,
+            timeout: r.duration("JOB_TIMEOUT_SECONDS", SECOND, 600, 1, 86_400)?,
+            cancel_poll: Duration::from_millis(500),
+            worker_concurrency: r.ranged("WORKER_CONCURRENCY", 4, 1, 1000)? as usize,
+            worker_shutdown_timeout: r.duration("WORKER_SHUTDOWN_TIMEOUT", SECOND, 30, 0, 3600)?,
+            worker_metrics_addr,
+            schedules: schedules(r)?,
+        })
+    }
+
+    /// Exponential backoff with jitter: base × 2^(attempt−1), capped, then scaled by 0.75–1.25 so
+    /// that jobs failing together do not retry together.
+    pub fn backoff(&self, attempt: i32) -> Duration {
+        let exp = attempt.clamp(1, 30) as u32 - 1;
+        let raw = self
+            .retry_base
+            .saturating_mul(2u32.saturating_pow(exp))
+            .min(self.retry_max);
+        raw.mul_f64(0.75 + rand::random::<f64>() * 0.5)
+    }
+}
+
+/// Each periodic job's cron expression (with seconds); `off` turns it off.
+fn schedules(r: &Reader) -> Result<Vec<Periodic>, ConfigError> {
+    let mut schedules = Vec::new();
+    for PeriodicJob {
+        name,
+        setting,
+        default,
+    } in PERIODIC
+    {
+        let expression = r.string(setting, default);
+        if expression.trim().eq_ignore_ascii_case("off") {
+            continue;
+        }
+        let schedule = parse_cron(&expression).map_err(|e| {
+            ConfigError::new(
+                setting,
+                format!(
+                    "expected a cron expression `sec min hour day month weekday` (or `off`), got {expression:?}: {e}"
+                ),
+            )
+        })?;
+        schedules.push(Periodic {
+            job: name,
+            schedule,
+        });
+    }
+    Ok(schedules)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(pairs: &[(&str, &str)]) -> Result<JobSettings, ConfigError> {
+        JobSettings::read(&Reader::from_pairs(pairs))
+    }
+
+    #[test]
+    fn every_periodic_job_is_scheduled_by_default() {
+        let s = read(&[]).unwrap();
+        let jobs: Vec<_> = s.schedules.iter().map(|p| p.job).collect();
+        assert_eq!(jobs, PERIODIC.map(|p| p.name));
+        assert_eq!(s.max_attempts, 5);
+    }
+
+    #[test]
+    fn schedules_can_be_switched_off_or_changed() {
+        let s = read(&[
+            ("SCHEDULE_DELETION_REMINDERS", "off"),
+            ("SCHEDULE_CLEANUP_EXPIRED_TOKENS", "*/5 * * * * *"),
+        ])
+        .unwrap();
+        let jobs: Vec<_> = s.schedules.iter().map(|p| p.job).collect();
+        assert_eq!(jobs, ["purge_deleted_accounts", "cleanup_expired_tokens"]);
+        assert_eq!(s.schedules[1].schedule.source(), "*/5 * * * * *");
+        assert_eq!(
+            read(&[("SCHEDULE_PURGE_DELETED_ACCOUNTS", "hourly")])
+                .unwrap_err()
+                .var,
+            "SCHEDULE_PURGE_DELETED_ACCOUNTS"
+        );
+    }
+
+    #[test]
+    fn backoff_bounds_are_consistent() {
+        assert_eq!(
+            read(&[("JOB_RETRY_BASE_MS", "5000"), ("JOB_RETRY_MAX_MS", "1000")])
+                .unwrap_err()
+                .var,
+            "JOB_RETRY_MAX_MS"
+        );
+        assert_eq!(
+            read(&[("WORKER_METRICS_ADDR", "nine")]).unwrap_err().var,
+            "WORKER_METRICS_ADDR"
+        );
+    }
+}

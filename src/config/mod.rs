@@ -1,0 +1,179 @@
+//! Every setting Keel reads, with its default and its validation.
+//!
+//! Settings are read once, at start-up, from the process environment (after an optional `.env`
+//! file). A bad value stops start-up with one line that names the variable and what is wrong with
+//! it. Every default works for the embedded mode: SQLite, in-memory state and mail to the log.
+
+use std::{collections::HashMap, str::FromStr};
+
+mod auth;
+mod database;
+mod http;
+mod jobs;
+mod mail;
+mod rabbitmq;
+mod rate_limit;
+mod reader;
+mod redis;
+mod security;
+mod websockets;
+
+pub use auth::{AuthSettings, DEFAULT_SECRET_KEY, FirstSuperuser};
+pub use database::DatabaseSettings;
+pub use http::HttpSettings;
+pub use jobs::{JobSettings, PERIODIC, Periodic, PeriodicJob, parse_cron};
+pub use mail::{MailSettings, SmtpSettings};
+pub use rabbitmq::RabbitSettings;
+pub use rate_limit::RateLimitSettings;
+pub use reader::{ConfigError, Reader, redact_url};
+pub use redis::RedisSettings;
+pub use security::SecuritySettings;
+pub use websockets::WebSocketSettings;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Environment {
+    Development,
+    Test,
+    Production,
+}
+
+impl FromStr for Environment {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "development" | "dev" | "local" => Ok(Self::Development),
+            "test" | "testing" => Ok(Self::Test),
+            "production" | "prod" => Ok(Self::Production),
+            _ => Err("expected one of development, test, production".into()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "pretty" | "text" => Ok(Self::Pretty),
+            "json" => Ok(Self::Json),
+            _ => Err("expected json or pretty".into()),
+        }
+    }
+}
+
+/// Every setting, one section per concern. Each section is parsed (and tested) in its own file.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub environment: Environment,
+    pub project_name: String,
+    pub log_format: LogFormat,
+    pub log_level: String,
+    pub http: HttpSettings,
+    pub auth: AuthSettings,
+    pub database: DatabaseSettings,
+    pub mail: MailSettings,
+    pub jobs: JobSettings,
+    pub rabbitmq: RabbitSettings,
+    pub redis: RedisSettings,
+    pub rate_limit: RateLimitSettings,
+    pub security: SecuritySettings,
+    pub websockets: WebSocketSettings,
+}
+
+impl Settings {
+    /// Loads `.env` (when present) into the environment, then reads the settings from it.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        // A missing .env is the normal case; a malformed one is a configuration error.
+        if let Err(e) = dotenvy::dotenv()
+            && !e.not_found()
+        {
+            return Err(ConfigError::new(".env", e.to_string()));
+        }
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Builds settings from explicit values; anything absent takes its default.
+    pub fn from_map(map: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        Self::from_lookup(|k| map.get(k).cloned())
+    }
+
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let r = Reader::new(lookup);
+        let environment: Environment =
+            r.parse("ENVIRONMENT", Environment::Development, "an environment")?;
+        Ok(Settings {
+            environment,
+            project_name: r.string("PROJECT_NAME", "Keel"),
+            log_format: r.parse("LOG_FORMAT", LogFormat::Pretty, "a log format")?,
+            log_level: r.string("LOG_LEVEL", "info"),
+            http: HttpSettings::read(&r)?,
+            auth: AuthSettings::read(&r, environment == Environment::Production)?,
+            database: DatabaseSettings::read(&r)?,
+            mail: MailSettings::read(&r)?,
+            jobs: JobSettings::read(&r)?,
+            rabbitmq: RabbitSettings::read(&r)?,
+            redis: RedisSettings::read(&r)?,
+            rate_limit: RateLimitSettings::read(&r)?,
+            security: SecuritySettings::read(&r)?,
+            websockets: WebSocketSettings::read(&r)?,
+        })
+    }
+
+    /// For the binaries: the settings, or the one-line error on stderr and exit code 2.
+    pub fn load_or_exit() -> Self {
+        match Self::from_env() {
+            Ok(settings) => settings,
+            Err(e) => {
+                eprintln!("{e}");
+                std::process::exit(2);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        Settings::from_lookup(|k| {
+            pairs
+                .iter()
+                .find(|(p, _)| *p == k)
+                .map(|(_, v)| v.to_string())
+        })
+    }
+
+    #[test]
+    fn defaults_are_embedded() {
+        let s = settings(&[]).unwrap();
+        assert_eq!(s.http.port, 8000);
+        assert_eq!(s.database.url, "sqlite://keel.db?mode=rwc");
+        assert!(s.mail.smtp.is_none());
+        assert!(s.auth.require_email_verification);
+        assert!(!s.rabbitmq.enabled && !s.redis.enabled && !s.websockets.enabled);
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let e = settings(&[("PORT", "eighty")]).unwrap_err();
+        assert_eq!(e.var, "PORT");
+        assert!(
+            e.to_string().starts_with("invalid configuration: PORT:"),
+            "{e}"
+        );
+        assert_eq!(
+            settings(&[("ENVIRONMENT", "staging")]).unwrap_err().var,
+            "ENVIRONMENT"
+        );
+        assert_eq!(
+            settings(&[("ENVIRONMENT", "production")]).unwrap_err().var,
+            "SECRET_KEY"
+        );
+    }
+}

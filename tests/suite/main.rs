@@ -1,0 +1,21 @@
+//! Every integration test in one binary: one link step instead of fourteen. Each module is a
+//! feature area; `common` is the harness (a real server on a random port, real services).
+
+#[macro_use]
+mod common;
+
+mod accounts;
+mod admin_api;
+mod admin_cli;
+mod api_keys;
+mod binaries;
+mod deletion;
+mod docs;
+mod hostile_input;
+mod http;
+mod jobs;
+mod ratelimit;
+mod redis;
+mod scheduler;
+mod security;
+mod websockets;
