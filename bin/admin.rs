@@ -175,7 +175,7 @@ async fn run(command: Command, settings: Settings) -> Outcome {
     }
     db::require_migrated(&conn).await?;
     // Writes from the CLI invalidate the servers' shared cache too.
-    let cache = keel::state::build_cache(&settings).await?;
+    let cache = keel::compose::build_cache(&settings).await?;
     // The CLI runs no jobs: its enqueues are announced to the processes that do.
     let queue = JobQueue::new(settings.jobs.clone()).announcing();
     let accounts = || -> Result<Accounts, Failure> {
@@ -192,7 +192,7 @@ async fn run(command: Command, settings: Settings) -> Outcome {
     let jobs = || -> Result<Jobs, Failure> {
         let mailer = keel::mail::Mailer::new(&settings.mail)?;
         let registry =
-            keel::state::job_registry(&conn, &mailer, Arc::new(settings.clone()), &queue, &cache);
+            keel::compose::job_registry(&conn, &mailer, Arc::new(settings.clone()), &queue, &cache);
         Ok(Jobs::new(conn.clone(), queue.clone(), registry))
     };
     match command {

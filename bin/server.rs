@@ -3,7 +3,10 @@
 use std::{net::SocketAddr, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use keel::{app::BoundServer, config::Settings, state::AppState};
+use keel::{
+    config::Settings,
+    http::{BoundServer, state::AppState},
+};
 
 /// Keel's HTTP server: accounts, sessions and email, with interactive docs at /docs.
 ///
@@ -31,7 +34,7 @@ enum Command {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(Command::Openapi) = cli.command {
-        print!("{}", keel::api::default_spec_json());
+        print!("{}", keel::http::api::default_spec_json());
         return ExitCode::SUCCESS;
     }
     let settings = Settings::load_or_exit();

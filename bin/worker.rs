@@ -4,11 +4,11 @@ use std::{process::ExitCode, sync::Arc};
 
 use clap::Parser;
 use keel::{
+    compose::job_registry,
     config::Settings,
     db,
     jobs::{self, Runner, rabbit::Publisher},
     mail::Mailer,
-    state::job_registry,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -53,7 +53,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let settings = Arc::new(settings);
     // Jobs that queue further jobs (mails) wake the relay below to publish them at once.
     let queue = jobs::JobQueue::new(settings.jobs.clone());
-    let cache = keel::state::build_cache(&settings).await?;
+    let cache = keel::compose::build_cache(&settings).await?;
     let registry = job_registry(&conn, &mailer, settings.clone(), &queue, &cache);
     let control = jobs::Jobs::new(conn.clone(), queue.clone(), registry.clone());
     let worker_id = jobs::worker_id("worker");
@@ -92,7 +92,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
             let routes = poem::Route::new()
                 .at(
                     "/metrics",
-                    poem::get(keel::app::metrics_endpoint(control, conn.clone())),
+                    poem::get(keel::http::metrics_endpoint(control, conn.clone())),
                 )
                 .at(
                     "/health/live",

@@ -2,24 +2,20 @@
 //! binaries (`server`, `worker`, `scheduler`, `admin`) compose.
 
 pub mod accounts;
-pub mod api;
-pub mod app;
 pub mod cache;
+pub mod compose;
 pub mod config;
 pub mod db;
 pub mod entities;
-pub mod error;
-pub mod input;
+pub mod http;
 pub mod jobs;
 pub mod mail;
 pub mod metrics;
 pub mod net;
 pub mod ratelimit;
+pub mod realtime;
 pub mod redis;
-pub mod security;
-pub mod state;
 pub mod telemetry;
-pub mod ws;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 

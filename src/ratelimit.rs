@@ -1,5 +1,5 @@
-//! Rate limits per client address and route (the table in README's "Rate limits" section and
-//! in each operation's description), as a generic cell rate algorithm
+//! Rate limits (the table in README's "Rate limits" section and in each operation's
+//! description), as a generic cell rate algorithm
 //! (GCRA): each key stores one timestamp, the "theoretical arrival time", so a limit of N per
 //! minute allows a burst of N and then one request every 60/N seconds.
 //!
@@ -14,12 +14,11 @@ use std::{
 };
 
 use fred::{interfaces::KeysInterface, types::scripts::Script};
-use poem::{Endpoint, IntoResponse, Request, Response, http::HeaderValue};
 use sha2::Digest;
 
-use crate::{error::ApiError, metrics::metrics, redis::Redis};
+use crate::redis::Redis;
 
-const MINUTE_MS: u64 = 60_000;
+pub(crate) const MINUTE_MS: u64 = 60_000;
 
 /// A named budget: `limit` requests per `period`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,7 +28,7 @@ pub struct Rule {
     pub period_ms: u64,
 }
 
-const fn per_minute(name: &'static str, limit: u32) -> Rule {
+pub const fn per_minute(name: &'static str, limit: u32) -> Rule {
     Rule {
         name,
         limit,
@@ -49,21 +48,6 @@ pub const ACCOUNT_FAILURES: Rule = Rule {
     limit: 5,
     period_ms: 15 * MINUTE_MS,
 };
-
-/// The rule for a path (without `API_PREFIX`); `None` for what is never limited: health
-/// probes, metrics scrapes and the docs.
-pub fn rule_for(path: &str) -> Option<Rule> {
-    Some(match path {
-        "/auth/login" => LOGIN,
-        "/auth/register" => REGISTER,
-        "/auth/verify-email" | "/auth/resend-verification" => VERIFICATION,
-        "/auth/forgot-password" | "/auth/reset-password" => PASSWORD_RESET,
-        "/auth/request-deletion" | "/auth/confirm-deletion" | "/auth/cancel-deletion" => DELETION,
-        "/metrics" | "/openapi.json" => return None,
-        p if p.starts_with("/system/health") || p.starts_with("/docs") => return None,
-        _ => DEFAULT,
-    })
-}
 
 /// The answer for one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,18 +129,6 @@ struct Inner {
 #[derive(Debug, thiserror::Error)]
 #[error("the rate limiter cannot reach redis")]
 pub struct Unavailable;
-
-/// 503 `rate_limiter_unavailable`: with `RATE_LIMIT_FAIL_OPEN=false`, a limit that cannot be
-/// checked refuses the request, whichever limit it is.
-impl From<Unavailable> for ApiError {
-    fn from(_: Unavailable) -> Self {
-        ApiError::new(
-            poem::http::StatusCode::SERVICE_UNAVAILABLE,
-            "rate_limiter_unavailable",
-            "the service cannot check request limits right now; retry shortly",
-        )
-    }
-}
 
 impl Limiter {
     pub fn new(redis: Option<Redis>, fail_open: bool) -> Self {
@@ -264,62 +236,6 @@ pub fn account_subject(identifier: &str) -> String {
     hex::encode(&sha2::Sha256::digest(identifier.trim().to_lowercase().as_bytes())[..16])
 }
 
-pub fn set_headers(resp: &mut Response, d: &Decision) {
-    let headers = resp.headers_mut();
-    for (name, value) in [
-        ("ratelimit-limit", u64::from(d.limit)),
-        ("ratelimit-remaining", u64::from(d.remaining)),
-        ("ratelimit-reset", d.reset_secs),
-    ] {
-        headers.insert(name, HeaderValue::from(value));
-    }
-}
-
-/// The 429 answer: a `rate_limited` problem with `Retry-After` and the `RateLimit-*` headers.
-pub fn too_many(rule: Rule, d: &Decision, detail: String) -> Response {
-    metrics().rate_limited.with_label_values(&[rule.name]).inc();
-    let mut resp = ApiError::too_many_requests(detail, d.retry_after_secs).into_response();
-    set_headers(&mut resp, d);
-    resp
-}
-
-/// The middleware: counts the request against its route's rule for the client's address.
-pub async fn enforce<E: Endpoint>(
-    next: E,
-    req: Request,
-    limiter: Limiter,
-    prefix: Arc<str>,
-) -> poem::Result<Response> {
-    let path = req.uri().path();
-    let path = path.strip_prefix(prefix.as_ref()).unwrap_or(path);
-    let rule = if req.method() == poem::http::Method::OPTIONS {
-        None
-    } else {
-        rule_for(path)
-    };
-    let Some(rule) = rule else {
-        return next.call(req).await.map(IntoResponse::into_response);
-    };
-    let ip = crate::security::client_ip(&req);
-    let decision = match limiter.check(rule, &ip, true).await {
-        Ok(d) => d,
-        Err(unavailable) => return Ok(ApiError::from(unavailable).into_response()),
-    };
-    if !decision.allowed {
-        let detail = format!(
-            "too many requests: at most {} per minute for this kind of request; retry in {} s",
-            rule.limit, decision.retry_after_secs
-        );
-        return Ok(too_many(rule, &decision, detail));
-    }
-    let mut resp = match next.call(req).await {
-        Ok(r) => r.into_response(),
-        Err(e) => e.into_response(),
-    };
-    set_headers(&mut resp, &decision);
-    Ok(resp)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -344,14 +260,5 @@ mod tests {
         // Asking does not count.
         let (d, t) = gcra(None, now, rule, false);
         assert!(d.allowed && t.is_none());
-    }
-
-    #[test]
-    fn routes_map_to_their_rules() {
-        assert_eq!(rule_for("/auth/login"), Some(LOGIN));
-        assert_eq!(rule_for("/auth/reset-password"), Some(PASSWORD_RESET));
-        assert_eq!(rule_for("/users/me"), Some(DEFAULT));
-        assert_eq!(rule_for("/system/health/live"), None);
-        assert_eq!(rule_for("/metrics"), None);
     }
 }

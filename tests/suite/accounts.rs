@@ -978,7 +978,7 @@ async fn first_superuser(backend: Backend) {
     assert_eq!(me["is_superuser"], true);
     assert_eq!(me["is_verified"], true);
     // Starting again over the same database does not create a second one.
-    let again = keel::state::AppState::build((*app.state.settings).clone())
+    let again = keel::http::state::AppState::build((*app.state.settings).clone())
         .await
         .unwrap();
     let supers = user::Entity::find()

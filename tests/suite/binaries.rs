@@ -98,7 +98,7 @@ fn server_prints_the_spec() {
     assert!(out.status.success());
     assert_eq!(
         String::from_utf8(out.stdout).unwrap(),
-        keel::api::default_spec_json()
+        keel::http::api::default_spec_json()
     );
 }
 

@@ -160,7 +160,7 @@ async fn served_spec_matches_the_committed_file() {
     let committed =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/openapi.json"))
             .expect("openapi/openapi.json");
-    let generated = keel::api::default_spec_json();
+    let generated = keel::http::api::default_spec_json();
     assert!(
         committed == generated,
         "openapi/openapi.json is stale: regenerate it with `cargo run --bin server -- openapi > openapi/openapi.json`"

@@ -4,7 +4,10 @@
 
 use std::{collections::HashMap, net::SocketAddr, time::Duration};
 
-use keel::{app::BoundServer, config::Settings, state::AppState};
+use keel::{
+    config::Settings,
+    http::{BoundServer, state::AppState},
+};
 use reqwest::{Client, Response, StatusCode};
 use sea_orm::{ConnectionTrait, Database};
 use serde_json::{Value, json};

@@ -13,8 +13,8 @@ use poem_openapi::{Object, OpenApi, payload::Json};
 use super::ApiTags;
 use crate::jobs::heartbeat::HEARTBEAT_FRESH;
 use crate::{
-    error::{ApiError, ApiResult},
-    state::AppState,
+    http::error::{ApiError, ApiResult},
+    http::state::AppState,
 };
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);

@@ -348,3 +348,15 @@ impl From<AccountError> for ApiError {
         }
     }
 }
+
+/// 503 `rate_limiter_unavailable`: with `RATE_LIMIT_FAIL_OPEN=false`, a limit that cannot be
+/// checked refuses the request, whichever limit it is.
+impl From<crate::ratelimit::Unavailable> for ApiError {
+    fn from(_: crate::ratelimit::Unavailable) -> Self {
+        ApiError::new(
+            poem::http::StatusCode::SERVICE_UNAVAILABLE,
+            "rate_limiter_unavailable",
+            "the service cannot check request limits right now; retry shortly",
+        )
+    }
+}

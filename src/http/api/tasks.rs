@@ -12,14 +12,15 @@ use poem_openapi::{
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::{ApiTags, auth::Auth, models::PageMetadata};
+use super::{ApiTags, models::PageMetadata};
+use crate::http::extractors::Auth;
 use crate::{
     accounts::{Principal, validation::normalise_email},
     entities::job,
-    error::{ApiError, ApiResult},
+    http::error::{ApiError, ApiResult},
+    http::state::AppState,
     jobs::{Cancelled, JobStatus, NewJob, tasks},
     mail::{Email, templates},
-    state::AppState,
 };
 
 use super::constraints::MAX_RECORDS;
@@ -213,7 +214,7 @@ impl TasksApi {
         body: Json<Vec<HashMap<String, Value>>>,
     ) -> ApiResult<Submitted> {
         if body.0.len() > MAX_RECORDS {
-            return Err(ApiError::validation(vec![crate::error::FieldError {
+            return Err(ApiError::validation(vec![crate::http::error::FieldError {
                 field: "body".into(),
                 message: format!("at most {MAX_RECORDS} records per task"),
             }]));

@@ -17,7 +17,7 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
-use crate::error::FieldError;
+use crate::http::error::FieldError;
 
 pub const NUL_MESSAGE: &str = "must not contain a NUL character (U+0000)";
 

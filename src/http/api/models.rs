@@ -1,12 +1,12 @@
 //! Request and response bodies shared by several route groups.
 
 use chrono::{DateTime, Utc};
-use poem_openapi::Object;
+use poem_openapi::{ApiResponse, Object, payload::Json};
 use uuid::Uuid;
 
 use crate::{
     entities::user,
-    error::{ApiError, ApiResult},
+    http::error::{ApiError, ApiResult},
 };
 
 /// A user account as clients see it; the password hash never leaves the server.
@@ -133,7 +133,7 @@ pub fn search_text(q: Option<String>) -> ApiResult<Option<String>> {
     if q.as_ref()
         .is_some_and(|q| q.chars().count() > MAX_SEARCH_TEXT)
     {
-        return Err(ApiError::validation(vec![crate::error::FieldError {
+        return Err(ApiError::validation(vec![crate::http::error::FieldError {
             field: "q".into(),
             message: format!("must be at most {MAX_SEARCH_TEXT} characters"),
         }]));
@@ -150,4 +150,11 @@ pub fn default_page() -> u64 {
 
 pub fn default_size() -> u64 {
     20
+}
+
+#[derive(ApiResponse)]
+pub enum Accepted {
+    /// Accepted; the same answer whether or not an account exists for the address.
+    #[oai(status = 202)]
+    Accepted(Json<Message>),
 }

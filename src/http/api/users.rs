@@ -12,17 +12,17 @@ use uuid::Uuid;
 
 use super::{
     ApiTags,
-    auth::Auth,
     models::{AdminUser, AdminUserPage, Message, PageMetadata, UserOut},
     payload::EncodedJson,
 };
+use crate::http::extractors::Auth;
 use crate::{
     accounts::{
         Principal,
         directory::{Deleted, SortBy, UserQuery},
     },
-    error::{ApiError, ApiResult},
-    state::AppState,
+    http::error::{ApiError, ApiResult},
+    http::state::AppState,
 };
 
 #[derive(Object, Debug)]

@@ -1,14 +1,17 @@
 //! The poem-openapi route groups, one file per tag, and the spec they produce.
 
 pub mod admin;
+pub mod api_keys;
 pub mod auth;
 pub mod constraints;
 pub mod contract;
+pub mod credentials;
 pub mod deletion;
 pub mod integrations;
 pub mod models;
 pub mod payload;
 pub mod root;
+pub mod sessions;
 pub mod system;
 pub mod tasks;
 pub mod users;
@@ -41,6 +44,9 @@ pub enum ApiTags {
 pub type Apis = (
     root::RootApi,
     auth::AuthApi,
+    sessions::SessionsApi,
+    credentials::CredentialsApi,
+    api_keys::ApiKeysApi,
     deletion::DeletionApi,
     users::UsersApi,
     admin::AdminApi,
@@ -55,6 +61,9 @@ pub fn service(project_name: &str, prefix: &str) -> OpenApiService<Apis, ()> {
         (
             root::RootApi,
             auth::AuthApi,
+            sessions::SessionsApi,
+            credentials::CredentialsApi,
+            api_keys::ApiKeysApi,
             deletion::DeletionApi,
             users::UsersApi,
             admin::AdminApi,

@@ -15,8 +15,8 @@ use poem::{Body, Endpoint, IntoResponse, Request, Response, http::header};
 use serde_json::Value;
 
 use crate::{
-    api::contract::{Contract, NUL_MESSAGE},
-    error::{ApiError, FieldError},
+    http::api::contract::{Contract, NUL_MESSAGE},
+    http::error::{ApiError, FieldError},
 };
 
 fn nul_errors(fields: Vec<String>) -> Vec<FieldError> {
@@ -60,7 +60,7 @@ enum BodyKind {
 
 fn body_kind(req: &Request) -> Option<BodyKind> {
     let content_type = req.headers().get(header::CONTENT_TYPE)?.to_str().ok()?;
-    if crate::security::is_json(content_type) {
+    if crate::http::middleware::security::is_json(content_type) {
         return Some(BodyKind::Json);
     }
     let essence = content_type.split(';').next()?.trim();

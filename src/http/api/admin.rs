@@ -11,17 +11,17 @@ use uuid::Uuid;
 
 use super::{
     ApiTags,
-    auth::Auth,
     models::{AdminUser, AdminUserPage, PageMetadata},
 };
+use crate::http::extractors::Auth;
 use crate::{
     accounts::{
         NewAccount,
         admin::{BulkOperation, UserChanges},
         directory::{Deleted, UserQuery},
     },
-    error::{ApiError, ApiResult},
-    state::AppState,
+    http::error::{ApiError, ApiResult},
+    http::state::AppState,
 };
 
 #[derive(Object, Debug)]

@@ -6,14 +6,14 @@ use poem_openapi::{Object, OpenApi, payload::Json};
 
 use super::{
     ApiTags,
-    auth::{Accepted, Auth, bearer_token, client_info, note_request_user},
-    models::Message,
+    models::{Accepted, Message},
     payload::OptionalJson,
 };
+use crate::http::extractors::{Auth, bearer_token, client_info, note_request_user};
 use crate::{
     accounts::Principal,
-    error::{ApiError, ApiResult, FieldError},
-    state::AppState,
+    http::error::{ApiError, ApiResult, FieldError},
+    http::state::AppState,
 };
 
 #[derive(Object, Debug)]

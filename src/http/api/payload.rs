@@ -51,7 +51,7 @@ impl<'a, T: ParseFromJSON + Type> ApiExtractor<'a> for OptionalJson<T> {
         }
         match request.content_type() {
             None => return Err(ContentTypeError::ExpectContentType.into()),
-            Some(ct) if !crate::security::is_json(ct) => {
+            Some(ct) if !crate::http::middleware::security::is_json(ct) => {
                 return Err(ContentTypeError::NotSupported {
                     content_type: ct.to_string(),
                 }

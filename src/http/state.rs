@@ -6,13 +6,13 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    accounts::{self, Accounts, passwords::PasswordHasher},
+    accounts::{Accounts, passwords::PasswordHasher},
     cache::Cache,
+    compose::{build_cache, job_registry},
     config::Settings,
     db,
-    jobs::{self, JobQueue, Jobs, Registry, Runner, rabbit::Publisher, tasks},
-    mail::{self, Mailer},
-    redis::Redis,
+    jobs::{self, JobQueue, Jobs, Registry, Runner, rabbit::Publisher},
+    mail::Mailer,
 };
 
 /// Everything a request handler can reach.
@@ -31,57 +31,7 @@ pub struct AppState {
     pub cache: Cache,
     pub limiter: crate::ratelimit::Limiter,
     /// WebSocket rooms, when `ENABLE_WEBSOCKETS` is on.
-    pub hub: Option<crate::ws::Hub>,
-}
-
-/// The cache every process shares: on Redis when `ENABLE_REDIS` is on.
-pub async fn build_cache(settings: &Settings) -> anyhow::Result<Cache> {
-    let redis = if settings.redis.enabled {
-        Some(Redis::connect(&settings.redis).await?)
-    } else {
-        None
-    };
-    Ok(Cache::new(
-        redis,
-        settings.redis.cache_ttl,
-        settings.auth.access_token_ttl,
-    ))
-}
-
-/// Every kind of job and its handler: the one place where jobs meet the domains they act on.
-pub fn job_registry(
-    db: &db::Connection,
-    mailer: &Mailer,
-    settings: Arc<Settings>,
-    queue: &JobQueue,
-    cache: &Cache,
-) -> Registry {
-    let mailer = mailer.clone();
-    let db = db.clone();
-    let deletions = accounts::DeletionJobs::new(db.clone(), settings, queue.clone(), cache.clone());
-    let reminders = deletions.clone();
-    Registry::builder()
-        .register_sensitive(
-            mail::SEND_EMAIL,
-            move |ctx| mail::send_email_job(mailer.clone(), ctx),
-            mail::scrub_email_payload,
-        )
-        .register(tasks::TEST_TASK, tasks::test_task)
-        .register(tasks::PROCESS_DATA, tasks::process_data)
-        .register(tasks::LONG_RUNNING, tasks::long_running)
-        .register(accounts::CLEANUP_EXPIRED_TOKENS, move |_| {
-            let db = db.clone();
-            async move { accounts::cleanup_expired_tokens(&db).await }
-        })
-        .register(accounts::PURGE_DELETED_ACCOUNTS, move |_| {
-            let deletions = deletions.clone();
-            async move { deletions.purge().await }
-        })
-        .register(accounts::SEND_DELETION_REMINDERS, move |_| {
-            let reminders = reminders.clone();
-            async move { reminders.reminders().await }
-        })
-        .build()
+    pub hub: Option<crate::realtime::Hub>,
 }
 
 impl AppState {
@@ -133,10 +83,9 @@ impl AppState {
         if let Some(user) = accounts.ensure_first_superuser().await? {
             tracing::info!(user_id = %user.id, "created the first superuser from FIRST_SUPERUSER_EMAIL");
         }
-        let hub = settings
-            .websockets
-            .enabled
-            .then(|| crate::ws::Hub::new(settings.websockets.clone(), cache.redis().cloned()));
+        let hub = settings.websockets.enabled.then(|| {
+            crate::realtime::Hub::new(settings.websockets.clone(), cache.redis().cloned())
+        });
         let jobs = Jobs::new(db.clone(), jobs, registry.clone());
         Ok(Self {
             settings,

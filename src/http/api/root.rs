@@ -1,7 +1,7 @@
 use poem_openapi::{Object, OpenApi, payload::Json};
 
 use super::ApiTags;
-use crate::{error::ApiError, state::AppState};
+use crate::http::{error::ApiError, state::AppState};
 
 #[derive(Object)]
 pub struct ServiceInfo {

@@ -12,13 +12,11 @@ use poem::{
 };
 use poem_openapi::{Object, OpenApi, param::Query, payload::Json};
 
-use super::{
-    ApiTags,
-    auth::{authenticate_token, bearer_token},
-};
+use super::ApiTags;
+use crate::http::extractors::{authenticate_token, bearer_token};
 use crate::{
-    error::{ApiError, ApiResult},
-    state::AppState,
+    http::error::{ApiError, ApiResult},
+    http::state::AppState,
 };
 
 #[derive(Object, Debug)]

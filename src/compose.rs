@@ -1,0 +1,65 @@
+//! What every process assembles the same way from the settings: the shared cache, and the
+//! job registry, the one place where jobs meet the domains they act on. The server, the worker
+//! and the admin CLI all build theirs here.
+
+use std::sync::Arc;
+
+use crate::{
+    accounts,
+    cache::Cache,
+    config::Settings,
+    db,
+    jobs::{JobQueue, Registry, tasks},
+    mail::{self, Mailer},
+    redis::Redis,
+};
+
+/// The cache every process shares: on Redis when `ENABLE_REDIS` is on.
+pub async fn build_cache(settings: &Settings) -> anyhow::Result<Cache> {
+    let redis = if settings.redis.enabled {
+        Some(Redis::connect(&settings.redis).await?)
+    } else {
+        None
+    };
+    Ok(Cache::new(
+        redis,
+        settings.redis.cache_ttl,
+        settings.auth.access_token_ttl,
+    ))
+}
+
+/// Every kind of job and its handler: the one place where jobs meet the domains they act on.
+pub fn job_registry(
+    db: &db::Connection,
+    mailer: &Mailer,
+    settings: Arc<Settings>,
+    queue: &JobQueue,
+    cache: &Cache,
+) -> Registry {
+    let mailer = mailer.clone();
+    let db = db.clone();
+    let deletions = accounts::DeletionJobs::new(db.clone(), settings, queue.clone(), cache.clone());
+    let reminders = deletions.clone();
+    Registry::builder()
+        .register_sensitive(
+            mail::SEND_EMAIL,
+            move |ctx| mail::send_email_job(mailer.clone(), ctx),
+            mail::scrub_email_payload,
+        )
+        .register(tasks::TEST_TASK, tasks::test_task)
+        .register(tasks::PROCESS_DATA, tasks::process_data)
+        .register(tasks::LONG_RUNNING, tasks::long_running)
+        .register(accounts::CLEANUP_EXPIRED_TOKENS, move |_| {
+            let db = db.clone();
+            async move { accounts::cleanup_expired_tokens(&db).await }
+        })
+        .register(accounts::PURGE_DELETED_ACCOUNTS, move |_| {
+            let deletions = deletions.clone();
+            async move { deletions.purge().await }
+        })
+        .register(accounts::SEND_DELETION_REMINDERS, move |_| {
+            let reminders = reminders.clone();
+            async move { reminders.reminders().await }
+        })
+        .build()
+}

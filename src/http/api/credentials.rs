@@ -1,0 +1,159 @@
+//! `/auth` credentials: changing the password, verifying the email address, and the
+//! forgotten-password reset.
+
+use poem::{Request, web::Data};
+use poem_openapi::{Object, OpenApi, payload::Json};
+
+use super::{
+    ApiTags,
+    models::{Accepted, Message},
+};
+use crate::http::extractors::{Auth, client_info};
+use crate::{http::error::ApiResult, http::state::AppState};
+
+#[derive(Object, Debug)]
+pub struct ChangePasswordRequest {
+    #[oai(write_only)]
+    pub current_password: String,
+    /// The password rules of registration; it must differ from the current one.
+    #[oai(write_only)]
+    pub new_password: String,
+}
+
+#[derive(Object, Debug)]
+pub struct TokenRequest {
+    /// The token from the mailed link.
+    pub token: String,
+}
+
+#[derive(Object, Debug)]
+pub struct Verified {
+    pub verified: bool,
+}
+
+#[derive(Object, Debug)]
+pub struct EmailRequest {
+    pub email: String,
+}
+
+#[derive(Object, Debug)]
+pub struct ResetPasswordRequest {
+    pub token: String,
+    /// The password rules of registration.
+    #[oai(write_only)]
+    pub new_password: String,
+}
+
+pub struct CredentialsApi;
+
+#[OpenApi(prefix_path = "/auth", tag = "ApiTags::Auth")]
+impl CredentialsApi {
+    /// Change your password
+    ///
+    /// Every other session is signed out and a notice is mailed.
+    #[oai(
+        path = "/change-password",
+        method = "post",
+        operation_id = "auth_change_password"
+    )]
+    async fn change_password(
+        &self,
+        state: Data<&AppState>,
+        req: &Request,
+        auth: Auth,
+        body: Json<ChangePasswordRequest>,
+    ) -> ApiResult<Json<Message>> {
+        let body = body.0;
+        state
+            .accounts
+            .change_password(
+                auth.session()?,
+                body.current_password,
+                body.new_password,
+                &client_info(req),
+            )
+            .await?;
+        Ok(Json(Message::new("password changed")))
+    }
+
+    /// Verify your email address with the mailed token
+    #[oai(
+        path = "/verify-email",
+        method = "post",
+        operation_id = "auth_verify_email"
+    )]
+    async fn verify_email(
+        &self,
+        state: Data<&AppState>,
+        req: &Request,
+        body: Json<TokenRequest>,
+    ) -> ApiResult<Json<Verified>> {
+        state
+            .accounts
+            .verify_email(&body.0.token, &client_info(req))
+            .await?;
+        Ok(Json(Verified { verified: true }))
+    }
+
+    /// Send the verification mail again
+    #[oai(
+        path = "/resend-verification",
+        method = "post",
+        operation_id = "auth_resend_verification"
+    )]
+    async fn resend_verification(
+        &self,
+        state: Data<&AppState>,
+        body: Json<EmailRequest>,
+    ) -> ApiResult<Accepted> {
+        state.accounts.resend_verification(&body.0.email).await?;
+        Ok(Accepted::Accepted(Json(Message::new(
+            "if an unverified account exists for this address, a verification mail is on its way",
+        ))))
+    }
+
+    /// Ask for a password reset mail
+    #[oai(
+        path = "/forgot-password",
+        method = "post",
+        operation_id = "auth_forgot_password"
+    )]
+    async fn forgot_password(
+        &self,
+        state: Data<&AppState>,
+        req: &Request,
+        body: Json<EmailRequest>,
+    ) -> ApiResult<Accepted> {
+        state
+            .accounts
+            .forgot_password(&body.0.email, &client_info(req))
+            .await?;
+        Ok(Accepted::Accepted(Json(Message::new(
+            "if an account exists for this address, a password reset mail is on its way",
+        ))))
+    }
+
+    /// Set a new password with the mailed token
+    ///
+    /// Every session of the account is signed out.
+    #[oai(
+        path = "/reset-password",
+        method = "post",
+        operation_id = "auth_reset_password"
+    )]
+    async fn reset_password(
+        &self,
+        state: Data<&AppState>,
+        req: &Request,
+        body: Json<ResetPasswordRequest>,
+    ) -> ApiResult<Json<Message>> {
+        let body = body.0;
+        state
+            .accounts
+            .reset_password(&body.token, body.new_password, &client_info(req))
+            .await?;
+        Ok(Json(Message::new(
+            "password reset; sign in with the new password",
+        )))
+    }
+}

@@ -1,0 +1,100 @@
+//! Rate limiting by route and client address: which rule a path falls under, the 429 answer
+//! and the `RateLimit-*` headers. The arithmetic and its store are `crate::ratelimit`.
+
+use std::sync::Arc;
+
+use poem::{Endpoint, IntoResponse, Request, Response, http::HeaderValue};
+
+use super::client_addr::client_ip;
+use crate::{
+    http::error::ApiError,
+    metrics::metrics,
+    ratelimit::{
+        DEFAULT, DELETION, Decision, LOGIN, Limiter, PASSWORD_RESET, REGISTER, Rule, VERIFICATION,
+    },
+};
+
+/// The rule for a path (without `API_PREFIX`); `None` for what is never limited: health
+/// probes, metrics scrapes and the docs.
+pub fn rule_for(path: &str) -> Option<Rule> {
+    Some(match path {
+        "/auth/login" => LOGIN,
+        "/auth/register" => REGISTER,
+        "/auth/verify-email" | "/auth/resend-verification" => VERIFICATION,
+        "/auth/forgot-password" | "/auth/reset-password" => PASSWORD_RESET,
+        "/auth/request-deletion" | "/auth/confirm-deletion" | "/auth/cancel-deletion" => DELETION,
+        "/metrics" | "/openapi.json" => return None,
+        p if p.starts_with("/system/health") || p.starts_with("/docs") => return None,
+        _ => DEFAULT,
+    })
+}
+
+pub fn set_headers(resp: &mut Response, d: &Decision) {
+    let headers = resp.headers_mut();
+    for (name, value) in [
+        ("ratelimit-limit", u64::from(d.limit)),
+        ("ratelimit-remaining", u64::from(d.remaining)),
+        ("ratelimit-reset", d.reset_secs),
+    ] {
+        headers.insert(name, HeaderValue::from(value));
+    }
+}
+
+/// The 429 answer: a `rate_limited` problem with `Retry-After` and the `RateLimit-*` headers.
+pub fn too_many(rule: Rule, d: &Decision, detail: String) -> Response {
+    metrics().rate_limited.with_label_values(&[rule.name]).inc();
+    let mut resp = ApiError::too_many_requests(detail, d.retry_after_secs).into_response();
+    set_headers(&mut resp, d);
+    resp
+}
+
+/// The middleware: counts the request against its route's rule for the client's address.
+pub async fn enforce<E: Endpoint>(
+    next: E,
+    req: Request,
+    limiter: Limiter,
+    prefix: Arc<str>,
+) -> poem::Result<Response> {
+    let path = req.uri().path();
+    let path = path.strip_prefix(prefix.as_ref()).unwrap_or(path);
+    let rule = if req.method() == poem::http::Method::OPTIONS {
+        None
+    } else {
+        rule_for(path)
+    };
+    let Some(rule) = rule else {
+        return next.call(req).await.map(IntoResponse::into_response);
+    };
+    let ip = client_ip(&req);
+    let decision = match limiter.check(rule, &ip, true).await {
+        Ok(d) => d,
+        Err(unavailable) => return Ok(ApiError::from(unavailable).into_response()),
+    };
+    if !decision.allowed {
+        let detail = format!(
+            "too many requests: at most {} per minute for this kind of request; retry in {} s",
+            rule.limit, decision.retry_after_secs
+        );
+        return Ok(too_many(rule, &decision, detail));
+    }
+    let mut resp = match next.call(req).await {
+        Ok(r) => r.into_response(),
+        Err(e) => e.into_response(),
+    };
+    set_headers(&mut resp, &decision);
+    Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_map_to_their_rules() {
+        assert_eq!(rule_for("/auth/login"), Some(LOGIN));
+        assert_eq!(rule_for("/auth/reset-password"), Some(PASSWORD_RESET));
+        assert_eq!(rule_for("/users/me"), Some(DEFAULT));
+        assert_eq!(rule_for("/system/health/live"), None);
+        assert_eq!(rule_for("/metrics"), None);
+    }
+}
