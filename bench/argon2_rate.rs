@@ -10,7 +10,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use keel::accounts::passwords::{WorkingMemory, hash_blocking, verify_with};
+use keel::{
+    accounts::passwords::{hash_blocking, verify_with},
+    argon2_memory::WorkingMemory,
+};
 
 fn env_num(name: &str, default: u64) -> u64 {
     std::env::var(name)

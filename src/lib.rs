@@ -2,6 +2,7 @@
 //! binaries (`server`, `worker`, `scheduler`, `admin`) compose.
 
 pub mod accounts;
+pub mod argon2_memory;
 pub mod cache;
 pub mod compose;
 pub mod config;

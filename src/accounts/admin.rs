@@ -12,7 +12,8 @@ use uuid::Uuid;
 use super::{
     AccountError, Accounts, ClientInfo, NewAccount, Result,
     deletion::erase_account,
-    service::{insert_user, is_unique_violation, now},
+    service::{is_unique_violation, now},
+    storage::insert_user,
     validation,
 };
 use crate::{

@@ -13,7 +13,8 @@ use uuid::Uuid;
 
 use super::{
     AccountError, Accounts, ClientInfo, Result,
-    service::{insert_one_time_token, now, retire_tokens, write_audit},
+    service::now,
+    storage::{insert_one_time_token, retire_tokens, write_audit},
     tokens::Purpose,
 };
 use crate::{

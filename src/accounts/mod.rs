@@ -9,11 +9,17 @@ pub mod validation;
 mod cleanup;
 mod deletion;
 pub mod directory;
+mod profile;
+mod recovery;
+mod registration;
 mod service;
+mod sessions;
+mod storage;
 
 pub use cleanup::*;
 pub use deletion::*;
 pub use service::*;
+pub use storage::{find_user, find_user_by_email, find_user_by_ident};
 pub use validation::FieldProblem;
 
 #[cfg(test)]

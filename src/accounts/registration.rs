@@ -1,0 +1,196 @@
+//! Registration and email verification.
+
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set, sea_query::Expr,
+};
+use uuid::Uuid;
+
+use super::{
+    service::*,
+    storage::*,
+    tokens::{self, Purpose},
+    validation,
+};
+use crate::{
+    db,
+    entities::{one_time_token, user},
+    mail::{Email, templates},
+};
+
+impl Accounts {
+    /// Validates every field, reporting all problems at once, and checks uniqueness.
+    pub(super) async fn check_new_account(&self, new: &NewAccount) -> Result<(String, String)> {
+        let mut problems = Vec::new();
+        let email = validation::normalise_email(&new.email)
+            .map_err(|p| problems.push(p))
+            .ok();
+        let username = validation::validate_username(&new.username)
+            .map_err(|p| problems.extend(p))
+            .ok();
+        if let Err(p) = validation::validate_password("password", &new.password) {
+            problems.extend(p);
+        }
+        let (Some(email), Some(username)) = (email, username) else {
+            return Err(AccountError::Validation(problems));
+        };
+        if !problems.is_empty() {
+            return Err(AccountError::Validation(problems));
+        }
+        if user::Entity::find()
+            .filter(user::Column::Email.eq(&email))
+            .one(&self.db)
+            .await?
+            .is_some()
+        {
+            return Err(AccountError::EmailTaken);
+        }
+        if user::Entity::find()
+            .filter(user::Column::UsernameLower.eq(username.to_lowercase()))
+            .one(&self.db)
+            .await?
+            .is_some()
+        {
+            return Err(AccountError::UsernameTaken);
+        }
+        Ok((email, username))
+    }
+
+    pub async fn register(&self, new: NewAccount, client: &ClientInfo) -> Result<user::Model> {
+        let (email, username) = self.check_new_account(&new).await?;
+        let hash = self.hasher.hash(new.password).await?;
+        let txn = db::begin_write(&self.db).await?;
+        let user = insert_user(&txn, &email, &username, hash, false, false).await?;
+        let raw = self
+            .issue_one_time_token(&txn, user.id, Purpose::VerifyEmail)
+            .await?;
+        self.audit(&txn, Some(user.id), "register", client, None)
+            .await?;
+        self.queue_mail(&txn, self.verification_mail(&user, &raw))
+            .await?;
+        self.commit_and_dispatch(txn).await?;
+        self.users_changed().await;
+        Ok(user)
+    }
+
+    fn verification_mail(&self, user: &user::Model, raw: &str) -> Email {
+        templates::verify_email(
+            &self.settings.project_name,
+            &user.email,
+            &user.username,
+            &format!(
+                "{}/verify-email?token={raw}",
+                self.settings.auth.frontend_url
+            ),
+            self.settings.auth.verification_token_ttl.as_secs() / 3600,
+        )
+    }
+
+    pub(super) fn password_changed_mail(&self, user: &user::Model) -> Email {
+        templates::password_changed(
+            &self.settings.project_name,
+            &user.email,
+            &user.username,
+            &now().to_rfc3339(),
+        )
+    }
+
+    pub(super) async fn issue_one_time_token(
+        &self,
+        conn: &impl ConnectionTrait,
+        user_id: Uuid,
+        purpose: Purpose,
+    ) -> Result<String> {
+        // Only the newest token of a purpose is valid: asking again retires the earlier ones.
+        // Cancel links are the exception: every mail about a scheduled deletion carries one, and
+        // each must keep working until the deletion is cancelled.
+        if purpose != Purpose::CancelDeletion {
+            retire_tokens(conn, user_id, &[purpose]).await?;
+        }
+        insert_one_time_token(conn, &self.settings, user_id, purpose).await
+    }
+
+    /// Marks a one-time token used, exactly once, and returns the user it belongs to.
+    pub(super) async fn consume_one_time_token(
+        &self,
+        conn: &impl ConnectionTrait,
+        raw: &str,
+        purpose: Purpose,
+    ) -> Result<Uuid> {
+        let token = one_time_token::Entity::find()
+            .filter(one_time_token::Column::TokenHash.eq(tokens::hash_token(raw.trim())))
+            .filter(one_time_token::Column::Purpose.eq(purpose.as_str()))
+            .one(conn)
+            .await?
+            .ok_or(AccountError::TokenInvalid)?;
+        if token.used_at.is_some() {
+            return Err(AccountError::TokenInvalid);
+        }
+        if token.expires_at <= now() {
+            return Err(AccountError::TokenExpired);
+        }
+        // The conditional update makes two concurrent uses of one token succeed at most once.
+        let claimed = one_time_token::Entity::update_many()
+            .col_expr(one_time_token::Column::UsedAt, Expr::value(now()))
+            .filter(one_time_token::Column::Id.eq(token.id))
+            .filter(one_time_token::Column::UsedAt.is_null())
+            .exec(conn)
+            .await?;
+        if claimed.rows_affected != 1 {
+            return Err(AccountError::TokenInvalid);
+        }
+        Ok(token.user_id)
+    }
+
+    pub async fn verify_email(&self, raw: &str, client: &ClientInfo) -> Result<user::Model> {
+        let txn = db::begin_write(&self.db).await?;
+        let user_id = self
+            .consume_one_time_token(&txn, raw, Purpose::VerifyEmail)
+            .await?;
+        let user = find_user(&txn, user_id).await?;
+        let was_verified = user.is_verified;
+        let mut active: user::ActiveModel = user.into();
+        active.is_verified = Set(true);
+        active.updated_at = Set(now());
+        let user = active.update(&txn).await?;
+        self.audit(&txn, Some(user.id), "email_verified", client, None)
+            .await?;
+        if !was_verified {
+            self.queue_mail(
+                &txn,
+                templates::welcome(
+                    &self.settings.project_name,
+                    &user.email,
+                    &user.username,
+                    &self.settings.auth.frontend_url,
+                ),
+            )
+            .await?;
+        }
+        self.commit_and_dispatch(txn).await?;
+        self.users_changed().await;
+        Ok(user)
+    }
+
+    /// Sends a fresh verification mail when the account exists and is unverified; says nothing
+    /// either way so the endpoint cannot be used to discover accounts.
+    pub async fn resend_verification(&self, email: &str) -> Result<()> {
+        // A malformed address is the caller's mistake, said as such; whether an account has a
+        // well-formed one is never told.
+        let email =
+            validation::normalise_email(email).map_err(|p| AccountError::Validation(vec![p]))?;
+        let Some(user) = find_user_by_email(&self.db, &email).await? else {
+            return Ok(());
+        };
+        if user.is_verified || user.is_deleted {
+            return Ok(());
+        }
+        let txn = db::begin_write(&self.db).await?;
+        let raw = self
+            .issue_one_time_token(&txn, user.id, Purpose::VerifyEmail)
+            .await?;
+        self.queue_mail(&txn, self.verification_mail(&user, &raw))
+            .await?;
+        self.commit_and_dispatch(txn).await?;
+        Ok(())
+    }
+}

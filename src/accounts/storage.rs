@@ -1,0 +1,149 @@
+//! The account tables: finding and inserting users, the audit log, and one-time tokens.
+
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set, sea_query::Expr,
+};
+use uuid::Uuid;
+
+use super::{
+    service::*,
+    tokens::{self, Purpose},
+};
+use crate::{
+    config::Settings,
+    entities::{audit_log, one_time_token, user},
+};
+
+/// Finds a user by email (case-insensitive) or by id.
+pub async fn find_user_by_ident(
+    conn: &impl ConnectionTrait,
+    ident: &str,
+) -> Result<Option<user::Model>> {
+    if let Ok(id) = Uuid::parse_str(ident.trim()) {
+        return Ok(user::Entity::find_by_id(id).one(conn).await?);
+    }
+    find_user_by_email(conn, &ident.trim().to_lowercase()).await
+}
+
+pub async fn find_user(conn: &impl ConnectionTrait, id: Uuid) -> Result<user::Model> {
+    user::Entity::find_by_id(id)
+        .one(conn)
+        .await?
+        .ok_or(AccountError::NotFound)
+}
+
+pub async fn find_user_by_email(
+    conn: &impl ConnectionTrait,
+    email: &str,
+) -> Result<Option<user::Model>> {
+    Ok(user::Entity::find()
+        .filter(user::Column::Email.eq(email))
+        .one(conn)
+        .await?)
+}
+
+pub(super) async fn insert_user(
+    conn: &impl ConnectionTrait,
+    email: &str,
+    username: &str,
+    password_hash: String,
+    is_superuser: bool,
+    is_verified: bool,
+) -> Result<user::Model> {
+    let at = now();
+    user::ActiveModel {
+        id: Set(Uuid::new_v4()),
+        email: Set(email.to_string()),
+        username: Set(username.to_string()),
+        username_lower: Set(username.to_lowercase()),
+        password_hash: Set(password_hash),
+        is_superuser: Set(is_superuser),
+        is_verified: Set(is_verified),
+        created_at: Set(at),
+        updated_at: Set(at),
+        is_deleted: Set(false),
+        deleted_at: Set(None),
+        deletion_scheduled_for: Set(None),
+        deletion_requested_at: Set(None),
+        deletion_reminder_days: Set(None),
+        deletion_reason: Set(None),
+        deleted_by: Set(None),
+    }
+    .insert(conn)
+    .await
+    .map_err(|e| match is_unique_violation(&e) {
+        // Two registrations racing past the up-front check: the index has the last word.
+        Some(msg) if msg.contains("email") => AccountError::EmailTaken,
+        Some(_) => AccountError::UsernameTaken,
+        None => e.into(),
+    })
+}
+
+pub(super) async fn write_audit(
+    conn: &impl ConnectionTrait,
+    user_id: Option<Uuid>,
+    event: &str,
+    client: &ClientInfo,
+    details: Option<serde_json::Value>,
+) -> Result<()> {
+    // Nothing is read back: no RETURNING round trip for a row nobody looks at here.
+    audit_log::Entity::insert(audit_log::ActiveModel {
+        id: Set(Uuid::new_v4()),
+        user_id: Set(user_id),
+        event: Set(event.to_string()),
+        ip_address: Set(truncate(client.ip.clone(), 64)),
+        user_agent: Set(truncate(client.user_agent.clone(), 512)),
+        details: Set(details),
+        created_at: Set(now()),
+    })
+    .exec_without_returning(conn)
+    .await?;
+    Ok(())
+}
+
+/// Stores a new one-time token (its hash) and returns the raw token for the mail.
+pub(super) async fn insert_one_time_token(
+    conn: &impl ConnectionTrait,
+    settings: &Settings,
+    user_id: Uuid,
+    purpose: Purpose,
+) -> Result<String> {
+    let ttl = match purpose {
+        Purpose::VerifyEmail => settings.auth.verification_token_ttl,
+        Purpose::ResetPassword => settings.auth.password_reset_token_ttl,
+        Purpose::ConfirmDeletion => settings.auth.deletion_token_ttl,
+        // Valid for as long as there can be a scheduled deletion to cancel.
+        Purpose::CancelDeletion => std::time::Duration::from_secs(
+            86_400 * (u64::from(settings.auth.deletion_grace_period_days) + 1),
+        ),
+    };
+    let raw = tokens::new_opaque_token();
+    one_time_token::ActiveModel {
+        id: Set(Uuid::new_v4()),
+        user_id: Set(user_id),
+        purpose: Set(purpose.as_str().to_string()),
+        token_hash: Set(tokens::hash_token(&raw)),
+        created_at: Set(now()),
+        expires_at: Set(after(ttl)),
+        used_at: Set(None),
+    }
+    .insert(conn)
+    .await?;
+    Ok(raw)
+}
+
+/// Makes the user's unused tokens of these purposes unusable.
+pub(super) async fn retire_tokens(
+    conn: &impl ConnectionTrait,
+    user_id: Uuid,
+    purposes: &[Purpose],
+) -> Result<()> {
+    one_time_token::Entity::update_many()
+        .col_expr(one_time_token::Column::UsedAt, Expr::value(now()))
+        .filter(one_time_token::Column::UserId.eq(user_id))
+        .filter(one_time_token::Column::Purpose.is_in(purposes.iter().map(|p| p.as_str())))
+        .filter(one_time_token::Column::UsedAt.is_null())
+        .exec(conn)
+        .await?;
+    Ok(())
+}
