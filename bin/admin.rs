@@ -379,11 +379,16 @@ fn refused_or_failed(e: &keel::accounts::AccountError) -> Failure {
                 .collect::<Vec<_>>()
                 .join("; "),
         ),
-        E::EmailTaken | E::UsernameTaken | E::Conflict { .. } | E::CannotModifySelf(_) => {
-            Failure(EXIT_REFUSED, e.to_string())
-        }
+        E::EmailTaken
+        | E::UsernameTaken
+        | E::DeletionAlreadyScheduled { .. }
+        | E::AccountDeleted
+        | E::DeletionNotRequested
+        | E::AlreadySoftDeleted
+        | E::NotSoftDeleted
+        | E::CannotModifySelf(_) => Failure(EXIT_REFUSED, e.to_string()),
         E::NotFound => Failure(EXIT_NOT_FOUND, e.to_string()),
-        other => Failure(EXIT_FAILURE, other.to_string()),
+        other => Failure(EXIT_FAILURE, keel::telemetry::cause_chain(other)),
     }
 }
 

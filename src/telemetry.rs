@@ -24,3 +24,36 @@ pub fn init(settings: &Settings) {
     // A second init (tests start several servers in one process) keeps the first subscriber.
     let _ = result;
 }
+
+/// `error: its source: the source's source …`, for the log line of a 500.
+pub fn cause_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let next = cause.to_string();
+        // Some errors repeat their source in their own message; say each part once.
+        if !text.ends_with(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("could not save the account")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn the_chain_names_every_cause_once() {
+        let e = Outer(std::io::Error::other("disk full"));
+        assert_eq!(cause_chain(&e), "could not save the account: disk full");
+        let plain = std::io::Error::other("alone");
+        assert_eq!(cause_chain(&plain), "alone");
+    }
+}

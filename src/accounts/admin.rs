@@ -14,7 +14,7 @@ use super::{
     deletion::erase_account,
     service::{is_unique_violation, now},
     storage::insert_user,
-    validation,
+    validation::{EmailAddress, Password, Username},
 };
 use crate::{
     db,
@@ -173,8 +173,8 @@ impl Accounts {
         is_verified: bool,
         actor: Actor,
     ) -> Result<user::Model> {
-        let (email, username) = self.check_new_account(&new).await?;
-        let hash = self.hasher().hash(new.password).await?;
+        let (email, username, password) = self.check_new_account(new).await?;
+        let hash = self.hasher().hash(&password).await?;
         let txn = db::begin_write(self.db()).await?;
         let user = insert_user(&txn, &email, &username, hash, is_superuser, is_verified).await?;
         self.operator_audit(
@@ -204,7 +204,7 @@ impl Accounts {
             actor.refuse_self(id, "unverify")?;
         }
         let mut problems = Vec::new();
-        let email = match changes.email.as_deref().map(validation::normalise_email) {
+        let email = match changes.email.as_deref().map(EmailAddress::parse) {
             Some(Err(p)) => {
                 problems.push(p);
                 None
@@ -212,11 +212,7 @@ impl Accounts {
             Some(Ok(e)) => Some(e),
             None => None,
         };
-        let username = match changes
-            .username
-            .as_deref()
-            .map(validation::validate_username)
-        {
+        let username = match changes.username.as_deref().map(Username::parse) {
             Some(Err(p)) => {
                 problems.extend(p);
                 None
@@ -224,15 +220,18 @@ impl Accounts {
             Some(Ok(u)) => Some(u),
             None => None,
         };
-        if let Some(password) = &changes.password
-            && let Err(p) = validation::validate_password("password", password)
-        {
-            problems.extend(p);
-        }
+        let password = match changes.password.map(|p| Password::parse("password", p)) {
+            Some(Err(p)) => {
+                problems.extend(p);
+                None
+            }
+            Some(Ok(p)) => Some(p),
+            None => None,
+        };
         if !problems.is_empty() {
             return Err(AccountError::Validation(problems));
         }
-        let hash = match changes.password {
+        let hash = match &password {
             Some(p) => Some(self.hasher().hash(p).await?),
             None => None,
         };
@@ -240,13 +239,13 @@ impl Accounts {
         let user = super::find_user(&txn, id).await?;
         let mut changed = Vec::new();
         let mut active: user::ActiveModel = user.clone().into();
-        if let Some(email) = email.filter(|e| *e != user.email) {
-            active.email = Set(email);
+        if let Some(email) = email.filter(|e| e.as_str() != user.email) {
+            active.email = Set(email.into_string());
             changed.push("email");
         }
-        if let Some(username) = username.filter(|u| *u != user.username) {
-            active.username_lower = Set(username.to_lowercase());
-            active.username = Set(username);
+        if let Some(username) = username.filter(|u| u.as_str() != user.username) {
+            active.username_lower = Set(username.as_str().to_lowercase());
+            active.username = Set(username.into_string());
             changed.push("username");
         }
         if let Some(v) = changes.is_superuser.filter(|v| *v != user.is_superuser) {
@@ -258,7 +257,7 @@ impl Accounts {
             changed.push("is_verified");
         }
         if let Some(hash) = hash {
-            active.password_hash = Set(hash);
+            active.password_hash = Set(hash.into_string());
             changed.push("password");
         }
         if changed.is_empty() {
@@ -329,10 +328,7 @@ impl Accounts {
         let txn = db::begin_write(self.db()).await?;
         let user = super::find_user(&txn, id).await?;
         if user.is_deleted {
-            return Err(AccountError::Conflict {
-                code: "already_deleted",
-                detail: "the account is already deleted".into(),
-            });
+            return Err(AccountError::AlreadySoftDeleted);
         }
         let mut active: user::ActiveModel = user.into();
         active.is_deleted = Set(true);
@@ -361,10 +357,7 @@ impl Accounts {
         let txn = db::begin_write(self.db()).await?;
         let user = super::find_user(&txn, id).await?;
         if !user.is_deleted {
-            return Err(AccountError::Conflict {
-                code: "not_deleted",
-                detail: "the account is not deleted".into(),
-            });
+            return Err(AccountError::NotSoftDeleted);
         }
         let mut active: user::ActiveModel = user.into();
         active.is_deleted = Set(false);

@@ -60,21 +60,15 @@ impl Accounts {
     /// A signed-in user asks to delete their account: mails a single-use confirmation link.
     pub async fn request_deletion(&self, user: &user::Model, client: &ClientInfo) -> Result<()> {
         if let Some(at) = user.deletion_scheduled_for {
-            return Err(AccountError::Conflict {
-                code: "deletion_already_scheduled",
-                detail: format!(
-                    "the account is already scheduled for deletion on {}",
-                    at.to_rfc3339()
-                ),
-            });
+            return Err(AccountError::DeletionAlreadyScheduled { at });
         }
         self.send_deletion_confirmation(user, client).await
     }
 
     /// The same by email address, answering the same whether or not the account exists.
     pub async fn request_deletion_by_email(&self, email: &str, client: &ClientInfo) -> Result<()> {
-        let email = super::validation::normalise_email(email)
-            .map_err(|p| AccountError::Validation(vec![p]))?;
+        let email =
+            super::EmailAddress::parse(email).map_err(|p| AccountError::Validation(vec![p]))?;
         match super::find_user_by_email(self.db(), &email).await? {
             Some(user) if !user.is_deleted && user.deletion_scheduled_for.is_none() => {
                 self.send_deletion_confirmation(&user, client).await
@@ -143,10 +137,7 @@ impl Accounts {
         actor: &str,
     ) -> Result<user::Model> {
         if user.is_deleted {
-            return Err(AccountError::Conflict {
-                code: "account_deleted",
-                detail: "the account is already deleted".into(),
-            });
+            return Err(AccountError::AccountDeleted);
         }
         let txn = db::begin_write(self.db()).await?;
         let user = self
@@ -234,10 +225,7 @@ impl Accounts {
     ) -> Result<user::Model> {
         let user = super::find_user(txn, user_id).await?;
         if user.deletion_requested_at.is_none() && user.deletion_scheduled_for.is_none() {
-            return Err(AccountError::Conflict {
-                code: "deletion_not_requested",
-                detail: "no deletion of this account is pending".into(),
-            });
+            return Err(AccountError::DeletionNotRequested);
         }
         let was_scheduled = user.deletion_scheduled_for.is_some();
         let mut active: user::ActiveModel = user.into();

@@ -18,9 +18,10 @@ mod storage;
 
 pub use cleanup::*;
 pub use deletion::*;
+pub use passwords::PasswordHash;
 pub use service::*;
 pub use storage::{find_user, find_user_by_email, find_user_by_ident};
-pub use validation::FieldProblem;
+pub use validation::{EmailAddress, FieldProblem, Password, Username};
 
 #[cfg(test)]
 mod tests {

@@ -4,16 +4,44 @@ use std::sync::{Arc, Mutex, mpsc};
 
 use argon2::{
     ARGON2ID_IDENT, Algorithm, Argon2, Params, Version,
-    password_hash::phc::{Output, ParamsString, PasswordHash, Salt},
+    password_hash::phc::{Output, ParamsString, PasswordHash as Phc, Salt},
 };
 use tokio::sync::oneshot;
 
+use super::validation::Password;
 use crate::argon2_memory::WorkingMemory;
+
+/// An argon2id PHC string made by [`PasswordHasher::hash`] from a [`Password`]: what the users
+/// table stores. It does not print either.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PasswordHash(String);
+
+impl PasswordHash {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+impl std::fmt::Debug for PasswordHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PasswordHash(..)")
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum HashError {
-    #[error("password hashing failed: {0}")]
-    Hash(String),
+    #[error("password hashing failed")]
+    Hash(#[source] argon2::Error),
+    #[error("could not encode the password hash")]
+    Encode(#[source] argon2::password_hash::Error),
+    #[error("could not encode the password hash")]
+    EncodePart(#[source] argon2::password_hash::phc::Error),
+    #[error("could not start the password hashing threads")]
+    Threads(#[source] std::io::Error),
     #[error("the password hashing threads are gone")]
     Stopped,
 }
@@ -48,7 +76,7 @@ impl PasswordHasher {
             std::thread::Builder::new()
                 .name(format!("argon2-{i}"))
                 .spawn(move || hashing_thread(&rx))
-                .map_err(|e| HashError::Hash(e.to_string()))?;
+                .map_err(HashError::Threads)?;
         }
         let random: [u8; 16] = rand::random();
         let dummy = hash_blocking(&hex::encode(random))?;
@@ -63,12 +91,13 @@ impl PasswordHasher {
         self.concurrency
     }
 
-    pub async fn hash(&self, password: String) -> Result<String, HashError> {
+    /// Hashes a password that passed the rules; nothing else can be hashed for storage.
+    pub async fn hash(&self, password: &Password) -> Result<PasswordHash, HashError> {
         let (tx, rx) = oneshot::channel();
         self.queue
-            .send(Work::Hash(password, tx))
+            .send(Work::Hash(password.expose().to_string(), tx))
             .map_err(|_| HashError::Stopped)?;
-        rx.await.map_err(|_| HashError::Stopped)?
+        rx.await.map_err(|_| HashError::Stopped)?.map(PasswordHash)
     }
 
     /// True when `password` matches `hash`; an unparseable stored hash never matches.
@@ -137,7 +166,6 @@ pub fn verify_blocking(password: &str, hash: &str) -> bool {
 
 /// A PHC string (`$argon2id$v=19$m=19456,t=2,p=1$salt$hash`) for `password` with a random salt.
 fn hash_with(password: &str, memory: &mut WorkingMemory) -> Result<String, HashError> {
-    let err = |e: &dyn std::fmt::Display| HashError::Hash(e.to_string());
     let params = Params::default();
     let salt: [u8; 16] = rand::random();
     let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
@@ -148,13 +176,13 @@ fn hash_with(password: &str, memory: &mut WorkingMemory) -> Result<String, HashE
             &mut out,
             memory.blocks(params.block_count()),
         )
-        .map_err(|e| err(&e))?;
-    let phc = PasswordHash {
+        .map_err(HashError::Hash)?;
+    let phc = Phc {
         algorithm: ARGON2ID_IDENT,
         version: Some(Version::V0x13.into()),
-        params: ParamsString::try_from(&params).map_err(|e| err(&e))?,
-        salt: Some(Salt::new(&salt).map_err(|e| err(&e))?),
-        hash: Some(Output::new(&out).map_err(|e| err(&e))?),
+        params: ParamsString::try_from(&params).map_err(HashError::Encode)?,
+        salt: Some(Salt::new(&salt).map_err(HashError::EncodePart)?),
+        hash: Some(Output::new(&out).map_err(HashError::EncodePart)?),
     };
     Ok(phc.to_string())
 }
@@ -162,7 +190,7 @@ fn hash_with(password: &str, memory: &mut WorkingMemory) -> Result<String, HashE
 /// Checks `password` against a stored PHC string, with the parameters the string records,
 /// reusing `memory` as the argon2 working memory.
 pub fn verify_with(password: &str, hash: &str, memory: &mut WorkingMemory) -> bool {
-    let Ok(phc) = PasswordHash::new(hash) else {
+    let Ok(phc) = Phc::new(hash) else {
         return false;
     };
     let (Some(salt), Some(expected)) = (&phc.salt, &phc.hash) else {
@@ -193,12 +221,18 @@ mod tests {
     #[tokio::test]
     async fn hashes_verify_and_differ() {
         let hasher = PasswordHasher::new(2).unwrap();
-        let a = hasher.hash("Secret123!".into()).await.unwrap();
-        let b = hasher.hash("Secret123!".into()).await.unwrap();
+        let password = Password::parse("password", "Unusual-Secret-42".into()).unwrap();
+        let a = hasher.hash(&password).await.unwrap().into_string();
+        let b = hasher.hash(&password).await.unwrap().into_string();
         assert!(a.starts_with("$argon2id$"));
         assert_ne!(a, b, "salts must differ");
-        assert!(hasher.verify("Secret123!".into(), a.clone()).await.unwrap());
-        assert!(!hasher.verify("Secret124!".into(), a).await.unwrap());
+        assert!(
+            hasher
+                .verify("Unusual-Secret-42".into(), a.clone())
+                .await
+                .unwrap()
+        );
+        assert!(!hasher.verify("Unusual-Secret-43".into(), a).await.unwrap());
         assert!(
             !hasher
                 .verify("x".into(), "not a hash".into())

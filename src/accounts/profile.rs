@@ -2,7 +2,7 @@
 
 use sea_orm::{ActiveModelTrait, Set};
 
-use super::{service::*, storage::*, validation};
+use super::{service::*, storage::*, validation::Username};
 use crate::{db, entities::user};
 
 impl Accounts {
@@ -11,14 +11,14 @@ impl Accounts {
         principal: &Principal,
         username: &str,
     ) -> Result<user::Model> {
-        let username = validation::validate_username(username).map_err(AccountError::Validation)?;
+        let username = Username::parse(username).map_err(AccountError::Validation)?;
         let user = find_user(&self.db, principal.user.id).await?;
-        if user.username == username {
+        if user.username == username.as_str() {
             return Ok(user);
         }
         let mut active: user::ActiveModel = user.into();
-        active.username = Set(username.clone());
-        active.username_lower = Set(username.to_lowercase());
+        active.username_lower = Set(username.as_str().to_lowercase());
+        active.username = Set(username.into_string());
         active.updated_at = Set(now());
         let user = active
             .update(&self.db)
@@ -36,14 +36,12 @@ impl Accounts {
         let Some(first) = self.settings.auth.first_superuser.clone() else {
             return Ok(None);
         };
-        let email = validation::normalise_email(&first.email)
-            .map_err(|p| AccountError::Validation(vec![p]))?;
-        if find_user_by_email(&self.db, &email).await?.is_some() {
+        // The settings hold parsed values: the first superuser obeys every account rule.
+        if find_user_by_email(&self.db, &first.email).await?.is_some() {
             return Ok(None);
         }
-        let (username, password) = (first.username, first.password);
-        let hash = self.hasher.hash(password).await?;
-        let user = insert_user(&self.db, &email, &username, hash, true, true).await?;
+        let hash = self.hasher.hash(&first.password).await?;
+        let user = insert_user(&self.db, &first.email, &first.username, hash, true, true).await?;
         self.audit(
             &self.db,
             Some(user.id),
@@ -63,14 +61,14 @@ impl Accounts {
         username: &str,
         password: String,
     ) -> Result<user::Model> {
-        let (email, username) = self
-            .check_new_account(&NewAccount {
+        let (email, username, password) = self
+            .check_new_account(NewAccount {
                 email: email.to_string(),
                 username: username.to_string(),
-                password: password.clone(),
+                password,
             })
             .await?;
-        let hash = self.hasher.hash(password).await?;
+        let hash = self.hasher.hash(&password).await?;
         let txn = db::begin_write(&self.db).await?;
         let user = insert_user(&txn, &email, &username, hash, true, true).await?;
         self.audit(

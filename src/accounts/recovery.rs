@@ -2,15 +2,20 @@
 
 use sea_orm::{ActiveModelTrait, Set};
 
-use super::{FieldProblem, service::*, storage::*, tokens::Purpose, validation};
+use super::{
+    FieldProblem,
+    service::*,
+    storage::*,
+    tokens::Purpose,
+    validation::{EmailAddress, Password},
+};
 use crate::{db, entities::user, mail::templates};
 
 impl Accounts {
     pub async fn forgot_password(&self, email: &str, client: &ClientInfo) -> Result<()> {
         // A malformed address is the caller's mistake, said as such; whether an account has a
         // well-formed one is never told.
-        let email =
-            validation::normalise_email(email).map_err(|p| AccountError::Validation(vec![p]))?;
+        let email = EmailAddress::parse(email).map_err(|p| AccountError::Validation(vec![p]))?;
         let Some(user) = find_user_by_email(&self.db, &email).await? else {
             return Ok(());
         };
@@ -53,16 +58,16 @@ impl Accounts {
         new_password: String,
         client: &ClientInfo,
     ) -> Result<()> {
-        validation::validate_password("new_password", &new_password)
-            .map_err(AccountError::Validation)?;
-        let hash = self.hasher.hash(new_password).await?;
+        let new_password =
+            Password::parse("new_password", new_password).map_err(AccountError::Validation)?;
+        let hash = self.hasher.hash(&new_password).await?;
         let txn = db::begin_write(&self.db).await?;
         let user_id = self
             .consume_one_time_token(&txn, raw, Purpose::ResetPassword)
             .await?;
         let user = find_user(&txn, user_id).await?;
         let mut active: user::ActiveModel = user.into();
-        active.password_hash = Set(hash);
+        active.password_hash = Set(hash.into_string());
         // Following the mailed link proves the address belongs to the user.
         active.is_verified = Set(true);
         active.updated_at = Set(now());
@@ -85,9 +90,9 @@ impl Accounts {
         new_password: String,
         client: &ClientInfo,
     ) -> Result<()> {
-        validation::validate_password("new_password", &new_password)
-            .map_err(AccountError::Validation)?;
-        if current == new_password {
+        let new_password =
+            Password::parse("new_password", new_password).map_err(AccountError::Validation)?;
+        if current == new_password.expose() {
             return Err(AccountError::Validation(vec![FieldProblem::new(
                 "new_password",
                 "must differ from the current password",
@@ -109,10 +114,10 @@ impl Accounts {
             .await?;
             return Err(AccountError::WrongPassword);
         }
-        let hash = self.hasher.hash(new_password).await?;
+        let hash = self.hasher.hash(&new_password).await?;
         let txn = db::begin_write(&self.db).await?;
         let mut active: user::ActiveModel = user.into();
-        active.password_hash = Set(hash);
+        active.password_hash = Set(hash.into_string());
         active.updated_at = Set(now());
         let user = active.update(&txn).await?;
         self.revoke_sessions(&txn, user.id, principal.session_id(), "password_changed")

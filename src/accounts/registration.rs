@@ -9,7 +9,7 @@ use super::{
     service::*,
     storage::*,
     tokens::{self, Purpose},
-    validation,
+    validation::{EmailAddress, Password, Username},
 };
 use crate::{
     db,
@@ -19,25 +19,25 @@ use crate::{
 
 impl Accounts {
     /// Validates every field, reporting all problems at once, and checks uniqueness.
-    pub(super) async fn check_new_account(&self, new: &NewAccount) -> Result<(String, String)> {
+    pub(super) async fn check_new_account(
+        &self,
+        new: NewAccount,
+    ) -> Result<(EmailAddress, Username, Password)> {
         let mut problems = Vec::new();
-        let email = validation::normalise_email(&new.email)
+        let email = EmailAddress::parse(&new.email)
             .map_err(|p| problems.push(p))
             .ok();
-        let username = validation::validate_username(&new.username)
+        let username = Username::parse(&new.username)
             .map_err(|p| problems.extend(p))
             .ok();
-        if let Err(p) = validation::validate_password("password", &new.password) {
-            problems.extend(p);
-        }
-        let (Some(email), Some(username)) = (email, username) else {
+        let password = Password::parse("password", new.password)
+            .map_err(|p| problems.extend(p))
+            .ok();
+        let (Some(email), Some(username), Some(password)) = (email, username, password) else {
             return Err(AccountError::Validation(problems));
         };
-        if !problems.is_empty() {
-            return Err(AccountError::Validation(problems));
-        }
         if user::Entity::find()
-            .filter(user::Column::Email.eq(&email))
+            .filter(user::Column::Email.eq(email.as_str()))
             .one(&self.db)
             .await?
             .is_some()
@@ -45,19 +45,19 @@ impl Accounts {
             return Err(AccountError::EmailTaken);
         }
         if user::Entity::find()
-            .filter(user::Column::UsernameLower.eq(username.to_lowercase()))
+            .filter(user::Column::UsernameLower.eq(username.as_str().to_lowercase()))
             .one(&self.db)
             .await?
             .is_some()
         {
             return Err(AccountError::UsernameTaken);
         }
-        Ok((email, username))
+        Ok((email, username, password))
     }
 
     pub async fn register(&self, new: NewAccount, client: &ClientInfo) -> Result<user::Model> {
-        let (email, username) = self.check_new_account(&new).await?;
-        let hash = self.hasher.hash(new.password).await?;
+        let (email, username, password) = self.check_new_account(new).await?;
+        let hash = self.hasher.hash(&password).await?;
         let txn = db::begin_write(&self.db).await?;
         let user = insert_user(&txn, &email, &username, hash, false, false).await?;
         let raw = self
@@ -176,8 +176,7 @@ impl Accounts {
     pub async fn resend_verification(&self, email: &str) -> Result<()> {
         // A malformed address is the caller's mistake, said as such; whether an account has a
         // well-formed one is never told.
-        let email =
-            validation::normalise_email(email).map_err(|p| AccountError::Validation(vec![p]))?;
+        let email = EmailAddress::parse(email).map_err(|p| AccountError::Validation(vec![p]))?;
         let Some(user) = find_user_by_email(&self.db, &email).await? else {
             return Ok(());
         };

@@ -54,18 +54,31 @@ pub enum AccountError {
     ApiKeyRevoked,
     #[error("not found")]
     NotFound,
-    /// The request contradicts the account's state, e.g. cancelling a deletion nobody asked for.
-    #[error("{detail}")]
-    Conflict { code: &'static str, detail: String },
+    /// A deletion was requested for an account already scheduled for one.
+    #[error("the account is already scheduled for deletion on {}", .at.to_rfc3339())]
+    DeletionAlreadyScheduled { at: DateTime<Utc> },
+    /// The account asking is itself deleted (it can only be restored by an operator).
+    #[error("the account is already deleted")]
+    AccountDeleted,
+    /// Cancelling or confirming a deletion nobody asked for.
+    #[error("no deletion of this account is pending")]
+    DeletionNotRequested,
+    /// An operator soft-deleting an account that is already deleted.
+    #[error("the account is already deleted")]
+    AlreadySoftDeleted,
+    /// An operator restoring an account that is not deleted.
+    #[error("the account is not deleted")]
+    NotSoftDeleted,
     /// An administrator tried to demote, unverify or delete their own account.
     #[error("{0}")]
     CannotModifySelf(String),
-    #[error("database error: {0}")]
+    #[error("database error")]
     Db(#[from] DbErr),
     #[error(transparent)]
     Hash(#[from] HashError),
-    #[error("{0}")]
-    Internal(String),
+    /// `SECRET_KEY` could not be made into signing keys, or a token could not be signed.
+    #[error("access tokens cannot be signed")]
+    Signing(#[source] jsonwebtoken::errors::Error),
 }
 
 pub type Result<T, E = AccountError> = std::result::Result<T, E>;
@@ -168,8 +181,7 @@ impl Accounts {
         jobs: JobQueue,
         cache: Cache,
     ) -> Result<Self> {
-        let jwt = JwtKeys::new(&settings.auth.secret_key)
-            .map_err(|e| AccountError::Internal(e.to_string()))?;
+        let jwt = JwtKeys::new(&settings.auth.secret_key).map_err(AccountError::Signing)?;
         Ok(Self {
             db,
             settings,

@@ -11,6 +11,7 @@ use super::{
     service::*,
     storage::*,
     tokens::{self, AccessClaims, JwtError},
+    validation::EmailAddress,
 };
 use crate::{
     db,
@@ -66,7 +67,11 @@ impl Accounts {
     ) -> Result<TokenPair> {
         let identifier = identifier.trim();
         let found = if identifier.contains('@') {
-            find_user_by_email(&self.db, &identifier.to_lowercase()).await?
+            // An address that breaks the rules belongs to no account: a dummy check follows.
+            match EmailAddress::parse(identifier) {
+                Ok(email) => find_user_by_email(&self.db, &email).await?,
+                Err(_) => None,
+            }
         } else {
             user::Entity::find()
                 .filter(user::Column::UsernameLower.eq(identifier.to_lowercase()))
@@ -211,7 +216,7 @@ impl Accounts {
                 exp: issued + ttl as i64,
                 jti: Uuid::new_v4(),
             })
-            .map_err(|e| AccountError::Internal(e.to_string()))?;
+            .map_err(AccountError::Signing)?;
         Ok(TokenPair {
             access_token: access,
             refresh_token: raw,

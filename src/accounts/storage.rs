@@ -6,8 +6,10 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::{
+    passwords::PasswordHash,
     service::*,
     tokens::{self, Purpose},
+    validation::{EmailAddress, Username},
 };
 use crate::{
     config::Settings,
@@ -22,7 +24,11 @@ pub async fn find_user_by_ident(
     if let Ok(id) = Uuid::parse_str(ident.trim()) {
         return Ok(user::Entity::find_by_id(id).one(conn).await?);
     }
-    find_user_by_email(conn, &ident.trim().to_lowercase()).await
+    match EmailAddress::parse(ident) {
+        Ok(email) => find_user_by_email(conn, &email).await,
+        // No account can have an address that breaks the rules.
+        Err(_) => Ok(None),
+    }
 }
 
 pub async fn find_user(conn: &impl ConnectionTrait, id: Uuid) -> Result<user::Model> {
@@ -34,29 +40,29 @@ pub async fn find_user(conn: &impl ConnectionTrait, id: Uuid) -> Result<user::Mo
 
 pub async fn find_user_by_email(
     conn: &impl ConnectionTrait,
-    email: &str,
+    email: &EmailAddress,
 ) -> Result<Option<user::Model>> {
     Ok(user::Entity::find()
-        .filter(user::Column::Email.eq(email))
+        .filter(user::Column::Email.eq(email.as_str()))
         .one(conn)
         .await?)
 }
 
 pub(super) async fn insert_user(
     conn: &impl ConnectionTrait,
-    email: &str,
-    username: &str,
-    password_hash: String,
+    email: &EmailAddress,
+    username: &Username,
+    password_hash: PasswordHash,
     is_superuser: bool,
     is_verified: bool,
 ) -> Result<user::Model> {
     let at = now();
     user::ActiveModel {
         id: Set(Uuid::new_v4()),
-        email: Set(email.to_string()),
-        username: Set(username.to_string()),
-        username_lower: Set(username.to_lowercase()),
-        password_hash: Set(password_hash),
+        email: Set(email.as_str().to_string()),
+        username: Set(username.as_str().to_string()),
+        username_lower: Set(username.as_str().to_lowercase()),
+        password_hash: Set(password_hash.into_string()),
         is_superuser: Set(is_superuser),
         is_verified: Set(is_verified),
         created_at: Set(at),

@@ -144,7 +144,7 @@ const COMMON_PASSWORDS: &[&str] = &[
 ];
 
 /// Validates and normalises an email address: trimmed and lower-cased.
-pub fn normalise_email(raw: &str) -> Result<String, FieldProblem> {
+fn normalise_email(raw: &str) -> Result<String, FieldProblem> {
     let email = raw.trim().to_lowercase();
     if email.len() > EMAIL_MAX_LEN {
         return Err(FieldProblem::new("email", "must be at most 254 characters"));
@@ -201,7 +201,7 @@ pub const PASSWORD_PATTERN: &str = "^(?=[\\s\\S]*[A-Z])(?=[\\s\\S]*[a-z])(?=[\\s
 
 /// Checks the username rules; the stored form keeps the user's case. Nothing is trimmed: a
 /// name with spaces around it breaks the character rule like any other.
-pub fn validate_username(name: &str) -> Result<String, Vec<FieldProblem>> {
+fn validate_username(name: &str) -> Result<String, Vec<FieldProblem>> {
     let mut problems = Vec::new();
     let len = name.chars().count();
     if !(USERNAME_MIN_LEN..=USERNAME_MAX_LEN).contains(&len) {
@@ -241,7 +241,7 @@ pub fn validate_username(name: &str) -> Result<String, Vec<FieldProblem>> {
 /// Checks every password rule and reports each one that fails. Letters and digits are ASCII's,
 /// and a special character is any other (a space, `é` and `!` alike), so that one regular
 /// expression in the spec states the same rules.
-pub fn validate_password(field: &str, password: &str) -> Result<(), Vec<FieldProblem>> {
+fn validate_password(field: &str, password: &str) -> Result<(), Vec<FieldProblem>> {
     let mut problems = Vec::new();
     let len = password.chars().count();
     if len < PASSWORD_MIN_LEN {
@@ -284,6 +284,79 @@ pub fn validate_password(field: &str, password: &str) -> Result<(), Vec<FieldPro
         Ok(())
     } else {
         Err(problems)
+    }
+}
+
+/// An email address that passed the rules, trimmed and lower-cased: `EmailAddress::parse` is
+/// the only way to get one, so storage that takes one cannot be handed an unchecked string.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EmailAddress(String);
+
+impl EmailAddress {
+    pub fn parse(raw: &str) -> Result<Self, FieldProblem> {
+        normalise_email(raw).map(Self)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+impl std::fmt::Display for EmailAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A username that passed the rules, in the case its owner chose.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Username(String);
+
+impl Username {
+    pub fn parse(raw: &str) -> Result<Self, Vec<FieldProblem>> {
+        validate_username(raw).map(Self)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+impl std::fmt::Display for Username {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A new password that passed the rules. It never prints: `{:?}` shows `Password(..)`, and
+/// only `expose` hands the text to the hasher.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(String);
+
+impl Password {
+    /// Checks `raw` as the value of `field` (`password`, `new_password`), reporting every rule
+    /// it breaks.
+    pub fn parse(field: &str, raw: String) -> Result<Self, Vec<FieldProblem>> {
+        validate_password(field, &raw)?;
+        Ok(Self(raw))
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(..)")
     }
 }
 
@@ -353,5 +426,19 @@ mod tests {
                 .len(),
             1
         );
+    }
+
+    #[test]
+    fn values_exist_only_once_checked() {
+        let email = EmailAddress::parse("  Ada@Example.COM ").unwrap();
+        assert_eq!(email.as_str(), "ada@example.com");
+        assert!(EmailAddress::parse("not an address").is_err());
+        assert_eq!(Username::parse("Ada_L").unwrap().as_str(), "Ada_L");
+        assert!(Username::parse("admin").is_err());
+        let password = Password::parse("password", "Correct-Horse-7".into()).unwrap();
+        assert_eq!(password.expose(), "Correct-Horse-7");
+        assert_eq!(format!("{password:?}"), "Password(..)");
+        let problems = Password::parse("new_password", "short".into()).unwrap_err();
+        assert!(problems.iter().all(|p| p.field == "new_password"));
     }
 }

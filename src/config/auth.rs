@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use super::reader::{ConfigError, DAY, HOUR, MINUTE, Reader};
+use crate::accounts::{EmailAddress, FieldProblem, Password, Username};
 
 /// The development default for `SECRET_KEY`; production refuses to start with it.
 pub const DEFAULT_SECRET_KEY: &str = "keel-development-secret-key-change-me-before-production";
@@ -33,11 +34,13 @@ pub struct AuthSettings {
     pub first_superuser: Option<FirstSuperuser>,
 }
 
+/// Parsed like any account's fields: a configured `admin` / `password` stops start-up instead
+/// of becoming the most privileged account.
 #[derive(Clone)]
 pub struct FirstSuperuser {
-    pub email: String,
-    pub username: String,
-    pub password: String,
+    pub email: EmailAddress,
+    pub username: Username,
+    pub password: Password,
 }
 
 impl std::fmt::Debug for AuthSettings {
@@ -143,12 +146,8 @@ fn reminder_days(raw: &str, grace_period_days: u32) -> Result<Vec<u32>, ConfigEr
     Ok(days)
 }
 
-/// The first superuser is held to every account rule, like any account: a configured
-/// `admin` / `password` stops start-up instead of becoming the most privileged account.
+/// The first superuser is held to every account rule, like any account.
 fn first_superuser(r: &Reader) -> Result<Option<FirstSuperuser>, ConfigError> {
-    use crate::accounts::validation::{
-        FieldProblem, normalise_email, validate_password, validate_username,
-    };
     let email = r.raw("FIRST_SUPERUSER_EMAIL");
     let password = r.raw("FIRST_SUPERUSER_PASSWORD");
     let username = r.string("FIRST_SUPERUSER_USERNAME", "superuser");
@@ -169,10 +168,11 @@ fn first_superuser(r: &Reader) -> Result<Option<FirstSuperuser>, ConfigError> {
             .collect::<Vec<_>>()
             .join("; ")
     };
-    normalise_email(&email).map_err(|p| ConfigError::new("FIRST_SUPERUSER_EMAIL", p.message))?;
-    validate_username(&username)
+    let email = EmailAddress::parse(&email)
+        .map_err(|p| ConfigError::new("FIRST_SUPERUSER_EMAIL", p.message))?;
+    let username = Username::parse(&username)
         .map_err(|p| ConfigError::new("FIRST_SUPERUSER_USERNAME", messages(p)))?;
-    validate_password("password", &password)
+    let password = Password::parse("password", password)
         .map_err(|p| ConfigError::new("FIRST_SUPERUSER_PASSWORD", messages(p)))?;
     Ok(Some(FirstSuperuser {
         email,

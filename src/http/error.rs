@@ -199,6 +199,12 @@ impl ApiError {
         Self::from_problem(p)
     }
 
+    /// A server fault with a cause: logged with its whole chain of sources, reported to the
+    /// client without any of it.
+    pub fn internal_error(error: &(dyn std::error::Error + 'static)) -> Self {
+        Self::internal(crate::telemetry::cause_chain(error))
+    }
+
     /// A server fault: logged in full here, reported to the client without internals.
     pub fn internal(error: impl std::fmt::Display) -> Self {
         tracing::error!(error = %error, request_id = %current_request_id(), "internal error");
@@ -225,7 +231,7 @@ impl ApiError {
 /// A database failure is a server fault: logged with its cause, answered as a 500.
 impl From<sea_orm::DbErr> for ApiError {
     fn from(e: sea_orm::DbErr) -> Self {
-        Self::internal(e)
+        Self::internal_error(&e)
     }
 }
 
@@ -340,11 +346,25 @@ impl From<AccountError> for ApiError {
             E::SessionRevoked => Self::unauthorized("session_revoked", e.to_string()),
             E::ApiKeyRevoked => Self::unauthorized("api_key_revoked", e.to_string()),
             E::NotFound => Self::not_found("no such resource"),
-            E::Conflict { code, detail } => Self::new(StatusCode::CONFLICT, code, detail),
+            E::DeletionAlreadyScheduled { .. } => Self::new(
+                StatusCode::CONFLICT,
+                "deletion_already_scheduled",
+                e.to_string(),
+            ),
+            E::AccountDeleted => Self::new(StatusCode::CONFLICT, "account_deleted", e.to_string()),
+            E::DeletionNotRequested => Self::new(
+                StatusCode::CONFLICT,
+                "deletion_not_requested",
+                e.to_string(),
+            ),
+            E::AlreadySoftDeleted => {
+                Self::new(StatusCode::CONFLICT, "already_deleted", e.to_string())
+            }
+            E::NotSoftDeleted => Self::new(StatusCode::CONFLICT, "not_deleted", e.to_string()),
             E::CannotModifySelf(detail) => {
                 Self::new(StatusCode::FORBIDDEN, "cannot_modify_self", detail)
             }
-            E::Db(_) | E::Hash(_) | E::Internal(_) => Self::internal(e),
+            E::Db(_) | E::Hash(_) | E::Signing(_) => Self::internal_error(&e),
         }
     }
 }

@@ -32,10 +32,12 @@ pub struct Email {
 pub enum MailError {
     #[error("invalid address {0:?}")]
     Address(String),
-    #[error("could not build the message: {0}")]
-    Build(String),
-    #[error("SMTP delivery failed: {0}")]
-    Smtp(String),
+    #[error("could not build the message")]
+    Build(#[source] lettre::error::Error),
+    #[error("could not set up TLS for the SMTP server")]
+    Tls(#[source] lettre::transport::smtp::Error),
+    #[error("SMTP delivery failed")]
+    Smtp(#[source] lettre::transport::smtp::Error),
 }
 
 #[derive(Clone)]
@@ -60,8 +62,7 @@ impl Mailer {
         let Some(smtp) = &settings.smtp else {
             return Ok(Mailer::Log { from });
         };
-        let tls =
-            || TlsParameters::new(smtp.host.clone()).map_err(|e| MailError::Build(e.to_string()));
+        let tls = || TlsParameters::new(smtp.host.clone()).map_err(MailError::Tls);
         let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&smtp.host)
             .port(smtp.port)
             .timeout(Some(smtp.timeout));
@@ -113,12 +114,12 @@ impl Mailer {
                         email.text.clone(),
                         email.html.clone(),
                     ))
-                    .map_err(|e| MailError::Build(e.to_string()))?;
+                    .map_err(MailError::Build)?;
                 transport
                     .send(message)
                     .await
                     .map(|_| ())
-                    .map_err(|e| MailError::Smtp(e.to_string()))
+                    .map_err(MailError::Smtp)
             }
         }
     }
@@ -141,10 +142,10 @@ pub async fn send_email_job(mailer: Mailer, ctx: JobContext) -> JobResult {
     let email: Email = ctx.payload()?;
     match mailer.send(&email).await {
         Ok(()) => Ok(json!({"delivered_to": email.to, "transport": mailer.transport_name()})),
-        Err(e @ (MailError::Address(_) | MailError::Build(_))) => {
-            Err(JobError::fatal(e.to_string()))
+        Err(e @ (MailError::Address(_) | MailError::Build(_) | MailError::Tls(_))) => {
+            Err(JobError::fatal(crate::telemetry::cause_chain(&e)))
         }
-        Err(e) => Err(JobError::retry(e.to_string())),
+        Err(e) => Err(JobError::retry(crate::telemetry::cause_chain(&e))),
     }
 }
 

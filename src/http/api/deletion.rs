@@ -106,7 +106,7 @@ impl DeletionApi {
         // An address is checked even when the caller is signed in and it is not needed: a
         // malformed one is a mistake the client should hear about.
         if let Some(email) = &email {
-            crate::accounts::validation::normalise_email(email)
+            crate::accounts::EmailAddress::parse(email)
                 .map_err(|p| ApiError::validation(vec![p.into()]))?;
         }
         if let Some(principal) = optional_user(&state, req).await? {

@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::{ApiTags, models::PageMetadata};
 use crate::http::extractors::Auth;
 use crate::{
-    accounts::{Principal, validation::normalise_email},
+    accounts::{EmailAddress, Principal},
     entities::job,
     http::error::{ApiError, ApiResult},
     http::state::AppState,
@@ -265,7 +265,9 @@ impl TasksApi {
     ) -> ApiResult<Submitted> {
         let principal = auth.superuser_or_scope(WRITE)?;
         let body = body.0;
-        let to = normalise_email(&body.to).map_err(|p| ApiError::validation(vec![p.into()]))?;
+        let to = EmailAddress::parse(&body.to)
+            .map_err(|p| ApiError::validation(vec![p.into()]))?
+            .into_string();
         let email = Email {
             to,
             subject: body.subject,
