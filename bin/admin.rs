@@ -474,7 +474,7 @@ async fn jobs_command(jobs: &Jobs, cmd: JobsCommand) -> Outcome {
                     vec![
                         j.id.to_string(),
                         j.name.clone(),
-                        j.status.clone(),
+                        j.status.to_string(),
                         j.attempts.to_string(),
                         j.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
                         j.error
@@ -544,7 +544,7 @@ fn user_json(u: &user::Model) -> serde_json::Value {
 
 fn job_json(j: &job::Model) -> serde_json::Value {
     serde_json::json!({
-        "id": j.id, "name": j.name, "status": j.status, "attempts": j.attempts,
+        "id": j.id, "name": j.name, "status": j.status.as_str(), "attempts": j.attempts,
         "max_attempts": j.max_attempts, "payload": j.payload, "result": j.result, "error": j.error,
         "owner_id": j.owner_id, "created_at": j.created_at, "started_at": j.started_at,
         "finished_at": j.finished_at, "run_at": j.run_at,

@@ -9,6 +9,7 @@ use sea_orm::{
 use serde_json::json;
 use uuid::Uuid;
 
+use super::audit::AuditEvent;
 use super::{
     AccountError, Accounts, ClientInfo, NewAccount, Result,
     deletion::erase_account,
@@ -150,7 +151,7 @@ impl Accounts {
         &self,
         conn: &impl sea_orm::ConnectionTrait,
         target: Uuid,
-        event: &str,
+        event: AuditEvent,
         actor: Actor,
         mut details: serde_json::Value,
     ) -> Result<()> {
@@ -180,7 +181,7 @@ impl Accounts {
         self.operator_audit(
             &txn,
             user.id,
-            "user_created_by_admin",
+            AuditEvent::UserCreatedByAdmin,
             actor,
             json!({"is_superuser": is_superuser, "is_verified": is_verified}),
         )
@@ -279,7 +280,7 @@ impl Accounts {
         self.operator_audit(
             &txn,
             id,
-            "user_updated_by_admin",
+            AuditEvent::UserUpdatedByAdmin,
             actor,
             json!({"fields": changed}),
         )
@@ -342,7 +343,7 @@ impl Accounts {
         self.operator_audit(
             &txn,
             id,
-            "account_soft_deleted",
+            AuditEvent::AccountSoftDeleted,
             actor,
             json!({"reason": reason}),
         )
@@ -366,7 +367,7 @@ impl Accounts {
         active.deletion_reason = Set(None);
         active.updated_at = Set(now());
         let user = active.update(&txn).await?;
-        self.operator_audit(&txn, id, "account_restored", actor, json!({}))
+        self.operator_audit(&txn, id, AuditEvent::AccountRestored, actor, json!({}))
             .await?;
         txn.commit().await?;
         self.users_changed().await;
@@ -381,7 +382,7 @@ impl Accounts {
         if !erase_account(&txn, id, None).await? {
             return Err(AccountError::NotFound);
         }
-        self.operator_audit(&txn, id, "account_deleted", actor, json!({}))
+        self.operator_audit(&txn, id, AuditEvent::AccountDeleted, actor, json!({}))
             .await?;
         txn.commit().await?;
         self.users_changed().await;

@@ -7,12 +7,42 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
+use super::audit::AuditEvent;
 use super::{AccountError, ClientInfo, Credential, FieldProblem, Principal, Result, tokens};
 use crate::{db, entities::api_key, entities::user};
 
 pub const KEY_PREFIX: &str = "sk_";
-/// Every scope a key can carry.
-pub const SCOPES: [&str; 3] = ["system:read", "tasks:read", "tasks:write"];
+/// What an API key may do; a signed-in session may do everything its user may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    SystemRead,
+    TasksRead,
+    TasksWrite,
+}
+
+impl Scope {
+    pub const ALL: [Scope; 3] = [Self::SystemRead, Self::TasksRead, Self::TasksWrite];
+
+    /// The name in requests, in the spec and in the `scopes` column.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::SystemRead => "system:read",
+            Self::TasksRead => "tasks:read",
+            Self::TasksWrite => "tasks:write",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+}
+
+/// Every scope's name, for the spec.
+pub const SCOPES: [&str; 3] = [
+    Scope::SystemRead.as_str(),
+    Scope::TasksRead.as_str(),
+    Scope::TasksWrite.as_str(),
+];
 /// Writing `last_used_at` on every call would turn reads into writes; once a minute is enough.
 const LAST_USED_RESOLUTION: Duration = Duration::minutes(1);
 
@@ -33,8 +63,8 @@ fn validate(new: &NewApiKey) -> Result<(String, String)> {
     }
     let mut scopes: Vec<&str> = Vec::new();
     for scope in &new.scopes {
-        match SCOPES.iter().find(|s| **s == scope.as_str()) {
-            Some(s) if !scopes.contains(s) => scopes.push(s),
+        match Scope::parse(scope).map(Scope::as_str) {
+            Some(s) if !scopes.contains(&s) => scopes.push(s),
             Some(_) => {}
             None => problems.push(FieldProblem::new(
                 "scopes",
@@ -94,7 +124,7 @@ impl super::Accounts {
         self.audit_event(
             &txn,
             principal.user.id,
-            "api_key_created",
+            AuditEvent::ApiKeyCreated,
             client,
             created.0.id,
         )
@@ -132,8 +162,14 @@ impl super::Accounts {
             .filter(api_key::Column::Id.eq(key.id))
             .exec(&txn)
             .await?;
-        self.audit_event(&txn, principal.user.id, "api_key_revoked", client, key.id)
-            .await?;
+        self.audit_event(
+            &txn,
+            principal.user.id,
+            AuditEvent::ApiKeyRevoked,
+            client,
+            key.id,
+        )
+        .await?;
         txn.commit().await?;
         Ok(())
     }
@@ -168,7 +204,7 @@ impl super::Accounts {
         self.audit_event(
             &txn,
             principal.user.id,
-            "api_key_rotated",
+            AuditEvent::ApiKeyRotated,
             client,
             created.0.id,
         )
@@ -210,7 +246,12 @@ impl super::Accounts {
             user,
             credential: Credential::ApiKey {
                 key_id: key.id,
-                scopes: key.scope_list(),
+                // A scope this version does not know grants nothing.
+                scopes: key
+                    .scope_list()
+                    .iter()
+                    .filter_map(|s| Scope::parse(s))
+                    .collect(),
             },
             users_version: None,
         })

@@ -11,6 +11,7 @@ use sea_orm::{
 use serde_json::json;
 use uuid::Uuid;
 
+use super::audit::AuditEvent;
 use super::{
     AccountError, Accounts, ClientInfo, Result,
     service::now,
@@ -92,8 +93,14 @@ impl Accounts {
             .filter(user::Column::Id.eq(user.id))
             .exec(&txn)
             .await?;
-        self.audit(&txn, Some(user.id), "deletion_requested", client, None)
-            .await?;
+        self.audit(
+            &txn,
+            Some(user.id),
+            AuditEvent::DeletionRequested,
+            client,
+            None,
+        )
+        .await?;
         self.queue_mail(
             &txn,
             templates::confirm_deletion(
@@ -167,7 +174,7 @@ impl Accounts {
         self.audit(
             txn,
             Some(user.id),
-            "deletion_scheduled",
+            AuditEvent::DeletionScheduled,
             client,
             Some(json!({"scheduled_for": at, "by": actor})),
         )
@@ -243,7 +250,7 @@ impl Accounts {
         self.audit(
             txn,
             Some(user.id),
-            "deletion_cancelled",
+            AuditEvent::DeletionCancelled,
             client,
             Some(json!({"by": actor})),
         )
@@ -387,7 +394,7 @@ impl DeletionJobs {
                 audit(
                     &txn,
                     user.id,
-                    "account_purged",
+                    AuditEvent::AccountPurged,
                     json!({"reason": "grace_period_over"}),
                 )
                 .await?;
@@ -499,7 +506,7 @@ impl DeletionJobs {
         audit(
             &txn,
             user.id,
-            "deletion_reminder_sent",
+            AuditEvent::DeletionReminderSent,
             json!({"days": days}),
         )
         .await?;
@@ -522,7 +529,7 @@ impl DeletionJobs {
 async fn audit(
     conn: &impl ConnectionTrait,
     user_id: Uuid,
-    event: &str,
+    event: AuditEvent,
     details: serde_json::Value,
 ) -> Result<()> {
     write_audit(

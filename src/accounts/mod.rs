@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod api_keys;
+pub mod audit;
 pub mod passwords;
 pub mod tokens;
 pub mod validation;
@@ -16,6 +17,7 @@ mod service;
 mod sessions;
 mod storage;
 
+pub use audit::AuditEvent;
 pub use cleanup::*;
 pub use deletion::*;
 pub use passwords::PasswordHash;

@@ -2,6 +2,7 @@
 
 use sea_orm::{ActiveModelTrait, Set};
 
+use super::audit::AuditEvent;
 use super::{service::*, storage::*, validation::Username};
 use crate::{db, entities::user};
 
@@ -45,7 +46,7 @@ impl Accounts {
         self.audit(
             &self.db,
             Some(user.id),
-            "superuser_created",
+            AuditEvent::SuperuserCreated,
             &ClientInfo::default(),
             None,
         )
@@ -74,7 +75,7 @@ impl Accounts {
         self.audit(
             &txn,
             Some(user.id),
-            "superuser_created",
+            AuditEvent::SuperuserCreated,
             &ClientInfo::default(),
             None,
         )

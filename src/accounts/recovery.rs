@@ -2,6 +2,7 @@
 
 use sea_orm::{ActiveModelTrait, Set};
 
+use super::audit::AuditEvent;
 use super::{
     FieldProblem,
     service::*,
@@ -29,7 +30,7 @@ impl Accounts {
         self.audit(
             &txn,
             Some(user.id),
-            "password_reset_requested",
+            AuditEvent::PasswordResetRequested,
             client,
             None,
         )
@@ -74,7 +75,7 @@ impl Accounts {
         let user = active.update(&txn).await?;
         self.revoke_sessions(&txn, user.id, None, "password_reset")
             .await?;
-        self.audit(&txn, Some(user.id), "password_reset", client, None)
+        self.audit(&txn, Some(user.id), AuditEvent::PasswordReset, client, None)
             .await?;
         self.queue_mail(&txn, self.password_changed_mail(&user))
             .await?;
@@ -107,7 +108,7 @@ impl Accounts {
             self.audit(
                 &self.db,
                 Some(user.id),
-                "password_change_failed",
+                AuditEvent::PasswordChangeFailed,
                 client,
                 None,
             )
@@ -122,8 +123,14 @@ impl Accounts {
         let user = active.update(&txn).await?;
         self.revoke_sessions(&txn, user.id, principal.session_id(), "password_changed")
             .await?;
-        self.audit(&txn, Some(user.id), "password_changed", client, None)
-            .await?;
+        self.audit(
+            &txn,
+            Some(user.id),
+            AuditEvent::PasswordChanged,
+            client,
+            None,
+        )
+        .await?;
         self.queue_mail(&txn, self.password_changed_mail(&user))
             .await?;
         self.commit_and_dispatch(txn).await?;

@@ -5,6 +5,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
+use super::audit::AuditEvent;
 use super::{
     service::*,
     storage::*,
@@ -63,7 +64,7 @@ impl Accounts {
         let raw = self
             .issue_one_time_token(&txn, user.id, Purpose::VerifyEmail)
             .await?;
-        self.audit(&txn, Some(user.id), "register", client, None)
+        self.audit(&txn, Some(user.id), AuditEvent::Register, client, None)
             .await?;
         self.queue_mail(&txn, self.verification_mail(&user, &raw))
             .await?;
@@ -118,7 +119,7 @@ impl Accounts {
     ) -> Result<Uuid> {
         let token = one_time_token::Entity::find()
             .filter(one_time_token::Column::TokenHash.eq(tokens::hash_token(raw.trim())))
-            .filter(one_time_token::Column::Purpose.eq(purpose.as_str()))
+            .filter(one_time_token::Column::Purpose.eq(purpose))
             .one(conn)
             .await?
             .ok_or(AccountError::TokenInvalid)?;
@@ -152,7 +153,7 @@ impl Accounts {
         active.is_verified = Set(true);
         active.updated_at = Set(now());
         let user = active.update(&txn).await?;
-        self.audit(&txn, Some(user.id), "email_verified", client, None)
+        self.audit(&txn, Some(user.id), AuditEvent::EmailVerified, client, None)
             .await?;
         if !was_verified {
             self.queue_mail(

@@ -10,6 +10,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
+use super::audit::AuditEvent;
 use super::{
     FieldProblem,
     passwords::{HashError, PasswordHasher},
@@ -104,7 +105,10 @@ pub enum Credential {
     /// An access token of this session.
     Session(Uuid),
     /// An API key, acting only within its scopes.
-    ApiKey { key_id: Uuid, scopes: Vec<String> },
+    ApiKey {
+        key_id: Uuid,
+        scopes: Vec<super::api_keys::Scope>,
+    },
 }
 
 /// Who is making an authenticated request.
@@ -126,10 +130,10 @@ impl Principal {
     }
 
     /// Whether the credential allows `scope`: a session allows everything its user may do.
-    pub fn has_scope(&self, scope: &str) -> bool {
+    pub fn has_scope(&self, scope: super::api_keys::Scope) -> bool {
         match &self.credential {
             Credential::Session(_) => true,
-            Credential::ApiKey { scopes, .. } => scopes.iter().any(|s| s == scope),
+            Credential::ApiKey { scopes, .. } => scopes.contains(&scope),
         }
     }
 }
@@ -311,7 +315,7 @@ impl Accounts {
         &self,
         conn: &impl ConnectionTrait,
         user_id: Uuid,
-        event: &str,
+        event: AuditEvent,
         client: &ClientInfo,
         object_id: Uuid,
     ) -> Result<()> {
@@ -329,7 +333,7 @@ impl Accounts {
         &self,
         conn: &impl ConnectionTrait,
         user_id: Option<Uuid>,
-        event: &str,
+        event: AuditEvent,
         client: &ClientInfo,
         details: Option<serde_json::Value>,
     ) -> Result<()> {

@@ -7,6 +7,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
+use super::audit::AuditEvent;
 use super::{
     service::*,
     storage::*,
@@ -83,7 +84,7 @@ impl Accounts {
             self.audit(
                 &self.db,
                 None,
-                "login_failed",
+                AuditEvent::LoginFailed,
                 client,
                 Some(serde_json::json!({"reason": "unknown_account"})),
             )
@@ -98,7 +99,7 @@ impl Accounts {
             self.audit(
                 &self.db,
                 Some(user.id),
-                "login_failed",
+                AuditEvent::LoginFailed,
                 client,
                 Some(serde_json::json!({"reason": "wrong_password"})),
             )
@@ -109,7 +110,7 @@ impl Accounts {
             self.audit(
                 &self.db,
                 Some(user.id),
-                "login_failed",
+                AuditEvent::LoginFailed,
                 client,
                 Some(serde_json::json!({"reason": "email_not_verified"})),
             )
@@ -121,7 +122,7 @@ impl Accounts {
         self.audit(
             &txn,
             Some(user.id),
-            "login_success",
+            AuditEvent::LoginSuccess,
             client,
             Some(serde_json::json!({"session_id": pair.session_id})),
         )
@@ -258,7 +259,7 @@ impl Accounts {
                 self.audit(
                     &txn,
                     Some(session.user_id),
-                    "refresh_token_reuse",
+                    AuditEvent::RefreshTokenReuse,
                     client,
                     Some(serde_json::json!({"session_id": session.id})),
                 )
@@ -343,7 +344,7 @@ impl Accounts {
         self.audit(
             &txn,
             Some(user_id),
-            "logout",
+            AuditEvent::Logout,
             client,
             Some(serde_json::json!({"session_id": session_id})),
         )
@@ -398,7 +399,7 @@ impl Accounts {
         self.audit(
             &txn,
             Some(principal.user.id),
-            "session_revoked",
+            AuditEvent::SessionRevoked,
             client,
             Some(serde_json::json!({"session_id": session.id})),
         )
@@ -425,7 +426,7 @@ impl Accounts {
         self.audit(
             &txn,
             Some(principal.user.id),
-            "sessions_revoked",
+            AuditEvent::SessionsRevoked,
             client,
             Some(serde_json::json!({"count": n})),
         )

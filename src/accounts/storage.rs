@@ -5,6 +5,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
+use super::audit::AuditEvent;
 use super::{
     passwords::PasswordHash,
     service::*,
@@ -88,7 +89,7 @@ pub(super) async fn insert_user(
 pub(super) async fn write_audit(
     conn: &impl ConnectionTrait,
     user_id: Option<Uuid>,
-    event: &str,
+    event: AuditEvent,
     client: &ClientInfo,
     details: Option<serde_json::Value>,
 ) -> Result<()> {
@@ -96,7 +97,7 @@ pub(super) async fn write_audit(
     audit_log::Entity::insert(audit_log::ActiveModel {
         id: Set(Uuid::new_v4()),
         user_id: Set(user_id),
-        event: Set(event.to_string()),
+        event: Set(event.as_str().to_string()),
         ip_address: Set(truncate(client.ip.clone(), 64)),
         user_agent: Set(truncate(client.user_agent.clone(), 512)),
         details: Set(details),
@@ -127,7 +128,7 @@ pub(super) async fn insert_one_time_token(
     one_time_token::ActiveModel {
         id: Set(Uuid::new_v4()),
         user_id: Set(user_id),
-        purpose: Set(purpose.as_str().to_string()),
+        purpose: Set(purpose),
         token_hash: Set(tokens::hash_token(&raw)),
         created_at: Set(now()),
         expires_at: Set(after(ttl)),
@@ -147,7 +148,7 @@ pub(super) async fn retire_tokens(
     one_time_token::Entity::update_many()
         .col_expr(one_time_token::Column::UsedAt, Expr::value(now()))
         .filter(one_time_token::Column::UserId.eq(user_id))
-        .filter(one_time_token::Column::Purpose.is_in(purposes.iter().map(|p| p.as_str())))
+        .filter(one_time_token::Column::Purpose.is_in(purposes.iter().copied()))
         .filter(one_time_token::Column::UsedAt.is_null())
         .exec(conn)
         .await?;

@@ -6,27 +6,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-/// What a one-time token may be used for; a token minted for one purpose never serves another.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Purpose {
-    VerifyEmail,
-    ResetPassword,
-    /// Confirms a requested account deletion.
-    ConfirmDeletion,
-    /// Cancels a scheduled account deletion; mailed with the confirmation and each reminder.
-    CancelDeletion,
-}
-
-impl Purpose {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Purpose::VerifyEmail => "verify_email",
-            Purpose::ResetPassword => "reset_password",
-            Purpose::ConfirmDeletion => "confirm_deletion",
-            Purpose::CancelDeletion => "cancel_deletion",
-        }
-    }
-}
+pub use crate::entities::one_time_token::Purpose;
 
 /// 256 random bits, URL-safe base64 without padding (43 characters).
 pub fn new_opaque_token() -> String {

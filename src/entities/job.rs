@@ -7,8 +7,7 @@ pub struct Model {
     pub id: Uuid,
     pub name: String,
     pub payload: Json,
-    /// One of [`crate::jobs::JobStatus`]'s names.
-    pub status: String,
+    pub status: JobStatus,
     pub attempts: i32,
     pub max_attempts: i32,
     /// When the job may run next (now for new jobs, later for retries).
@@ -32,3 +31,55 @@ pub struct Model {
 pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}
+
+/// Where a job is in its life, stored as its upper-case name (Celery's states).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::None)")]
+pub enum JobStatus {
+    #[sea_orm(string_value = "PENDING")]
+    Pending,
+    #[sea_orm(string_value = "STARTED")]
+    Started,
+    #[sea_orm(string_value = "RETRY")]
+    Retry,
+    #[sea_orm(string_value = "SUCCESS")]
+    Success,
+    #[sea_orm(string_value = "FAILURE")]
+    Failure,
+    #[sea_orm(string_value = "REVOKED")]
+    Revoked,
+}
+
+impl JobStatus {
+    pub const ALL: [JobStatus; 6] = [
+        Self::Pending,
+        Self::Started,
+        Self::Retry,
+        Self::Success,
+        Self::Failure,
+        Self::Revoked,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "PENDING",
+            Self::Started => "STARTED",
+            Self::Retry => "RETRY",
+            Self::Success => "SUCCESS",
+            Self::Failure => "FAILURE",
+            Self::Revoked => "REVOKED",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|v| v.as_str().eq_ignore_ascii_case(s))
+    }
+}
+
+impl std::fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

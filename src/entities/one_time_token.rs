@@ -6,8 +6,7 @@ pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub id: Uuid,
     pub user_id: Uuid,
-    /// One of [`crate::accounts::tokens::Purpose`]'s names.
-    pub purpose: String,
+    pub purpose: Purpose,
     #[sea_orm(unique)]
     pub token_hash: String,
     pub created_at: DateTimeUtc,
@@ -19,3 +18,30 @@ pub struct Model {
 pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}
+
+/// What a one-time token may be used for; a token minted for one purpose never serves another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, EnumIter, DeriveActiveEnum)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::None)")]
+pub enum Purpose {
+    #[sea_orm(string_value = "verify_email")]
+    VerifyEmail,
+    #[sea_orm(string_value = "reset_password")]
+    ResetPassword,
+    /// Confirms a requested account deletion.
+    #[sea_orm(string_value = "confirm_deletion")]
+    ConfirmDeletion,
+    /// Cancels a scheduled account deletion; mailed with the confirmation and each reminder.
+    #[sea_orm(string_value = "cancel_deletion")]
+    CancelDeletion,
+}
+
+impl Purpose {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Purpose::VerifyEmail => "verify_email",
+            Purpose::ResetPassword => "reset_password",
+            Purpose::ConfirmDeletion => "confirm_deletion",
+            Purpose::CancelDeletion => "cancel_deletion",
+        }
+    }
+}

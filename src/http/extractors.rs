@@ -6,7 +6,10 @@ use poem::Request;
 use poem_openapi::{OAuthScopes, SecurityScheme, auth::Bearer};
 
 use crate::{
-    accounts::{ClientInfo, Credential, Principal, api_keys::KEY_PREFIX},
+    accounts::{
+        ClientInfo, Credential, Principal,
+        api_keys::{KEY_PREFIX, Scope},
+    },
     http::{
         error::{ApiError, ApiResult},
         state::AppState,
@@ -54,20 +57,20 @@ impl Auth {
     }
 
     /// The caller, for operations an API key with `scope` may call too.
-    pub fn scoped(&self, scope: &str) -> ApiResult<&Principal> {
+    pub fn scoped(&self, scope: Scope) -> ApiResult<&Principal> {
         if self.0.has_scope(scope) {
             Ok(&self.0)
         } else {
             Err(ApiError::new(
                 poem::http::StatusCode::FORBIDDEN,
                 "insufficient_scope",
-                format!("this API key lacks the `{scope}` scope"),
+                format!("this API key lacks the `{}` scope", scope.as_str()),
             ))
         }
     }
 
     /// A signed-in superuser, or an API key with `scope`.
-    pub fn superuser_or_scope(&self, scope: &str) -> ApiResult<&Principal> {
+    pub fn superuser_or_scope(&self, scope: Scope) -> ApiResult<&Principal> {
         match self.0.credential {
             Credential::Session(_) => self.require_superuser().map(|()| &self.0),
             Credential::ApiKey { .. } => self.scoped(scope),

@@ -33,7 +33,7 @@ pub enum Retried {
     Queued,
     /// Only FAILURE and REVOKED jobs are retried; this one is in `status`.
     NotRetryable {
-        status: String,
+        status: JobStatus,
     },
     NotFound,
 }
@@ -101,7 +101,7 @@ impl Jobs {
             return Ok(Cancelled::NotFound);
         };
         Ok(
-            if revoked.rows_affected == 0 && now.status != JobStatus::Revoked.as_str() {
+            if revoked.rows_affected == 0 && now.status != JobStatus::Revoked {
                 Cancelled::AlreadyFinished(now)
             } else {
                 Cancelled::Revoked(now)

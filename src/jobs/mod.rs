@@ -23,43 +23,7 @@ pub use runner::{Outcome, Runner};
 
 pub use crate::config::JobSettings;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JobStatus {
-    Pending,
-    Started,
-    Retry,
-    Success,
-    Failure,
-    Revoked,
-}
-
-impl JobStatus {
-    pub const ALL: [JobStatus; 6] = [
-        Self::Pending,
-        Self::Started,
-        Self::Retry,
-        Self::Success,
-        Self::Failure,
-        Self::Revoked,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "PENDING",
-            Self::Started => "STARTED",
-            Self::Retry => "RETRY",
-            Self::Success => "SUCCESS",
-            Self::Failure => "FAILURE",
-            Self::Revoked => "REVOKED",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|v| v.as_str().eq_ignore_ascii_case(s))
-    }
-}
+pub use crate::entities::job::JobStatus;
 
 /// What a handler gets to work with.
 #[derive(Debug, Clone)]

@@ -208,7 +208,7 @@ impl JobQueue {
             id: Set(id),
             name: Set(job.name),
             payload: Set(job.payload),
-            status: Set(JobStatus::Pending.as_str().to_string()),
+            status: Set(JobStatus::Pending),
             attempts: Set(0),
             max_attempts: Set(self.settings.max_attempts.max(1)),
             run_at: Set(now),

@@ -261,8 +261,8 @@ async fn finished(app: &TestApp, id: Uuid) -> Value {
             .await
             .unwrap()
             .unwrap();
-        assert_ne!(j.status, "FAILURE", "{:?}", j.error);
-        (j.status == "SUCCESS").then(|| j.result.unwrap())
+        assert_ne!(j.status.as_str(), "FAILURE", "{:?}", j.error);
+        (j.status.as_str() == "SUCCESS").then(|| j.result.unwrap())
     })
     .await
 }

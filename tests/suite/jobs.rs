@@ -73,7 +73,7 @@ async fn row_when_succeeded(
             .await
             .unwrap()
             .unwrap();
-        (j.status == "SUCCESS").then_some(j)
+        (j.status.as_str() == "SUCCESS").then_some(j)
     })
     .await
 }
@@ -129,7 +129,9 @@ async fn verification_mail_arrives_through_the_worker() {
         .unwrap();
     let done = eventually(Duration::from_secs(10), "mail jobs to succeed", || async {
         let jobs = job::Entity::find().all(&app.state.db).await.unwrap();
-        jobs.iter().all(|j| j.status == "SUCCESS").then_some(jobs)
+        jobs.iter()
+            .all(|j| j.status.as_str() == "SUCCESS")
+            .then_some(jobs)
     })
     .await;
     assert!(jobs.len() >= 2, "verification and welcome mails: {jobs:?}");
@@ -559,7 +561,7 @@ async fn a_submission_whose_server_died_before_publishing_still_runs() {
         id: Set(id),
         name: Set("test_task".into()),
         payload: Set(json!({"message": "orphaned", "fail_attempts": 0})),
-        status: Set("PENDING".into()),
+        status: Set(keel::jobs::JobStatus::Pending),
         attempts: Set(0),
         max_attempts: Set(5),
         run_at: Set(then),
@@ -784,7 +786,7 @@ async fn embedded_recovers_jobs_of_a_dead_server(backend: Backend) {
             id: Set(id),
             name: Set("test_task".into()),
             payload: Set(json!({"message": locked_by})),
-            status: Set("STARTED".into()),
+            status: Set(keel::jobs::JobStatus::Started),
             attempts: Set(1),
             max_attempts: Set(5),
             run_at: Set(started),
@@ -892,7 +894,7 @@ async fn a_cancelled_mail_job_keeps_no_mailed_secret() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(row.status, "REVOKED");
+    assert_eq!(row.status.as_str(), "REVOKED");
     let stored = row.payload.to_string();
     assert!(!stored.contains("secret-code-93141"), "{stored}");
     assert_eq!(row.payload["to"], "someone@example.com");
@@ -1011,7 +1013,7 @@ async fn ten_thousand_jobs_survive_a_killed_worker_and_a_broker_restart() {
     assert_eq!(rows.len(), JOBS, "no job was lost or made twice");
     let mut messages = std::collections::HashSet::new();
     for row in &rows {
-        assert_eq!(row.status, "SUCCESS", "{row:?}");
+        assert_eq!(row.status.as_str(), "SUCCESS", "{row:?}");
         assert!((1..=2).contains(&row.attempts), "{row:?}");
         let result = row.result.as_ref().expect("a result");
         assert_eq!(result["message"], row.payload["message"], "{row:?}");

@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::{ApiTags, models::PageMetadata};
 use crate::http::extractors::Auth;
 use crate::{
-    accounts::{EmailAddress, Principal},
+    accounts::{EmailAddress, Principal, api_keys::Scope},
     entities::job,
     http::error::{ApiError, ApiResult},
     http::state::AppState,
@@ -24,8 +24,8 @@ use crate::{
 };
 
 use super::constraints::MAX_RECORDS;
-const READ: &str = "tasks:read";
-const WRITE: &str = "tasks:write";
+const READ: Scope = Scope::TasksRead;
+const WRITE: Scope = Scope::TasksWrite;
 const MAX_DURATION_SECONDS: u64 = 3600;
 
 /// A task's state, as Celery names them.
@@ -113,20 +113,11 @@ pub struct TaskInfo {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
-impl TryFrom<job::Model> for TaskInfo {
-    type Error = ApiError;
-
-    /// A status the database holds but Keel does not know is a fault, never a state to show.
-    fn try_from(j: job::Model) -> ApiResult<Self> {
-        let status = JobStatus::parse(&j.status).ok_or_else(|| {
-            ApiError::internal(format!(
-                "job {} has the unknown status {:?} in the database",
-                j.id, j.status
-            ))
-        })?;
-        Ok(Self {
+impl From<job::Model> for TaskInfo {
+    fn from(j: job::Model) -> Self {
+        Self {
             task_id: j.id,
-            status: status.into(),
+            status: j.status.into(),
             task_name: j.name,
             result: j.result,
             error: j.error,
@@ -134,7 +125,7 @@ impl TryFrom<job::Model> for TaskInfo {
             created_at: j.created_at,
             started_at: j.started_at,
             finished_at: j.finished_at,
-        })
+        }
     }
 }
 
@@ -292,7 +283,7 @@ impl TasksApi {
         Ok(Json(
             visible_job(&state, auth.scoped(READ)?, task_id.0)
                 .await?
-                .try_into()?,
+                .into(),
         ))
     }
 
@@ -309,11 +300,11 @@ impl TasksApi {
         let principal = auth.scoped(WRITE)?;
         let job = visible_job(&state, principal, task_id.0).await?;
         match state.jobs.cancel(&job).await? {
-            Cancelled::Revoked(job) => Ok(Json(job.try_into()?)),
+            Cancelled::Revoked(job) => Ok(Json(job.into())),
             Cancelled::AlreadyFinished(job) => Err(ApiError::new(
                 StatusCode::CONFLICT,
                 "task_finished",
-                format!("the task already finished with {}", job.status),
+                format!("the task already finished with {}", job.status.as_str()),
             )),
             Cancelled::NotFound => Err(no_such_task()),
         }
@@ -340,7 +331,7 @@ impl TasksApi {
         )]
         size: Query<u64>,
     ) -> ApiResult<Json<TaskPage>> {
-        auth.scoped("system:read")?;
+        auth.scoped(Scope::SystemRead)?;
         auth.require_superuser()?;
         let found = state
             .jobs
@@ -348,11 +339,7 @@ impl TasksApi {
             .await?;
         Ok(Json(TaskPage {
             metadata: PageMetadata::new(page.0, size.0, found.total),
-            items: found
-                .items
-                .into_iter()
-                .map(TaskInfo::try_from)
-                .collect::<ApiResult<_>>()?,
+            items: found.items.into_iter().map(TaskInfo::from).collect(),
         }))
     }
 }
