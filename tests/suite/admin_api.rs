@@ -10,7 +10,16 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde_json::{Value, json};
 
 both_backends!(
-    superusers_manage_accounts,
+    admins_create_accounts_under_the_registration_rules,
+    admins_read_and_list_accounts,
+    admin_updates_change_fields_and_a_new_password_ends_sessions,
+    toggles_flip_superuser_rights_and_verification,
+    admins_cannot_demote_unverify_or_delete_themselves,
+    soft_delete_ends_sessions_and_lists_the_account_as_deleted,
+    statistics_count_what_is_there,
+    a_restored_account_signs_in_again,
+    permanent_deletion_keeps_the_audit_trail_by_id_only,
+    admin_delete_is_a_soft_delete,
     bulk_operations_apply_each_one,
     search_applies_every_filter,
 );
@@ -158,12 +167,37 @@ async fn regular_users_and_api_keys_get_403_everywhere() {
     );
 }
 
-async fn superusers_manage_accounts(backend: Backend) {
-    let app = TestApp::start_with(backend, &ROOT).await;
-    let (admin, admin_id) = root(&app).await;
-    let t = admin.access.as_str();
+/// An admin-created account, `carol` / `Carol-Password1`, signed in: its id and tokens.
+async fn carol(app: &TestApp, t: &str) -> (String, Tokens) {
+    let created = ok(
+        app.post_json(
+            "/admin/users",
+            json!({"email": "carol@example.com", "username": "carol", "password": "Carol-Password1"}),
+            Some(t),
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let id = created["id"].as_str().unwrap().to_string();
+    (id, app.login("carol", "Carol-Password1").await)
+}
 
-    // Create: every registration rule applies; created accounts are verified and can sign in.
+/// Soft-deletes the account with a reason; answers the account as it is now.
+async fn soft_delete(app: &TestApp, t: &str, id: &str) -> Value {
+    ok(
+        app.delete(&format!("/users/{id}/soft?reason=spam%20account"), Some(t))
+            .await,
+        StatusCode::OK,
+    )
+    .await
+}
+
+/// Create: every registration rule applies; created accounts are verified and can sign in.
+async fn admins_create_accounts_under_the_registration_rules(backend: Backend) {
+    let app = TestApp::start_with(backend, &ROOT).await;
+    let (admin, _) = root(&app).await;
+    let t = admin.access.as_str();
     let created = ok(
         app.post_json(
             "/admin/users",
@@ -182,8 +216,7 @@ async fn superusers_manage_accounts(backend: Backend) {
         ),
         (&json!("carol@example.com"), &json!(true), &json!(false))
     );
-    let carol_id = created["id"].as_str().unwrap().to_string();
-    let carol = app.login("carol", "Carol-Password1").await;
+    app.login("carol", "Carol-Password1").await;
     problem(
         app.post_json(
             "/admin/users",
@@ -207,8 +240,13 @@ async fn superusers_manage_accounts(backend: Backend) {
     )
     .await;
     assert!(weak["errors"].as_array().unwrap().len() >= 2, "{weak}");
+}
 
-    // Read and list.
+async fn admins_read_and_list_accounts(backend: Backend) {
+    let app = TestApp::start_with(backend, &ROOT).await;
+    let (admin, _) = root(&app).await;
+    let t = admin.access.as_str();
+    let (carol_id, _) = carol(&app, t).await;
     let one = ok(
         app.get(&format!("/admin/users/{carol_id}"), Some(t)).await,
         StatusCode::OK,
@@ -235,8 +273,14 @@ async fn superusers_manage_accounts(backend: Backend) {
     .await;
     assert_eq!(list["metadata"]["total"], 2);
     assert_eq!(list["items"].as_array().unwrap().len(), 1);
+}
 
-    // Update: fields change, a new password ends the user's sessions.
+/// Update: fields change, a new password ends the user's sessions.
+async fn admin_updates_change_fields_and_a_new_password_ends_sessions(backend: Backend) {
+    let app = TestApp::start_with(backend, &ROOT).await;
+    let (admin, _) = root(&app).await;
+    let t = admin.access.as_str();
+    let (carol_id, carol) = carol(&app, t).await;
     let path = format!("/admin/users/{carol_id}");
     let updated = ok(
         call(
@@ -260,7 +304,7 @@ async fn superusers_manage_accounts(backend: Backend) {
         "session_revoked",
     )
     .await;
-    let carol = app.login("carol.b@example.com", "Carol-Password2").await;
+    app.login("carol.b@example.com", "Carol-Password2").await;
     problem(
         call(
             &app,
@@ -280,8 +324,15 @@ async fn superusers_manage_accounts(backend: Backend) {
         "validation_failed",
     )
     .await;
+}
 
-    // Toggles flip and answer the new state; a new superuser can use the admin API at once.
+/// Toggles flip and answer the new state; a new superuser can use the admin API at once.
+async fn toggles_flip_superuser_rights_and_verification(backend: Backend) {
+    let app = TestApp::start_with(backend, &ROOT).await;
+    let (admin, _) = root(&app).await;
+    let t = admin.access.as_str();
+    let (carol_id, carol) = carol(&app, t).await;
+    let path = format!("/admin/users/{carol_id}");
     let su = ok(
         app.post_json(&format!("{path}/toggle-superuser"), json!({}), Some(t))
             .await,
@@ -309,15 +360,19 @@ async fn superusers_manage_accounts(backend: Backend) {
     .await;
     assert_eq!(v["is_verified"], false);
     problem(
-        app.login_raw("carol_b", "Carol-Password2").await,
+        app.login_raw("carol", "Carol-Password1").await,
         403,
         "email_not_verified",
     )
     .await;
-    app.post_json(&format!("{path}/toggle-verification"), json!({}), Some(t))
-        .await;
+}
 
-    // Self-protection: no demoting, unverifying or deleting yourself, by any route.
+/// Self-protection: no demoting, unverifying or deleting yourself, by any route; changing your
+/// own name is fine.
+async fn admins_cannot_demote_unverify_or_delete_themselves(backend: Backend) {
+    let app = TestApp::start_with(backend, &ROOT).await;
+    let (admin, admin_id) = root(&app).await;
+    let t = admin.access.as_str();
     let me = format!("/admin/users/{admin_id}");
     for (method, route, body) in [
         (Method::POST, format!("{me}/toggle-superuser"), None),
@@ -344,7 +399,6 @@ async fn superusers_manage_accounts(backend: Backend) {
         (&still["is_superuser"], &still["is_deleted"]),
         (&json!(true), &json!(false))
     );
-    // Changing your own name is fine.
     ok(
         call(
             &app,
@@ -357,17 +411,15 @@ async fn superusers_manage_accounts(backend: Backend) {
         StatusCode::OK,
     )
     .await;
+}
 
-    // Soft delete with a reason: sessions end, sign-in refused, listed as deleted with who/why.
-    let soft = ok(
-        app.delete(
-            &format!("/users/{carol_id}/soft?reason=spam%20account"),
-            Some(t),
-        )
-        .await,
-        StatusCode::OK,
-    )
-    .await;
+/// Soft delete with a reason: sessions end, sign-in refused, listed as deleted with who/why.
+async fn soft_delete_ends_sessions_and_lists_the_account_as_deleted(backend: Backend) {
+    let app = TestApp::start_with(backend, &ROOT).await;
+    let (admin, admin_id) = root(&app).await;
+    let t = admin.access.as_str();
+    let (carol_id, carol) = carol(&app, t).await;
+    let soft = soft_delete(&app, t, &carol_id).await;
     assert_eq!(
         (
             &soft["is_deleted"],
@@ -384,7 +436,7 @@ async fn superusers_manage_accounts(backend: Backend) {
     )
     .await;
     problem(
-        app.login_raw("carol_b", "Carol-Password2").await,
+        app.login_raw("carol", "Carol-Password1").await,
         401,
         "invalid_credentials",
     )
@@ -408,8 +460,15 @@ async fn superusers_manage_accounts(backend: Backend) {
     )
     .await;
     assert_eq!(all["metadata"]["total"], 2);
+}
 
-    // Statistics count what is there.
+/// Statistics count what is there: the superuser, and one soft-deleted account.
+async fn statistics_count_what_is_there(backend: Backend) {
+    let app = TestApp::start_with(backend, &ROOT).await;
+    let (admin, _) = root(&app).await;
+    let t = admin.access.as_str();
+    let (carol_id, _) = carol(&app, t).await;
+    soft_delete(&app, t, &carol_id).await;
     let stats = ok(app.get("/admin/statistics", Some(t)).await, StatusCode::OK).await;
     assert_eq!(
         (
@@ -435,8 +494,15 @@ async fn superusers_manage_accounts(backend: Backend) {
     ] {
         assert!(stats["jobs_by_status"][s].is_u64(), "{stats}");
     }
+}
 
-    // Restore: signs in again.
+/// Restore: signs in again; restoring what is not deleted is refused.
+async fn a_restored_account_signs_in_again(backend: Backend) {
+    let app = TestApp::start_with(backend, &ROOT).await;
+    let (admin, _) = root(&app).await;
+    let t = admin.access.as_str();
+    let (carol_id, _) = carol(&app, t).await;
+    soft_delete(&app, t, &carol_id).await;
     let restored = ok(
         app.post_json(&format!("/users/{carol_id}/restore"), json!({}), Some(t))
             .await,
@@ -447,7 +513,7 @@ async fn superusers_manage_accounts(backend: Backend) {
         (&restored["is_deleted"], &restored["deletion_reason"]),
         (&json!(false), &Value::Null)
     );
-    app.login("carol_b", "Carol-Password2").await;
+    app.login("carol", "Carol-Password1").await;
     problem(
         app.post_json(&format!("/users/{carol_id}/restore"), json!({}), Some(t))
             .await,
@@ -455,8 +521,14 @@ async fn superusers_manage_accounts(backend: Backend) {
         "not_deleted",
     )
     .await;
+}
 
-    // Permanent: gone; the audit trail keeps the events by id only.
+/// Permanent: gone; the audit trail keeps the events by id only.
+async fn permanent_deletion_keeps_the_audit_trail_by_id_only(backend: Backend) {
+    let app = TestApp::start_with(backend, &ROOT).await;
+    let (admin, _) = root(&app).await;
+    let t = admin.access.as_str();
+    let (carol_id, _) = carol(&app, t).await;
     ok(
         app.delete(&format!("/users/{carol_id}/permanent"), Some(t))
             .await,
@@ -488,8 +560,13 @@ async fn superusers_manage_accounts(backend: Backend) {
             .iter()
             .all(|e| e.ip_address.is_none() && e.user_agent.is_none())
     );
+}
 
-    // DELETE /admin/users/{id} is a soft delete.
+/// DELETE /admin/users/{id} is a soft delete.
+async fn admin_delete_is_a_soft_delete(backend: Backend) {
+    let app = TestApp::start_with(backend, &ROOT).await;
+    let (admin, _) = root(&app).await;
+    let t = admin.access.as_str();
     let (other, _) = app.signed_in_user().await;
     let other_id = ok(
         app.get(&format!("/admin/users?q={}", other.username), Some(t))
