@@ -17,6 +17,7 @@ pub mod ratelimit;
 pub mod realtime;
 pub mod redis;
 pub mod telemetry;
+pub mod values;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 

@@ -15,8 +15,8 @@ use super::{
     deletion::erase_account,
     service::{is_unique_violation, now},
     storage::insert_user,
-    validation::{EmailAddress, Password, Username},
 };
+use crate::values::{EmailAddress, Password, Username};
 use crate::{
     db,
     entities::{job, session, user},

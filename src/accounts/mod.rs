@@ -5,7 +5,6 @@ pub mod api_keys;
 pub mod audit;
 pub mod passwords;
 pub mod tokens;
-pub mod validation;
 
 mod cleanup;
 mod deletion;
@@ -17,13 +16,13 @@ mod service;
 mod sessions;
 mod storage;
 
+pub use crate::values::{EmailAddress, FieldProblem, Password, Username};
 pub use audit::AuditEvent;
 pub use cleanup::*;
 pub use deletion::*;
 pub use passwords::PasswordHash;
 pub use service::*;
 pub use storage::{find_user, find_user_by_email, find_user_by_ident};
-pub use validation::{EmailAddress, FieldProblem, Password, Username};
 
 #[cfg(test)]
 mod tests {

@@ -8,8 +8,8 @@ use argon2::{
 };
 use tokio::sync::oneshot;
 
-use super::validation::Password;
 use crate::argon2_memory::WorkingMemory;
+use crate::values::Password;
 
 /// An argon2id PHC string made by [`PasswordHasher::hash`] from a [`Password`]: what the users
 /// table stores. It does not print either.

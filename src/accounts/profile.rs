@@ -3,7 +3,8 @@
 use sea_orm::{ActiveModelTrait, Set};
 
 use super::audit::AuditEvent;
-use super::{service::*, storage::*, validation::Username};
+use super::{service::*, storage::*};
+use crate::values::Username;
 use crate::{db, entities::user};
 
 impl Accounts {

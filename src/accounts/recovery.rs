@@ -3,13 +3,8 @@
 use sea_orm::{ActiveModelTrait, Set};
 
 use super::audit::AuditEvent;
-use super::{
-    FieldProblem,
-    service::*,
-    storage::*,
-    tokens::Purpose,
-    validation::{EmailAddress, Password},
-};
+use super::{FieldProblem, service::*, storage::*, tokens::Purpose};
+use crate::values::{EmailAddress, Password};
 use crate::{db, entities::user, mail::templates};
 
 impl Accounts {

@@ -10,8 +10,8 @@ use super::{
     service::*,
     storage::*,
     tokens::{self, Purpose},
-    validation::{EmailAddress, Password, Username},
 };
+use crate::values::{EmailAddress, Password, Username};
 use crate::{
     db,
     entities::{one_time_token, user},

@@ -12,8 +12,8 @@ use super::{
     service::*,
     storage::*,
     tokens::{self, AccessClaims, JwtError},
-    validation::EmailAddress,
 };
+use crate::values::EmailAddress;
 use crate::{
     db,
     entities::{refresh_token, session, user},

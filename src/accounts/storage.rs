@@ -10,8 +10,8 @@ use super::{
     passwords::PasswordHash,
     service::*,
     tokens::{self, Purpose},
-    validation::{EmailAddress, Username},
 };
+use crate::values::{EmailAddress, Username};
 use crate::{
     config::Settings,
     entities::{audit_log, one_time_token, user},

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::reader::{ConfigError, DAY, HOUR, MINUTE, Reader};
-use crate::accounts::{EmailAddress, FieldProblem, Password, Username};
+use crate::values::{EmailAddress, FieldProblem, Password, Username};
 
 /// The development default for `SECRET_KEY`; production refuses to start with it.
 pub const DEFAULT_SECRET_KEY: &str = "keel-development-secret-key-change-me-before-production";

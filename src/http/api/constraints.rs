@@ -1,7 +1,7 @@
 //! The rules the operations enforce, stated in the spec so that generated clients can check a
 //! request before they send it, and so that the spec accepts exactly what the server does.
 //!
-//! The account rules are the domain's (`accounts::validation`); they are checked there, with a
+//! The account rules are the domain's (`values`); they are checked there, with a
 //! message per violated rule, so they are written into the spec here rather than given to
 //! poem-openapi as validators (which would answer a bare 400 before the domain could name
 //! every rule). What JSON Schema cannot say goes in the field's description: a password that
@@ -10,7 +10,7 @@
 
 use serde_json::{Value, json};
 
-use crate::accounts::{api_keys::SCOPES, validation};
+use crate::{accounts::api_keys::SCOPES, values as validation};
 
 /// No NUL character (U+0000): PostgreSQL cannot store one in text, so every declared string
 /// refuses it (`input::check_input`). Written so that ECMA-262 and Python's `re` read it the

@@ -1,4 +1,6 @@
-//! The account input rules from the contract, each violation reported on its own.
+//! Domain values and the account input rules from the contract: checked email addresses,
+//! usernames and passwords, each violation reported on its own. A leaf: the settings, the
+//! accounts domain and the spec constraints all read it, and it reads none of them.
 
 /// One problem with one input field, shown to the client as is.
 #[derive(Debug, Clone, PartialEq, Eq)]
