@@ -168,12 +168,11 @@ async fn verification_mail_arrives_through_the_worker() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn task_lifecycle_results_and_permissions() {
+async fn each_demonstration_task_runs_to_its_result() {
     let queue = common::unique_queue();
     let app = rabbit_app(Backend::Postgres, &queue, &ROOT).await;
     let _worker = WorkerProcess::spawn(&app.env);
     let (_, user) = app.signed_in_user().await;
-    let (_, other) = app.signed_in_user().await;
 
     let id = submit(
         &app,
@@ -229,6 +228,24 @@ async fn task_lifecycle_results_and_permissions() {
     assert_eq!(done["result"]["fields"]["price"]["sum"], 15.5);
     assert_eq!(done["result"]["fields"]["name"]["count"], 2);
 
+    common::delete_queues(&queue).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_is_visible_to_its_owner_and_superusers_only() {
+    let queue = common::unique_queue();
+    let app = rabbit_app(Backend::Postgres, &queue, &ROOT).await;
+    let _worker = WorkerProcess::spawn(&app.env);
+    let (_, user) = app.signed_in_user().await;
+    let (_, other) = app.signed_in_user().await;
+    let id = submit(
+        &app,
+        &user.access,
+        "/system/background-tasks/test-task",
+        json!({"message": "mine"}),
+    )
+    .await;
+
     // Visible to its owner and superusers only; unknown ids are 404 too.
     let path = format!("/system/background-tasks/task-status/{id}");
     problem(app.get(&path, Some(&other.access)).await, 404, "not_found").await;
@@ -249,6 +266,17 @@ async fn task_lifecycle_results_and_permissions() {
     .await;
     problem(app.get(&path, None).await, 401, "not_authenticated").await;
 
+    common::delete_queues(&queue).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_task_input_is_a_4xx() {
+    let queue = common::unique_queue();
+    let app = rabbit_app(Backend::Postgres, &queue, &ROOT).await;
+    // Signing up takes the verification mail, which the worker sends.
+    let _worker = WorkerProcess::spawn(&app.env);
+    let (_, user) = app.signed_in_user().await;
+
     // Bad input is a 4xx, never a 5xx.
     let resp = app
         .client
@@ -267,6 +295,28 @@ async fn task_lifecycle_results_and_permissions() {
         .await;
     let wrong = problem(resp, 422, "validation_failed").await;
     assert_eq!(wrong["errors"][1]["field"], "[1]", "{wrong}");
+
+    common::delete_queues(&queue).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_and_the_task_list_are_for_superusers() {
+    let queue = common::unique_queue();
+    let app = rabbit_app(Backend::Postgres, &queue, &ROOT).await;
+    let _worker = WorkerProcess::spawn(&app.env);
+    let (_, user) = app.signed_in_user().await;
+    // Three successes of the user's, so that a page of two has a next one.
+    for message in ["one", "two", "three"] {
+        let id = submit(
+            &app,
+            &user.access,
+            "/system/background-tasks/test-task",
+            json!({"message": message}),
+        )
+        .await;
+        wait_status(&app, &user.access, &id, "SUCCESS", Duration::from_secs(10)).await;
+    }
+    let root = superuser(&app).await;
 
     // Mail and the task list are for superusers.
     let mail_req = json!({"to": "someone@example.com", "subject": "Hi", "body": "<b>hello</b>"});
