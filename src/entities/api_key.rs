@@ -1,3 +1,5 @@
+//! `api_keys`: one row per key, its SHA-256 hash, scopes, expiry and last use.
+
 use sea_orm::entity::prelude::*;
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]

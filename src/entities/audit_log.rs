@@ -1,3 +1,5 @@
+//! `audit_log`: one row per audit event, with where it came from.
+
 use sea_orm::entity::prelude::*;
 
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]

@@ -1,3 +1,5 @@
+//! `jobs`: the outbox and status table, one row per job and its outcome.
+
 use sea_orm::entity::prelude::*;
 
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]

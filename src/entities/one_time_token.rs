@@ -1,3 +1,5 @@
+//! `one_time_tokens`: hashed mail-link tokens, each for one purpose, used once.
+
 use sea_orm::entity::prelude::*;
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]

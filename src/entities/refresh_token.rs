@@ -1,3 +1,5 @@
+//! `refresh_tokens`: hashed rotating refresh tokens, one family per session.
+
 use sea_orm::entity::prelude::*;
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]

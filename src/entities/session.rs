@@ -1,3 +1,5 @@
+//! `sessions`: one row per signed-in device.
+
 use sea_orm::entity::prelude::*;
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]

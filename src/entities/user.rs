@@ -1,3 +1,5 @@
+//! `users`: the accounts.
+
 use sea_orm::entity::prelude::*;
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]

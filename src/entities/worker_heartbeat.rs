@@ -1,3 +1,5 @@
+//! `worker_heartbeats`: when each worker was last seen alive.
+
 use sea_orm::entity::prelude::*;
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]

@@ -54,3 +54,30 @@ fn readme_shows_the_two_commands() {
         ".ci/run must call the README's test command"
     );
 }
+
+/// README's layout section names every module and folder of `src/`, so it cannot fall behind a
+/// restructuring.
+#[test]
+fn the_readme_layout_names_every_module() {
+    let readme = read("README.md");
+    let layout = readme
+        .split("## Layout")
+        .nth(1)
+        .and_then(|rest| rest.split("```").nth(1))
+        .expect("README has a Layout section with a code block");
+    let words: std::collections::HashSet<&str> = layout
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .collect();
+    let src = format!("{}/src", env!("CARGO_MANIFEST_DIR"));
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_stem().unwrap().to_str().unwrap().to_string();
+        if name == "lib" {
+            continue;
+        }
+        assert!(
+            words.contains(name.as_str()),
+            "README's layout does not mention src/{name}"
+        );
+    }
+}

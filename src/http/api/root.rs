@@ -1,3 +1,5 @@
+//! `/` and `/features`: the service name, version and which optional features are on.
+
 use poem_openapi::{Object, OpenApi, payload::Json};
 
 use super::ApiTags;
