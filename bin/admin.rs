@@ -136,6 +136,13 @@ enum JobsCommand {
     Show { id: uuid::Uuid },
     /// Run a FAILURE or REVOKED job again, with a fresh set of attempts
     Retry { id: uuid::Uuid },
+    /// Delete finished jobs: succeeded and revoked ones older than JOB_RETENTION_SUCCESS, failed
+    /// ones older than JOB_RETENTION_FAILED, or every finished job older than --older-than
+    Prune {
+        /// A span such as 0s, 12h or 7d: prune every finished job that finished before it
+        #[arg(long, value_name = "SPAN", value_parser = keel::config::parse_span)]
+        older_than: Option<std::time::Duration>,
+    },
     /// Jobs that failed for good (their messages wait in the dead-letter queue)
     DeadLetters {
         #[arg(long, default_value_t = 20)]
@@ -364,6 +371,23 @@ async fn run(command: Command, settings: Settings) -> Outcome {
             println!("the deletion of {} ({}) is cancelled", u.email, u.id);
             Ok(())
         }
+        Command::Jobs(JobsCommand::Prune { older_than }) => {
+            let (success, failed) = match older_than {
+                Some(age) => (age, age),
+                None => (
+                    settings.jobs.retention_success,
+                    settings.jobs.retention_failed,
+                ),
+            };
+            let pruned = jobs()?.prune(success, failed).await?;
+            println!(
+                "pruned {} finished jobs ({} succeeded or revoked, {} failed)",
+                pruned.total(),
+                pruned.succeeded,
+                pruned.failed
+            );
+            Ok(())
+        }
         Command::Jobs(cmd) => jobs_command(&jobs()?, cmd).await,
     }
 }
@@ -520,6 +544,7 @@ async fn jobs_command(jobs: &Jobs, cmd: JobsCommand) -> Outcome {
             println!("{}", serde_json::to_string_pretty(&job_json(&job))?);
             Ok(())
         }
+        JobsCommand::Prune { .. } => unreachable!("handled in run, which has the settings"),
         JobsCommand::Retry { id } => match jobs.retry(id).await? {
             Retried::Queued => {
                 println!("job {id} queued again (the server or a worker picks it up)");

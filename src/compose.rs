@@ -9,7 +9,7 @@ use crate::{
     cache::Cache,
     config::Settings,
     db,
-    jobs::{JobQueue, Registry, tasks},
+    jobs::{JobError, JobQueue, Registry, retention, tasks},
     mail::{self, Mailer},
     redis::Redis,
 };
@@ -38,6 +38,8 @@ pub fn job_registry(
 ) -> Registry {
     let mailer = mailer.clone();
     let db = db.clone();
+    let pruning_db = db.clone();
+    let retention_settings = settings.jobs.clone();
     let deletions = accounts::DeletionJobs::new(db.clone(), settings, queue.clone(), cache.clone());
     let reminders = deletions.clone();
     Registry::builder()
@@ -61,5 +63,42 @@ pub fn job_registry(
             let reminders = reminders.clone();
             async move { reminders.reminders().await }
         })
+        .register(retention::PRUNE_JOBS, move |_| {
+            let (db, jobs) = (pruning_db.clone(), retention_settings.clone());
+            async move {
+                let pruned = retention::prune(&db, jobs.retention_success, jobs.retention_failed)
+                    .await
+                    .map_err(|e| JobError::retry(crate::telemetry::cause_chain(&e)))?;
+                Ok(serde_json::json!(pruned))
+            }
+        })
         .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every periodic job the settings name has a handler in the registry the processes build;
+    /// a rename on one side only would leave a schedule firing a job nobody runs.
+    #[tokio::test]
+    async fn every_periodic_job_has_a_handler() {
+        let settings = Settings::from_lookup(|_| None).unwrap();
+        let db = sea_orm::Database::connect("sqlite::memory:").await.unwrap();
+        let mailer = Mailer::new(&settings.mail).unwrap();
+        let queue = JobQueue::new(settings.jobs.clone());
+        let cache = Cache::new(
+            None,
+            settings.redis.cache_ttl,
+            settings.auth.access_token_ttl,
+        );
+        let registry = job_registry(&db, &mailer, Arc::new(settings), &queue, &cache);
+        for periodic in crate::config::PERIODIC {
+            assert!(
+                registry.get(periodic.name).is_some(),
+                "no handler for {}",
+                periodic.name
+            );
+        }
+    }
 }

@@ -23,21 +23,3 @@ pub use deletion::*;
 pub use passwords::PasswordHash;
 pub use service::*;
 pub use storage::{find_user, find_user_by_email, find_user_by_ident};
-
-#[cfg(test)]
-mod tests {
-    /// The settings name the periodic jobs by the names their handlers are registered under
-    /// here; a rename on one side only would leave a schedule firing a job nobody runs.
-    #[test]
-    fn the_periodic_jobs_are_the_accounts_handlers() {
-        let names = crate::config::PERIODIC.map(|p| p.name);
-        assert_eq!(
-            names,
-            [
-                super::PURGE_DELETED_ACCOUNTS,
-                super::SEND_DELETION_REMINDERS,
-                super::CLEANUP_EXPIRED_TOKENS
-            ]
-        );
-    }
-}

@@ -5,7 +5,7 @@ use std::{net::SocketAddr, str::FromStr, time::Duration};
 
 use cron::Schedule;
 
-use super::reader::{ConfigError, MILLISECOND, Reader, SECOND};
+use super::reader::{ConfigError, DAY, MILLISECOND, Reader, SECOND};
 
 #[derive(Debug, Clone)]
 pub struct JobSettings {
@@ -22,6 +22,10 @@ pub struct JobSettings {
     pub worker_metrics_addr: Option<SocketAddr>,
     /// Periodic jobs for the scheduler, in the order of [`PERIODIC`]; switched-off ones absent.
     pub schedules: Vec<Periodic>,
+    /// How long succeeded (and revoked) jobs are kept after they finish.
+    pub retention_success: Duration,
+    /// How long failed jobs are kept after they finish.
+    pub retention_failed: Duration,
 }
 
 /// A job the scheduler enqueues: its name, the setting that holds its cron expression, and
@@ -34,8 +38,8 @@ pub struct PeriodicJob {
 }
 
 /// The one list of periodic jobs: the settings, the scheduler and `admin stats` read it. The
-/// names are those the accounts domain registers its handlers under (a test there checks).
-pub const PERIODIC: [PeriodicJob; 3] = [
+/// names are those the handlers are registered under (a test in `compose` checks).
+pub const PERIODIC: [PeriodicJob; 4] = [
     PeriodicJob {
         name: "purge_deleted_accounts",
         setting: "SCHEDULE_PURGE_DELETED_ACCOUNTS",
@@ -50,6 +54,11 @@ pub const PERIODIC: [PeriodicJob; 3] = [
         name: "cleanup_expired_tokens",
         setting: "SCHEDULE_CLEANUP_EXPIRED_TOKENS",
         default: "0 30 3 * * *",
+    },
+    PeriodicJob {
+        name: "prune_jobs",
+        setting: "SCHEDULE_PRUNE_JOBS",
+        default: "0 15 * * * *",
     },
 ];
 
@@ -94,6 +103,8 @@ impl JobSettings {
             worker_shutdown_timeout: r.duration("WORKER_SHUTDOWN_TIMEOUT", SECOND, 30, 0, 3600)?,
             worker_metrics_addr,
             schedules: schedules(r)?,
+            retention_success: r.span("JOB_RETENTION_SUCCESS", "7d", 3650 * DAY)?,
+            retention_failed: r.span("JOB_RETENTION_FAILED", "30d", 3650 * DAY)?,
         })
     }
 
@@ -162,13 +173,33 @@ mod tests {
         ])
         .unwrap();
         let jobs: Vec<_> = s.schedules.iter().map(|p| p.job).collect();
-        assert_eq!(jobs, ["purge_deleted_accounts", "cleanup_expired_tokens"]);
+        assert_eq!(
+            jobs,
+            [
+                "purge_deleted_accounts",
+                "cleanup_expired_tokens",
+                "prune_jobs"
+            ]
+        );
         assert_eq!(s.schedules[1].schedule.source(), "*/5 * * * * *");
         assert_eq!(
             read(&[("SCHEDULE_PURGE_DELETED_ACCOUNTS", "hourly")])
                 .unwrap_err()
                 .var,
             "SCHEDULE_PURGE_DELETED_ACCOUNTS"
+        );
+    }
+
+    #[test]
+    fn finished_jobs_are_kept_a_week_or_a_month() {
+        let s = read(&[]).unwrap();
+        assert_eq!(s.retention_success, 7 * DAY);
+        assert_eq!(s.retention_failed, 30 * DAY);
+        let s = read(&[("JOB_RETENTION_SUCCESS", "12h")]).unwrap();
+        assert_eq!(s.retention_success, Duration::from_secs(12 * 3600));
+        assert_eq!(
+            read(&[("JOB_RETENTION_FAILED", "30")]).unwrap_err().var,
+            "JOB_RETENTION_FAILED"
         );
     }
 

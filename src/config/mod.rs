@@ -25,7 +25,7 @@ pub use jobs::{JobSettings, PERIODIC, Periodic, PeriodicJob, parse_cron};
 pub use mail::{MailSettings, SmtpSettings};
 pub use rabbitmq::RabbitSettings;
 pub use rate_limit::RateLimitSettings;
-pub use reader::{ConfigError, Reader, redact_url};
+pub use reader::{ConfigError, Reader, parse_span, redact_url};
 pub use redis::RedisSettings;
 pub use security::SecuritySettings;
 pub use websockets::WebSocketSettings;

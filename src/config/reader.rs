@@ -118,6 +118,55 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// A span written with its unit: `90s`, `15m`, `12h`, `7d`.
+pub fn parse_span(raw: &str) -> Result<Duration, String> {
+    let raw = raw.trim();
+    let split = raw
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{raw:?} has no unit; write it like 90s, 15m, 12h or 7d"))?;
+    let (number, unit) = raw.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{raw:?} does not start with a whole number"))?;
+    let unit_secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => {
+            return Err(format!(
+                "unknown unit {unit:?} in {raw:?}; use s, m, h or d"
+            ));
+        }
+    };
+    n.checked_mul(unit_secs)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("{raw:?} is too long"))
+}
+
+impl Reader<'_> {
+    /// A span like `7d`, at most `max`.
+    pub fn span(
+        &self,
+        var: &'static str,
+        default: &str,
+        max: Duration,
+    ) -> Result<Duration, ConfigError> {
+        let raw = self.string(var, default);
+        let span = parse_span(&raw).map_err(|e| ConfigError::new(var, e))?;
+        if span > max {
+            return Err(ConfigError::new(
+                var,
+                format!(
+                    "must be at most {} days, got {raw:?}",
+                    max.as_secs() / 86_400
+                ),
+            ));
+        }
+        Ok(span)
+    }
+}
+
 pub const SECOND: Duration = Duration::from_secs(1);
 pub const MILLISECOND: Duration = Duration::from_millis(1);
 pub const MINUTE: Duration = Duration::from_secs(60);
@@ -160,5 +209,16 @@ mod tests {
                 .starts_with("invalid configuration: C:")
         );
         assert_eq!(r.duration("C", MINUTE, 1, 1, 100).unwrap(), 70 * MINUTE);
+    }
+
+    #[test]
+    fn spans_carry_their_unit() {
+        assert_eq!(parse_span("7d"), Ok(7 * DAY));
+        assert_eq!(parse_span("0s"), Ok(Duration::ZERO));
+        assert_eq!(parse_span(" 90m "), Ok(90 * MINUTE));
+        assert!(parse_span("7").is_err() && parse_span("d").is_err() && parse_span("7w").is_err());
+        let r = Reader::from_pairs(&[("KEEP", "400d")]);
+        assert_eq!(r.span("KEEP", "1d", 365 * DAY).unwrap_err().var, "KEEP");
+        assert_eq!(r.span("ABSENT", "12h", DAY).unwrap(), 12 * HOUR);
     }
 }

@@ -172,6 +172,16 @@ impl Jobs {
         }
     }
 
+    /// Deletes finished jobs older than the given ages (succeeded and revoked ones, failed ones);
+    /// waiting and running jobs are never touched.
+    pub async fn prune(
+        &self,
+        success: std::time::Duration,
+        failed: std::time::Duration,
+    ) -> Result<super::retention::Pruned, DbErr> {
+        super::retention::prune(&self.db, success, failed).await
+    }
+
     /// Failed jobs (whose messages went to the dead-letter queue), most recent first.
     pub async fn dead_letters(&self, limit: u64) -> Result<Vec<job::Model>, DbErr> {
         job::Entity::find()

@@ -8,6 +8,7 @@ pub mod heartbeat;
 pub mod local;
 mod outbox;
 pub mod rabbit;
+pub mod retention;
 mod runner;
 pub mod schedule;
 pub mod tasks;

@@ -90,7 +90,12 @@ pub async fn run(
 }
 
 /// Every job the scheduler may enqueue, on its cron schedule or with `scheduler --once`.
-pub const PERIODIC_JOBS: [&str; 3] = [PERIODIC[0].name, PERIODIC[1].name, PERIODIC[2].name];
+pub const PERIODIC_JOBS: [&str; 4] = [
+    PERIODIC[0].name,
+    PERIODIC[1].name,
+    PERIODIC[2].name,
+    PERIODIC[3].name,
+];
 
 /// The latest firing of each periodic job, for `admin stats`: one indexed row per job
 /// (`idx_jobs_name_created_at`), never the whole history.

@@ -394,3 +394,143 @@ async fn support_schedules_and_cancels_deletions() {
         "a deleted account is not scheduled"
     );
 }
+
+/// Submits a task as `token`; answers its id.
+async fn submit_task(app: &TestApp, token: &str, path: &str, body: Value) -> String {
+    let resp = app.post_json(path, body, Some(token)).await;
+    assert_eq!(resp.status(), StatusCode::ACCEPTED, "{path}");
+    resp.json::<Value>().await.unwrap()["task_id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// The task's status code and status, as its owner sees them.
+async fn task_status(app: &TestApp, token: &str, id: &str) -> (StatusCode, Value) {
+    let resp = app
+        .get(
+            &format!("/system/background-tasks/task-status/{id}"),
+            Some(token),
+        )
+        .await;
+    let code = resp.status();
+    (code, resp.json::<Value>().await.unwrap()["status"].clone())
+}
+
+async fn wait_task(app: &TestApp, token: &str, id: &str, status: &str) {
+    common::eventually(Duration::from_secs(15), status, || async {
+        (task_status(app, token, id).await.1 == status).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_removes_finished_jobs_and_never_waiting_or_running_ones() {
+    use sea_orm::{ActiveModelTrait, Set};
+    let app = TestApp::start_with(Backend::Postgres, &[("JOB_MAX_ATTEMPTS", "1")]).await;
+    let (_, tokens) = app.signed_in_user().await;
+    let t = tokens.access.as_str();
+    let ok = submit_task(
+        &app,
+        t,
+        "/system/background-tasks/test-task",
+        json!({"message": "m"}),
+    )
+    .await;
+    let failed = submit_task(
+        &app,
+        t,
+        "/system/background-tasks/test-task",
+        json!({"message": "m", "fail_attempts": 1}),
+    )
+    .await;
+    let running = submit_task(
+        &app,
+        t,
+        "/system/background-tasks/long-running?duration=60",
+        json!(null),
+    )
+    .await;
+    wait_task(&app, t, &ok, "SUCCESS").await;
+    wait_task(&app, t, &failed, "FAILURE").await;
+    wait_task(&app, t, &running, "STARTED").await;
+    // A job that may only start tomorrow waits the whole time.
+    let waiting = uuid::Uuid::new_v4();
+    let tomorrow = chrono::Utc::now() + chrono::Duration::days(1);
+    keel::entities::job::ActiveModel {
+        id: Set(waiting),
+        name: Set("test_task".into()),
+        payload: Set(json!({"message": "later"})),
+        status: Set(keel::jobs::JobStatus::Pending),
+        attempts: Set(0),
+        max_attempts: Set(1),
+        run_at: Set(tomorrow),
+        result: Set(None),
+        error: Set(None),
+        owner_id: Set(None),
+        dedupe_key: Set(None),
+        locked_by: Set(None),
+        created_at: Set(chrono::Utc::now()),
+        updated_at: Set(chrono::Utc::now()),
+        started_at: Set(None),
+        finished_at: Set(None),
+        published_at: Set(None),
+    }
+    .insert(&app.state.db)
+    .await
+    .unwrap();
+
+    // The default retention (a week, a month) keeps jobs that just finished.
+    let kept = admin(&app, &["jobs", "prune"], None);
+    assert!(
+        kept.status.success(),
+        "{}",
+        String::from_utf8_lossy(&kept.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&kept.stdout).starts_with("pruned 0 finished jobs"),
+        "{}",
+        String::from_utf8_lossy(&kept.stdout)
+    );
+    assert_eq!(task_status(&app, t, &ok).await.0, StatusCode::OK);
+
+    // Every finished job: the two tasks and the sign-up's mails.
+    use keel::jobs::JobStatus;
+    let finished = keel::entities::job::Entity::find()
+        .filter(keel::entities::job::Column::Status.is_in([
+            JobStatus::Success,
+            JobStatus::Failure,
+            JobStatus::Revoked,
+        ]))
+        .all(&app.state.db)
+        .await
+        .unwrap()
+        .len();
+    assert!(finished >= 3, "{finished}");
+    let out = admin(&app, &["jobs", "prune", "--older-than", "0s"], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        said.starts_with(&format!("pruned {finished} finished jobs")),
+        "{said}"
+    );
+    assert_eq!(task_status(&app, t, &ok).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(task_status(&app, t, &failed).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        task_status(&app, t, &running).await,
+        (StatusCode::OK, json!("STARTED"))
+    );
+    let still = keel::entities::job::Entity::find_by_id(waiting)
+        .one(&app.state.db)
+        .await
+        .unwrap()
+        .expect("the waiting job is kept");
+    assert_eq!(still.status.as_str(), "PENDING");
+
+    let bad = admin(&app, &["jobs", "prune", "--older-than", "7"], None);
+    assert_eq!(bad.status.code(), Some(2), "a span needs its unit");
+}

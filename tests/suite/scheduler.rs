@@ -187,3 +187,86 @@ async fn the_last_firing_of_each_periodic_job_is_its_newest_scheduled_run() {
         ]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_jobs_removes_what_is_past_its_retention() {
+    use reqwest::StatusCode;
+    use serde_json::{Value, json};
+    let app = TestApp::start_with(
+        Backend::Postgres,
+        &[("JOB_RETENTION_SUCCESS", "1s"), ("JOB_MAX_ATTEMPTS", "1")],
+    )
+    .await;
+    let (_, tokens) = app.signed_in_user().await;
+    let mut ids = Vec::new();
+    for body in [
+        json!({"message": "done"}),
+        json!({"message": "broken", "fail_attempts": 1}),
+    ] {
+        let resp = app
+            .post_json(
+                "/system/background-tasks/test-task",
+                body,
+                Some(&tokens.access),
+            )
+            .await;
+        let id = resp.json::<Value>().await.unwrap()["task_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        ids.push(id);
+    }
+    let status = |id: String| {
+        let (app, token) = (&app, tokens.access.clone());
+        async move {
+            app.get(
+                &format!("/system/background-tasks/task-status/{id}"),
+                Some(&token),
+            )
+            .await
+        }
+    };
+    common::eventually(Duration::from_secs(10), "both tasks to finish", || async {
+        let mut finished = Vec::new();
+        for id in &ids {
+            let s: Value = status(id.clone()).await.json().await.unwrap();
+            finished.push(s["status"].clone());
+        }
+        (finished == [json!("SUCCESS"), json!("FAILURE")]).then_some(())
+    })
+    .await;
+    // Past the success retention, well within the failed one (30 days by default).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The task and the sign-up's mails succeeded.
+    let succeeded = job::Entity::find()
+        .filter(job::Column::Status.eq(keel::jobs::JobStatus::Success))
+        .all(&app.state.db)
+        .await
+        .unwrap()
+        .len();
+    assert!(succeeded >= 2, "{succeeded}");
+    let out = scheduler(&app, &["--once", "prune_jobs"], false)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8(out.stdout).unwrap();
+    let prune: uuid::Uuid = said.trim().rsplit(' ').next().unwrap().parse().unwrap();
+    let run = common::eventually(Duration::from_secs(10), "the prune job to run", || async {
+        job::Entity::find_by_id(prune)
+            .one(&app.state.db)
+            .await
+            .unwrap()
+            .filter(|j| j.status.as_str() == "SUCCESS")
+    })
+    .await;
+    let result = run.result.unwrap();
+    // Everything that had succeeded; the failed task is kept.
+    assert_eq!(result["succeeded"], succeeded, "{result}");
+    assert_eq!(result["failed"], 0, "{result}");
+    assert_eq!(status(ids[0].clone()).await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(status(ids[1].clone()).await.status(), StatusCode::OK);
+}
