@@ -134,8 +134,21 @@ enum JobsCommand {
     },
     /// One job in full (JSON)
     Show { id: uuid::Uuid },
-    /// Run a FAILURE or REVOKED job again, with a fresh set of attempts
-    Retry { id: uuid::Uuid },
+    /// Run a FAILURE or REVOKED job again, with a fresh set of attempts; --all --failed queues
+    /// every FAILURE job (of one --name) again
+    Retry {
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        id: Option<uuid::Uuid>,
+        /// Every job that matches the flags below, instead of one id
+        #[arg(long, requires = "failed")]
+        all: bool,
+        /// With --all: the FAILURE jobs
+        #[arg(long, requires = "all")]
+        failed: bool,
+        /// With --all: only jobs of this name (send_email, process_data, ...)
+        #[arg(long, requires = "all", value_name = "JOB")]
+        name: Option<String>,
+    },
     /// Delete finished jobs: succeeded and revoked ones older than JOB_RETENTION_SUCCESS, failed
     /// ones older than JOB_RETENTION_FAILED, or every finished job older than --older-than
     Prune {
@@ -545,7 +558,12 @@ async fn jobs_command(jobs: &Jobs, cmd: JobsCommand) -> Outcome {
             Ok(())
         }
         JobsCommand::Prune { .. } => unreachable!("handled in run, which has the settings"),
-        JobsCommand::Retry { id } => match jobs.retry(id).await? {
+        JobsCommand::Retry { id: None, name, .. } => {
+            let n = jobs.retry_failed(name.as_deref()).await?;
+            println!("{n} failed jobs queued again (the server or a worker picks them up)");
+            Ok(())
+        }
+        JobsCommand::Retry { id: Some(id), .. } => match jobs.retry(id).await? {
             Retried::Queued => {
                 println!("job {id} queued again (the server or a worker picks it up)");
                 Ok(())

@@ -111,23 +111,7 @@ impl Jobs {
 
     /// Queues a failed or cancelled job again, from its first attempt.
     pub async fn retry(&self, id: Uuid) -> Result<Retried, DbErr> {
-        let now = Utc::now();
-        let updated = job::Entity::update_many()
-            .col_expr(
-                job::Column::Status,
-                Expr::value(JobStatus::Pending.as_str()),
-            )
-            .col_expr(job::Column::Attempts, Expr::value(0))
-            .col_expr(job::Column::RunAt, Expr::value(now))
-            .col_expr(
-                job::Column::PublishedAt,
-                Expr::value(Option::<DateTime<Utc>>::None),
-            )
-            .col_expr(
-                job::Column::FinishedAt,
-                Expr::value(Option::<DateTime<Utc>>::None),
-            )
-            .col_expr(job::Column::UpdatedAt, Expr::value(now))
+        let updated = requeue()
             .filter(job::Column::Id.eq(id))
             .filter(
                 job::Column::Status
@@ -143,6 +127,20 @@ impl Jobs {
             None => Retried::NotFound,
             Some(j) => Retried::NotRetryable { status: j.status },
         })
+    }
+
+    /// Queues every FAILURE job (of one name, when given) again with a fresh set of attempts;
+    /// answers how many. One statement; the relay publishes them in its batches.
+    pub async fn retry_failed(&self, name: Option<&str>) -> Result<u64, DbErr> {
+        let mut update = requeue().filter(job::Column::Status.eq(JobStatus::Failure));
+        if let Some(name) = name {
+            update = update.filter(job::Column::Name.eq(name));
+        }
+        let updated = update.exec(&self.db).await?;
+        if updated.rows_affected > 0 {
+            self.queue.dispatch(&self.db).await?;
+        }
+        Ok(updated.rows_affected)
     }
 
     /// A page of jobs, newest first, optionally only those in one state.
@@ -214,4 +212,23 @@ impl Jobs {
     pub async fn last_heartbeat(&self) -> Result<Option<DateTime<Utc>>, DbErr> {
         super::heartbeat::last_heartbeat(&self.db).await
     }
+}
+
+/// Makes the jobs the caller filters due again as new: PENDING now, no attempts used, to be
+/// published afresh.
+fn requeue() -> sea_orm::UpdateMany<job::Entity> {
+    let now = Utc::now();
+    job::Entity::update_many()
+        .col_expr(job::Column::Status, Expr::value(JobStatus::Pending))
+        .col_expr(job::Column::Attempts, Expr::value(0))
+        .col_expr(job::Column::RunAt, Expr::value(now))
+        .col_expr(
+            job::Column::PublishedAt,
+            Expr::value(Option::<DateTime<Utc>>::None),
+        )
+        .col_expr(
+            job::Column::FinishedAt,
+            Expr::value(Option::<DateTime<Utc>>::None),
+        )
+        .col_expr(job::Column::UpdatedAt, Expr::value(now))
 }

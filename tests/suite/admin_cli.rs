@@ -534,3 +534,81 @@ async fn prune_removes_finished_jobs_and_never_waiting_or_running_ones() {
     let bad = admin(&app, &["jobs", "prune", "--older-than", "7"], None);
     assert_eq!(bad.status.code(), Some(2), "a span needs its unit");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_failed_job_of_a_name_is_queued_again_at_once() {
+    let app = TestApp::start_with(Backend::Postgres, &[("JOB_MAX_ATTEMPTS", "1")]).await;
+    let (_, tokens) = app.signed_in_user().await;
+    let t = tokens.access.as_str();
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        ids.push(
+            submit_task(
+                &app,
+                t,
+                "/system/background-tasks/test-task",
+                json!({"message": "m", "fail_attempts": 1}),
+            )
+            .await,
+        );
+    }
+    for id in &ids {
+        wait_task(&app, t, id, "FAILURE").await;
+    }
+    let started =
+        |id: &str| json_out(&admin(&app, &["jobs", "show", id], None))["started_at"].clone();
+    let first: Vec<Value> = ids.iter().map(|id| started(id)).collect();
+
+    let none = admin(
+        &app,
+        &[
+            "jobs",
+            "retry",
+            "--all",
+            "--failed",
+            "--name",
+            "long_running",
+        ],
+        None,
+    );
+    assert!(
+        String::from_utf8_lossy(&none.stdout).starts_with("0 failed jobs queued again"),
+        "{none:?}"
+    );
+    let out = admin(
+        &app,
+        &["jobs", "retry", "--all", "--failed", "--name", "test_task"],
+        None,
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("2 failed jobs queued again"),
+        "{out:?}"
+    );
+    // Both run again, with a fresh set of attempts (and fail again, as asked).
+    common::eventually(
+        Duration::from_secs(15),
+        "both jobs to run again",
+        || async {
+            let again: Vec<Value> = ids.iter().map(|id| started(id)).collect();
+            let shown: Vec<Value> = ids
+                .iter()
+                .map(|id| json_out(&admin(&app, &["jobs", "show", id], None)))
+                .collect();
+            (again.iter().zip(&first).all(|(a, f)| a != f)
+                && shown
+                    .iter()
+                    .all(|s| s["status"] == "FAILURE" && s["attempts"] == 1))
+            .then_some(())
+        },
+    )
+    .await;
+
+    // The flags go together: --all needs --failed, and one of an id or --all is needed.
+    for args in [
+        &["jobs", "retry", "--all"][..],
+        &["jobs", "retry", "--failed"][..],
+        &["jobs", "retry"][..],
+    ] {
+        assert_eq!(admin(&app, args, None).status.code(), Some(2), "{args:?}");
+    }
+}
