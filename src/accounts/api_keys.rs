@@ -248,9 +248,9 @@ impl super::Accounts {
                 key_id: key.id,
                 // A scope this version does not know grants nothing.
                 scopes: key
-                    .scope_list()
-                    .iter()
-                    .filter_map(|s| Scope::parse(s))
+                    .scopes
+                    .split_whitespace()
+                    .filter_map(Scope::parse)
                     .collect(),
             },
             users_version: None,

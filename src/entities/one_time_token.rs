@@ -36,14 +36,3 @@ pub enum Purpose {
     #[sea_orm(string_value = "cancel_deletion")]
     CancelDeletion,
 }
-
-impl Purpose {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Purpose::VerifyEmail => "verify_email",
-            Purpose::ResetPassword => "reset_password",
-            Purpose::ConfirmDeletion => "confirm_deletion",
-            Purpose::CancelDeletion => "cancel_deletion",
-        }
-    }
-}

@@ -53,8 +53,12 @@ pub async fn prune(
     })
 }
 
+/// `now - age`; an age longer than the calendar reaches back to its start instead of panicking.
 fn before(now: DateTime<Utc>, age: Duration) -> DateTime<Utc> {
-    now - chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX)
+    chrono::Duration::from_std(age)
+        .ok()
+        .and_then(|age| now.checked_sub_signed(age))
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
 async fn prune_status(
@@ -101,4 +105,19 @@ fn status_literals(statuses: &[JobStatus]) -> String {
         .map(|s| format!("'{}'", s.as_str()))
         .collect();
     format!("status IN ({})", names.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn any_age_gives_a_cut_off() {
+        let now = Utc::now();
+        assert_eq!(before(now, Duration::ZERO), now);
+        assert_eq!(
+            before(now, Duration::from_secs(u64::MAX)),
+            DateTime::<Utc>::MIN_UTC
+        );
+    }
 }

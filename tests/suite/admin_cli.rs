@@ -395,16 +395,6 @@ async fn support_schedules_and_cancels_deletions() {
     );
 }
 
-/// Submits a task as `token`; answers its id.
-async fn submit_task(app: &TestApp, token: &str, path: &str, body: Value) -> String {
-    let resp = app.post_json(path, body, Some(token)).await;
-    assert_eq!(resp.status(), StatusCode::ACCEPTED, "{path}");
-    resp.json::<Value>().await.unwrap()["task_id"]
-        .as_str()
-        .unwrap()
-        .to_string()
-}
-
 /// The task's status code and status, as its owner sees them.
 async fn task_status(app: &TestApp, token: &str, id: &str) -> (StatusCode, Value) {
     let resp = app
@@ -417,43 +407,36 @@ async fn task_status(app: &TestApp, token: &str, id: &str) -> (StatusCode, Value
     (code, resp.json::<Value>().await.unwrap()["status"].clone())
 }
 
-async fn wait_task(app: &TestApp, token: &str, id: &str, status: &str) {
-    common::eventually(Duration::from_secs(15), status, || async {
-        (task_status(app, token, id).await.1 == status).then_some(())
-    })
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prune_removes_finished_jobs_and_never_waiting_or_running_ones() {
     use sea_orm::{ActiveModelTrait, Set};
     let app = TestApp::start_with(Backend::Postgres, &[("JOB_MAX_ATTEMPTS", "1")]).await;
     let (_, tokens) = app.signed_in_user().await;
     let t = tokens.access.as_str();
-    let ok = submit_task(
+    let ok = common::submit_task(
         &app,
         t,
         "/system/background-tasks/test-task",
         json!({"message": "m"}),
     )
     .await;
-    let failed = submit_task(
+    let failed = common::submit_task(
         &app,
         t,
         "/system/background-tasks/test-task",
         json!({"message": "m", "fail_attempts": 1}),
     )
     .await;
-    let running = submit_task(
+    let running = common::submit_task(
         &app,
         t,
         "/system/background-tasks/long-running?duration=60",
         json!(null),
     )
     .await;
-    wait_task(&app, t, &ok, "SUCCESS").await;
-    wait_task(&app, t, &failed, "FAILURE").await;
-    wait_task(&app, t, &running, "STARTED").await;
+    common::wait_task_status(&app, t, &ok, "SUCCESS", Duration::from_secs(15)).await;
+    common::wait_task_status(&app, t, &failed, "FAILURE", Duration::from_secs(15)).await;
+    common::wait_task_status(&app, t, &running, "STARTED", Duration::from_secs(15)).await;
     // A job that may only start tomorrow waits the whole time.
     let waiting = uuid::Uuid::new_v4();
     let tomorrow = chrono::Utc::now() + chrono::Duration::days(1);
@@ -543,7 +526,7 @@ async fn every_failed_job_of_a_name_is_queued_again_at_once() {
     let mut ids = Vec::new();
     for _ in 0..2 {
         ids.push(
-            submit_task(
+            common::submit_task(
                 &app,
                 t,
                 "/system/background-tasks/test-task",
@@ -553,7 +536,7 @@ async fn every_failed_job_of_a_name_is_queued_again_at_once() {
         );
     }
     for id in &ids {
-        wait_task(&app, t, id, "FAILURE").await;
+        common::wait_task_status(&app, t, id, "FAILURE", Duration::from_secs(15)).await;
     }
     let started =
         |id: &str| json_out(&admin(&app, &["jobs", "show", id], None))["started_at"].clone();

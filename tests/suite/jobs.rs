@@ -10,7 +10,10 @@ use std::{
     time::Duration,
 };
 
-use common::{Backend, TestApp, Tokens, WorkerProcess, eventually, mail, problem};
+use common::{
+    Backend, TestApp, Tokens, WorkerProcess, eventually, mail, problem, submit_task as submit,
+    task_json as status, wait_task_status as wait_status,
+};
 use keel::entities::job;
 use reqwest::StatusCode;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
@@ -25,39 +28,6 @@ async fn rabbit_app(backend: Backend, queue: &str, extra: &[(&str, &str)]) -> Te
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     TestApp::start_with(backend, &pairs).await
-}
-
-async fn submit(app: &TestApp, token: &str, path: &str, body: Value) -> String {
-    let resp = app.post_json(path, body, Some(token)).await;
-    assert_eq!(resp.status(), StatusCode::ACCEPTED, "{path}");
-    let accepted: Value = resp.json().await.unwrap();
-    assert_eq!(accepted["status"], "PENDING");
-    accepted["task_id"].as_str().unwrap().to_string()
-}
-
-async fn status(app: &TestApp, token: &str, id: &str) -> Value {
-    let resp = app
-        .get(
-            &format!("/system/background-tasks/task-status/{id}"),
-            Some(token),
-        )
-        .await;
-    assert_eq!(resp.status(), StatusCode::OK);
-    resp.json().await.unwrap()
-}
-
-async fn wait_status(
-    app: &TestApp,
-    token: &str,
-    id: &str,
-    wanted: &str,
-    within: Duration,
-) -> Value {
-    eventually(within, &format!("task {id} to reach {wanted}"), || async {
-        let s = status(app, token, id).await;
-        (s["status"] == wanted).then_some(s)
-    })
-    .await
 }
 
 /// The job's row once it is SUCCESS, waiting up to `within`.

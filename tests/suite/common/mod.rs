@@ -536,3 +536,39 @@ pub async fn wait_port(port: u16) {
     })
     .await;
 }
+
+/// Submits a task as `token` (202, PENDING); answers its id.
+pub async fn submit_task(app: &TestApp, token: &str, path: &str, body: Value) -> String {
+    let resp = app.post_json(path, body, Some(token)).await;
+    assert_eq!(resp.status(), StatusCode::ACCEPTED, "{path}");
+    let accepted: Value = resp.json().await.unwrap();
+    assert_eq!(accepted["status"], "PENDING");
+    accepted["task_id"].as_str().unwrap().to_string()
+}
+
+/// The task as its owner (or a superuser) sees it at `task-status`.
+pub async fn task_json(app: &TestApp, token: &str, id: &str) -> Value {
+    let resp = app
+        .get(
+            &format!("/system/background-tasks/task-status/{id}"),
+            Some(token),
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    resp.json().await.unwrap()
+}
+
+/// The task once it reaches `wanted`, waiting up to `within`.
+pub async fn wait_task_status(
+    app: &TestApp,
+    token: &str,
+    id: &str,
+    wanted: &str,
+    within: Duration,
+) -> Value {
+    eventually(within, &format!("task {id} to reach {wanted}"), || async {
+        let s = task_json(app, token, id).await;
+        (s["status"] == wanted).then_some(s)
+    })
+    .await
+}
