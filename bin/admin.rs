@@ -156,6 +156,12 @@ enum JobsCommand {
         #[arg(long, value_name = "SPAN", value_parser = keel::config::parse_span)]
         older_than: Option<std::time::Duration>,
     },
+    /// Per queue: jobs waiting (due now), scheduled for later, running and failed, how many
+    /// finished in the last minute, and how long the oldest waiting job has waited
+    Stats {
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
     /// Jobs that failed for good (their messages wait in the dead-letter queue)
     DeadLetters {
         #[arg(long, default_value_t = 20)]
@@ -511,6 +517,7 @@ async fn jobs_command(jobs: &Jobs, cmd: JobsCommand) -> Outcome {
                     vec![
                         j.id.to_string(),
                         j.name.clone(),
+                        j.queue.clone(),
                         j.status.to_string(),
                         j.attempts.to_string(),
                         j.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
@@ -524,7 +531,9 @@ async fn jobs_command(jobs: &Jobs, cmd: JobsCommand) -> Outcome {
                 })
                 .collect();
             print_table(
-                &["ID", "NAME", "STATUS", "ATTEMPTS", "CREATED", "ERROR"],
+                &[
+                    "ID", "NAME", "QUEUE", "STATUS", "ATTEMPTS", "CREATED", "ERROR",
+                ],
                 &table,
             );
         }
@@ -547,6 +556,42 @@ async fn jobs_command(jobs: &Jobs, cmd: JobsCommand) -> Outcome {
         }
         JobsCommand::DeadLetters { limit, format } => {
             list(jobs.dead_letters(limit).await?, format);
+            Ok(())
+        }
+        JobsCommand::Stats { format } => {
+            let stats = jobs.queue_stats().await?;
+            match format {
+                Format::Json => println!("{}", serde_json::to_string(&stats)?),
+                Format::Table => {
+                    let table: Vec<Vec<String>> = stats
+                        .iter()
+                        .map(|q| {
+                            vec![
+                                q.queue.clone(),
+                                q.waiting.to_string(),
+                                q.scheduled.to_string(),
+                                q.running.to_string(),
+                                q.failed.to_string(),
+                                q.finished_last_minute.to_string(),
+                                q.oldest_waiting_seconds
+                                    .map_or("-".into(), |s| format!("{s:.1}s")),
+                            ]
+                        })
+                        .collect();
+                    print_table(
+                        &[
+                            "QUEUE",
+                            "WAITING",
+                            "SCHEDULED",
+                            "RUNNING",
+                            "FAILED",
+                            "LAST MINUTE",
+                            "OLDEST WAITING",
+                        ],
+                        &table,
+                    );
+                }
+            }
             Ok(())
         }
         JobsCommand::Show { id } => {
@@ -590,7 +635,8 @@ fn job_json(j: &job::Model) -> serde_json::Value {
         "id": j.id, "name": j.name, "status": j.status.as_str(), "attempts": j.attempts,
         "max_attempts": j.max_attempts, "payload": j.payload, "result": j.result, "error": j.error,
         "owner_id": j.owner_id, "created_at": j.created_at, "started_at": j.started_at,
-        "finished_at": j.finished_at, "run_at": j.run_at,
+        "finished_at": j.finished_at, "run_at": j.run_at, "queue": j.queue,
+        "priority": j.priority, "unique_key": j.unique_key, "progress": j.progress,
     })
 }
 

@@ -23,12 +23,29 @@ use tokio_util::sync::CancellationToken;
     about,
     after_help = "Exit codes:\n  0  clean shutdown (SIGTERM or Ctrl-C; running jobs finish within WORKER_SHUTDOWN_TIMEOUT)\n  1  start-up failure (database unreachable, migrations pending, ...)\n  2  invalid configuration"
 )]
-struct Cli {}
+struct Cli {
+    /// The job queues to serve, comma-separated (email, default, maintenance; or all).
+    /// Overrides WORKER_QUEUES. Each queue gets WORKER_CONCURRENCY slots (or its own
+    /// WORKER_CONCURRENCY_<QUEUE>)
+    #[arg(long, value_name = "QUEUES", value_parser = queue_list)]
+    queues: Option<QueueList>,
+}
+
+/// `--queues`, parsed as a whole (a `Vec` would make clap expect the flag once per queue).
+#[derive(Clone)]
+struct QueueList(Vec<jobs::Queue>);
+
+fn queue_list(s: &str) -> Result<QueueList, String> {
+    jobs::Queue::parse_list(s).map(QueueList)
+}
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let _cli = Cli::parse();
-    let settings = Settings::load_or_exit();
+    let cli = Cli::parse();
+    let mut settings = Settings::load_or_exit();
+    if let Some(QueueList(queues)) = cli.queues {
+        settings.jobs.worker_queues = queues;
+    }
     if !settings.rabbitmq.enabled {
         eprintln!(
             "invalid configuration: ENABLE_RABBITMQ: the worker takes jobs from RabbitMQ; set ENABLE_RABBITMQ=true (without it, the server runs jobs itself)"
@@ -78,12 +95,22 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         None,
         shutdown.clone(),
     ));
+    let serving = settings.jobs.serving(&settings.jobs.worker_queues);
+    let served: Vec<&str> = serving.iter().map(|(q, _)| q.as_str()).collect();
+    let served = served.join(",");
     let consumer = tokio::spawn(jobs::rabbit::consume(
         runner,
         settings.rabbitmq.clone(),
-        settings.jobs.worker_concurrency,
+        serving,
         shutdown.clone(),
         settings.jobs.worker_shutdown_timeout,
+    ));
+    // Messages left in the queue of the version before job queues, routed to their queues.
+    let legacy = tokio::spawn(jobs::rabbit::drain_legacy_queue(
+        conn.clone(),
+        settings.rabbitmq.clone(),
+        queue.wake_handle(),
+        shutdown.clone(),
     ));
     let metrics_server = match settings.jobs.worker_metrics_addr {
         None => None,
@@ -110,11 +137,12 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
             }))
         }
     };
-    tracing::info!(%worker_id, concurrency = settings.jobs.worker_concurrency, queue = %settings.rabbitmq.queue, "worker started");
+    tracing::info!(%worker_id, queues = %served, prefix = %settings.rabbitmq.queue, "worker started");
     keel::shutdown_signal().await;
     tracing::info!("stopping: no new jobs; waiting for running ones");
     shutdown.cancel();
     let _ = consumer.await;
+    let _ = legacy.await;
     let _ = relay.await;
     if let Some(listener) = listener {
         let _ = listener.await;

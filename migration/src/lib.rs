@@ -11,6 +11,7 @@ mod m20261129_000005_live_sessions_index;
 mod m20261201_000006_jobs_name_index;
 mod m20261201_000007_jobs_partial_indexes;
 mod m20261201_000008_jobs_finished_index;
+mod m20261201_000009_job_queues;
 
 pub struct Migrator;
 
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000006_jobs_name_index::Migration),
             Box::new(m20261201_000007_jobs_partial_indexes::Migration),
             Box::new(m20261201_000008_jobs_finished_index::Migration),
+            Box::new(m20261201_000009_job_queues::Migration),
         ]
     }
 }

@@ -6,6 +6,7 @@ use std::{net::SocketAddr, str::FromStr, time::Duration};
 use cron::Schedule;
 
 use super::reader::{ConfigError, DAY, MILLISECOND, Reader, SECOND};
+use crate::queues::Queue;
 
 #[derive(Debug, Clone)]
 pub struct JobSettings {
@@ -15,8 +16,13 @@ pub struct JobSettings {
     pub timeout: Duration,
     /// How often one query per worker asks which of its running jobs were cancelled.
     pub cancel_poll: Duration,
-    /// Jobs one worker process (or the in-process worker) runs at once.
+    /// Jobs one worker process (or the in-process worker) runs at once, per queue it serves.
     pub worker_concurrency: usize,
+    /// `WORKER_CONCURRENCY_<QUEUE>` where set: a queue's own concurrency.
+    pub queue_concurrency: Vec<(Queue, usize)>,
+    /// The queues a `worker` serves (`WORKER_QUEUES`, default all); the in-process worker
+    /// serves every queue.
+    pub worker_queues: Vec<Queue>,
     pub worker_shutdown_timeout: Duration,
     /// Where a worker serves `/metrics` and `/health/live`; unset: not served.
     pub worker_metrics_addr: Option<SocketAddr>,
@@ -93,19 +99,47 @@ impl JobSettings {
                 )
             })?),
         };
+        let worker_concurrency = r.ranged("WORKER_CONCURRENCY", 4, 1, 1000)? as usize;
+        let mut queue_concurrency = Vec::new();
+        for (queue, var) in [
+            (Queue::Email, "WORKER_CONCURRENCY_EMAIL"),
+            (Queue::Default, "WORKER_CONCURRENCY_DEFAULT"),
+            (Queue::Maintenance, "WORKER_CONCURRENCY_MAINTENANCE"),
+        ] {
+            if r.raw(var).is_some() {
+                queue_concurrency.push((queue, r.ranged(var, 4, 1, 1000)? as usize));
+            }
+        }
+        let worker_queues = Queue::parse_list(&r.string("WORKER_QUEUES", "all"))
+            .map_err(|e| ConfigError::new("WORKER_QUEUES", e))?;
         Ok(Self {
             max_attempts: r.ranged("JOB_MAX_ATTEMPTS", 5, 1, 100)? as i32,
             retry_base,
             retry_max,
             timeout: r.duration("JOB_TIMEOUT_SECONDS", SECOND, 600, 1, 86_400)?,
             cancel_poll: Duration::from_millis(500),
-            worker_concurrency: r.ranged("WORKER_CONCURRENCY", 4, 1, 1000)? as usize,
+            worker_concurrency,
+            queue_concurrency,
+            worker_queues,
             worker_shutdown_timeout: r.duration("WORKER_SHUTDOWN_TIMEOUT", SECOND, 30, 0, 3600)?,
             worker_metrics_addr,
             schedules: schedules(r)?,
             retention_success: r.span("JOB_RETENTION_SUCCESS", "7d", 3650 * DAY)?,
             retention_failed: r.span("JOB_RETENTION_FAILED", "30d", 3650 * DAY)?,
         })
+    }
+
+    /// How many jobs of `queue` one worker runs at once.
+    pub fn concurrency(&self, queue: Queue) -> usize {
+        self.queue_concurrency
+            .iter()
+            .find(|(q, _)| *q == queue)
+            .map_or(self.worker_concurrency, |(_, n)| *n)
+    }
+
+    /// Each of `queues` with its concurrency.
+    pub fn serving(&self, queues: &[Queue]) -> Vec<(Queue, usize)> {
+        queues.iter().map(|q| (*q, self.concurrency(*q))).collect()
     }
 
     /// Exponential backoff with jitter: base × 2^(attempt−1), capped, then scaled by 0.75–1.25 so
@@ -187,6 +221,34 @@ mod tests {
                 .unwrap_err()
                 .var,
             "SCHEDULE_PURGE_DELETED_ACCOUNTS"
+        );
+    }
+
+    #[test]
+    fn workers_serve_every_queue_with_its_concurrency() {
+        let s = read(&[]).unwrap();
+        assert_eq!(s.worker_queues, Queue::ALL.to_vec());
+        assert_eq!(s.concurrency(Queue::Email), 4);
+        let s = read(&[
+            ("WORKER_QUEUES", "default,email"),
+            ("WORKER_CONCURRENCY", "8"),
+            ("WORKER_CONCURRENCY_EMAIL", "2"),
+        ])
+        .unwrap();
+        assert_eq!(s.worker_queues, vec![Queue::Email, Queue::Default]);
+        assert_eq!(
+            s.serving(&s.worker_queues),
+            vec![(Queue::Email, 2), (Queue::Default, 8)]
+        );
+        assert_eq!(
+            read(&[("WORKER_QUEUES", "mail")]).unwrap_err().var,
+            "WORKER_QUEUES"
+        );
+        assert_eq!(
+            read(&[("WORKER_CONCURRENCY_DEFAULT", "0")])
+                .unwrap_err()
+                .var,
+            "WORKER_CONCURRENCY_DEFAULT"
         );
     }
 

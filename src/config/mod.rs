@@ -23,7 +23,7 @@ pub use database::DatabaseSettings;
 pub use http::HttpSettings;
 pub use jobs::{JobSettings, PERIODIC, Periodic, PeriodicJob, parse_cron};
 pub use mail::{MailSettings, SmtpSettings};
-pub use rabbitmq::RabbitSettings;
+pub use rabbitmq::{QueueType, RabbitSettings};
 pub use rate_limit::RateLimitSettings;
 pub use reader::{ConfigError, Reader, parse_span, redact_url};
 pub use redis::RedisSettings;

@@ -27,6 +27,14 @@ pub struct Model {
     pub finished_at: Option<DateTimeUtc>,
     /// Set once the broker confirmed the message; cleared when a retry needs publishing again.
     pub published_at: Option<DateTimeUtc>,
+    /// The queue it belongs to (`jobs::Queue`): `email`, `default` or `maintenance`.
+    pub queue: String,
+    /// 0 to 9; higher runs first within its queue.
+    pub priority: i32,
+    /// While the job is unfinished, no other job of its name may have this key.
+    pub unique_key: Option<String>,
+    /// What its handler last reported, while it runs.
+    pub progress: Option<Json>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

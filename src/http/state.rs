@@ -127,7 +127,7 @@ impl AppState {
                 tokio::spawn(jobs::local::run(
                     runner,
                     wake,
-                    self.settings.jobs.worker_concurrency,
+                    self.settings.jobs.serving(&jobs::Queue::ALL),
                     shutdown,
                     self.settings.http.shutdown_timeout,
                 ))

@@ -9,7 +9,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::{JobQueue, JobStatus, NewJob, Registry};
+use super::{JobQueue, JobStatus, NewJob, Queue, Registry, Submitted};
 use crate::{
     db::{self, Page},
     entities::job,
@@ -59,8 +59,9 @@ impl Jobs {
         &self.queue
     }
 
-    /// Queues `job` on its own (not inside a caller's transaction).
-    pub async fn submit(&self, job: NewJob) -> Result<Uuid, DbErr> {
+    /// Queues `job` on its own (not inside a caller's transaction); with a unique key an
+    /// unfinished job of its name holds, answers that job instead.
+    pub async fn submit(&self, job: NewJob) -> Result<Submitted, DbErr> {
         self.queue.submit(&self.db, job).await
     }
 
@@ -143,14 +144,19 @@ impl Jobs {
         Ok(updated.rows_affected)
     }
 
-    /// A page of jobs, newest first, optionally only those in one state.
+    /// A page of jobs, newest first, optionally only those in one state or of one queue.
     pub async fn page(
         &self,
         status: Option<JobStatus>,
+        queue: Option<Queue>,
         page: u64,
         size: u64,
     ) -> Result<Page<job::Model>, DbErr> {
-        db::page(self.newest(status), &self.db, page, size).await
+        let mut query = self.newest(status);
+        if let Some(queue) = queue {
+            query = query.filter(job::Column::Queue.eq(queue.as_str()));
+        }
+        db::page(query, &self.db, page, size).await
     }
 
     /// The `limit` newest jobs, optionally only those in one state.
@@ -201,6 +207,12 @@ impl Jobs {
             depth.push((status, n));
         }
         Ok(depth)
+    }
+
+    /// Each queue's waiting, scheduled, running and failed jobs, its last minute's rate and
+    /// its oldest waiting job's age.
+    pub async fn queue_stats(&self) -> Result<Vec<super::stats::QueueStats>, DbErr> {
+        super::stats::queue_stats(&self.db).await
     }
 
     /// When each periodic job was last enqueued, for those ever enqueued.

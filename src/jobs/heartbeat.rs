@@ -4,7 +4,10 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use sea_orm::{DatabaseConnection, EntityTrait, QueryOrder, sea_query::OnConflict};
+use sea_orm::{
+    ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    sea_query::OnConflict,
+};
 
 use crate::entities::worker_heartbeat;
 
@@ -45,4 +48,16 @@ pub async fn last_heartbeat(
         .one(db)
         .await?
         .map(|h| h.last_seen))
+}
+
+/// The workers whose heartbeat is fresh.
+pub async fn alive_workers(db: &DatabaseConnection) -> Result<Vec<String>, sea_orm::DbErr> {
+    let fresh_since = Utc::now() - chrono::Duration::from_std(HEARTBEAT_FRESH).unwrap_or_default();
+    worker_heartbeat::Entity::find()
+        .select_only()
+        .column(worker_heartbeat::Column::WorkerId)
+        .filter(worker_heartbeat::Column::LastSeen.gte(fresh_since))
+        .into_tuple()
+        .all(db)
+        .await
 }

@@ -11,6 +11,7 @@ pub mod rabbit;
 pub mod retention;
 mod runner;
 pub mod schedule;
+pub mod stats;
 pub mod tasks;
 
 use std::{collections::HashMap, future::Future, pin::Pin, sync::Arc};
@@ -18,9 +19,10 @@ use std::{collections::HashMap, future::Future, pin::Pin, sync::Arc};
 use serde_json::Value;
 use uuid::Uuid;
 
+pub use crate::queues::{Lane, Queue};
 pub use control::{Cancelled, Jobs, Retried};
-pub use outbox::{CHANNEL, HandedOff, JobPayload, JobQueue, NewJob, announce, listen};
-pub use runner::{Outcome, Runner};
+pub use outbox::{CHANNEL, JobPayload, JobQueue, NewJob, Publication, Submitted, announce, listen};
+pub use runner::{Outcome, PROGRESS_EVERY, Progress, Runner};
 
 pub use crate::config::JobSettings;
 
@@ -35,6 +37,8 @@ pub struct JobContext {
     /// 1 for the first run.
     pub attempt: i32,
     pub max_attempts: i32,
+    /// Where the handler may report how far it has come.
+    pub progress: Progress,
 }
 
 impl JobContext {

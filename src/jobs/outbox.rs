@@ -4,10 +4,11 @@
 
 use std::sync::{Arc, OnceLock};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryFilter,
-    Set, sea_query::OnConflict,
+    Set,
+    sea_query::{Expr, OnConflict},
 };
 use serde_json::Value;
 use tokio::sync::{Notify, mpsc};
@@ -15,6 +16,7 @@ use uuid::Uuid;
 
 use super::{JobSettings, JobStatus};
 use crate::entities::job;
+use crate::queues::{DEFAULT_PRIORITY, MAX_PRIORITY, Queue};
 
 /// A job to enqueue.
 #[derive(Debug, Clone)]
@@ -22,8 +24,40 @@ pub struct NewJob {
     pub name: String,
     pub payload: Value,
     pub owner_id: Option<Uuid>,
+    /// Set once for ever: a second job with this key is never made (the scheduler's firings).
     pub dedupe_key: Option<String>,
+    /// From the routing table (`Queue::of`).
+    pub queue: Queue,
+    /// 0 to 9, 9 first.
+    pub priority: u8,
+    /// Not started before this; `None`: now.
+    pub run_at: Option<DateTime<Utc>>,
+    /// While a job of this name and key is unfinished, submitting again gives that job.
+    pub unique_key: Option<String>,
 }
+
+/// What submitting a job did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Submitted {
+    /// Queued, to start at `run_at`.
+    New { id: Uuid, run_at: DateTime<Utc> },
+    /// An unfinished job with the same name and key (unique or dedupe) is this one: nothing
+    /// new was queued.
+    Duplicate { id: Uuid },
+}
+
+impl Submitted {
+    pub fn id(&self) -> Uuid {
+        match self {
+            Self::New { id, .. } | Self::Duplicate { id } => *id,
+        }
+    }
+}
+
+/// The partial unique index `idx_jobs_unique_active` (migration 9): its predicate, spelled the
+/// same way, lets an insert name it as the conflict to ignore.
+const UNFINISHED_UNIQUE: &str =
+    "unique_key IS NOT NULL AND status IN ('PENDING', 'STARTED', 'RETRY')";
 
 /// A job's payload as a type: the job's name goes with it, and the handler reads back the
 /// same type (`JobContext::payload`), so the two sides cannot drift apart.
@@ -48,7 +82,28 @@ impl NewJob {
             payload,
             owner_id: None,
             dedupe_key: None,
+            queue: Queue::of(name),
+            priority: DEFAULT_PRIORITY,
+            run_at: None,
+            unique_key: None,
         }
+    }
+
+    /// 0 to 9 (higher values are taken as 9).
+    pub fn priority(mut self, priority: u8) -> Self {
+        self.priority = priority.min(MAX_PRIORITY);
+        self
+    }
+
+    /// Not started before `at` (a time in the past means now).
+    pub fn run_at(mut self, at: DateTime<Utc>) -> Self {
+        self.run_at = Some(at);
+        self
+    }
+
+    pub fn unique(mut self, key: impl Into<String>) -> Self {
+        self.unique_key = Some(key.into());
+        self
     }
 
     pub fn owner(mut self, owner: Uuid) -> Self {
@@ -130,8 +185,15 @@ pub fn listen(
     }))
 }
 
-/// A job committed on its own, for this process's relay to publish without looking for it.
-pub type HandedOff = (Uuid, String);
+/// What the relay needs to publish a job: where it goes, and the name and priority its
+/// message carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Publication {
+    pub id: Uuid,
+    pub name: String,
+    pub queue: Queue,
+    pub priority: u8,
+}
 
 /// The producer side: writes jobs into the outbox table, inside the caller's transaction, and
 /// wakes this process's dispatcher once the caller has committed.
@@ -140,7 +202,7 @@ pub struct JobQueue {
     settings: JobSettings,
     wake: Arc<Notify>,
     /// Set when this process runs a RabbitMQ relay: `submit` hands it the jobs it committed.
-    handoff: Arc<OnceLock<mpsc::UnboundedSender<HandedOff>>>,
+    handoff: Arc<OnceLock<mpsc::UnboundedSender<Publication>>>,
     /// Whether enqueues are announced to other processes (`announce`): for processes that
     /// run no relay or worker of their own (scheduler, admin CLI). The server and the worker
     /// wake their own, which publishes the job; a second process racing for it only costs a
@@ -160,7 +222,7 @@ impl JobQueue {
 
     /// From now on, jobs submitted on their own (`submit`) are handed to the receiver, this
     /// process's relay, instead of being looked for in the table. Once per queue.
-    pub fn hand_off(&self) -> Option<mpsc::UnboundedReceiver<HandedOff>> {
+    pub fn hand_off(&self) -> Option<mpsc::UnboundedReceiver<Publication>> {
         let (tx, rx) = mpsc::unbounded_channel();
         self.handoff.set(tx).ok().map(|()| rx)
     }
@@ -176,30 +238,40 @@ impl JobQueue {
     }
 
     /// Enqueues a job that commits on its own (no change of the caller's goes with it) and
-    /// sees it dispatched. With a relay in this process, the row is written already marked
-    /// published and handed straight to the relay: the relay neither looks for it nor writes
-    /// it again. Should the process die before the broker confirms it, the relay's sweep
-    /// publishes it again after `JOB_REPUBLISH_AFTER_SECONDS`, as for any lost publication;
-    /// a failed publication unmarks it at once.
-    pub async fn submit(&self, db: &DatabaseConnection, job: NewJob) -> Result<Uuid, DbErr> {
-        let handoff = self.handoff.get().filter(|_| job.dedupe_key.is_none());
+    /// sees it dispatched. With a relay in this process, a job due now is written already
+    /// marked published and handed straight to the relay: the relay neither looks for it nor
+    /// writes it again. Should the process die before the broker confirms it, the relay's sweep
+    /// publishes it again after `JOB_REPUBLISH_AFTER_SECONDS`, as for any lost publication; a
+    /// failed publication unmarks it at once. A delayed job waits in the table for its time.
+    pub async fn submit(&self, db: &DatabaseConnection, job: NewJob) -> Result<Submitted, DbErr> {
+        let now = Utc::now();
+        let handoff = self
+            .handoff
+            .get()
+            .filter(|_| job.dedupe_key.is_none() && job.run_at.is_none_or(|at| at <= now));
         let Some(handoff) = handoff else {
-            let id = self.enqueue(db, job).await?;
-            self.wake();
-            return Ok(id);
+            let submitted = self.insert(db, job, None).await?;
+            if let Submitted::New { .. } = submitted {
+                self.wake();
+            }
+            return Ok(submitted);
         };
-        let name = job.name.clone();
-        let id = Uuid::new_v4();
-        let mut model = self.model(id, job);
-        model.published_at = Set(Some(Utc::now()));
-        job::Entity::insert(model)
-            .exec_without_returning(db)
-            .await?;
-        if handoff.send((id, name)).is_err() {
+        let (name, queue, priority) = (job.name.clone(), job.queue, job.priority);
+        let submitted = self.insert(db, job, Some(now)).await?;
+        let Submitted::New { id, .. } = submitted else {
+            return Ok(submitted);
+        };
+        let publication = Publication {
+            id,
+            name,
+            queue,
+            priority,
+        };
+        if handoff.send(publication).is_err() {
             // The relay has stopped (shutting down): the sweep publishes it later.
             tracing::warn!(job_id = %id, "no relay to hand the job to; it waits for the next sweep");
         }
-        Ok(id)
+        Ok(submitted)
     }
 
     fn model(&self, id: Uuid, job: NewJob) -> job::ActiveModel {
@@ -211,7 +283,7 @@ impl JobQueue {
             status: Set(JobStatus::Pending),
             attempts: Set(0),
             max_attempts: Set(self.settings.max_attempts.max(1)),
-            run_at: Set(now),
+            run_at: Set(job.run_at.map_or(now, |at| at.max(now))),
             result: Set(None),
             error: Set(None),
             owner_id: Set(job.owner_id),
@@ -222,42 +294,85 @@ impl JobQueue {
             started_at: Set(None),
             finished_at: Set(None),
             published_at: Set(None),
+            queue: Set(job.queue.as_str().to_string()),
+            priority: Set(i32::from(job.priority.min(MAX_PRIORITY))),
+            unique_key: Set(job.unique_key),
+            progress: Set(None),
         }
     }
 
     /// Inserts the job on `conn` (a transaction, to commit together with the change that caused
-    /// it). With a dedupe key that already exists, nothing is inserted and the existing job's id
-    /// is returned.
+    /// it). With a dedupe key that already exists, or a unique key an unfinished job of its name
+    /// holds, nothing is inserted and that job's id is returned.
     pub async fn enqueue(&self, conn: &impl ConnectionTrait, job: NewJob) -> Result<Uuid, DbErr> {
+        Ok(self.insert(conn, job, None).await?.id())
+    }
+
+    async fn insert(
+        &self,
+        conn: &impl ConnectionTrait,
+        job: NewJob,
+        published_at: Option<DateTime<Utc>>,
+    ) -> Result<Submitted, DbErr> {
+        let name = job.name.clone();
         let dedupe_key = job.dedupe_key.clone();
+        let unique_key = job.unique_key.clone();
         let id = Uuid::new_v4();
-        let model = self.model(id, job);
-        let Some(key) = dedupe_key else {
-            job::Entity::insert(model)
-                .exec_without_returning(conn)
-                .await?;
-            self.announce_if_asked(conn).await?;
-            return Ok(id);
-        };
+        let mut model = self.model(id, job);
+        model.published_at = Set(published_at);
+        let run_at = model.run_at.clone().unwrap();
         // ON CONFLICT DO NOTHING keeps a surrounding PostgreSQL transaction usable.
-        let inserted = job::Entity::insert(model)
-            .on_conflict(
+        let conflict = if dedupe_key.is_some() {
+            Some(
                 OnConflict::column(job::Column::DedupeKey)
                     .do_nothing()
                     .to_owned(),
             )
-            .exec_without_returning(conn)
-            .await?;
-        if inserted == 1 {
-            self.announce_if_asked(conn).await?;
-            return Ok(id);
+        } else if unique_key.is_some() {
+            Some(
+                OnConflict::columns([job::Column::Name, job::Column::UniqueKey])
+                    .target_and_where(Expr::cust(UNFINISHED_UNIQUE))
+                    .do_nothing()
+                    .to_owned(),
+            )
+        } else {
+            None
+        };
+        // A unique key's holder may finish between the refused insert and the look-up: then
+        // the key is free and the insert is tried again.
+        for _ in 0..3 {
+            let mut insert = job::Entity::insert(model.clone());
+            if let Some(conflict) = conflict.clone() {
+                insert = insert.on_conflict(conflict);
+            }
+            if insert.exec_without_returning(conn).await? == 1 {
+                self.announce_if_asked(conn).await?;
+                return Ok(Submitted::New { id, run_at });
+            }
+            let holder = match (&dedupe_key, &unique_key) {
+                (Some(key), _) => job::Entity::find()
+                    .filter(job::Column::DedupeKey.eq(key.as_str()))
+                    .one(conn)
+                    .await?
+                    .map(|j| j.id),
+                (None, Some(key)) => job::Entity::find()
+                    .filter(job::Column::Name.eq(name.as_str()))
+                    .filter(job::Column::UniqueKey.eq(key.as_str()))
+                    .filter(job::Column::Status.is_in([
+                        JobStatus::Pending.as_str(),
+                        JobStatus::Started.as_str(),
+                        JobStatus::Retry.as_str(),
+                    ]))
+                    .one(conn)
+                    .await?
+                    .map(|j| j.id),
+                (None, None) => None,
+            };
+            if let Some(existing) = holder {
+                return Ok(Submitted::Duplicate { id: existing });
+            }
         }
-        job::Entity::find()
-            .filter(job::Column::DedupeKey.eq(key))
-            .one(conn)
-            .await?
-            .map(|j| j.id)
-            .ok_or_else(|| DbErr::RecordNotFound("deduplicated job vanished".into()))
+        Err(DbErr::RecordNotInserted)
     }
 
     /// Announces an inserted job. After the insert, not before: outside a transaction the

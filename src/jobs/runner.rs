@@ -29,6 +29,12 @@ use crate::entities::job;
 
 /// Outcomes written by one statement at most.
 const OUTCOMES_PER_BATCH: usize = 256;
+/// Progress reaches the database at most this often per job: handlers may report as often as
+/// they like, and only the latest report of each interval is written.
+pub const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+/// The error of a job whose worker died during its last attempt.
+const ABANDONED: &str =
+    "its worker stopped (killed or crashed) during the last attempt; no attempts left";
 
 /// What happened to a job a transport handed over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +82,8 @@ pub struct Runner {
     worker_id: String,
     /// The jobs this runner is executing, and how to interrupt each.
     running: Arc<Mutex<HashMap<Uuid, CancellationToken>>>,
+    /// The latest progress each running job reported since the last write.
+    progress: Arc<Mutex<HashMap<Uuid, Value>>>,
     /// Feeds the task that stores outcomes; started on first use.
     outcomes: OnceLock<mpsc::UnboundedSender<Finished>>,
     /// Stops the outcome and cancellation tasks when the runner goes.
@@ -108,6 +116,7 @@ impl Runner {
             settings,
             worker_id,
             running: Arc::new(Mutex::new(HashMap::new())),
+            progress: Arc::new(Mutex::new(HashMap::new())),
             outcomes: OnceLock::new(),
             stop: CancellationToken::new(),
             wake: None,
@@ -168,10 +177,47 @@ impl Runner {
             .col_expr(job::Column::StartedAt, Expr::value(now))
             .col_expr(job::Column::UpdatedAt, Expr::value(now))
             .col_expr(job::Column::LockedBy, Expr::value(self.worker_id.clone()))
+            .col_expr(job::Column::Progress, Expr::value(Option::<Value>::None))
             .filter(job::Column::Id.is_in(ids.iter().copied()))
             .filter(claimable)
             .exec_with_returning(&self.db)
             .await
+    }
+
+    /// Fails those of `ids` that are STARTED with no attempts left: their worker died during
+    /// the last attempt (the broker redelivered the message), and running them again would
+    /// only kill the next worker too. Returns the ids it failed.
+    pub async fn fail_abandoned(&self, ids: &[Uuid]) -> Result<Vec<Uuid>, DbErr> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let failed = fail_abandoned(
+            &self.db,
+            Condition::all().add(job::Column::Id.is_in(ids.iter().copied())),
+        )
+        .await?;
+        for row in &failed {
+            tracing::error!(job_id = %row.id, job = %row.name, attempts = row.attempts, "{ABANDONED}");
+            self.scrub(row).await?;
+        }
+        Ok(failed.into_iter().map(|r| r.id).collect())
+    }
+
+    /// Drops the secrets of a job that ended without its handler finishing.
+    async fn scrub(&self, row: &job::Model) -> Result<(), DbErr> {
+        let Some(payload) = self
+            .registry
+            .get(&row.name)
+            .and_then(|h| h.scrubbed(&row.payload))
+        else {
+            return Ok(());
+        };
+        job::Entity::update_many()
+            .col_expr(job::Column::Payload, Expr::value(payload))
+            .filter(job::Column::Id.eq(row.id))
+            .exec(&self.db)
+            .await?;
+        Ok(())
     }
 
     /// Runs a claimed job's handler, within the job timeout and until it is cancelled, and
@@ -195,6 +241,10 @@ impl Runner {
                     payload: row.payload.clone(),
                     attempt: row.attempts,
                     max_attempts: row.max_attempts,
+                    progress: Progress {
+                        job: row.id,
+                        reports: Some(self.progress.clone()),
+                    },
                 };
                 let work = tokio::time::timeout(self.settings.timeout, (handler.run)(ctx));
                 tokio::select! {
@@ -206,6 +256,7 @@ impl Runner {
             }
         };
         lock(&self.running).remove(&row.id);
+        lock(&self.progress).remove(&row.id);
         let scrubbed = handler.as_ref().and_then(|h| h.scrubbed(&row.payload));
         let (id, name, attempt) = (row.id, row.name.clone(), row.attempts);
         let (reply, answer) = oneshot::channel();
@@ -247,9 +298,91 @@ impl Runner {
                 self.settings.cancel_poll,
                 self.stop.clone(),
             ));
+            tokio::spawn(write_progress(
+                self.db.clone(),
+                self.worker_id.clone(),
+                self.progress.clone(),
+                self.stop.clone(),
+            ));
             tx
         })
     }
+}
+
+/// Where a handler reports its progress (`JobContext::progress`).
+#[derive(Clone, Default)]
+pub struct Progress {
+    job: Uuid,
+    /// `None` outside a runner (in unit tests): reports go nowhere.
+    reports: Option<Arc<Mutex<HashMap<Uuid, Value>>>>,
+}
+
+impl std::fmt::Debug for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Progress").field("job", &self.job).finish()
+    }
+}
+
+impl Progress {
+    /// Reports how far the job has come, such as `{"current": 3, "total": 10}`; clients see
+    /// it in the task's `progress` within `PROGRESS_EVERY`. Costs no database write itself.
+    pub fn report(&self, progress: Value) {
+        if let Some(reports) = &self.reports {
+            lock(reports).insert(self.job, progress);
+        }
+    }
+}
+
+/// Every `PROGRESS_EVERY`, writes the latest progress of each job that reported since the last
+/// time, while this worker still runs it.
+async fn write_progress(
+    db: DatabaseConnection,
+    worker_id: String,
+    reports: Arc<Mutex<HashMap<Uuid, Value>>>,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(PROGRESS_EVERY) => {}
+        }
+        let due = std::mem::take(&mut *lock(&reports));
+        for (id, progress) in due {
+            let written = job::Entity::update_many()
+                .col_expr(job::Column::Progress, Expr::value(progress))
+                .filter(job::Column::Id.eq(id))
+                .filter(job::Column::Status.eq(JobStatus::Started.as_str()))
+                .filter(job::Column::LockedBy.eq(worker_id.as_str()))
+                .exec(&db)
+                .await;
+            // Progress is advisory: a lost write is replaced by the next report.
+            if let Err(e) = written {
+                tracing::debug!(job_id = %id, error = %e, "progress not written");
+            }
+        }
+    }
+}
+
+/// Marks FAILURE the STARTED jobs `which` selects that have no attempts left, and returns them.
+pub(super) async fn fail_abandoned(
+    db: &DatabaseConnection,
+    which: Condition,
+) -> Result<Vec<job::Model>, DbErr> {
+    let now = Utc::now();
+    job::Entity::update_many()
+        .col_expr(
+            job::Column::Status,
+            Expr::value(JobStatus::Failure.as_str()),
+        )
+        .col_expr(job::Column::Error, Expr::value(ABANDONED))
+        .col_expr(job::Column::FinishedAt, Expr::value(now))
+        .col_expr(job::Column::UpdatedAt, Expr::value(now))
+        .col_expr(job::Column::LockedBy, Expr::value(Option::<String>::None))
+        .filter(which)
+        .filter(job::Column::Status.eq(JobStatus::Started.as_str()))
+        .filter(Expr::col(job::Column::Attempts).gte(Expr::col(job::Column::MaxAttempts)))
+        .exec_with_returning(db)
+        .await
 }
 
 /// Those of `ids` that were cancelled (REVOKED).

@@ -103,11 +103,15 @@ pub async fn process_data(ctx: JobContext) -> JobResult {
     Ok(json!({"record_count": records.len(), "fields": summary}))
 }
 
-/// Sleeps `duration` seconds in one-second steps; cancelling the job interrupts it.
+/// Sleeps `duration` seconds in one-second steps, reporting `{"current": n, "total": m}` after
+/// each; cancelling the job interrupts it.
 pub async fn long_running(ctx: JobContext) -> JobResult {
     let seconds = ctx.payload::<LongRunning>()?.duration;
-    for _ in 0..seconds {
+    ctx.progress.report(json!({"current": 0, "total": seconds}));
+    for step in 1..=seconds {
         tokio::time::sleep(Duration::from_secs(1)).await;
+        ctx.progress
+            .report(json!({"current": step, "total": seconds}));
     }
     Ok(json!({"slept_seconds": seconds}))
 }
@@ -123,6 +127,7 @@ mod tests {
             payload,
             attempt,
             max_attempts: 5,
+            progress: Default::default(),
         }
     }
 

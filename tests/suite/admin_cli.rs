@@ -442,22 +442,9 @@ async fn prune_removes_finished_jobs_and_never_waiting_or_running_ones() {
     let tomorrow = chrono::Utc::now() + chrono::Duration::days(1);
     keel::entities::job::ActiveModel {
         id: Set(waiting),
-        name: Set("test_task".into()),
-        payload: Set(json!({"message": "later"})),
-        status: Set(keel::jobs::JobStatus::Pending),
-        attempts: Set(0),
         max_attempts: Set(1),
         run_at: Set(tomorrow),
-        result: Set(None),
-        error: Set(None),
-        owner_id: Set(None),
-        dedupe_key: Set(None),
-        locked_by: Set(None),
-        created_at: Set(chrono::Utc::now()),
-        updated_at: Set(chrono::Utc::now()),
-        started_at: Set(None),
-        finished_at: Set(None),
-        published_at: Set(None),
+        ..common::job_row(json!({"message": "later"}))
     }
     .insert(&app.state.db)
     .await

@@ -402,7 +402,7 @@ async fn a_failing_task_ends_in_failure_and_the_dead_letter_queue() {
         || async {
             channel
                 .basic_get(
-                    format!("{queue}.dead").as_str().into(),
+                    format!("{queue}.default.dead").as_str().into(),
                     lapin::options::BasicGetOptions { no_ack: true },
                 )
                 .await
@@ -459,13 +459,13 @@ async fn a_job_whose_worker_is_killed_completes_once_on_another() {
 
 /// A TCP relay to the broker that can be cut and restored, to play a broker outage for one
 /// server without disturbing anything else using the broker.
-struct BrokerProxy {
+pub(crate) struct BrokerProxy {
     port: u16,
     up: Arc<AtomicBool>,
 }
 
 impl BrokerProxy {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let up = Arc::new(AtomicBool::new(true));
@@ -498,11 +498,11 @@ impl BrokerProxy {
         Self { port, up }
     }
 
-    fn set_up(&self, up: bool) {
+    pub(crate) fn set_up(&self, up: bool) {
         self.up.store(up, Ordering::SeqCst);
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
     }
 }
@@ -579,22 +579,11 @@ async fn a_submission_whose_server_died_before_publishing_still_runs() {
     let id = uuid::Uuid::new_v4();
     job::ActiveModel {
         id: Set(id),
-        name: Set("test_task".into()),
-        payload: Set(json!({"message": "orphaned", "fail_attempts": 0})),
-        status: Set(keel::jobs::JobStatus::Pending),
-        attempts: Set(0),
-        max_attempts: Set(5),
         run_at: Set(then),
-        result: Set(None),
-        error: Set(None),
-        owner_id: Set(None),
-        dedupe_key: Set(None),
-        locked_by: Set(None),
         created_at: Set(then),
         updated_at: Set(then),
-        started_at: Set(None),
-        finished_at: Set(None),
         published_at: Set(Some(then)),
+        ..common::job_row(json!({"message": "orphaned", "fail_attempts": 0}))
     }
     .insert(&app.state.db)
     .await
@@ -804,22 +793,14 @@ async fn embedded_recovers_jobs_of_a_dead_server(backend: Backend) {
         let id = uuid::Uuid::new_v4();
         job::ActiveModel {
             id: Set(id),
-            name: Set("test_task".into()),
-            payload: Set(json!({"message": locked_by})),
             status: Set(keel::jobs::JobStatus::Started),
             attempts: Set(1),
-            max_attempts: Set(5),
             run_at: Set(started),
-            result: Set(None),
-            error: Set(None),
-            owner_id: Set(None),
-            dedupe_key: Set(None),
             locked_by: Set(Some(locked_by.into())),
             created_at: Set(started),
             updated_at: Set(started),
             started_at: Set(Some(started)),
-            finished_at: Set(None),
-            published_at: Set(None),
+            ..common::job_row(json!({"message": locked_by}))
         }
         .insert(&app.state.db)
         .await
@@ -1048,7 +1029,7 @@ async fn ten_thousand_jobs_survive_a_killed_worker_and_a_broker_restart() {
     .await
     .unwrap();
     let channel = conn.create_channel().await.unwrap();
-    for q in [queue.clone(), format!("{queue}.dead")] {
+    for q in [format!("{queue}.default"), format!("{queue}.default.dead")] {
         eventually(
             Duration::from_secs(30),
             &format!("{q} to be empty"),

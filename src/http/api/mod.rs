@@ -12,6 +12,7 @@ pub mod models;
 pub mod payload;
 pub mod root;
 pub mod sessions;
+pub mod submission;
 pub mod system;
 pub mod tasks;
 pub mod users;

@@ -12,14 +12,18 @@ use poem_openapi::{
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::{ApiTags, models::PageMetadata};
+use super::{
+    ApiTags,
+    models::PageMetadata,
+    submission::{Countdown, Lenient, Options, Priority, UniqueKey},
+};
 use crate::http::extractors::Auth;
 use crate::{
     accounts::{EmailAddress, Principal, api_keys::Scope},
     entities::job,
     http::error::{ApiError, ApiResult},
     http::state::AppState,
-    jobs::{Cancelled, JobStatus, NewJob, tasks},
+    jobs::{self, Cancelled, JobStatus, NewJob, Queue, tasks},
     mail::{Email, templates},
 };
 
@@ -66,6 +70,43 @@ impl From<TaskState> for JobStatus {
     }
 }
 
+/// The queue a task runs in: each has workers of its own, so a backlog in one never delays
+/// another.
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+#[oai(rename_all = "lowercase")]
+pub enum TaskQueue {
+    /// Mail.
+    Email,
+    /// Submitted work: data processing, long-running and test tasks.
+    Default,
+    /// Periodic housekeeping.
+    Maintenance,
+}
+
+impl From<Queue> for TaskQueue {
+    fn from(q: Queue) -> Self {
+        match q {
+            Queue::Email => Self::Email,
+            Queue::Default => Self::Default,
+            Queue::Maintenance => Self::Maintenance,
+        }
+    }
+}
+
+impl From<TaskQueue> for Queue {
+    fn from(q: TaskQueue) -> Self {
+        match q {
+            TaskQueue::Email => Self::Email,
+            TaskQueue::Default => Self::Default,
+            TaskQueue::Maintenance => Self::Maintenance,
+        }
+    }
+}
+
+fn queue_of(row: &job::Model) -> TaskQueue {
+    Queue::parse(&row.queue).unwrap_or(Queue::Default).into()
+}
+
 #[derive(Object, Debug)]
 pub struct TestTaskRequest {
     /// Echoed back in the task's result.
@@ -92,6 +133,29 @@ pub struct TaskAccepted {
     pub task_id: Uuid,
     pub task_name: String,
     pub status: TaskState,
+    pub queue: TaskQueue,
+    /// 0 to 9; within its queue a higher priority starts first.
+    pub priority: i32,
+    /// When it may start: now, or later with `countdown` or `eta`.
+    pub run_at: DateTime<Utc>,
+    /// True when an unfinished task already held the `unique_key`: this is that task, and
+    /// nothing new was queued.
+    pub duplicate: bool,
+}
+
+impl TaskAccepted {
+    /// An unfinished task that already holds the submission's unique key.
+    fn of(row: job::Model) -> Self {
+        Self {
+            task_id: row.id,
+            queue: queue_of(&row),
+            task_name: row.name,
+            status: row.status.into(),
+            priority: row.priority,
+            run_at: row.run_at,
+            duplicate: true,
+        }
+    }
 }
 
 #[derive(Object, Debug)]
@@ -99,6 +163,15 @@ pub struct TaskInfo {
     pub task_id: Uuid,
     pub task_name: String,
     pub status: TaskState,
+    pub queue: TaskQueue,
+    /// 0 to 9; within its queue a higher priority starts first. Retries keep it.
+    pub priority: i32,
+    /// When it may start (its next attempt's time while in RETRY).
+    pub run_at: DateTime<Utc>,
+    /// What the handler last reported of its progress while it ran, such as
+    /// `{"current": 3, "total": 10}` (written at most once a second).
+    #[oai(nullable)]
+    pub progress: Option<Value>,
     /// The handler's result, once it succeeded.
     #[oai(nullable)]
     pub result: Option<Value>,
@@ -118,6 +191,10 @@ impl From<job::Model> for TaskInfo {
         Self {
             task_id: j.id,
             status: j.status.into(),
+            queue: queue_of(&j),
+            priority: j.priority,
+            run_at: j.run_at,
+            progress: j.progress,
             task_name: j.name,
             result: j.result,
             error: j.error,
@@ -125,6 +202,39 @@ impl From<job::Model> for TaskInfo {
             created_at: j.created_at,
             started_at: j.started_at,
             finished_at: j.finished_at,
+        }
+    }
+}
+
+/// One queue's figures.
+#[derive(Object, Debug)]
+pub struct QueueInfo {
+    /// `email`, `default` or `maintenance`.
+    pub queue: String,
+    /// Due now and not started.
+    pub waiting: u64,
+    /// Waiting for a later time (`countdown`, `eta`, a retry's backoff).
+    pub scheduled: u64,
+    pub running: u64,
+    /// Failed for good (kept for `JOB_RETENTION_FAILED`).
+    pub failed: u64,
+    /// Finished (succeeded, failed or cancelled) in the last 60 seconds.
+    pub finished_last_minute: u64,
+    /// How long the longest-waiting due task has been due.
+    #[oai(nullable)]
+    pub oldest_waiting_seconds: Option<f64>,
+}
+
+impl From<crate::jobs::stats::QueueStats> for QueueInfo {
+    fn from(q: crate::jobs::stats::QueueStats) -> Self {
+        Self {
+            queue: q.queue,
+            waiting: q.waiting,
+            scheduled: q.scheduled,
+            running: q.running,
+            failed: q.failed,
+            finished_last_minute: q.finished_last_minute,
+            oldest_waiting_seconds: q.oldest_waiting_seconds,
         }
     }
 }
@@ -140,16 +250,40 @@ pub enum Submitted {
     /// Accepted; follow it at `/system/background-tasks/task-status/{task_id}`.
     #[oai(status = 202)]
     Accepted(Json<TaskAccepted>),
+    /// An unfinished task of this kind holds the `unique_key`: that task (`duplicate: true`);
+    /// nothing new was queued.
+    #[oai(status = 200)]
+    Duplicate(Json<TaskAccepted>),
 }
 
-async fn submit(state: &AppState, principal: &Principal, job: NewJob) -> ApiResult<Submitted> {
-    let name = job.name.clone();
-    let id = state.jobs.submit(job.owner(principal.user.id)).await?;
-    Ok(Submitted::Accepted(Json(TaskAccepted {
-        task_id: id,
-        task_name: name,
-        status: TaskState::Pending,
-    })))
+async fn submit(
+    state: &AppState,
+    principal: &Principal,
+    job: NewJob,
+    options: Options,
+) -> ApiResult<Submitted> {
+    let job = options.apply(job.owner(principal.user.id))?;
+    let (name, queue, priority) = (job.name.clone(), job.queue, job.priority);
+    match state.jobs.submit(job).await? {
+        jobs::Submitted::New { id, run_at } => Ok(Submitted::Accepted(Json(TaskAccepted {
+            task_id: id,
+            task_name: name,
+            status: TaskState::Pending,
+            queue: queue.into(),
+            priority: i32::from(priority),
+            run_at,
+            duplicate: false,
+        }))),
+        jobs::Submitted::Duplicate { id } => match state.jobs.find(id).await? {
+            Some(existing) => Ok(Submitted::Duplicate(Json(TaskAccepted::of(existing)))),
+            // It finished and was pruned in between: the key is free again.
+            None => Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "task_finished",
+                "the task holding this unique_key finished just now; submit again",
+            )),
+        },
+    }
 }
 
 /// Whether the caller may see the job: its owner and superusers may; to others it does not
@@ -176,17 +310,35 @@ pub struct TasksApi;
 impl TasksApi {
     /// Submit a test task that echoes its message
     #[oai(path = "/test-task", method = "post", operation_id = "tasks_test_task")]
+    // Each query parameter of an operation is an argument; the four submission options are
+    // four of them.
+    #[allow(clippy::too_many_arguments)]
     async fn test_task(
         &self,
         state: Data<&AppState>,
         auth: Auth,
         body: Json<TestTaskRequest>,
+        /// Seconds before the task may start, 0 to 31536000 (365 days); not with `eta`.
+        countdown: Query<Option<Countdown>>,
+        /// When the task may start, RFC 3339 (a time past means now); not with `countdown`.
+        eta: Query<Option<Lenient<DateTime<Utc>>>>,
+        /// 0 to 9 (default 5): within its queue, a higher priority starts first.
+        priority: Query<Option<Priority>>,
+        /// 1 to 128 characters: while a task of this kind holding this key is unfinished,
+        /// submitting again answers that task (200, `duplicate: true`) instead of queuing another.
+        unique_key: Query<Option<UniqueKey>>,
     ) -> ApiResult<Submitted> {
         let task = tasks::TestTask {
             message: body.0.message,
             fail_attempts: body.0.fail_attempts.unwrap_or(0),
         };
-        submit(&state, auth.scoped(WRITE)?, NewJob::of(&task)).await
+        let options = Options {
+            countdown: countdown.0,
+            eta: eta.0,
+            priority: priority.0,
+            unique_key: unique_key.0,
+        };
+        submit(&state, auth.scoped(WRITE)?, NewJob::of(&task), options).await
     }
 
     /// Submit records for processing
@@ -198,11 +350,23 @@ impl TasksApi {
         method = "post",
         operation_id = "tasks_process_data"
     )]
+    // Each query parameter of an operation is an argument; the four submission options are
+    // four of them.
+    #[allow(clippy::too_many_arguments)]
     async fn process_data(
         &self,
         state: Data<&AppState>,
         auth: Auth,
         body: Json<Vec<HashMap<String, Value>>>,
+        /// Seconds before the task may start, 0 to 31536000 (365 days); not with `eta`.
+        countdown: Query<Option<Countdown>>,
+        /// When the task may start, RFC 3339 (a time past means now); not with `countdown`.
+        eta: Query<Option<Lenient<DateTime<Utc>>>>,
+        /// 0 to 9 (default 5): within its queue, a higher priority starts first.
+        priority: Query<Option<Priority>>,
+        /// 1 to 128 characters: while a task of this kind holding this key is unfinished,
+        /// submitting again answers that task (200, `duplicate: true`) instead of queuing another.
+        unique_key: Query<Option<UniqueKey>>,
     ) -> ApiResult<Submitted> {
         if body.0.len() > MAX_RECORDS {
             return Err(ApiError::validation(vec![crate::http::error::FieldError {
@@ -217,15 +381,26 @@ impl TasksApi {
                 .map(|r| r.into_iter().collect())
                 .collect(),
         };
-        submit(&state, auth.scoped(WRITE)?, NewJob::of(&task)).await
+        let options = Options {
+            countdown: countdown.0,
+            eta: eta.0,
+            priority: priority.0,
+            unique_key: unique_key.0,
+        };
+        submit(&state, auth.scoped(WRITE)?, NewJob::of(&task), options).await
     }
 
     /// Submit a task that runs for `duration` seconds (cancellable)
+    ///
+    /// Reports `{"current": n, "total": duration}` as its `progress` each second.
     #[oai(
         path = "/long-running",
         method = "post",
         operation_id = "tasks_long_running"
     )]
+    // Each query parameter of an operation is an argument; the four submission options are
+    // four of them.
+    #[allow(clippy::too_many_arguments)]
     async fn long_running(
         &self,
         state: Data<&AppState>,
@@ -236,10 +411,25 @@ impl TasksApi {
             validator(minimum(value = "1"), maximum(value = "3600"))
         )]
         duration: Query<u64>,
+        /// Seconds before the task may start, 0 to 31536000 (365 days); not with `eta`.
+        countdown: Query<Option<Countdown>>,
+        /// When the task may start, RFC 3339 (a time past means now); not with `countdown`.
+        eta: Query<Option<Lenient<DateTime<Utc>>>>,
+        /// 0 to 9 (default 5): within its queue, a higher priority starts first.
+        priority: Query<Option<Priority>>,
+        /// 1 to 128 characters: while a task of this kind holding this key is unfinished,
+        /// submitting again answers that task (200, `duplicate: true`) instead of queuing another.
+        unique_key: Query<Option<UniqueKey>>,
     ) -> ApiResult<Submitted> {
         let duration = duration.0.min(MAX_DURATION_SECONDS);
         let task = tasks::LongRunning { duration };
-        submit(&state, auth.scoped(WRITE)?, NewJob::of(&task)).await
+        let options = Options {
+            countdown: countdown.0,
+            eta: eta.0,
+            priority: priority.0,
+            unique_key: unique_key.0,
+        };
+        submit(&state, auth.scoped(WRITE)?, NewJob::of(&task), options).await
     }
 
     /// Send an email through the job queue (superusers)
@@ -248,11 +438,23 @@ impl TasksApi {
         method = "post",
         operation_id = "tasks_send_email"
     )]
+    // Each query parameter of an operation is an argument; the four submission options are
+    // four of them.
+    #[allow(clippy::too_many_arguments)]
     async fn send_email(
         &self,
         state: Data<&AppState>,
         auth: Auth,
         body: Json<SendEmailRequest>,
+        /// Seconds before the task may start, 0 to 31536000 (365 days); not with `eta`.
+        countdown: Query<Option<Countdown>>,
+        /// When the task may start, RFC 3339 (a time past means now); not with `countdown`.
+        eta: Query<Option<Lenient<DateTime<Utc>>>>,
+        /// 0 to 9 (default 5): within its queue, a higher priority starts first.
+        priority: Query<Option<Priority>>,
+        /// 1 to 128 characters: while a task of this kind holding this key is unfinished,
+        /// submitting again answers that task (200, `duplicate: true`) instead of queuing another.
+        unique_key: Query<Option<UniqueKey>>,
     ) -> ApiResult<Submitted> {
         let principal = auth.superuser_or_scope(WRITE)?;
         let body = body.0;
@@ -265,7 +467,13 @@ impl TasksApi {
             html: templates::plain_text_html(&body.body),
             text: body.body,
         };
-        submit(&state, principal, email.into_job()).await
+        let options = Options {
+            countdown: countdown.0,
+            eta: eta.0,
+            priority: priority.0,
+            unique_key: unique_key.0,
+        };
+        submit(&state, principal, email.into_job(), options).await
     }
 
     /// A task's status and result
@@ -310,6 +518,18 @@ impl TasksApi {
         }
     }
 
+    /// Each queue's waiting, scheduled, running and failed tasks (superusers)
+    ///
+    /// With the last minute's finished count and the oldest waiting task's age: what
+    /// `admin jobs stats` prints.
+    #[oai(path = "/queues", method = "get", operation_id = "tasks_queues")]
+    async fn queues(&self, state: Data<&AppState>, auth: Auth) -> ApiResult<Json<Vec<QueueInfo>>> {
+        auth.scoped(Scope::SystemRead)?;
+        auth.require_superuser()?;
+        let stats = state.jobs.queue_stats().await?;
+        Ok(Json(stats.into_iter().map(QueueInfo::from).collect()))
+    }
+
     /// Recent tasks, newest first (superusers)
     #[oai(path = "/", method = "get", operation_id = "tasks_list")]
     async fn list(
@@ -318,6 +538,8 @@ impl TasksApi {
         auth: Auth,
         /// Only tasks in this state.
         status: Query<Option<TaskState>>,
+        /// Only tasks of this queue.
+        queue: Query<Option<TaskQueue>>,
         /// Page number, from 1.
         #[oai(
             default = "super::models::default_page",
@@ -335,7 +557,12 @@ impl TasksApi {
         auth.require_superuser()?;
         let found = state
             .jobs
-            .page(status.0.map(JobStatus::from), page.0, size.0)
+            .page(
+                status.0.map(JobStatus::from),
+                queue.0.map(Queue::from),
+                page.0,
+                size.0,
+            )
             .await?;
         Ok(Json(TaskPage {
             metadata: PageMetadata::new(page.0, size.0, found.total),

@@ -1,7 +1,13 @@
-//! The worker's consumer: deliveries claimed in batches, run, settled once their outcomes are
-//! stored.
+//! The worker's consumer: for each job queue it serves, deliveries from the queue's priority
+//! lanes wait in one priority order for a free slot, are claimed in batches, run, and settled
+//! once their outcomes are stored.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    cmp::Reverse,
+    collections::{BinaryHeap, HashMap},
+    sync::Arc,
+    time::Duration,
+};
 
 use chrono::Utc;
 use futures_util::StreamExt;
@@ -17,7 +23,7 @@ use uuid::Uuid;
 
 use crate::{
     config::RabbitSettings,
-    jobs::{Outcome, Runner},
+    jobs::{Lane, Outcome, Queue, Runner},
 };
 
 use super::{
@@ -26,16 +32,16 @@ use super::{
 };
 use crate::jobs::heartbeat::{HEARTBEAT_EVERY, heartbeat};
 
-/// The worker: consumes until `shutdown`, reconnecting after broker restarts or dropped
-/// connections. On shutdown it stops taking deliveries and waits up to `grace` for running jobs.
+/// The worker: consumes each of `queues` with its own concurrency until `shutdown`,
+/// reconnecting after broker restarts or dropped connections. On shutdown it stops taking
+/// deliveries and waits up to `grace` for running jobs.
 pub async fn consume(
     runner: Arc<Runner>,
     config: RabbitSettings,
-    concurrency: usize,
+    queues: Vec<(Queue, usize)>,
     shutdown: CancellationToken,
     grace: Duration,
 ) {
-    let permits = Arc::new(Semaphore::new(concurrency.max(1)));
     let started_at = Utc::now();
     let beat = {
         let (db, id, stop) = (
@@ -55,13 +61,52 @@ pub async fn consume(
             }
         })
     };
+    let consumers: Vec<_> = queues
+        .into_iter()
+        .map(|(queue, concurrency)| {
+            tokio::spawn(consume_queue(
+                runner.clone(),
+                config.clone(),
+                queue,
+                concurrency,
+                shutdown.clone(),
+                grace,
+            ))
+        })
+        .collect();
+    for consumer in consumers {
+        let _ = consumer.await;
+    }
+    beat.abort();
+}
+
+/// One job queue, over connections that are reopened when they fail.
+async fn consume_queue(
+    runner: Arc<Runner>,
+    config: RabbitSettings,
+    queue: Queue,
+    concurrency: usize,
+    shutdown: CancellationToken,
+    grace: Duration,
+) {
+    let permits = Arc::new(Semaphore::new(concurrency.max(1)));
     let mut failures: u32 = 0;
     while !shutdown.is_cancelled() {
-        match consume_connection(&runner, &config, concurrency, &permits, &shutdown, grace).await {
+        let consumed = consume_connection(
+            &runner,
+            &config,
+            queue,
+            concurrency,
+            &permits,
+            &shutdown,
+            grace,
+        )
+        .await;
+        match consumed {
             Ok(()) => failures = 0,
             Err(e) => {
                 failures = failures.saturating_add(1);
-                tracing::warn!(error = %e, attempt = failures, "RabbitMQ connection lost or unavailable; reconnecting");
+                tracing::warn!(error = %e, %queue, attempt = failures, "RabbitMQ connection lost or unavailable; reconnecting");
             }
         }
         if shutdown.is_cancelled() {
@@ -72,18 +117,48 @@ pub async fn consume(
             () = tokio::time::sleep(backoff(failures)) => {}
         }
     }
-    beat.abort();
 }
 
-/// One connection's life: returns Ok on shutdown, Err when the connection or consumer ends.
+/// A delivery waiting for a free slot: the highest priority first, then the earliest.
+struct Waiting {
+    priority: u8,
+    order: Reverse<u64>,
+    delivery: lapin::message::Delivery,
+}
+
+impl PartialEq for Waiting {
+    fn eq(&self, other: &Self) -> bool {
+        (self.priority, self.order) == (other.priority, other.order)
+    }
+}
+
+impl Eq for Waiting {}
+
+impl PartialOrd for Waiting {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Waiting {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.priority, self.order).cmp(&(other.priority, other.order))
+    }
+}
+
+/// One connection's life: returns Ok on shutdown, Err when the connection or a consumer ends.
 ///
-/// Deliveries flow through three stages: a delivery takes a permit (at most `concurrency` jobs
-/// are in hand at once), the claim stage claims every delivery waiting at that moment with one
-/// statement, and each claimed job runs on its own task, its outcome stored with the others
-/// that finished meanwhile (`Runner::execute`), then acknowledged.
+/// Deliveries flow through three stages. Each lane's consumer holds up to its prefetch of
+/// deliveries, which wait here in priority order (a high lane's before a normal one's, and
+/// within them by the priority each message carries); a waiting delivery takes a permit (at
+/// most `concurrency` jobs are in hand at once); the claim stage claims every delivery
+/// waiting at that moment with one statement, and each claimed job runs on its own task, its
+/// outcome stored with the others that finished meanwhile (`Runner::execute`), then
+/// acknowledged.
 async fn consume_connection(
     runner: &Arc<Runner>,
     config: &RabbitSettings,
+    queue: Queue,
     concurrency: usize,
     permits: &Arc<Semaphore>,
     shutdown: &CancellationToken,
@@ -91,7 +166,7 @@ async fn consume_connection(
 ) -> Result<(), RabbitError> {
     let (conn, channel) = connect(config).await?;
     // Prefetch beyond the running jobs keeps deliveries waiting in this process, not a round
-    // trip away, as a job finishes.
+    // trip away, as a job finishes. Per consumer: each lane has its own.
     let prefetch = u16::try_from(concurrency.saturating_mul(PREFETCH_PER_JOB))
         .unwrap_or(u16::MAX)
         .max(1);
@@ -100,45 +175,74 @@ async fn consume_connection(
         channel.basic_qos(prefetch, BasicQosOptions::default()),
     )
     .await?;
-    let tag = runner.worker_id().to_string();
-    let mut consumer = with_timeout(
-        CONNECT_TIMEOUT,
-        channel.basic_consume(
-            config.queue.as_str().into(),
-            tag.as_str().into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        ),
-    )
-    .await?;
-    tracing::info!(queue = %config.queue, prefetch, "worker consuming");
+    let mut tags = Vec::new();
+    let mut lanes = Vec::new();
+    for lane in Lane::ALL {
+        let name = config.lane_queue(queue, lane);
+        let tag = format!("{}:{name}", runner.worker_id());
+        let consumer = with_timeout(
+            CONNECT_TIMEOUT,
+            channel.basic_consume(
+                name.as_str().into(),
+                tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            ),
+        )
+        .await?;
+        tags.push(tag);
+        // A lane whose consumer ends (the broker cancelled it) ends the connection, so that it
+        // is consumed again after the reconnect instead of silently dropping out.
+        let ended = futures_util::stream::once(std::future::ready((lane, None)));
+        lanes.push(
+            consumer
+                .map(move |delivery| (lane, Some(delivery)))
+                .chain(ended),
+        );
+    }
+    let mut deliveries = futures_util::stream::select_all(lanes);
+    tracing::info!(%queue, prefetch, concurrency, "worker consuming");
     let (to_claim, claims) = mpsc::unbounded_channel();
     let claimer = tokio::spawn(claim_deliveries(runner.clone(), claims));
+    let mut waiting: BinaryHeap<Waiting> = BinaryHeap::new();
+    let mut arrived: u64 = 0;
     let outcome = loop {
-        let delivery = tokio::select! {
+        tokio::select! {
+            biased;
             () = shutdown.cancelled() => {
-                // Stop taking new deliveries; unacked ones in flight finish below.
-                let _ = channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
+                // Stop taking new deliveries; unacked ones in flight finish below, and those
+                // still waiting go back to the broker with the connection.
+                for tag in &tags {
+                    let _ = channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
+                }
                 drop(to_claim);
                 let all = u32::try_from(concurrency.max(1)).unwrap_or(u32::MAX);
                 if tokio::time::timeout(grace, permits.acquire_many(all)).await.is_err() {
-                    tracing::warn!("jobs still running at the shutdown deadline; the broker will redeliver them");
+                    tracing::warn!(%queue, "jobs still running at the shutdown deadline; the broker will redeliver them");
                 }
                 let _ = conn.close(200, "worker shutting down".into()).await;
                 break Ok(());
             }
-            next = consumer.next() => next,
-        };
-        let delivery = match delivery {
-            Some(Ok(d)) => d,
-            Some(Err(e)) => break Err(e.into()),
-            None => break Err(RabbitError::ConsumerEnded),
-        };
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            break Ok(());
-        };
-        if to_claim.send((delivery, permit)).is_err() {
-            break Err(RabbitError::ConsumerEnded);
+            next = deliveries.next() => match next {
+                Some((lane, Some(Ok(delivery)))) => {
+                    arrived += 1;
+                    waiting.push(Waiting {
+                        priority: delivery.properties.priority().unwrap_or(lane.priority()),
+                        order: Reverse(arrived),
+                        delivery,
+                    });
+                }
+                Some((_, Some(Err(e)))) => break Err(e.into()),
+                Some((_, None)) | None => break Err(RabbitError::ConsumerEnded),
+            },
+            permit = permits.clone().acquire_owned(), if !waiting.is_empty() => {
+                let (Ok(permit), Some(next)) = (permit, waiting.pop()) else {
+                    break Ok(());
+                };
+                if to_claim.send((next.delivery, permit)).is_err() {
+                    break Err(RabbitError::ConsumerEnded);
+                }
+            }
         }
     };
     claimer.abort();
@@ -170,7 +274,26 @@ async fn claim_deliveries(runner: Arc<Runner>, mut deliveries: mpsc::UnboundedRe
                     }
                 }
             }
-            let ids: Vec<Uuid> = mine.keys().copied().collect();
+            let mut ids: Vec<Uuid> = mine.keys().copied().collect();
+            if takeover {
+                // A job whose worker died on its last attempt is not run again: it fails.
+                match runner.fail_abandoned(&ids).await {
+                    Ok(failed) => {
+                        for id in failed {
+                            if let Some((delivery, permit)) = mine.remove(&id) {
+                                tokio::spawn(settle(delivery, Ok(Outcome::Failed), permit));
+                            }
+                        }
+                        ids = mine.keys().copied().collect();
+                    }
+                    Err(e) => {
+                        for (delivery, permit) in mine.into_values() {
+                            tokio::spawn(settle(delivery, Err(e.clone()), permit));
+                        }
+                        continue;
+                    }
+                }
+            }
             match runner.claim(&ids, takeover).await {
                 Ok(rows) => {
                     for row in rows {

@@ -1,14 +1,19 @@
 //! The RabbitMQ transport (lapin): a relay that publishes outbox rows with publisher confirms,
 //! and the worker's consumer.
 //!
-//! Topology: a durable queue (`RABBITMQ_QUEUE`, default `keel.jobs`) whose rejected messages are
-//! dead-lettered to `<queue>.dead`. A message carries only the job id; the row is the truth.
-//! Retries are scheduled in the table (`run_at`) and published again by the relay when due.
+//! Topology: for each job queue (`email`, `default`, `maintenance`) three durable queues, one per
+//! priority lane, `<RABBITMQ_QUEUE>.<queue>` (priorities 4–6), `.high` (7–9) and `.low` (0–3),
+//! whose rejected messages are dead-lettered to `<RABBITMQ_QUEUE>.<queue>.dead`; all of the type
+//! `RABBITMQ_QUEUE_TYPE` (quorum unless told otherwise). A message carries only the job id (and
+//! its name and priority as properties); the row is the truth. Retries and delayed jobs are
+//! scheduled in the table (`run_at`) and published by the relay when due.
 
 mod consumer;
+mod legacy;
 mod relay;
 
 pub use consumer::consume;
+pub use legacy::drain_legacy_queue;
 pub use relay::relay;
 
 use std::time::Duration;
@@ -19,7 +24,6 @@ use lapin::{
     types::{AMQPValue, FieldTable},
 };
 use tokio::sync::Mutex;
-use uuid::Uuid;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
@@ -31,7 +35,10 @@ const PREFETCH_PER_JOB: usize = 4;
 /// Deliveries claimed by one statement at most.
 const CLAIMS_PER_BATCH: usize = 256;
 
-use crate::config::RabbitSettings;
+use crate::{
+    config::RabbitSettings,
+    jobs::{Lane, Publication, Queue},
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RabbitError {
@@ -72,29 +79,42 @@ async fn declare(channel: &Channel, config: &RabbitSettings) -> Result<(), Rabbi
         durable: true,
         ..Default::default()
     };
-    with_timeout(
-        CONNECT_TIMEOUT,
-        channel.queue_declare(
-            config.dead_letter_queue().as_str().into(),
-            durable,
-            FieldTable::default(),
-        ),
-    )
-    .await?;
-    let mut args = FieldTable::default();
-    args.insert(
-        "x-dead-letter-exchange".into(),
-        AMQPValue::LongString("".into()),
-    );
-    args.insert(
-        "x-dead-letter-routing-key".into(),
-        AMQPValue::LongString(config.dead_letter_queue().as_str().into()),
-    );
-    with_timeout(
-        CONNECT_TIMEOUT,
-        channel.queue_declare(config.queue.as_str().into(), durable, args),
-    )
-    .await?;
+    let typed = || {
+        let mut args = FieldTable::default();
+        args.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString(config.queue_type.as_str().into()),
+        );
+        args
+    };
+    for queue in Queue::ALL {
+        let dead = config.dead_letter_queue(queue);
+        with_timeout(
+            CONNECT_TIMEOUT,
+            channel.queue_declare(dead.as_str().into(), durable, typed()),
+        )
+        .await?;
+        for lane in Lane::ALL {
+            let mut args = typed();
+            args.insert(
+                "x-dead-letter-exchange".into(),
+                AMQPValue::LongString("".into()),
+            );
+            args.insert(
+                "x-dead-letter-routing-key".into(),
+                AMQPValue::LongString(dead.as_str().into()),
+            );
+            with_timeout(
+                CONNECT_TIMEOUT,
+                channel.queue_declare(
+                    config.lane_queue(queue, lane).as_str().into(),
+                    durable,
+                    args,
+                ),
+            )
+            .await?;
+        }
+    }
     Ok(())
 }
 
@@ -134,7 +154,7 @@ impl Publisher {
     /// Publishes one persistent message per job, all of them before waiting for any confirm,
     /// then waits for every confirm. On failure, says how many of the jobs (from the start of
     /// the list) are known confirmed; the rest must be published again.
-    pub async fn publish_all(&self, jobs: &[(Uuid, String)]) -> Result<(), (usize, RabbitError)> {
+    pub async fn publish_all(&self, jobs: &[Publication]) -> Result<(), (usize, RabbitError)> {
         let result = self.publish_batch(jobs).await;
         if result.is_err() {
             // The next call reconnects.
@@ -143,21 +163,23 @@ impl Publisher {
         result
     }
 
-    async fn publish_batch(&self, jobs: &[(Uuid, String)]) -> Result<(), (usize, RabbitError)> {
+    async fn publish_batch(&self, jobs: &[Publication]) -> Result<(), (usize, RabbitError)> {
         let channel = self.channel().await.map_err(|e| (0, e))?;
         let mut confirms = Vec::with_capacity(jobs.len());
-        for (job_id, name) in jobs {
-            let id = job_id.to_string();
+        for job in jobs {
+            let id = job.id.to_string();
             let properties = BasicProperties::default()
                 .with_delivery_mode(2)
                 .with_content_type("text/plain".into())
                 .with_message_id(id.as_str().into())
-                .with_type(name.as_str().into());
+                .with_type(job.name.as_str().into())
+                .with_priority(job.priority);
+            let routing_key = self.config.lane_queue(job.queue, Lane::of(job.priority));
             let confirm = with_timeout(
                 CONFIRM_TIMEOUT,
                 channel.basic_publish(
                     "".into(),
-                    self.config.queue.as_str().into(),
+                    routing_key.as_str().into(),
                     BasicPublishOptions::default(),
                     id.as_bytes(),
                     properties,
@@ -182,7 +204,7 @@ impl Publisher {
         Ok(())
     }
 
-    /// For health checks: a round trip to the broker (a passive declare of the job queue).
+    /// For health checks: a round trip to the broker (a passive declare of the default queue).
     pub async fn check(&self) -> Result<(), RabbitError> {
         let passive = QueueDeclareOptions {
             passive: true,
@@ -194,7 +216,10 @@ impl Publisher {
             with_timeout(
                 CONNECT_TIMEOUT,
                 channel.queue_declare(
-                    self.config.queue.as_str().into(),
+                    self.config
+                        .lane_queue(Queue::Default, Lane::Normal)
+                        .as_str()
+                        .into(),
                     passive,
                     FieldTable::default(),
                 ),

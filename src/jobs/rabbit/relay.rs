@@ -15,7 +15,10 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::entities::job;
+use crate::{
+    entities::job,
+    jobs::{Publication, Queue},
+};
 
 use super::{Publisher, RELAY_BATCH, RELAY_POLL, backoff};
 
@@ -32,7 +35,7 @@ pub async fn relay(
     db: DatabaseConnection,
     publisher: Arc<Publisher>,
     wake: Arc<Notify>,
-    mut handoff: Option<mpsc::UnboundedReceiver<crate::jobs::HandedOff>>,
+    mut handoff: Option<mpsc::UnboundedReceiver<Publication>>,
     shutdown: CancellationToken,
 ) {
     let mut failures: u32 = 0;
@@ -106,7 +109,7 @@ pub async fn relay(
 async fn publish_handed(
     db: &DatabaseConnection,
     publisher: &Publisher,
-    jobs: &[crate::jobs::HandedOff],
+    jobs: &[Publication],
     broker_healthy: bool,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     if !broker_healthy {
@@ -124,10 +127,7 @@ async fn publish_handed(
 
 /// Makes jobs whose publication was not confirmed unpublished again, for the relay to retry.
 /// A copy that did reach the broker is skipped by the runner.
-async fn unmark(
-    db: &DatabaseConnection,
-    jobs: &[crate::jobs::HandedOff],
-) -> Result<(), sea_orm::DbErr> {
+async fn unmark(db: &DatabaseConnection, jobs: &[Publication]) -> Result<(), sea_orm::DbErr> {
     if jobs.is_empty() {
         return Ok(());
     }
@@ -136,7 +136,7 @@ async fn unmark(
             job::Column::PublishedAt,
             Expr::value(Option::<chrono::DateTime<Utc>>::None),
         )
-        .filter(job::Column::Id.is_in(jobs.iter().map(|(id, _)| *id)))
+        .filter(job::Column::Id.is_in(jobs.iter().map(|j| j.id)))
         .exec(db)
         .await?;
     Ok(())
@@ -167,7 +167,7 @@ async fn claim_for_publishing(
     db: &DatabaseConnection,
     republish_after: Duration,
     stale: bool,
-) -> Result<Vec<(Uuid, String)>, sea_orm::DbErr> {
+) -> Result<Vec<Publication>, sea_orm::DbErr> {
     let backend = db.get_database_backend();
     let now = Utc::now();
     let published = if stale {
@@ -183,7 +183,8 @@ async fn claim_for_publishing(
     let sql = format!(
         "UPDATE jobs SET published_at = $1 WHERE {published} AND id IN (\
          SELECT id FROM jobs WHERE {published} AND status IN ('PENDING', 'RETRY') \
-         AND run_at <= $1 ORDER BY run_at LIMIT {RELAY_BATCH} {lock}) RETURNING id, name"
+         AND run_at <= $1 ORDER BY run_at LIMIT {RELAY_BATCH} {lock}) \
+         RETURNING id, name, queue, priority"
     );
     let mut values: Vec<sea_orm::Value> = vec![now.into()];
     if stale {
@@ -192,7 +193,17 @@ async fn claim_for_publishing(
     db.query_all_raw(crate::db::numbered_statement(backend, &sql, values))
         .await?
         .iter()
-        .map(|row| Ok((row.try_get_by_index(0)?, row.try_get_by_index(1)?)))
+        .map(|row| {
+            let queue: String = row.try_get_by_index(2)?;
+            let priority: i32 = row.try_get_by_index(3)?;
+            Ok(Publication {
+                id: row.try_get_by_index::<Uuid>(0)?,
+                name: row.try_get_by_index(1)?,
+                // A queue this version does not know (written by a newer one) goes to default.
+                queue: Queue::parse(&queue).unwrap_or(Queue::Default),
+                priority: u8::try_from(priority.clamp(0, 9)).unwrap_or(5),
+            })
+        })
         .collect()
 }
 

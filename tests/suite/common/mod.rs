@@ -385,7 +385,13 @@ pub struct WorkerProcess {
 
 impl WorkerProcess {
     pub fn spawn(env: &HashMap<String, String>) -> Self {
+        Self::spawn_args(env, &[])
+    }
+
+    /// A worker with command-line arguments, such as `--queues email`.
+    pub fn spawn_args(env: &HashMap<String, String>, args: &[&str]) -> Self {
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_worker"))
+            .args(args)
             .envs(env)
             .env(
                 "LOG_LEVEL",
@@ -438,7 +444,13 @@ pub async fn delete_queues(queue: &str) {
         lapin::Connection::connect(&rabbitmq_url(), lapin::ConnectionProperties::default()).await
         && let Ok(channel) = conn.create_channel().await
     {
-        for q in [queue.to_string(), format!("{queue}.dead")] {
+        let mut names = vec![queue.to_string(), format!("{queue}.dead")];
+        for job_queue in keel::jobs::Queue::ALL {
+            for suffix in ["", ".high", ".low", ".dead"] {
+                names.push(format!("{queue}.{job_queue}{suffix}"));
+            }
+        }
+        for q in names {
             let _ = channel
                 .queue_delete(
                     q.as_str().into(),
@@ -571,4 +583,35 @@ pub async fn wait_task_status(
         (s["status"] == wanted).then_some(s)
     })
     .await
+}
+
+/// A job row as written straight into the table (for states the API cannot make): a PENDING
+/// `test_task` due now with `payload`, in its queue at the default priority; tests change the
+/// fields they need.
+pub fn job_row(payload: Value) -> keel::entities::job::ActiveModel {
+    use sea_orm::Set;
+    let now = chrono::Utc::now();
+    keel::entities::job::ActiveModel {
+        id: Set(uuid::Uuid::new_v4()),
+        name: Set("test_task".into()),
+        payload: Set(payload),
+        status: Set(keel::jobs::JobStatus::Pending),
+        attempts: Set(0),
+        max_attempts: Set(5),
+        run_at: Set(now),
+        result: Set(None),
+        error: Set(None),
+        owner_id: Set(None),
+        dedupe_key: Set(None),
+        locked_by: Set(None),
+        created_at: Set(now),
+        updated_at: Set(now),
+        started_at: Set(None),
+        finished_at: Set(None),
+        published_at: Set(None),
+        queue: Set("default".into()),
+        priority: Set(5),
+        unique_key: Set(None),
+        progress: Set(None),
+    }
 }
