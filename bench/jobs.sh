@@ -3,8 +3,9 @@
 # co-located (server, worker(s), PostgreSQL, RabbitMQ, Redis and the load generator).
 #
 #   bench/jobs.sh   (env: SECONDS_PER_RUN=10, CONNECTIONS=32, BACKLOG=20000, PORT=18100,
-#                    WORKER_CONCURRENCY=64, STEADY_RATE=1000, LONE_JOBS=50;
-#                    PROFILE=FILE records stage 2 with perf, E2E_ONLY=1 stops after it)
+#                    WORKER_CONCURRENCY=64, STEADY_RATE=1000, LONE_JOBS=50, QUEUE_TYPE=quorum;
+#                    PROFILE=FILE records stage 2 with perf, E2E_ONLY=1 stops after it,
+#                    EMBEDDED_ONLY=1 runs stage 5 alone)
 #
 # 1. the broker's own limit: bench/broker_rate.rs (lapin; persistent messages, confirms, manual
 #    acks, Keel's queue settings);
@@ -25,6 +26,8 @@ BACKLOG=${BACKLOG:-20000}
 PORT=${PORT:-18100}
 CONCURRENCY=${WORKER_CONCURRENCY:-64}
 RATE=${STEADY_RATE:-1000}
+# Keel's queues and the broker reference both use this type (quorum, Keel's default, or classic).
+QUEUE_TYPE=${QUEUE_TYPE:-quorum}
 LONE=${LONE_JOBS:-50}
 PG_ADMIN=${BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 command -v wrk >/dev/null || { echo "bench needs wrk: apt-get install wrk" >&2; exit 1; }
@@ -46,7 +49,9 @@ cleanup() {
   for p in "${worker_pids[@]}"; do kill "$p" 2>/dev/null; done
   wait 2>/dev/null || true
   psql "$PG_ADMIN" -qc "drop database if exists $db" >/dev/null 2>&1 || true
-  for q in "$queue" "$queue.dead"; do timeout 20 rabbitmqctl delete_queue "$q" >/dev/null 2>&1 || true; done
+  for q in $(timeout 20 rabbitmqctl list_queues -q name 2>/dev/null | grep -F "$queue"); do
+    timeout 20 rabbitmqctl delete_queue "$q" >/dev/null 2>&1 || true
+  done
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -54,7 +59,7 @@ sql() { psql "$pg_url" -Atqc "$1"; }
 # Empties the jobs table between runs, as autovacuum would eventually tidy after such a purge.
 clear_jobs() { sql "delete from jobs"; sql "vacuum analyze jobs"; }
 
-common_env=(ENABLE_RABBITMQ=true RABBITMQ_QUEUE="$queue" ENABLE_REDIS=true
+common_env=(ENABLE_RABBITMQ=true RABBITMQ_QUEUE="$queue" RABBITMQ_QUEUE_TYPE="$QUEUE_TYPE" ENABLE_REDIS=true
   REDIS_KEY_PREFIX="keel:bench:$$:" ENABLE_RATE_LIMITING=false REQUIRE_EMAIL_VERIFICATION=false
   LOG_LEVEL=warn WORKER_CONCURRENCY="$CONCURRENCY" DATABASE_MAX_CONNECTIONS=20 PORT="$PORT")
 
@@ -123,8 +128,9 @@ e2e_rate() {
 
 psql "$PG_ADMIN" -qc "create database $db" >/dev/null
 
+if [ -z "${EMBEDDED_ONLY:-}" ]; then
 echo "== 1. the broker's own limit"
-"$broker_bin" --bench | tee "$work/broker.txt"
+QUEUE_TYPE="$QUEUE_TYPE" "$broker_bin" --bench | tee "$work/broker.txt"
 broker_together=$(awk '/together/ {print $2}' "$work/broker.txt")
 
 echo "== 2. Keel end to end through the API (PostgreSQL, RabbitMQ, Redis; one worker, concurrency $CONCURRENCY)"
@@ -200,6 +206,7 @@ sql "select 'enqueued by the scheduler, another process (' || count(*) || '): en
      from jobs" | sed 's/^/  /'
 stop_workers
 stop_server
+fi
 
 echo "== 5. the embedded mode (SQLite, in-process worker, concurrency $CONCURRENCY)"
 lite="sqlite://$work/embedded.db?mode=rwc"
