@@ -1,0 +1,195 @@
+#!/usr/bin/env bash
+# The request path on PostgreSQL against the database's own rate, and start-up time.
+#
+#   bench/users_pg.sh   (env: USERS=1000, ROUNDS=3, SECONDS_PER_RUN=8, CONNECTIONS=50,
+#                        PORT=18200, STARTS=5)
+#
+# 1. A database with USERS accounts (one registered through the API, the rest copied from it).
+# 2. The statements Keel sends for `GET /users?page=1&size=10`, read from PostgreSQL's own
+#    statement log while the server answers one uncached request (so the reference cannot drift
+#    from the code), written out with their parameters as a pgbench script.
+# 3. Alternating rounds: pgbench on those statements (10 clients, prepared), Keel uncached
+#    (CACHE_TTL_SECONDS=0), Keel cached, `GET /users/me`, and `/system/health/live` (the
+#    framework's ceiling); wrk with CONNECTIONS connections. Each ratio is against the run of its
+#    own round.
+# 4. Start-up to the first 200 on /system/health/live: PostgreSQL + Redis + RabbitMQ, migrations
+#    up to date, and embedded (SQLite, nothing else), STARTS times each.
+# Needs wrk (apt-get install wrk), pgbench (with PostgreSQL), Redis and RabbitMQ.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. bench/common.sh
+USERS=${USERS:-1000}
+ROUNDS=${ROUNDS:-3}
+DURATION=${SECONDS_PER_RUN:-8}
+CONNS=${CONNECTIONS:-50}
+PORT=${PORT:-18200}
+STARTS=${STARTS:-5}
+PG_ADMIN=${BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+PG_LOG=${PG_LOG:-/var/log/postgresql/postgresql-15-main.log}
+command -v wrk >/dev/null || { echo "bench needs wrk: apt-get install wrk" >&2; exit 1; }
+command -v pgbench >/dev/null || { echo "bench needs pgbench (PostgreSQL's client tools)" >&2; exit 1; }
+cargo build --release --quiet --bin server
+
+work=$(mktemp -d)
+db="keel_bench_users_$$"
+pg_url="${PG_ADMIN%/*}/$db"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  psql "$PG_ADMIN" -qc "drop database if exists $db" >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+sql() { psql "$pg_url" -Atqc "$1"; }
+
+common_env=(DATABASE_URL="$pg_url" REQUIRE_EMAIL_VERIFICATION=false ENABLE_REDIS=true
+  REDIS_KEY_PREFIX="keel:bench:$$:" ENABLE_RATE_LIMITING=false LOG_LEVEL=warn)
+
+# start_server PORT [VAR=VALUE...]: a release server in the background; returns once it answers
+start_server() {
+  local port=$1; shift
+  env "${common_env[@]}" PORT="$port" "$@" target/release/server >>"$work/server.$port.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 200); do curl -fs "http://127.0.0.1:$port/system/health/live" >/dev/null && return; sleep 0.05; done
+  cat "$work/server.$port.log"; exit 1
+}
+stop_servers() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+  pids=()
+}
+
+# run NAME URL [TOKEN]: one wrk run; prints req/s and p99, keeps req/s in $work/NAME
+run() {
+  local args=(-t2 -c"$CONNS" -d"${DURATION}s" --latency)
+  [ -n "${3:-}" ] && args+=(-H "Authorization: Bearer $3")
+  wrk "${args[@]}" "$2" >"$work/$1.txt"
+  local rps p99 bad
+  rps=$(awk '/Requests\/sec/ {printf "%.0f", $2}' "$work/$1.txt")
+  p99=$(awk '$1 == "99%" {print $2}' "$work/$1.txt")
+  bad=$(awk '/Non-2xx/ {print " (" $NF " not 2xx)"}' "$work/$1.txt")
+  printf '  %-9s %8s req/s   p99 %8s%s\n' "${1%%.*}" "$rps" "$p99" "$bad"
+  echo "$rps" >"$work/$1"
+}
+
+psql "$PG_ADMIN" -qc "create database $db" >/dev/null
+uncached=$PORT
+cached=$((PORT + 1))
+start_server "$uncached" CACHE_TTL_SECONDS=0
+start_server "$cached" CACHE_TTL_SECONDS=60
+
+echo "== $USERS users"
+curl -fsS -X POST "http://127.0.0.1:$cached/auth/register" -H 'Content-Type: application/json' \
+  -d '{"email":"bench0@example.com","username":"bench0","password":"BenchPassword123!"}' >/dev/null
+columns=$(sql "select string_agg(column_name, ',' order by ordinal_position)
+               from information_schema.columns where table_name = 'users'")
+values=$(echo "$columns" | tr ',' '\n' | awk '{
+  if ($1 == "id") print "gen_random_uuid()"
+  else if ($1 == "email") print "'"'"'bench'"'"' || g || '"'"'@example.com'"'"'"
+  else if ($1 == "username" || $1 == "username_lower") print "'"'"'bench'"'"' || g"
+  else if ($1 == "created_at" || $1 == "updated_at") print "now() - g * interval '"'"'1 second'"'"'"
+  else print $1 }' | paste -sd, -)
+sql "insert into users ($columns) select $values from users, generate_series(1, $((USERS - 1))) g
+     where email = 'bench0@example.com'; analyze users"
+echo "  $(sql "select count(*) from users") accounts"
+token=$(curl -fsS -X POST "http://127.0.0.1:$cached/auth/login" \
+  -d 'username=bench0@example.com&password=BenchPassword123%21' |
+  python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
+
+echo "== the statements of one uncached GET /users?page=1&size=10, from PostgreSQL's log"
+# Only connections opened from now on log their statements: a fresh server's.
+stop_servers
+psql "$PG_ADMIN" -qc "alter database $db set log_statement = 'all'"
+start_server "$uncached" CACHE_TTL_SECONDS=0
+sleep 1
+log_from=$(stat -c %s "$PG_LOG")
+curl -fsS "http://127.0.0.1:$uncached/users?page=1&size=10" -H "Authorization: Bearer $token" >/dev/null
+sleep 0.5
+psql "$PG_ADMIN" -qc "alter database $db reset log_statement"
+stop_servers
+tail -c +"$((log_from + 1))" "$PG_LOG" >"$work/statements.log"
+# Each `execute <name>: SQL` (or `statement: SQL`) with its `DETAIL: parameters: $1 = '…', …`,
+# the parameters written in, as one pgbench transaction. The server's background work (the
+# in-process worker's polls and heartbeats, LISTEN) shares the log and is left out: statements
+# on the jobs and heartbeat tables. The session check is part of the request path and is kept.
+python3 - "$work/statements.log" "$work/stmts.sql" <<'PY'
+import re, sys
+lines = open(sys.argv[1], encoding="utf-8", errors="replace").read().splitlines()
+entries, current = [], None
+for line in lines:
+    m = re.search(r"LOG:  (?:execute [^:]+|statement): (.*)$", line)
+    if m:
+        current = [m.group(1), {}]
+        entries.append(current)
+        continue
+    m = re.search(r"DETAIL:  parameters: (.*)$", line)
+    if m and current:
+        for num, val in re.findall(r"\$(\d+) = ('(?:[^']|'')*'|NULL)", m.group(1)):
+            current[1][num] = val
+        continue
+    if current and line.startswith(("\t", " ")) and "LOG:" not in line and "DETAIL:" not in line:
+        current[0] += " " + line.strip()
+skip = ("BEGIN", "COMMIT", "ROLLBACK", "SET ", "SHOW ", "DEALLOCATE", "LISTEN", "UNLISTEN")
+background = ('"jobs"', '"worker_heartbeats"', " jobs ", "keel_jobs")
+out = []
+for sql, params in entries:
+    if sql.upper().startswith(skip) or any(b in sql for b in background):
+        continue
+    sql = re.sub(r"\$(\d+)", lambda m: params.get(m.group(1), m.group(0)), sql)
+    out.append(sql.rstrip(";") + ";")
+open(sys.argv[2], "w").write("\n".join(out) + "\n")
+for s in out:
+    print("  " + (s if len(s) < 220 else s[:217] + "..."))
+PY
+
+start_server "$uncached" CACHE_TTL_SECONDS=0
+start_server "$cached" CACHE_TTL_SECONDS=60
+curl -fsS "http://127.0.0.1:$cached/users?page=1&size=10" -H "Authorization: Bearer $token" >/dev/null
+echo "== $ROUNDS rounds: pgbench (10 clients), then wrk ($CONNS connections, ${DURATION} s each)"
+for i in $(seq "$ROUNDS"); do
+  echo " round $i"
+  pgbench -n -M prepared -c 10 -j 2 -T "$DURATION" -f "$work/stmts.sql" "$pg_url" >"$work/pgbench.txt" 2>&1
+  tps=$(awk '/^tps/ {printf "%.0f", $3}' "$work/pgbench.txt")
+  printf '  %-9s %8s tx/s\n' pgbench "$tps"
+  run "uncached.$i" "http://127.0.0.1:$uncached/users?page=1&size=10" "$token"
+  run "cached.$i" "http://127.0.0.1:$cached/users?page=1&size=10" "$token"
+  run "me.$i" "http://127.0.0.1:$cached/users/me" "$token"
+  run "live.$i" "http://127.0.0.1:$cached/system/health/live"
+  awk -v u="$(cat "$work/uncached.$i")" -v p="$tps" -v c="$(cat "$work/cached.$i")" \
+      -v m="$(cat "$work/me.$i")" -v l="$(cat "$work/live.$i")" 'BEGIN {
+    printf "  uncached / pgbench %.0f %%, cached / live %.0f %%, me / live %.0f %%\n",
+      100 * u / p, 100 * c / l, 100 * m / l }' | tee -a "$work/ratios"
+done
+stop_servers
+
+# start_ms [VAR=VALUE...]: milliseconds from exec to the first 200 on /system/health/live
+start_ms() {
+  python3 - "$PORT" "$@" <<'PY'
+import os, subprocess, sys, time, urllib.request
+port, extra = sys.argv[1], sys.argv[2:]
+env = dict(os.environ, PORT=port, LOG_LEVEL="warn")
+env.update(kv.split("=", 1) for kv in extra)
+t0 = time.perf_counter()
+p = subprocess.Popen(["target/release/server"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+try:
+    while True:
+        try:
+            if urllib.request.urlopen(f"http://127.0.0.1:{port}/system/health/live", timeout=1).status == 200:
+                break
+        except Exception:
+            time.sleep(0.001)
+    print(f"{(time.perf_counter() - t0) * 1000:.0f}")
+finally:
+    p.terminate(); p.wait()
+PY
+}
+echo "== start-up to the first 200 on /system/health/live ($STARTS starts each)"
+: >"$work/start.pg"; : >"$work/start.lite"
+# The first embedded start creates and migrates its database; the measured ones find it ready.
+start_ms DATABASE_URL="sqlite://$work/embedded.db?mode=rwc" >/dev/null
+for _ in $(seq "$STARTS"); do
+  start_ms "${common_env[@]}" ENABLE_RABBITMQ=true >>"$work/start.pg"
+  start_ms DATABASE_URL="sqlite://$work/embedded.db?mode=rwc" >>"$work/start.lite"
+done
+echo "  PostgreSQL + Redis + RabbitMQ: $(xargs <"$work/start.pg" | sed 's/ / \/ /g') ms (median $(median "$work/start.pg"))"
+echo "  embedded (SQLite):             $(xargs <"$work/start.lite" | sed 's/ / \/ /g') ms (median $(median "$work/start.lite"))"
