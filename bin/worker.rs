@@ -99,7 +99,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let served: Vec<&str> = serving.iter().map(|(q, _)| q.as_str()).collect();
     let served = served.join(",");
     let consumer = tokio::spawn(jobs::rabbit::consume(
-        runner,
+        runner.clone(),
         settings.rabbitmq.clone(),
         serving,
         shutdown.clone(),
@@ -107,7 +107,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     ));
     // Messages left in the queue of the version before job queues, routed to their queues.
     let legacy = tokio::spawn(jobs::rabbit::drain_legacy_queue(
-        conn.clone(),
+        runner,
         settings.rabbitmq.clone(),
         queue.wake_handle(),
         shutdown.clone(),

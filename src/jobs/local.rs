@@ -24,7 +24,8 @@ const POLL: Duration = Duration::from_secs(1);
 
 /// Makes STARTED jobs of in-process workers without a fresh heartbeat due again: their process
 /// crashed or was killed mid-job. Those that were on their last attempt fail instead.
-async fn requeue_orphans(db: &sea_orm::DatabaseConnection) -> Result<u64, sea_orm::DbErr> {
+async fn requeue_orphans(runner: &Runner) -> Result<u64, sea_orm::DbErr> {
+    let db = runner.db();
     let fresh_since = Utc::now() - chrono::Duration::from_std(HEARTBEAT_FRESH).unwrap_or_default();
     let alive = super::heartbeat::alive_workers(db).await?;
     let orphaned = || {
@@ -33,7 +34,7 @@ async fn requeue_orphans(db: &sea_orm::DatabaseConnection) -> Result<u64, sea_or
             .add(job::Column::LockedBy.is_not_in(alive.clone()))
             .add(job::Column::StartedAt.lt(fresh_since))
     };
-    let failed = super::runner::fail_abandoned(db, orphaned()).await?;
+    let failed = runner.fail_abandoned(orphaned()).await?;
     if !failed.is_empty() {
         tracing::error!(
             jobs = failed.len(),
@@ -89,7 +90,7 @@ pub async fn run(
         if let Err(e) = heartbeat(runner.db(), runner.worker_id(), started_at).await {
             tracing::warn!(error = %e, "heartbeat write failed");
         }
-        match requeue_orphans(runner.db()).await {
+        match requeue_orphans(&runner).await {
             Ok(0) => {}
             Ok(_) => wakes.iter().for_each(|w| w.notify_one()),
             Err(e) => tracing::warn!(error = %e, "could not requeue interrupted jobs"),

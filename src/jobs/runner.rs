@@ -184,18 +184,12 @@ impl Runner {
             .await
     }
 
-    /// Fails those of `ids` that are STARTED with no attempts left: their worker died during
-    /// the last attempt (the broker redelivered the message), and running them again would
-    /// only kill the next worker too. Returns the ids it failed.
-    pub async fn fail_abandoned(&self, ids: &[Uuid]) -> Result<Vec<Uuid>, DbErr> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let failed = fail_abandoned(
-            &self.db,
-            Condition::all().add(job::Column::Id.is_in(ids.iter().copied())),
-        )
-        .await?;
+    /// Fails the STARTED jobs `which` selects that have no attempts left: their worker died
+    /// during the last attempt (the broker redelivered the message, or an in-process worker
+    /// stopped beating), and running them again would only kill the next worker too. Their
+    /// payloads lose their secrets, as at any end. Returns the ids it failed.
+    pub async fn fail_abandoned(&self, which: Condition) -> Result<Vec<Uuid>, DbErr> {
+        let failed = fail_abandoned(&self.db, which).await?;
         for row in &failed {
             tracing::error!(job_id = %row.id, job = %row.name, attempts = row.attempts, "{ABANDONED}");
             self.scrub(row).await?;
@@ -364,7 +358,7 @@ async fn write_progress(
 }
 
 /// Marks FAILURE the STARTED jobs `which` selects that have no attempts left, and returns them.
-pub(super) async fn fail_abandoned(
+async fn fail_abandoned(
     db: &DatabaseConnection,
     which: Condition,
 ) -> Result<Vec<job::Model>, DbErr> {

@@ -1033,21 +1033,7 @@ async fn ten_thousand_jobs_survive_a_killed_worker_and_a_broker_restart() {
         eventually(
             Duration::from_secs(30),
             &format!("{q} to be empty"),
-            || async {
-                let declared = channel
-                    .queue_declare(
-                        q.as_str().into(),
-                        lapin::options::QueueDeclareOptions {
-                            passive: true,
-                            durable: true,
-                            ..Default::default()
-                        },
-                        lapin::types::FieldTable::default(),
-                    )
-                    .await
-                    .unwrap();
-                (declared.message_count() == 0).then_some(())
-            },
+            || async { (common::message_count(&channel, &q).await == 0).then_some(()) },
         )
         .await;
     }

@@ -723,19 +723,11 @@ async fn messages_left_in_the_single_queue_run_after_the_upgrade() {
     )
     .await;
     assert_eq!(done.result.unwrap()["message"], "from before");
-    let old = channel
-        .queue_declare(
-            queue.as_str().into(),
-            lapin::options::QueueDeclareOptions {
-                passive: true,
-                durable: true,
-                ..Default::default()
-            },
-            lapin::types::FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(old.message_count(), 0, "the old queue is drained");
+    assert_eq!(
+        common::message_count(&channel, &queue).await,
+        0,
+        "the old queue is drained"
+    );
     let _ = conn.close(200, "done".into()).await;
     common::delete_queues(&queue).await;
 }

@@ -6,6 +6,7 @@ use std::borrow::Cow;
 
 use chrono::{DateTime, Duration, Utc};
 use poem_openapi::{
+    param::Query,
     registry::{MetaSchemaRef, Registry},
     types::{ParseFromParameter, ParseResult, Type},
 };
@@ -144,6 +145,21 @@ pub struct Options {
 }
 
 impl Options {
+    /// The options of a submission's query.
+    pub fn new(
+        countdown: Query<Option<Countdown>>,
+        eta: Query<Option<Lenient<DateTime<Utc>>>>,
+        priority: Query<Option<Priority>>,
+        unique_key: Query<Option<UniqueKey>>,
+    ) -> Self {
+        Self {
+            countdown: countdown.0,
+            eta: eta.0,
+            priority: priority.0,
+            unique_key: unique_key.0,
+        }
+    }
+
     /// Applies the options to `job`, or says what is wrong with each bad one.
     pub fn apply(self, mut job: NewJob) -> Result<NewJob, ApiError> {
         let now = Utc::now();

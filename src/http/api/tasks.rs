@@ -332,12 +332,7 @@ impl TasksApi {
             message: body.0.message,
             fail_attempts: body.0.fail_attempts.unwrap_or(0),
         };
-        let options = Options {
-            countdown: countdown.0,
-            eta: eta.0,
-            priority: priority.0,
-            unique_key: unique_key.0,
-        };
+        let options = Options::new(countdown, eta, priority, unique_key);
         submit(&state, auth.scoped(WRITE)?, NewJob::of(&task), options).await
     }
 
@@ -381,12 +376,7 @@ impl TasksApi {
                 .map(|r| r.into_iter().collect())
                 .collect(),
         };
-        let options = Options {
-            countdown: countdown.0,
-            eta: eta.0,
-            priority: priority.0,
-            unique_key: unique_key.0,
-        };
+        let options = Options::new(countdown, eta, priority, unique_key);
         submit(&state, auth.scoped(WRITE)?, NewJob::of(&task), options).await
     }
 
@@ -423,12 +413,7 @@ impl TasksApi {
     ) -> ApiResult<Submitted> {
         let duration = duration.0.min(MAX_DURATION_SECONDS);
         let task = tasks::LongRunning { duration };
-        let options = Options {
-            countdown: countdown.0,
-            eta: eta.0,
-            priority: priority.0,
-            unique_key: unique_key.0,
-        };
+        let options = Options::new(countdown, eta, priority, unique_key);
         submit(&state, auth.scoped(WRITE)?, NewJob::of(&task), options).await
     }
 
@@ -467,12 +452,7 @@ impl TasksApi {
             html: templates::plain_text_html(&body.body),
             text: body.body,
         };
-        let options = Options {
-            countdown: countdown.0,
-            eta: eta.0,
-            priority: priority.0,
-            unique_key: unique_key.0,
-        };
+        let options = Options::new(countdown, eta, priority, unique_key);
         submit(&state, principal, email.into_job(), options).await
     }
 

@@ -23,8 +23,10 @@ use uuid::Uuid;
 
 use crate::{
     config::RabbitSettings,
+    entities::job,
     jobs::{Lane, Outcome, Queue, Runner},
 };
+use sea_orm::{ColumnTrait, Condition};
 
 use super::{
     CLAIMS_PER_BATCH, CONNECT_TIMEOUT, PREFETCH_PER_JOB, RabbitError, backoff, connect,
@@ -275,9 +277,10 @@ async fn claim_deliveries(runner: Arc<Runner>, mut deliveries: mpsc::UnboundedRe
                 }
             }
             let mut ids: Vec<Uuid> = mine.keys().copied().collect();
-            if takeover {
+            if takeover && !ids.is_empty() {
                 // A job whose worker died on its last attempt is not run again: it fails.
-                match runner.fail_abandoned(&ids).await {
+                let redelivered = Condition::all().add(job::Column::Id.is_in(ids.iter().copied()));
+                match runner.fail_abandoned(redelivered).await {
                     Ok(failed) => {
                         for id in failed {
                             if let Some((delivery, permit)) = mine.remove(&id) {

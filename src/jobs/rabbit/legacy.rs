@@ -13,16 +13,17 @@ use lapin::{
     options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions},
     types::FieldTable,
 };
-use sea_orm::{
-    ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, sea_query::Expr,
-    sea_query::ExprTrait,
-};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr, sea_query::ExprTrait};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{CONNECT_TIMEOUT, RabbitError, backoff, with_timeout};
-use crate::{config::RabbitSettings, entities::job, jobs::JobStatus};
+use crate::{
+    config::RabbitSettings,
+    entities::job,
+    jobs::{JobStatus, Runner},
+};
 
 const BATCH: u16 = 200;
 
@@ -30,14 +31,14 @@ const BATCH: u16 = 200;
 /// exists when the worker starts (only versions before job queues create it); `wake` tells
 /// this process's relay to publish what it routed.
 pub async fn drain_legacy_queue(
-    db: DatabaseConnection,
+    runner: Arc<Runner>,
     config: RabbitSettings,
     wake: Arc<Notify>,
     shutdown: CancellationToken,
 ) {
     let mut failures: u32 = 0;
     loop {
-        let pause = match drain_connection(&db, &config, &wake, &shutdown).await {
+        let pause = match drain_connection(&runner, &config, &wake, &shutdown).await {
             Ok(Drained::Shutdown | Drained::NoQueue) => return,
             Err(e) => {
                 failures = failures.saturating_add(1);
@@ -60,7 +61,7 @@ enum Drained {
 }
 
 async fn drain_connection(
-    db: &DatabaseConnection,
+    runner: &Runner,
     config: &RabbitSettings,
     wake: &Notify,
     shutdown: &CancellationToken,
@@ -120,7 +121,7 @@ async fn drain_connection(
             .ok()
             .and_then(|s| Uuid::parse_str(s.trim()).ok());
         if let Some(id) = id
-            && let Err(e) = reroute(db, id, delivery.redelivered).await
+            && let Err(e) = reroute(runner, id, delivery.redelivered).await
         {
             // Not acknowledged: the message comes back with the next connection.
             tracing::warn!(error = %e, job_id = %id, "could not route an old queue's message");
@@ -134,11 +135,8 @@ async fn drain_connection(
 /// Marks the job unpublished if it still waits. A redelivered message may be that of a job
 /// whose worker died: a STARTED job whose worker no longer beats is then due again as a retry,
 /// or failed if that was its last attempt (as the consumer does for its own queues).
-async fn reroute(
-    db: &DatabaseConnection,
-    id: Uuid,
-    redelivered: bool,
-) -> Result<(), sea_orm::DbErr> {
+async fn reroute(runner: &Runner, id: Uuid, redelivered: bool) -> Result<(), sea_orm::DbErr> {
+    let db = runner.db();
     let unpublished = Expr::value(Option::<chrono::DateTime<Utc>>::None);
     job::Entity::update_many()
         .col_expr(job::Column::PublishedAt, unpublished.clone())
@@ -153,7 +151,7 @@ async fn reroute(
                 .add(job::Column::Id.eq(id))
                 .add(job::Column::LockedBy.is_not_in(alive.clone()))
         };
-        super::super::runner::fail_abandoned(db, which()).await?;
+        runner.fail_abandoned(which()).await?;
         job::Entity::update_many()
             .col_expr(job::Column::Status, Expr::value(JobStatus::Retry.as_str()))
             .col_expr(job::Column::PublishedAt, unpublished)

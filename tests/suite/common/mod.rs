@@ -462,6 +462,23 @@ pub async fn delete_queues(queue: &str) {
     }
 }
 
+/// How many messages wait in the broker's queue `name` (which must exist).
+pub async fn message_count(channel: &lapin::Channel, name: &str) -> u32 {
+    channel
+        .queue_declare(
+            name.into(),
+            lapin::options::QueueDeclareOptions {
+                passive: true,
+                durable: true,
+                ..Default::default()
+            },
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .unwrap()
+        .message_count()
+}
+
 /// Polls `check` every 100 ms until it returns Some, or panics after `within`.
 pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
 where
