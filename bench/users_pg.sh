@@ -5,15 +5,19 @@
 #                        PORT=18200, STARTS=5)
 #
 # 1. A database with USERS accounts (one registered through the API, the rest copied from it).
-# 2. The statements Keel sends for `GET /users?page=1&size=10`, read from PostgreSQL's own
-#    statement log while the server answers one uncached request (so the reference cannot drift
-#    from the code), written out with their parameters as a pgbench script.
+# 2. The statements Keel sends for `GET /users?page=1&size=10` in steady state (after two
+#    requests: the first also reads the caller's session and account, then remembered), read
+#    from PostgreSQL's own statement log while the server answers an uncached request (so the
+#    reference cannot drift from the code), written out with their parameters as a pgbench
+#    script.
 # 3. Alternating rounds: pgbench on those statements (10 clients, prepared), Keel uncached
 #    (CACHE_TTL_SECONDS=0), Keel cached, `GET /users/me`, and `/system/health/live` (the
 #    framework's ceiling); wrk with CONNECTIONS connections. Each ratio is against the run of its
 #    own round.
 # 4. Start-up to the first 200 on /system/health/live: PostgreSQL + Redis + RabbitMQ, migrations
 #    up to date, and embedded (SQLite, nothing else), STARTS times each.
+# 5. Deep pages, uncached: page 1, page DEEP_PAGE (USERS / 100 by default: 10,000 of a million
+#    accounts) by offset, and the same page by cursor (the `next_cursor` of the page before).
 # Needs wrk (apt-get install wrk), pgbench (with PostgreSQL), Redis and RabbitMQ.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +28,7 @@ DURATION=${SECONDS_PER_RUN:-8}
 CONNS=${CONNECTIONS:-50}
 PORT=${PORT:-18200}
 STARTS=${STARTS:-5}
+DEEP_PAGE=${DEEP_PAGE:-$((USERS / 100))}
 PG_ADMIN=${BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 PG_LOG=${PG_LOG:-/var/log/postgresql/postgresql-15-main.log}
 command -v wrk >/dev/null || { echo "bench needs wrk: apt-get install wrk" >&2; exit 1; }
@@ -96,13 +101,19 @@ token=$(curl -fsS -X POST "http://127.0.0.1:$cached/auth/login" \
   -d 'username=bench0@example.com&password=BenchPassword123%21' |
   python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
 
-echo "== the statements of one uncached GET /users?page=1&size=10, from PostgreSQL's log"
+echo "== the statements of an uncached GET /users?page=1&size=10 in steady state, from PostgreSQL's log"
 # Only connections opened from now on log their statements: a fresh server's.
 stop_servers
 psql "$PG_ADMIN" -qc "alter database $db set log_statement = 'all'"
 start_server "$uncached" CACHE_TTL_SECONDS=0
 sleep 1
 log_from=$(stat -c %s "$PG_LOG")
+for _ in 1 2; do
+  curl -fsS "http://127.0.0.1:$uncached/users?page=1&size=10" -H "Authorization: Bearer $token" >/dev/null
+done
+sleep 0.3
+# A statement of its own connection marks where the measured request begins.
+psql "$pg_url" -qAtc "select 'keel-bench-steady-request'" >/dev/null
 curl -fsS "http://127.0.0.1:$uncached/users?page=1&size=10" -H "Authorization: Bearer $token" >/dev/null
 sleep 0.5
 psql "$PG_ADMIN" -qc "alter database $db reset log_statement"
@@ -116,7 +127,11 @@ python3 - "$work/statements.log" "$work/stmts.sql" <<'PY'
 import re, sys
 lines = open(sys.argv[1], encoding="utf-8", errors="replace").read().splitlines()
 entries, current = [], None
+marked = False
 for line in lines:
+    if "keel-bench-steady-request" in line:
+        entries, current, marked = [], None, True
+        continue
     m = re.search(r"LOG:  (?:execute [^:]+|statement): (.*)$", line)
     if m:
         current = [m.group(1), {}]
@@ -129,6 +144,7 @@ for line in lines:
         continue
     if current and line.startswith(("\t", " ")) and "LOG:" not in line and "DETAIL:" not in line:
         current[0] += " " + line.strip()
+assert marked, "the marker statement is not in the log"
 skip = ("BEGIN", "COMMIT", "ROLLBACK", "SET ", "SHOW ", "DEALLOCATE", "LISTEN", "UNLISTEN")
 background = ('"jobs"', '"worker_heartbeats"', " jobs ", "keel_jobs")
 out = []
@@ -193,3 +209,22 @@ for _ in $(seq "$STARTS"); do
 done
 echo "  PostgreSQL + Redis + RabbitMQ: $(xargs <"$work/start.pg" | sed 's/ / \/ /g') ms (median $(median "$work/start.pg"))"
 echo "  embedded (SQLite):             $(xargs <"$work/start.lite" | sed 's/ / \/ /g') ms (median $(median "$work/start.lite"))"
+
+echo "== deep pages, uncached: page 1, page $DEEP_PAGE by offset and by cursor (size 10)"
+start_server "$uncached" CACHE_TTL_SECONDS=0
+before=$(curl -fsS "http://127.0.0.1:$uncached/users?page=$((DEEP_PAGE - 1))&size=10" -H "Authorization: Bearer $token")
+cursor=$(echo "$before" | python3 -c 'import json,sys; print(json.load(sys.stdin)["metadata"]["next_cursor"])')
+by_offset=$(curl -fsS "http://127.0.0.1:$uncached/users?page=$DEEP_PAGE&size=10" -H "Authorization: Bearer $token" |
+  python3 -c 'import json,sys; print([u["id"] for u in json.load(sys.stdin)["items"]])')
+by_cursor=$(curl -fsS "http://127.0.0.1:$uncached/users?cursor=$cursor&size=10" -H "Authorization: Bearer $token" |
+  python3 -c 'import json,sys; print([u["id"] for u in json.load(sys.stdin)["items"]])')
+[ "$by_offset" = "$by_cursor" ] || { echo "page $DEEP_PAGE differs by offset and by cursor" >&2; exit 1; }
+for i in $(seq "$ROUNDS"); do
+  echo " round $i"
+  run "first.$i" "http://127.0.0.1:$uncached/users?page=1&size=10" "$token"
+  run "offset.$i" "http://127.0.0.1:$uncached/users?page=$DEEP_PAGE&size=10" "$token"
+  run "cursor.$i" "http://127.0.0.1:$uncached/users?cursor=$cursor&size=10" "$token"
+  awk -v f="$(cat "$work/first.$i")" -v o="$(cat "$work/offset.$i")" -v c="$(cat "$work/cursor.$i")" 'BEGIN {
+    printf "  page %s by offset / page 1: %.0f %%, by cursor / page 1: %.0f %%\n", '"$DEEP_PAGE"', 100 * o / f, 100 * c / f }'
+done
+stop_servers

@@ -11,7 +11,7 @@ use keel::{
     accounts::{
         Accounts,
         admin::Actor,
-        directory::{Deleted, Directory, UserQuery},
+        directory::{Deleted, Directory, Listed, Position, UserQuery},
         passwords::PasswordHasher,
     },
     config::Settings,
@@ -214,7 +214,7 @@ async fn run(command: Command, settings: Settings) -> Outcome {
             cache.clone(),
         )?)
     };
-    let directory = Directory::new(conn.clone());
+    let directory = Directory::new(conn.clone(), cache.clone());
     let jobs = || -> Result<Jobs, Failure> {
         let mailer = keel::mail::Mailer::new(&settings.mail)?;
         let registry =
@@ -242,7 +242,9 @@ async fn run(command: Command, settings: Settings) -> Outcome {
                 is_superuser: superuser.then_some(true),
                 ..Default::default()
             };
-            let found = directory.page(&query, page, size).await?;
+            let found = directory
+                .list(&query, &Position::Page(page), size, None)
+                .await?;
             let (users, total) = (found.items, found.total);
             match format {
                 Format::Json => {
@@ -622,7 +624,7 @@ async fn jobs_command(jobs: &Jobs, cmd: JobsCommand) -> Outcome {
     }
 }
 
-fn user_json(u: &user::Model) -> serde_json::Value {
+fn user_json(u: &Listed) -> serde_json::Value {
     serde_json::json!({
         "id": u.id, "email": u.email, "username": u.username, "is_superuser": u.is_superuser,
         "is_verified": u.is_verified, "is_deleted": u.is_deleted, "created_at": u.created_at,

@@ -30,6 +30,8 @@ use crate::{entities::user, metrics::metrics, redis::Redis};
 const MEMORY_PAGES: usize = 2_000;
 /// Signed-in users whose account rows are remembered between requests (with Redis).
 const SNAPSHOTS: usize = 10_000;
+/// List totals remembered at most (by filter and users version).
+const TOTALS: usize = 1_000;
 /// Session checks answered by one Redis command at most.
 const CHECKS_PER_BATCH: usize = 512;
 
@@ -88,6 +90,8 @@ struct Inner {
     pages: Mutex<HashMap<String, (Instant, Entry)>>,
     in_flight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     snapshots: Mutex<HashMap<Uuid, (u64, user::Model)>>,
+    /// How many accounts each filter selected, and at which users version.
+    totals: Mutex<HashMap<String, (u64, u64)>>,
     /// Feeds the task that asks Redis about sessions; started on first use.
     session_checks: OnceLock<mpsc::UnboundedSender<SessionCheck>>,
 }
@@ -111,6 +115,7 @@ impl Cache {
                 pages: Mutex::new(HashMap::new()),
                 in_flight: Mutex::new(HashMap::new()),
                 snapshots: Mutex::new(HashMap::new()),
+                totals: Mutex::new(HashMap::new()),
                 session_checks: OnceLock::new(),
             }),
         }
@@ -376,8 +381,32 @@ impl Cache {
         snapshots.insert(user.id, (version, user.clone()));
     }
 
+    /// How many accounts `filter` selected at this users version, when this process counted
+    /// them at it. Any write to users bumps the version, so a total remembered at the version a
+    /// request saw is as fresh as a count the request makes itself; it holds whatever the
+    /// page cache's TTL (`CACHE_TTL_SECONDS=0` included), and only with Redis, whose version
+    /// every instance shares.
+    pub fn total(&self, filter: &str, version: u64) -> Option<u64> {
+        lock(&self.inner.totals)
+            .get(filter)
+            .filter(|(v, _)| *v == version)
+            .map(|(_, total)| *total)
+    }
+
+    pub fn remember_total(&self, filter: &str, version: u64, total: u64) {
+        let mut totals = lock(&self.inner.totals);
+        if totals.len() >= TOTALS && !totals.contains_key(filter) {
+            totals.retain(|_, (v, _)| *v >= version);
+            if totals.len() >= TOTALS {
+                totals.clear();
+            }
+        }
+        totals.insert(filter.to_string(), (version, total));
+    }
+
     fn forget_snapshots(&self) {
         lock(&self.inner.snapshots).clear();
+        lock(&self.inner.totals).clear();
     }
 
     /// After Redis was away: every write it missed is made stale by a new version.

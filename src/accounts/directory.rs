@@ -1,39 +1,182 @@
 //! Finding accounts: the filters behind `/users`, `/users/search`, `/users/deleted` and
-//! `/admin/users`.
+//! `/admin/users`, by page number or by cursor.
 
+use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, Condition, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    Select,
-    sea_query::{LikeExpr, Order},
+    ColumnTrait, Condition, DatabaseConnection, DbErr, EntityTrait, FromQueryResult, QueryFilter,
+    QueryOrder, QueryResult, QuerySelect, Select,
+    sea_query::{Expr, ExprTrait as _, LikeExpr, Order},
 };
 use uuid::Uuid;
 
 use super::{AccountError, admin::Statistics};
-use crate::{
-    db::{self, Page},
-    entities::user,
-};
+use crate::{cache::Cache, entities::user};
 
 /// Reading accounts: the lists, one account, the counts. Writes go through `Accounts`.
 #[derive(Clone)]
 pub struct Directory {
     db: DatabaseConnection,
+    cache: Cache,
+}
+
+/// An account as lists show it: every column but the password hash and the deletion reminder's
+/// bookkeeping, read by position (the order of `LISTED`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub id: Uuid,
+    pub email: String,
+    pub username: String,
+    pub username_lower: String,
+    pub is_superuser: bool,
+    pub is_verified: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub is_deleted: bool,
+    pub deleted_at: Option<DateTime<Utc>>,
+    pub deletion_scheduled_for: Option<DateTime<Utc>>,
+    pub deletion_requested_at: Option<DateTime<Utc>>,
+    pub deletion_reason: Option<String>,
+    pub deleted_by: Option<Uuid>,
+}
+
+const LISTED: [user::Column; 14] = [
+    user::Column::Id,
+    user::Column::Email,
+    user::Column::Username,
+    user::Column::UsernameLower,
+    user::Column::IsSuperuser,
+    user::Column::IsVerified,
+    user::Column::CreatedAt,
+    user::Column::UpdatedAt,
+    user::Column::IsDeleted,
+    user::Column::DeletedAt,
+    user::Column::DeletionScheduledFor,
+    user::Column::DeletionRequestedAt,
+    user::Column::DeletionReason,
+    user::Column::DeletedBy,
+];
+
+impl FromQueryResult for Listed {
+    fn from_query_result(row: &QueryResult, _prefix: &str) -> Result<Self, DbErr> {
+        Ok(Self {
+            id: row.try_get_by_index(0)?,
+            email: row.try_get_by_index(1)?,
+            username: row.try_get_by_index(2)?,
+            username_lower: row.try_get_by_index(3)?,
+            is_superuser: row.try_get_by_index(4)?,
+            is_verified: row.try_get_by_index(5)?,
+            created_at: row.try_get_by_index(6)?,
+            updated_at: row.try_get_by_index(7)?,
+            is_deleted: row.try_get_by_index(8)?,
+            deleted_at: row.try_get_by_index(9)?,
+            deletion_scheduled_for: row.try_get_by_index(10)?,
+            deletion_requested_at: row.try_get_by_index(11)?,
+            deletion_reason: row.try_get_by_index(12)?,
+            deleted_by: row.try_get_by_index(13)?,
+        })
+    }
+}
+
+/// Where a listing starts: a page number (from 1), or just after the row a cursor names.
+#[derive(Debug, Clone)]
+pub enum Position {
+    Page(u64),
+    After(Cursor),
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone)]
+pub struct Listing {
+    pub items: Vec<Listed>,
+    /// Accounts the whole listing holds.
+    pub total: u64,
+    /// This page's number: asked for, or carried by the cursor.
+    pub page: u64,
+    /// Whether rows follow this page.
+    pub has_next: bool,
+    /// Where the next page starts, when one does.
+    pub next_cursor: Option<String>,
 }
 
 impl Directory {
-    pub fn new(db: DatabaseConnection) -> Self {
-        Self { db }
+    pub fn new(db: DatabaseConnection, cache: Cache) -> Self {
+        Self { db, cache }
     }
 
-    /// Page `page` (from 1) of `size` accounts that `query` selects, in its order.
-    pub async fn page(
+    /// `size` accounts that `query` selects, in its order, from `at`. `version` is the users
+    /// version the request saw (from Redis, while authenticating): at a version this process
+    /// already counted the filter at, the total is not counted again.
+    ///
+    /// By page number the database skips every row before the page; by cursor it starts at the
+    /// row after the cursor's through the sort column's index, so page 10,000 costs what page 1
+    /// does. A page past the end is empty, and not asked for (its offset could overflow).
+    pub async fn list(
         &self,
         query: &UserQuery,
-        page: u64,
+        at: &Position,
         size: u64,
-    ) -> Result<Page<user::Model>, DbErr> {
-        db::page(query.select(), &self.db, page, size).await
+        version: Option<u64>,
+    ) -> Result<Listing, DbErr> {
+        let size = Ord::max(size, 1);
+        let filter = query.filter_key();
+        let remembered = version.and_then(|v| self.cache.total(&filter, v));
+        let total = match remembered {
+            Some(total) => total,
+            None => {
+                let counted = self.count(query).await?;
+                if let Some(v) = version {
+                    self.cache.remember_total(&filter, v, counted);
+                }
+                counted
+            }
+        };
+        let (page, mut select) = match at {
+            Position::Page(page) => {
+                let offset = page.saturating_sub(1).checked_mul(size);
+                match offset.filter(|offset| *offset < total) {
+                    Some(offset) => (*page, query.select().offset(offset)),
+                    None => {
+                        return Ok(Listing {
+                            items: Vec::new(),
+                            total,
+                            page: *page,
+                            has_next: false,
+                            next_cursor: None,
+                        });
+                    }
+                }
+            }
+            Position::After(cursor) => (cursor.page, query.select().filter(query.after(cursor))),
+        };
+        // One row more than the page says whether another follows.
+        select = select.limit(size + 1);
+        let mut items: Vec<Listed> = select.into_model().all(&self.db).await?;
+        let has_next = items.len() as u64 > size;
+        items.truncate(size as usize);
+        let next_cursor = if has_next {
+            items.last().map(|last| query.cursor_after(last, page + 1))
+        } else {
+            None
+        };
+        Ok(Listing {
+            items,
+            total,
+            page,
+            has_next,
+            next_cursor,
+        })
+    }
+
+    async fn count(&self, query: &UserQuery) -> Result<u64, DbErr> {
+        let n: Option<i64> = query
+            .filtered()
+            .select_only()
+            .expr(Expr::cust("COUNT(*)"))
+            .into_tuple()
+            .one(&self.db)
+            .await?;
+        Ok(u64::try_from(n.unwrap_or(0)).unwrap_or(0))
     }
 
     /// The account, deleted or not; `NotFound` when there is none.
@@ -118,11 +261,128 @@ impl SortBy {
     }
 }
 
+/// Where a listing continues: just after the row with this sort value and id, in a listing
+/// of this sort and direction; `page` is the number of the page it starts.
+///
+/// Written for clients as URL-safe base64 of `1.<sort>.<a|d>.<page>.<id>.<value>`: opaque to
+/// them, and refused in a listing of another order. A position in an order means the same
+/// under any filter, so a cursor does not pin the filters (a client may narrow a search and
+/// carry on from where it was).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    sort_by: SortBy,
+    descending: bool,
+    page: u64,
+    id: Uuid,
+    value: SortValue,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum SortValue {
+    Time(DateTime<Utc>),
+    Text(String),
+}
+
+/// Why a cursor was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CursorError {
+    #[error("is not a cursor this API gave out")]
+    Malformed,
+    #[error("belongs to a listing in another order")]
+    OtherOrder,
+}
+
+/// Pages a cursor may number at most: the largest page number the API takes.
+const MAX_CURSOR_PAGE: u64 = 2_147_483_647;
+
+impl Cursor {
+    /// The longest cursor the API hands out: the fixed fields and a 320-character email address
+    /// or 64-character username, in base64.
+    pub const MAX_LEN: usize = 512;
+
+    fn encode(&self) -> String {
+        let (sort, value) = match (&self.sort_by, &self.value) {
+            (SortBy::CreatedAt, SortValue::Time(t)) => {
+                ("c", t.timestamp_nanos_opt().unwrap_or_default().to_string())
+            }
+            (SortBy::Email, SortValue::Text(v)) => ("e", v.clone()),
+            (_, SortValue::Text(v)) => ("u", v.clone()),
+            (_, SortValue::Time(_)) => ("c", String::new()),
+        };
+        let text = format!(
+            "1.{sort}.{}.{}.{}.{value}",
+            if self.descending { "d" } else { "a" },
+            self.page,
+            self.id.simple()
+        );
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text)
+    }
+
+    /// Reads a cursor handed out for `query`.
+    pub fn parse(text: &str, query: &UserQuery) -> Result<Self, CursorError> {
+        if text.len() > Self::MAX_LEN {
+            return Err(CursorError::Malformed);
+        }
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(text)
+            .map_err(|_| CursorError::Malformed)?;
+        let raw = String::from_utf8(raw).map_err(|_| CursorError::Malformed)?;
+        let mut parts = raw.splitn(6, '.');
+        let mut next = || parts.next().ok_or(CursorError::Malformed);
+        if next()? != "1" {
+            return Err(CursorError::Malformed);
+        }
+        let sort_by = match next()? {
+            "c" => SortBy::CreatedAt,
+            "e" => SortBy::Email,
+            "u" => SortBy::Username,
+            _ => return Err(CursorError::Malformed),
+        };
+        let descending = match next()? {
+            "a" => false,
+            "d" => true,
+            _ => return Err(CursorError::Malformed),
+        };
+        let page: u64 = next()?.parse().map_err(|_| CursorError::Malformed)?;
+        if !(2..=MAX_CURSOR_PAGE).contains(&page) {
+            return Err(CursorError::Malformed);
+        }
+        let id = Uuid::try_parse(next()?).map_err(|_| CursorError::Malformed)?;
+        let value = next()?;
+        let value = match sort_by {
+            SortBy::CreatedAt => SortValue::Time(DateTime::from_timestamp_nanos(
+                value.parse().map_err(|_| CursorError::Malformed)?,
+            )),
+            SortBy::Email | SortBy::Username => SortValue::Text(value.to_string()),
+        };
+        if sort_by != query.sort_by || descending != query.descending {
+            return Err(CursorError::OtherOrder);
+        }
+        Ok(Self {
+            sort_by,
+            descending,
+            page,
+            id,
+            value,
+        })
+    }
+}
+
 impl UserQuery {
     /// A stable text naming exactly this query, for cache keys: every field spelled out
     /// explicitly (never `Debug`, whose format may change between compiler releases), the
     /// free text length-prefixed so that no text can imitate the fields after it.
     pub fn cache_key(&self) -> String {
+        format!(
+            "{};sort={};desc={}",
+            self.filter_key(),
+            self.sort_by.as_str(),
+            u8::from(self.descending),
+        )
+    }
+
+    /// The part of `cache_key` that selects rows (not their order): one total per filter.
+    fn filter_key(&self) -> String {
         fn flag(v: Option<bool>) -> &'static str {
             match v {
                 None => "-",
@@ -138,19 +398,64 @@ impl UserQuery {
         }
         let text = self.text.as_deref().unwrap_or("");
         format!(
-            "text={}:{text};verified={};superuser={};after={};before={};deleted={};sort={};desc={}",
+            "text={}:{text};verified={};superuser={};after={};before={};deleted={}",
             text.len(),
             flag(self.is_verified),
             flag(self.is_superuser),
             time(self.created_after),
             time(self.created_before),
             self.deleted.as_str(),
-            self.sort_by.as_str(),
-            u8::from(self.descending),
         )
     }
 
-    fn select(&self) -> Select<user::Entity> {
+    /// The cursor of the page after `last`, numbered `page`.
+    fn cursor_after(&self, last: &Listed, page: u64) -> String {
+        let value = match self.sort_by {
+            SortBy::CreatedAt => SortValue::Time(last.created_at),
+            SortBy::Email => SortValue::Text(last.email.clone()),
+            SortBy::Username => SortValue::Text(last.username_lower.clone()),
+        };
+        Cursor {
+            sort_by: self.sort_by,
+            descending: self.descending,
+            page: Ord::min(page, MAX_CURSOR_PAGE),
+            id: last.id,
+            value,
+        }
+        .encode()
+    }
+
+    /// The rows after the cursor's, in this query's order. Emails and lower-cased usernames
+    /// are unique, so the sort column alone places a row; creation times can tie, and the id
+    /// decides between them, as it does in the order: a row-value comparison, which both back
+    /// ends answer from the index on `(created_at, id)` as one range.
+    fn after(&self, cursor: &Cursor) -> Condition {
+        let (left, right) = match &cursor.value {
+            SortValue::Time(at) => (
+                Expr::tuple([
+                    Expr::col(user::Column::CreatedAt),
+                    Expr::col(user::Column::Id),
+                ]),
+                Expr::tuple([Expr::val(*at), Expr::val(cursor.id)]),
+            ),
+            SortValue::Text(text) => {
+                let column = if self.sort_by == SortBy::Email {
+                    user::Column::Email
+                } else {
+                    user::Column::UsernameLower
+                };
+                (Expr::col(column), Expr::val(text.clone()))
+            }
+        };
+        Condition::all().add(if self.descending {
+            left.lt(right)
+        } else {
+            left.gt(right)
+        })
+    }
+
+    /// The accounts this query selects, unordered.
+    fn filtered(&self) -> Select<user::Entity> {
         let mut query = user::Entity::find();
         if let Some(text) = self
             .text
@@ -179,25 +484,30 @@ impl UserQuery {
         if let Some(at) = self.created_before {
             query = query.filter(user::Column::CreatedAt.lt(at));
         }
-        query = match self.deleted {
+        match self.deleted {
             Deleted::Exclude => query.filter(user::Column::IsDeleted.eq(false)),
             Deleted::Include => query,
             Deleted::Only => query.filter(user::Column::IsDeleted.eq(true)),
-        };
+        }
+    }
+
+    /// The listed columns of the accounts this query selects, in its order.
+    fn select(&self) -> Select<user::Entity> {
         let order = if self.descending {
             Order::Desc
         } else {
             Order::Asc
         };
-        let column = match self.sort_by {
-            SortBy::CreatedAt => user::Column::CreatedAt,
-            SortBy::Email => user::Column::Email,
-            SortBy::Username => user::Column::UsernameLower,
-        };
-        // The id breaks ties, so pages never overlap or skip rows.
-        query
-            .order_by(column, order.clone())
-            .order_by(user::Column::Id, order)
+        let query = self.filtered().select_only().columns(LISTED);
+        match self.sort_by {
+            // The id breaks ties, so pages never overlap or skip rows.
+            SortBy::CreatedAt => query
+                .order_by(user::Column::CreatedAt, order.clone())
+                .order_by(user::Column::Id, order),
+            // Unique: nothing to break.
+            SortBy::Email => query.order_by(user::Column::Email, order),
+            SortBy::Username => query.order_by(user::Column::UsernameLower, order),
+        }
     }
 }
 

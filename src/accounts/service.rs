@@ -209,7 +209,7 @@ impl Accounts {
 
     /// Reads of the accounts: lists, one account, counts.
     pub fn directory(&self) -> super::directory::Directory {
-        super::directory::Directory::new(self.db.clone())
+        super::directory::Directory::new(self.db.clone(), self.cache.clone())
     }
 
     pub fn settings(&self) -> &Settings {

@@ -1039,9 +1039,13 @@ async fn list_users_pages(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(page["items"].as_array().unwrap().len(), 2);
+    let cursor = page["metadata"]["next_cursor"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_eq!(
         page["metadata"],
-        json!({"page": 2, "size": 2, "total": 5, "pages": 3, "has_next": true, "has_prev": true, "next_page": 3, "prev_page": 1})
+        json!({"page": 2, "size": 2, "total": 5, "pages": 3, "has_next": true, "has_prev": true, "next_page": 3, "prev_page": 1, "next_cursor": cursor})
     );
     let last: Value = app
         .get("/users?page=3&size=2", Some(&tokens.access))
@@ -1052,6 +1056,7 @@ async fn list_users_pages(backend: Backend) {
     assert_eq!(last["items"].as_array().unwrap().len(), 1);
     assert_eq!(last["metadata"]["has_next"], false);
     assert!(last["metadata"]["next_page"].is_null());
+    assert!(last["metadata"]["next_cursor"].is_null());
     problem(
         app.get("/users?size=101", Some(&tokens.access)).await,
         400,

@@ -14,6 +14,7 @@ mod docs;
 mod hostile_input;
 mod http;
 mod jobs;
+mod listing;
 mod queues;
 mod ratelimit;
 mod redis;

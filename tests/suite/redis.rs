@@ -212,6 +212,55 @@ async fn concurrent_misses_load_once() {
     }
 }
 
+/// With the page cache off, a listing's total is still remembered per users version (Redis's,
+/// which every instance shares): each write on any instance shows in the next total.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_cache_off_list_totals_follow_every_write_on_any_instance() {
+    let mut env = with_redis(&ROOT);
+    env.push(("CACHE_TTL_SECONDS".into(), "0".into()));
+    let a = start(Backend::Postgres, &env).await;
+    let b = TestApp::start_env(Backend::Postgres, a.env.clone()).await;
+    let root = a.login("root@example.com", "SuperSecret123!").await;
+    let t = root.access.as_str();
+    async fn total_of(app: &TestApp, path: &str, token: &str) -> u64 {
+        let (cache, body) = page(app, path, token).await;
+        assert_eq!(cache, "BYPASS", "no page cache");
+        body["metadata"]["total"].as_u64().unwrap()
+    }
+    let total = |app, path| total_of(app, path, t);
+    let list = "/users?size=1";
+    let search = "/users/search?q=example&is_verified=false&size=1";
+    assert_eq!((total(&a, list).await, total(&a, list).await), (1, 1));
+    assert_eq!(total(&a, search).await, 0);
+
+    let newcomer = common::TestUser::new();
+    assert_eq!(b.register(&newcomer).await.status(), StatusCode::CREATED);
+    assert_eq!((total(&a, list).await, total(&a, list).await), (2, 2));
+    assert_eq!(total(&a, search).await, 1);
+    assert_eq!(total(&b, list).await, 2);
+
+    let body: Value = a
+        .get("/admin/users?q=user-&size=1", Some(t))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = body["items"][0]["id"].as_str().unwrap().to_string();
+    call(
+        &b,
+        Method::POST,
+        &format!("/admin/users/{id}/toggle-verification"),
+        json!({}),
+        t,
+    )
+    .await;
+    assert_eq!(total(&a, search).await, 0, "verified on B, counted on A");
+    let resp = b.delete(&format!("/users/{id}/soft"), Some(t)).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(total(&a, list).await, 1, "deleted on B, counted on A");
+    assert_eq!(total(&a, "/users?size=1&include_deleted=true").await, 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_redis_the_cache_lives_in_memory() {
     let app = TestApp::start(Backend::Sqlite).await;

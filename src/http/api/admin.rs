@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::{
     ApiTags,
-    models::{AdminUser, AdminUserPage, PageMetadata},
+    models::{AdminUser, AdminUserPage},
 };
 use crate::http::extractors::Auth;
 use crate::{
@@ -139,6 +139,7 @@ pub struct AdminApi;
 impl AdminApi {
     /// List accounts (superuser)
     #[oai(path = "/users", method = "get", operation_id = "admin_users_list")]
+    #[allow(clippy::too_many_arguments)] // one per query parameter, as poem-openapi takes them
     async fn list(
         &self,
         state: Data<&AppState>,
@@ -158,8 +159,13 @@ impl AdminApi {
             validator(minimum(value = "1"), maximum(value = "100"))
         )]
         size: Query<u64>,
+        /// Where to continue: the `next_cursor` of the page before. With a cursor the page
+        /// starts just after that page's last account and `page` is not used.
+        #[oai(validator(max_length = 512))]
+        cursor: Query<Option<String>>,
     ) -> ApiResult<Json<AdminUserPage>> {
         auth.admin()?;
+        let version = auth.session()?.users_version;
         let query = UserQuery {
             text: super::models::search_text(q.0)?,
             deleted: if include_deleted.0 {
@@ -169,15 +175,13 @@ impl AdminApi {
             },
             ..Default::default()
         };
-        let found = state
+        let at = super::models::position(page.0, cursor.0.as_deref(), &query)?;
+        let listing = state
             .accounts
             .directory()
-            .page(&query, page.0, size.0)
+            .list(&query, &at, size.0, version)
             .await?;
-        Ok(Json(AdminUserPage {
-            metadata: PageMetadata::new(page.0, size.0, found.total),
-            items: found.items.into_iter().map(AdminUser::from).collect(),
-        }))
+        Ok(Json(AdminUserPage::new(listing, size.0)))
     }
 
     /// Create an account (superuser)

@@ -5,6 +5,7 @@ use poem_openapi::{ApiResponse, Object, payload::Json};
 use uuid::Uuid;
 
 use crate::{
+    accounts::directory::{Cursor, Listed, Listing, Position, UserQuery},
     entities::user,
     http::error::{ApiError, ApiResult},
 };
@@ -29,6 +30,23 @@ pub struct UserOut {
 
 impl From<user::Model> for UserOut {
     fn from(u: user::Model) -> Self {
+        Self {
+            id: u.id,
+            email: u.email,
+            username: u.username,
+            is_superuser: u.is_superuser,
+            is_verified: u.is_verified,
+            created_at: u.created_at,
+            updated_at: u.updated_at,
+            is_deleted: u.is_deleted,
+            deleted_at: u.deleted_at,
+            deletion_scheduled_for: u.deletion_scheduled_for,
+        }
+    }
+}
+
+impl From<Listed> for UserOut {
+    fn from(u: Listed) -> Self {
         Self {
             id: u.id,
             email: u.email,
@@ -71,11 +89,57 @@ impl From<user::Model> for AdminUser {
     }
 }
 
+impl From<Listed> for AdminUser {
+    fn from(mut u: Listed) -> Self {
+        Self {
+            deletion_requested_at: u.deletion_requested_at,
+            deletion_reason: u.deletion_reason.take(),
+            deleted_by: u.deleted_by,
+            user: u.into(),
+        }
+    }
+}
+
 /// One page of users, as administrators see them.
 #[derive(Object, Debug)]
 pub struct AdminUserPage {
     pub items: Vec<AdminUser>,
-    pub metadata: PageMetadata,
+    pub metadata: ListingMetadata,
+}
+
+impl AdminUserPage {
+    pub fn new(listing: Listing, size: u64) -> Self {
+        Self {
+            metadata: ListingMetadata::new(&listing, size),
+            items: listing.items.into_iter().map(AdminUser::from).collect(),
+        }
+    }
+}
+
+/// Where a page of accounts sits in the whole list, and where the next one starts.
+#[derive(Object, Debug, Clone)]
+pub struct ListingMetadata {
+    #[oai(flatten)]
+    pub page: PageMetadata,
+    /// Pass as `cursor` for the next page: it starts just after this page's last account,
+    /// however many accounts were added or removed before it meanwhile, and costs the same
+    /// however deep into the list it is. `null` on the last page.
+    #[oai(nullable)]
+    pub next_cursor: Option<String>,
+}
+
+impl ListingMetadata {
+    pub fn new(listing: &Listing, size: u64) -> Self {
+        let mut page = PageMetadata::new(listing.page, size, listing.total);
+        // Whether a page follows is what the database said, not what the total implies: with a
+        // cursor, the page number is where the cursor's listing stood when it was handed out.
+        page.has_next = listing.has_next;
+        page.next_page = listing.has_next.then_some(listing.page + 1);
+        Self {
+            page,
+            next_cursor: listing.next_cursor.clone(),
+        }
+    }
 }
 
 /// A plain acknowledgement.
@@ -139,6 +203,22 @@ pub fn search_text(q: Option<String>) -> ApiResult<Option<String>> {
         }]));
     }
     Ok(q)
+}
+
+/// Where a listing of `query` starts: at the cursor when one is given (the page number is then
+/// the cursor's), else at page `page`; a 422 naming `cursor` when it cannot be used.
+pub fn position(page: u64, cursor: Option<&str>, query: &UserQuery) -> ApiResult<Position> {
+    let Some(cursor) = cursor else {
+        return Ok(Position::Page(page));
+    };
+    Cursor::parse(cursor, query)
+        .map(Position::After)
+        .map_err(|e| {
+            ApiError::validation(vec![crate::http::error::FieldError {
+                field: "cursor".into(),
+                message: e.to_string(),
+            }])
+        })
 }
 
 /// Pages are numbered from 1; past the last one they are empty. Each page parameter's

@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::{
     ApiTags,
-    models::{AdminUser, AdminUserPage, Message, PageMetadata, UserOut},
+    models::{AdminUser, AdminUserPage, ListingMetadata, Message, UserOut},
     payload::EncodedJson,
 };
 use crate::http::extractors::Auth;
@@ -36,7 +36,7 @@ pub struct UpdateMe {
 #[derive(Object, Debug)]
 pub struct UserPage {
     pub items: Vec<UserOut>,
-    pub metadata: PageMetadata,
+    pub metadata: ListingMetadata,
 }
 
 #[derive(Enum, Debug, Clone, Copy, Default)]
@@ -80,25 +80,36 @@ async fn cached_page(
     viewer: &Principal,
     query: UserQuery,
     page: u64,
+    cursor: Option<String>,
     size: u64,
 ) -> ApiResult<CachedUserPage> {
     use poem_openapi::types::ToJSON;
+    let at = super::models::position(page, cursor.as_deref(), &query)?;
     let scope = if viewer.user.is_superuser {
         "superuser"
     } else {
         "user"
     };
+    let start = match &cursor {
+        Some(cursor) => format!("after={cursor}"),
+        None => format!("page={page}"),
+    };
     let key = hex::encode(sha2::Sha256::digest(format!(
-        "{}|{page}|{size}",
+        "{}|{start}|{size}",
         query.cache_key()
     )));
+    let version = viewer.users_version;
     let (body, outcome) = state
         .cache
-        .users_page(scope, &key, viewer.users_version, || async {
-            let found = state.accounts.directory().page(&query, page, size).await?;
+        .users_page(scope, &key, version, || async {
+            let listing = state
+                .accounts
+                .directory()
+                .list(&query, &at, size, version)
+                .await?;
             let page = UserPage {
-                metadata: PageMetadata::new(page, size, found.total),
-                items: found.items.into_iter().map(UserOut::from).collect(),
+                metadata: ListingMetadata::new(&listing, size),
+                items: listing.items.into_iter().map(UserOut::from).collect(),
             };
             Ok::<_, ApiError>(page.to_json().unwrap_or_default().to_string())
         })
@@ -136,6 +147,10 @@ impl UsersApi {
         /// Include soft-deleted accounts (superusers only).
         #[oai(default)]
         include_deleted: Query<bool>,
+        /// Where to continue: the `next_cursor` of the page before. With a cursor the page
+        /// starts just after that page's last account and `page` is not used.
+        #[oai(validator(max_length = 512))]
+        cursor: Query<Option<String>>,
     ) -> ApiResult<CachedUserPage> {
         let viewer = auth.session()?;
         let deleted = if include_deleted.0 && viewer.user.is_superuser {
@@ -147,7 +162,7 @@ impl UsersApi {
             deleted,
             ..Default::default()
         };
-        cached_page(&state, viewer, query, page.0, size.0).await
+        cached_page(&state, viewer, query, page.0, cursor.0, size.0).await
     }
 
     /// Search users
@@ -182,6 +197,11 @@ impl UsersApi {
             validator(minimum(value = "1"), maximum(value = "100"))
         )]
         size: Query<u64>,
+        /// Where to continue: the `next_cursor` of the page before, from a search in the same
+        /// order (`sort_by`, `sort_order`). With a cursor the page starts just after that page's
+        /// last account and `page` is not used.
+        #[oai(validator(max_length = 512))]
+        cursor: Query<Option<String>>,
     ) -> ApiResult<CachedUserPage> {
         let viewer = auth.session()?;
         let query = UserQuery {
@@ -194,7 +214,7 @@ impl UsersApi {
             sort_by: sort_by.0.unwrap_or_default().into(),
             descending: matches!(sort_order.0, Some(SortOrder::Desc)),
         };
-        cached_page(&state, viewer, query, page.0, size.0).await
+        cached_page(&state, viewer, query, page.0, cursor.0, size.0).await
     }
 
     /// Your account
@@ -238,22 +258,25 @@ impl UsersApi {
             validator(minimum(value = "1"), maximum(value = "100"))
         )]
         size: Query<u64>,
+        /// Where to continue: the `next_cursor` of the page before. With a cursor the page
+        /// starts just after that page's last account and `page` is not used.
+        #[oai(validator(max_length = 512))]
+        cursor: Query<Option<String>>,
     ) -> ApiResult<Json<AdminUserPage>> {
         auth.admin()?;
+        let version = auth.session()?.users_version;
         let query = UserQuery {
             deleted: Deleted::Only,
             descending: true,
             ..Default::default()
         };
-        let found = state
+        let at = super::models::position(page.0, cursor.0.as_deref(), &query)?;
+        let listing = state
             .accounts
             .directory()
-            .page(&query, page.0, size.0)
+            .list(&query, &at, size.0, version)
             .await?;
-        Ok(Json(AdminUserPage {
-            metadata: PageMetadata::new(page.0, size.0, found.total),
-            items: found.items.into_iter().map(AdminUser::from).collect(),
-        }))
+        Ok(Json(AdminUserPage::new(listing, size.0)))
     }
 
     /// Soft-delete an account (superuser)
