@@ -71,8 +71,8 @@ start_server() {
   (cd "$work" && exec env "${common_env[@]}" DATABASE_URL="$url" "$@" "$OLDPWD/target/release/server") \
     >>"$work/server.log" 2>&1 &
   server_pid=$!
-  for _ in $(seq 100); do curl -fs "$base/system/health/live" >/dev/null && break; sleep 0.1; done
-  curl -fs "$base/system/health/live" >/dev/null || { cat "$work/server.log"; exit 1; }
+  for _ in $(seq 100); do curl -fs "$base/system/health/ready" >/dev/null && break; sleep 0.1; done
+  curl -fs "$base/system/health/ready" >/dev/null || { cat "$work/server.log"; exit 1; }
 }
 stop_server() {
   echo "  server peak RSS $(peak_rss "$server_pid") MiB"

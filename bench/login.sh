@@ -42,8 +42,8 @@ DATABASE_URL="sqlite://$work/bench.db?mode=rwc" PORT=$PORT REQUIRE_EMAIL_VERIFIC
   PASSWORD_HASH_CONCURRENCY=$THREADS LOG_LEVEL=warn \
   target/release/server >"$work/server.log" 2>&1 &
 server_pid=$!
-for _ in $(seq 100); do curl -fs "http://127.0.0.1:$PORT/system/health/live" >/dev/null && break; sleep 0.2; done
-curl -fs "http://127.0.0.1:$PORT/system/health/live" >/dev/null || { cat "$work/server.log"; exit 1; }
+for _ in $(seq 100); do curl -fs "http://127.0.0.1:$PORT/system/health/ready" >/dev/null && break; sleep 0.2; done
+curl -fs "http://127.0.0.1:$PORT/system/health/ready" >/dev/null || { cat "$work/server.log"; exit 1; }
 curl -fsS -X POST "http://127.0.0.1:$PORT/auth/register" -H 'Content-Type: application/json' \
   -d '{"email":"bench@example.com","username":"benchuser","password":"BenchPassword123!"}' >/dev/null
 

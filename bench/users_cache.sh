@@ -30,8 +30,8 @@ start_server() {
     ENABLE_REDIS=true REDIS_KEY_PREFIX="keel:bench:$$:" CACHE_TTL_SECONDS=$1 \
     ENABLE_RATE_LIMITING=false LOG_LEVEL=warn target/release/server >>"$work/server.log" 2>&1 &
   server_pid=$!
-  for _ in $(seq 100); do curl -fs "$base/system/health/live" >/dev/null && break; sleep 0.2; done
-  curl -fs "$base/system/health/live" >/dev/null || { cat "$work/server.log"; exit 1; }
+  for _ in $(seq 100); do curl -fs "$base/system/health/ready" >/dev/null && break; sleep 0.2; done
+  curl -fs "$base/system/health/ready" >/dev/null || { cat "$work/server.log"; exit 1; }
 }
 
 stop_server() { kill "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=; }

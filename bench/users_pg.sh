@@ -2,7 +2,8 @@
 # The request path on PostgreSQL against the database's own rate, and start-up time.
 #
 #   bench/users_pg.sh   (env: USERS=1000, ROUNDS=3, SECONDS_PER_RUN=8, CONNECTIONS=50,
-#                        PORT=18200, STARTS=5)
+#                        PORT=18200, STARTS=5, DEEP_PAGE=USERS/100, URL_PARAMS='' for the
+#                        server's DATABASE_URL, e.g. '?sslmode=disable')
 #
 # 1. A database with USERS accounts (one registered through the API, the rest copied from it).
 # 2. The statements Keel sends for `GET /users?page=1&size=10` in steady state (after two
@@ -14,8 +15,9 @@
 #    (CACHE_TTL_SECONDS=0), Keel cached, `GET /users/me`, and `/system/health/live` (the
 #    framework's ceiling); wrk with CONNECTIONS connections. Each ratio is against the run of its
 #    own round.
-# 4. Start-up to the first 200 on /system/health/live: PostgreSQL + Redis + RabbitMQ, migrations
-#    up to date, and embedded (SQLite, nothing else), STARTS times each.
+# 4. Start-up to the first 200 on /system/health/live and on /system/health/ready: PostgreSQL +
+#    Redis + RabbitMQ, migrations up to date (with the URL's default TLS negotiation, and with
+#    sslmode=disable), and embedded (SQLite, nothing else), STARTS times each.
 # 5. Deep pages, uncached: page 1, page DEEP_PAGE (USERS / 100 by default: 10,000 of a million
 #    accounts) by offset, and the same page by cursor (the `next_cursor` of the page before).
 # Needs wrk (apt-get install wrk), pgbench (with PostgreSQL), Redis and RabbitMQ.
@@ -48,7 +50,7 @@ cleanup() {
 trap cleanup EXIT
 sql() { psql "$pg_url" -Atqc "$1"; }
 
-common_env=(DATABASE_URL="$pg_url" REQUIRE_EMAIL_VERIFICATION=false ENABLE_REDIS=true
+common_env=(DATABASE_URL="$pg_url${URL_PARAMS:-}" REQUIRE_EMAIL_VERIFICATION=false ENABLE_REDIS=true
   REDIS_KEY_PREFIX="keel:bench:$$:" ENABLE_RATE_LIMITING=false LOG_LEVEL=warn)
 
 # start_server PORT [VAR=VALUE...]: a release server in the background; returns once it answers
@@ -56,7 +58,7 @@ start_server() {
   local port=$1; shift
   env "${common_env[@]}" PORT="$port" "$@" target/release/server >>"$work/server.$port.log" 2>&1 &
   pids+=($!)
-  for _ in $(seq 200); do curl -fs "http://127.0.0.1:$port/system/health/live" >/dev/null && return; sleep 0.05; done
+  for _ in $(seq 200); do curl -fs "http://127.0.0.1:$port/system/health/ready" >/dev/null && return; sleep 0.05; done
   cat "$work/server.$port.log"; exit 1
 }
 stop_servers() {
@@ -178,7 +180,8 @@ for i in $(seq "$ROUNDS"); do
 done
 stop_servers
 
-# start_ms [VAR=VALUE...]: milliseconds from exec to the first 200 on /system/health/live
+# start_ms [VAR=VALUE...]: milliseconds from exec to the first 200 on /system/health/live, and
+# to the first 200 on /system/health/ready (the start-up checks done: database, migrations)
 start_ms() {
   python3 - "$PORT" "$@" <<'PY'
 import os, subprocess, sys, time, urllib.request
@@ -186,29 +189,43 @@ port, extra = sys.argv[1], sys.argv[2:]
 env = dict(os.environ, PORT=port, LOG_LEVEL="warn")
 env.update(kv.split("=", 1) for kv in extra)
 t0 = time.perf_counter()
-p = subprocess.Popen(["target/release/server"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-try:
+p = subprocess.Popen(["target/release/server"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+def first_200(path):
     while True:
+        if p.poll() is not None:
+            sys.exit(f"the server exited ({p.returncode}): {p.stderr.read().decode()}")
         try:
-            if urllib.request.urlopen(f"http://127.0.0.1:{port}/system/health/live", timeout=1).status == 200:
-                break
+            if urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=1).status == 200:
+                return (time.perf_counter() - t0) * 1000
         except Exception:
             time.sleep(0.001)
-    print(f"{(time.perf_counter() - t0) * 1000:.0f}")
+try:
+    live = first_200("/system/health/live")
+    ready = first_200("/system/health/ready")
+    print(f"{live:.0f} {ready:.0f}")
 finally:
     p.terminate(); p.wait()
 PY
 }
-echo "== start-up to the first 200 on /system/health/live ($STARTS starts each)"
-: >"$work/start.pg"; : >"$work/start.lite"
+echo "== start-up: to the first 200 on /system/health/live, and on /system/health/ready ($STARTS starts each)"
+: >"$work/start.pg"; : >"$work/start.lite"; : >"$work/start.plain"
 # The first embedded start creates and migrates its database; the measured ones find it ready.
 start_ms DATABASE_URL="sqlite://$work/embedded.db?mode=rwc" >/dev/null
 for _ in $(seq "$STARTS"); do
   start_ms "${common_env[@]}" ENABLE_RABBITMQ=true >>"$work/start.pg"
+  start_ms "${common_env[@]}" ENABLE_RABBITMQ=true DATABASE_URL="$pg_url?sslmode=disable" >>"$work/start.plain"
   start_ms DATABASE_URL="sqlite://$work/embedded.db?mode=rwc" >>"$work/start.lite"
 done
-echo "  PostgreSQL + Redis + RabbitMQ: $(xargs <"$work/start.pg" | sed 's/ / \/ /g') ms (median $(median "$work/start.pg"))"
-echo "  embedded (SQLite):             $(xargs <"$work/start.lite" | sed 's/ / \/ /g') ms (median $(median "$work/start.lite"))"
+starts() { # FILE COLUMN
+  cut -d' ' -f"$2" "$1" >"$1.$2"
+  echo "$(xargs <"$1.$2" | sed 's/ / \/ /g') ms (median $(median "$1.$2"))"
+}
+echo "  PostgreSQL + Redis + RabbitMQ, live:  $(starts "$work/start.pg" 1)"
+echo "                                 ready: $(starts "$work/start.pg" 2)"
+echo "  the same, sslmode=disable, live:      $(starts "$work/start.plain" 1)"
+echo "                                 ready: $(starts "$work/start.plain" 2)"
+echo "  embedded (SQLite), live:              $(starts "$work/start.lite" 1)"
+echo "                     ready:             $(starts "$work/start.lite" 2)"
 
 echo "== deep pages, uncached: page 1, page $DEEP_PAGE by offset and by cursor (size 10)"
 start_server "$uncached" CACHE_TTL_SECONDS=0

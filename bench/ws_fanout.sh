@@ -16,7 +16,7 @@ DATABASE_URL="sqlite://$work/bench.db?mode=rwc" PORT=$PORT ENABLE_WEBSOCKETS=tru
   ENABLE_REDIS=true REDIS_KEY_PREFIX="keel:bench:$$:" ENABLE_RATE_LIMITING=false \
   WS_MESSAGES_PER_SECOND=1000 LOG_LEVEL=warn target/release/server >"$work/server.log" 2>&1 &
 server_pid=$!
-for _ in $(seq 100); do curl -fs "http://127.0.0.1:$PORT/system/health/live" >/dev/null && break; sleep 0.2; done
+for _ in $(seq 100); do curl -fs "http://127.0.0.1:$PORT/system/health/ready" >/dev/null && break; sleep 0.2; done
 
 WS_URL="ws://127.0.0.1:$PORT/integrations/ws/demo" cargo bench --quiet --bench ws_fanout
 echo "server peak RSS: $(awk '/VmHWM/ {print int($2 / 1024)}' "/proc/$server_pid/status") MiB"

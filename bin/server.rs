@@ -1,6 +1,10 @@
 //! `server`: the HTTP API. Reads its settings from the environment (and `.env`).
 
-use std::{net::SocketAddr, process::ExitCode};
+use std::{
+    net::SocketAddr,
+    process::ExitCode,
+    sync::{Arc, Mutex},
+};
 
 use clap::{Parser, Subcommand};
 use keel::{
@@ -52,13 +56,43 @@ async fn main() -> ExitCode {
 async fn run(settings: Settings) -> anyhow::Result<()> {
     let addr = SocketAddr::new(settings.http.host, settings.http.port);
     let grace = settings.http.shutdown_timeout;
-    let state = AppState::build(settings).await?;
-    let server = BoundServer::bind(state, addr)
+    let state = AppState::assemble(settings).await?;
+    let server = BoundServer::bind(state.clone(), addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
     let bound = server.local_addr().unwrap_or(addr);
     tracing::info!(%bound, "listening; API docs at http://{bound}/docs");
-    server.run(keel::shutdown_signal(), grace).await?;
+    // The start-up checks run beside the listening server (requests wait for them); should one
+    // fail, the server stops as on a signal, and the failure is why it exits.
+    let (failed, failure) = tokio::sync::oneshot::channel();
+    let checks = tokio::spawn(async move {
+        match state.prepare().await {
+            Ok(()) => tracing::info!("ready: the database is current"),
+            Err(e) => {
+                let _ = failed.send(e);
+            }
+        }
+    });
+    let reason = Arc::new(Mutex::new(None));
+    let stop = {
+        let reason = reason.clone();
+        async move {
+            tokio::select! {
+                () = keel::shutdown_signal() => {}
+                Ok(e) = failure => *reason.lock().unwrap_or_else(|p| p.into_inner()) = Some(e),
+            }
+        }
+    };
+    server.run(stop, grace).await?;
+    // Stopped during the checks: a migration under way is let finish (cut short, it could
+    // leave the schema half changed).
+    if !checks.is_finished() {
+        tracing::info!("waiting for the start-up checks to finish before stopping");
+        let _ = checks.await;
+    }
+    if let Some(e) = reason.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        return Err(e);
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -86,6 +86,9 @@ struct Inner {
     /// How long a revocation mark must live: as long as an access token.
     revocation_ttl: Duration,
     version: AtomicU64,
+    /// A write to users or a revocation this process could not announce in Redis (made good on
+    /// reconnection).
+    missed: std::sync::atomic::AtomicBool,
     /// This process's copies of pages (the whole cache without Redis), by key.
     pages: Mutex<HashMap<String, (Instant, Entry)>>,
     in_flight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -112,6 +115,7 @@ impl Cache {
                 ttl,
                 revocation_ttl,
                 version: AtomicU64::new(0),
+                missed: std::sync::atomic::AtomicBool::new(false),
                 pages: Mutex::new(HashMap::new()),
                 in_flight: Mutex::new(HashMap::new()),
                 snapshots: Mutex::new(HashMap::new()),
@@ -142,6 +146,7 @@ impl Cache {
             .await
         {
             // Made good on reconnection, when every instance bumps the version.
+            self.inner.missed.store(true, Ordering::Release);
             tracing::warn!(error = %e, "could not invalidate the user cache in redis");
         }
     }
@@ -360,6 +365,7 @@ impl Cache {
                 // A timed-out command is still carried out once Redis catches up (the client
                 // keeps it queued); a lost connection is made good on reconnection, from the
                 // database.
+                self.inner.missed.store(true, Ordering::Release);
                 tracing::warn!(error = %e, %session, "could not mark a revoked session in redis");
             }
         }
@@ -411,7 +417,14 @@ impl Cache {
 
     /// After Redis was away: every write it missed is made stale by a new version.
     pub async fn after_reconnect(&self) {
+        self.inner.missed.store(false, Ordering::Release);
         self.invalidate_users().await;
+    }
+
+    /// Whether a write to users or a revocation could not be announced in Redis since the last
+    /// reconnection.
+    pub fn missed_writes(&self) -> bool {
+        self.inner.missed.load(Ordering::Acquire)
     }
 }
 

@@ -14,10 +14,21 @@ use crate::{
     redis::Redis,
 };
 
-/// The cache every process shares: on Redis when `ENABLE_REDIS` is on.
+/// The cache every process shares: on Redis when `ENABLE_REDIS` is on. Waits (briefly) for
+/// Redis's first connection; `build_cache_connecting` does not.
 pub async fn build_cache(settings: &Settings) -> anyhow::Result<Cache> {
+    cache(settings, true).await
+}
+
+/// The cache, Redis connecting in the background: commands sent meanwhile wait for the
+/// connection (within `REDIS_TIMEOUT`, after which callers go to the database as ever).
+pub async fn build_cache_connecting(settings: &Settings) -> anyhow::Result<Cache> {
+    cache(settings, false).await
+}
+
+async fn cache(settings: &Settings, wait: bool) -> anyhow::Result<Cache> {
     let redis = if settings.redis.enabled {
-        Some(Redis::connect(&settings.redis).await?)
+        Some(Redis::connect(&settings.redis, wait).await?)
     } else {
         None
     };

@@ -57,30 +57,73 @@ pub fn describe_target(url: &str) -> String {
 /// not, which saves a round trip on every checkout under load.
 const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
 
+/// Like `connect`, but a PostgreSQL pool opens its first connection when first used instead of
+/// before returning (which costs the TLS handshake the URL negotiates, ~90 ms here): for a
+/// server that listens meanwhile. `wait_connected` is the check `connect` makes.
+pub async fn connect_lazy(settings: &DatabaseSettings) -> Result<DatabaseConnection, DbError> {
+    if is_sqlite(&settings.url) {
+        return connect(settings).await;
+    }
+    let options = pg_options(settings)?;
+    let pool = pg_pool_options(settings).connect_lazy_with(options);
+    Ok(SqlxPostgresConnector::from_sqlx_postgres_pool(pool))
+}
+
+/// Waits for a connection to the database, within `DATABASE_CONNECT_TIMEOUT`.
+pub async fn wait_connected(
+    db: &DatabaseConnection,
+    settings: &DatabaseSettings,
+) -> Result<(), DbError> {
+    if db.get_database_backend() != sea_orm::DbBackend::Postgres {
+        return Ok(());
+    }
+    let failed = |e: &dyn std::fmt::Display| DbError::Connect {
+        target: describe_target(&settings.url),
+        reason: strip_secrets(&e.to_string(), &settings.url),
+    };
+    let pool = db.get_postgres_connection_pool();
+    tokio::time::timeout(settings.connect_timeout, pool.acquire())
+        .await
+        .map_err(|_| failed(&"no answer within DATABASE_CONNECT_TIMEOUT"))?
+        .map_err(|e| failed(&e))?;
+    Ok(())
+}
+
+fn pg_options(settings: &DatabaseSettings) -> Result<PgConnectOptions, DbError> {
+    let options: PgConnectOptions =
+        settings
+            .url
+            .parse()
+            .map_err(|e: sea_orm::sqlx::Error| DbError::Connect {
+                target: describe_target(&settings.url),
+                reason: strip_secrets(&e.to_string(), &settings.url),
+            })?;
+    Ok(options.disable_statement_logging())
+}
+
+fn pg_pool_options(settings: &DatabaseSettings) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(settings.max_connections)
+        .min_connections(settings.min_connections)
+        .acquire_timeout(settings.acquire_timeout)
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for > PING_IF_IDLE_FOR {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
+}
+
 pub async fn connect(settings: &DatabaseSettings) -> Result<DatabaseConnection, DbError> {
     let failed = |e: &dyn std::fmt::Display| DbError::Connect {
         target: describe_target(&settings.url),
         reason: strip_secrets(&e.to_string(), &settings.url),
     };
     if !is_sqlite(&settings.url) {
-        let options: PgConnectOptions = settings
-            .url
-            .parse()
-            .map_err(|e: sea_orm::sqlx::Error| failed(&e))?;
-        let pool = PgPoolOptions::new()
-            .max_connections(settings.max_connections)
-            .min_connections(settings.min_connections)
-            .acquire_timeout(settings.acquire_timeout)
-            .test_before_acquire(false)
-            .before_acquire(|conn, meta| {
-                Box::pin(async move {
-                    if meta.idle_for > PING_IF_IDLE_FOR {
-                        conn.ping().await?;
-                    }
-                    Ok(true)
-                })
-            })
-            .connect_with(options.disable_statement_logging());
+        let pool = pg_pool_options(settings).connect_with(pg_options(settings)?);
         let pool = tokio::time::timeout(settings.connect_timeout, pool)
             .await
             .map_err(|_| failed(&"no answer within DATABASE_CONNECT_TIMEOUT"))?

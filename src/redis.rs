@@ -84,9 +84,10 @@ fn reconnect_policy() -> ReconnectPolicy {
 }
 
 impl Redis {
-    /// Starts connecting and waits briefly for the first connection; a Redis that is down at
-    /// start is logged, and picked up once it comes.
-    pub async fn connect(settings: &RedisSettings) -> Result<Self, fred::error::Error> {
+    /// Starts connecting and, with `wait`, waits briefly for the first connection (else that
+    /// happens in the background); a Redis that is down at start is logged, and picked up once
+    /// it comes.
+    pub async fn connect(settings: &RedisSettings, wait: bool) -> Result<Self, fred::error::Error> {
         let builder = builder(settings)?;
         let client = builder.build()?;
         client.connect();
@@ -96,12 +97,26 @@ impl Redis {
             timeout: settings.timeout,
             builder: Arc::new(builder),
         };
-        match tokio::time::timeout(Duration::from_secs(2), redis.client.wait_for_connect()).await {
-            Ok(Ok(())) => tracing::info!("connected to redis"),
-            _ => tracing::warn!(
-                url = %crate::config::redact_url(&settings.url),
-                "redis is not reachable yet; working without it until it is"
-            ),
+        let first = {
+            let (client, url) = (
+                redis.client.clone(),
+                crate::config::redact_url(&settings.url),
+            );
+            async move {
+                match tokio::time::timeout(Duration::from_secs(2), client.wait_for_connect()).await
+                {
+                    Ok(Ok(())) => tracing::info!("connected to redis"),
+                    _ => tracing::warn!(
+                        %url,
+                        "redis is not reachable yet; working without it until it is"
+                    ),
+                }
+            }
+        };
+        if wait {
+            first.await;
+        } else {
+            tokio::spawn(first);
         }
         Ok(redis)
     }

@@ -46,6 +46,9 @@ pub enum HashError {
     Stopped,
 }
 
+/// Where a hashing thread's answer arrives.
+type Hashed = oneshot::Receiver<Result<String, HashError>>;
+
 enum Work {
     Hash(String, oneshot::Sender<Result<String, HashError>>),
     Verify(String, String, oneshot::Sender<bool>),
@@ -61,8 +64,10 @@ enum Work {
 pub struct PasswordHasher {
     queue: mpsc::Sender<Work>,
     /// A real hash of a random password, verified against when an account does not exist so that a
-    /// failed login costs the same time either way.
-    dummy_hash: Arc<str>,
+    /// failed login costs the same time either way. Made on a hashing thread as the hasher
+    /// starts (not before it returns: one hash is ~20 ms of start-up).
+    dummy_hash: Arc<tokio::sync::OnceCell<Arc<str>>>,
+    first_dummy: Arc<Mutex<Option<Hashed>>>,
     concurrency: usize,
 }
 
@@ -78,11 +83,12 @@ impl PasswordHasher {
                 .spawn(move || hashing_thread(&rx))
                 .map_err(HashError::Threads)?;
         }
-        let random: [u8; 16] = rand::random();
-        let dummy = hash_blocking(&hex::encode(random))?;
+        let (tx, first_dummy) = oneshot::channel();
+        let _ = queue.send(Work::Hash(random_text(), tx));
         Ok(Self {
             queue,
-            dummy_hash: dummy.into(),
+            dummy_hash: Arc::default(),
+            first_dummy: Arc::new(Mutex::new(Some(first_dummy))),
             concurrency,
         })
     }
@@ -93,11 +99,17 @@ impl PasswordHasher {
 
     /// Hashes a password that passed the rules; nothing else can be hashed for storage.
     pub async fn hash(&self, password: &Password) -> Result<PasswordHash, HashError> {
+        self.hash_text(password.expose().to_string())
+            .await
+            .map(PasswordHash)
+    }
+
+    async fn hash_text(&self, text: String) -> Result<String, HashError> {
         let (tx, rx) = oneshot::channel();
         self.queue
-            .send(Work::Hash(password.expose().to_string(), tx))
+            .send(Work::Hash(text, tx))
             .map_err(|_| HashError::Stopped)?;
-        rx.await.map_err(|_| HashError::Stopped)?.map(PasswordHash)
+        rx.await.map_err(|_| HashError::Stopped)?
     }
 
     /// True when `password` matches `hash`; an unparseable stored hash never matches.
@@ -111,10 +123,25 @@ impl PasswordHasher {
 
     /// Spends the time of one verification without an account to verify against.
     pub async fn verify_dummy(&self, password: String) -> Result<(), HashError> {
-        self.verify(password, self.dummy_hash.to_string())
-            .await
-            .map(|_| ())
+        let dummy = self
+            .dummy_hash
+            .get_or_try_init(|| async {
+                let first = self.first_dummy.lock().ok().and_then(|mut f| f.take());
+                let hashed = match first {
+                    Some(made) => made.await.map_err(|_| HashError::Stopped)?,
+                    // The first attempt failed: another.
+                    None => self.hash_text(random_text()).await,
+                };
+                hashed.map(Arc::<str>::from)
+            })
+            .await?;
+        self.verify(password, dummy.to_string()).await.map(|_| ())
     }
+}
+
+fn random_text() -> String {
+    let random: [u8; 16] = rand::random();
+    hex::encode(random)
 }
 
 /// A hashing thread idle this long gives its working memory back.

@@ -7,6 +7,7 @@ pub mod error;
 pub mod extractors;
 pub mod middleware;
 mod server;
+pub mod startup;
 pub mod state;
 
 use std::sync::Arc;
@@ -64,6 +65,11 @@ pub fn routes(state: AppState) -> impl Endpoint<Output = Response> + 'static {
     let limit_prefix: Arc<str> = state.settings.http.api_prefix.clone().into();
     let trusted = Arc::new(state.settings.http.trusted_proxies.clone());
     let allow = contract.clone();
+    let startup = state.startup.clone();
+    let probes: Arc<[String; 2]> = Arc::new(
+        ["live", "ready"]
+            .map(|probe| format!("{}/system/health/{probe}", state.settings.http.api_prefix)),
+    );
     // The middleware, outermost first (each line below wraps the ones above it):
     //   1. client_addr + request_id: the client's address (TRUSTED_PROXIES), a request id,
     //      problem+json for every error, Allow on 405, security headers, metrics, access log;
@@ -71,10 +77,13 @@ pub fn routes(state: AppState) -> impl Endpoint<Output = Response> + 'static {
     //   3. rate_limit: the route's budget for the client's address (off: ENABLE_RATE_LIMITING);
     //   4. security::validate: request size and content type;
     //   5. input::check_input: NUL bytes and JSON types against the spec, before any handler;
-    //   6. the state, panics caught as a 500, the cookie jar; then the routes.
+    //   6. startup::gate: until the start-up checks pass, every request but the health probes
+    //      waits for them;
+    //   7. the state, panics caught as a 500, the cookie jar; then the routes.
     tree.with(CookieJarManager::new())
         .with(CatchPanic::new())
         .data(state)
+        .around(move |ep, req| startup::gate(ep, req, startup.clone(), probes.clone()))
         .around(move |ep, req| input::check_input(ep, req, contract.clone()))
         .around(move |ep, req| security::validate(ep, req, validation.clone()))
         .around(move |ep, req| {

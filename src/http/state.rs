@@ -8,9 +8,10 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     accounts::{Accounts, passwords::PasswordHasher},
     cache::Cache,
-    compose::{build_cache, job_registry},
+    compose::{build_cache_connecting, job_registry},
     config::Settings,
     db,
+    http::startup::Startup,
     jobs::{self, JobQueue, Jobs, Registry, Runner, rabbit::Publisher},
     mail::Mailer,
 };
@@ -32,23 +33,29 @@ pub struct AppState {
     pub limiter: crate::ratelimit::Limiter,
     /// WebSocket rooms, when `ENABLE_WEBSOCKETS` is on.
     pub hub: Option<crate::realtime::Hub>,
+    /// Whether the start-up checks have passed (`prepare`).
+    pub startup: Startup,
 }
 
 impl AppState {
     /// Connects to the database, applies migrations when `AUTO_MIGRATE` is on, and creates the
     /// first superuser when one is configured.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let state = Self::assemble(settings).await?;
+        state.prepare().await?;
+        Ok(state)
+    }
+
+    /// Everything `build` makes, without waiting for the database or Redis: a PostgreSQL pool
+    /// opens its first connection when first used, Redis connects in the background. The
+    /// server listens at once and runs `prepare` beside it.
+    pub async fn assemble(settings: Settings) -> anyhow::Result<Self> {
         let settings = Arc::new(settings);
-        let db = db::connect(&settings.database).await?;
-        if settings.database.auto_migrate {
-            db::migrate(&db).await?;
-        } else {
-            db::require_migrated(&db).await?;
-        }
+        let db = db::connect_lazy(&settings.database).await?;
         let hasher = PasswordHasher::new(settings.auth.password_hash_concurrency)?;
         let mailer = Mailer::new(&settings.mail)?;
         let jobs = JobQueue::new(settings.jobs.clone());
-        let cache = build_cache(&settings).await?;
+        let cache = build_cache_connecting(&settings).await?;
         let registry = job_registry(&db, &mailer, settings.clone(), &jobs, &cache);
         let publisher = settings
             .rabbitmq
@@ -66,22 +73,31 @@ impl AppState {
         if settings.rate_limit.enabled {
             accounts = accounts.throttling_logins(limiter.clone());
         }
-        if let Some(redis) = cache.redis() {
-            // Whatever Redis missed while it was away is made good when it returns.
+        if let Some(redis) = cache.redis().cloned() {
+            // Whatever Redis missed while it was away is made good when it returns. Redis
+            // connects in the background: the first connection makes good only what this
+            // process failed to write before it (the other instances' caches stay warm).
             let accounts = accounts.clone();
-            redis.on_reconnect(move || {
-                let accounts = accounts.clone();
-                async move {
+            tokio::spawn(async move {
+                let _ = fred::interfaces::ClientLike::wait_for_connect(redis.client()).await;
+                let resync = |accounts: Accounts| async move {
                     accounts.cache().after_reconnect().await;
                     match accounts.resync_revocations().await {
-                        Ok(n) => tracing::info!(sessions = n, "redis connected: cache version bumped, recent revocations marked"),
-                        Err(e) => tracing::warn!(error = %e, "could not re-mark revoked sessions in redis"),
+                        Ok(n) => tracing::info!(
+                            sessions = n,
+                            "redis connected: cache version bumped, recent revocations marked"
+                        ),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "could not re-mark revoked sessions in redis")
+                        }
                     }
+                };
+                let listener = accounts.clone();
+                redis.on_reconnect(move || resync(listener.clone()));
+                if accounts.cache().missed_writes() {
+                    resync(accounts).await;
                 }
             });
-        }
-        if let Some(user) = accounts.ensure_first_superuser().await? {
-            tracing::info!(user_id = %user.id, "created the first superuser from FIRST_SUPERUSER_EMAIL");
         }
         let hub = settings.websockets.enabled.then(|| {
             crate::realtime::Hub::new(settings.websockets.clone(), cache.redis().cloned())
@@ -97,12 +113,49 @@ impl AppState {
             limiter,
             hub,
             cache,
+            startup: Startup::new(),
         })
+    }
+
+    /// The start-up checks: the database answers (within `DATABASE_CONNECT_TIMEOUT`), its
+    /// schema is current (or is migrated, with `AUTO_MIGRATE`), the first superuser exists when
+    /// one is configured. Requests wait for them; their outcome is `startup`'s.
+    pub async fn prepare(&self) -> anyhow::Result<()> {
+        let outcome = self.checks().await;
+        self.startup
+            .finish(outcome.as_ref().map(|_| ()).map_err(|e| format!("{e:#}")));
+        outcome
+    }
+
+    async fn checks(&self) -> anyhow::Result<()> {
+        let settings = &self.settings.database;
+        db::wait_connected(&self.db, settings).await?;
+        if settings.auto_migrate {
+            db::migrate(&self.db).await?;
+        } else {
+            db::require_migrated(&self.db).await?;
+        }
+        if let Some(user) = self.accounts.ensure_first_superuser().await? {
+            tracing::info!(user_id = %user.id, "created the first superuser from FIRST_SUPERUSER_EMAIL");
+        }
+        Ok(())
     }
 
     /// Starts what runs beside the HTTP server: the outbox relay to RabbitMQ, or the in-process
     /// worker in embedded mode. Stops when `shutdown` is cancelled.
+    /// They start once the start-up checks have passed (never, should they fail).
     pub fn spawn_background(&self, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+        let state = self.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                ready = state.startup.wait() => if ready.is_err() { return },
+                _ = shutdown.cancelled() => return,
+            }
+            let _ = state.start_background(shutdown).await;
+        })
+    }
+
+    fn start_background(&self, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
         let wake = self.jobs.queue().wake_handle();
         // Other processes' enqueues (scheduler, admin CLI) wake this one through the database.
         let listener = jobs::listen(&self.db, wake.clone(), shutdown.clone());

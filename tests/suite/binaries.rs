@@ -206,3 +206,101 @@ async fn sigterm_lets_a_slow_request_finish_and_exits_0() {
     assert_eq!(status.code(), Some(0));
     assert!(tokio::net::TcpStream::connect(&addr).await.is_err());
 }
+
+/// The server answers liveness probes as soon as it listens, while its database checks run:
+/// readiness says it is starting, other requests wait for the checks, and a database that never
+/// answers stops the server (exit 1) with where it was, never the password.
+#[tokio::test]
+async fn the_server_is_live_at_once_and_ready_only_once_its_database_is_checked() {
+    // A database that takes connections and never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let db_port = silent.local_addr().unwrap().port();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            open.push(socket);
+        }
+    });
+    let port = crate::common::free_port();
+    let started = std::time::Instant::now();
+    let server = Command::new(BINARIES[0])
+        .env(
+            "DATABASE_URL",
+            format!("postgres://keel:hunter2@127.0.0.1:{db_port}/keel"),
+        )
+        .env("DATABASE_CONNECT_TIMEOUT_SECONDS", "4")
+        .env("PORT", port.to_string())
+        .env("LOG_LEVEL", "warn")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
+    let live = loop {
+        if let Ok(resp) = client.get(url("/system/health/live")).send().await {
+            break resp;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(3),
+            "no answer"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    assert_eq!(live.status(), 200);
+    let ready = client
+        .get(url("/system/health/ready"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+    let body: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(body["code"], "not_ready");
+    assert!(
+        body["detail"].as_str().unwrap().starts_with("starting"),
+        "{body}"
+    );
+    // An API request waits for the checks, and learns that they failed.
+    let waiting = client.get(url("/users/me")).send().await.unwrap();
+    assert!(started.elapsed() >= std::time::Duration::from_secs(3));
+    assert_eq!(waiting.status(), 503);
+    let body: serde_json::Value = waiting.json().await.unwrap();
+    assert_eq!(body["code"], "not_ready", "{body}");
+    let out = tokio::task::spawn_blocking(move || server.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "cannot connect to the database at 127.0.0.1:{db_port}"
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+    held.abort();
+}
+
+/// A database behind this build's schema: the server refuses it and exits 1 (with
+/// `AUTO_MIGRATE=false`; `admin migrate` would bring it up to date).
+#[test]
+fn the_server_refuses_a_database_with_pending_migrations() {
+    let dir = std::env::temp_dir().join(format!("keel-pending-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = Command::new(BINARIES[0])
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}?mode=rwc", dir.join("p.db").display()),
+        )
+        .env("AUTO_MIGRATE", "false")
+        .env("PORT", crate::common::free_port().to_string())
+        .env("LOG_LEVEL", "warn")
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("migration(s) pending"), "{stderr}");
+    assert!(stderr.contains("admin migrate"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,5 +1,6 @@
 //! `/system`: liveness, readiness and a detailed health report.
 
+use crate::http::startup::Phase;
 use std::{
     collections::BTreeMap,
     time::{Duration, Instant},
@@ -231,12 +232,30 @@ impl SystemApi {
     }
 
     /// Readiness: 200 when every enabled dependency answers, else a 503 problem naming them
+    ///
+    /// A 503 too while the server is starting: until its start-up checks (the database's first
+    /// connection, the migration check, the first superuser) have passed; other requests wait
+    /// for them meanwhile.
     #[oai(
         path = "/health/ready",
         method = "get",
         operation_id = "system_health_ready"
     )]
     async fn ready(&self, state: Data<&AppState>) -> ApiResult<Json<Health>> {
+        let starting = match state.startup.phase() {
+            Phase::Ready => None,
+            Phase::Starting => {
+                Some("starting: the database checks (connection, migrations) are under way".into())
+            }
+            Phase::Failed(reason) => Some(format!("start-up failed: {reason}")),
+        };
+        if let Some(detail) = starting {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_ready",
+                detail,
+            ));
+        }
         let report = health(&state).await;
         let failing: Vec<String> = report
             .checks
