@@ -64,8 +64,8 @@ enum Work {
 pub struct PasswordHasher {
     queue: mpsc::Sender<Work>,
     /// A real hash of a random password, verified against when an account does not exist so that a
-    /// failed login costs the same time either way. Made on a hashing thread as the hasher
-    /// starts (not before it returns: one hash is ~20 ms of start-up).
+    /// failed login costs the same time either way. Made beside the hasher as it starts (not
+    /// before it returns: one hash is ~20 ms of start-up).
     dummy_hash: Arc<tokio::sync::OnceCell<Arc<str>>>,
     first_dummy: Arc<Mutex<Option<Hashed>>>,
     concurrency: usize,
@@ -83,8 +83,15 @@ impl PasswordHasher {
                 .spawn(move || hashing_thread(&rx))
                 .map_err(HashError::Threads)?;
         }
+        // On a thread of its own, whose working memory goes with it: a hashing thread would
+        // keep its 19 MiB (an idle one gives it back only when it gets its turn to time out).
         let (tx, first_dummy) = oneshot::channel();
-        let _ = queue.send(Work::Hash(random_text(), tx));
+        std::thread::Builder::new()
+            .name("argon2-dummy".into())
+            .spawn(move || {
+                let _ = tx.send(hash_blocking(&random_text()));
+            })
+            .map_err(HashError::Threads)?;
         Ok(Self {
             queue,
             dummy_hash: Arc::default(),
