@@ -77,27 +77,27 @@ pub async fn wait_connected(
     if db.get_database_backend() != sea_orm::DbBackend::Postgres {
         return Ok(());
     }
-    let failed = |e: &dyn std::fmt::Display| DbError::Connect {
-        target: describe_target(&settings.url),
-        reason: strip_secrets(&e.to_string(), &settings.url),
-    };
     let pool = db.get_postgres_connection_pool();
     tokio::time::timeout(settings.connect_timeout, pool.acquire())
         .await
-        .map_err(|_| failed(&"no answer within DATABASE_CONNECT_TIMEOUT"))?
-        .map_err(|e| failed(&e))?;
+        .map_err(|_| connect_error(settings, &"no answer within DATABASE_CONNECT_TIMEOUT"))?
+        .map_err(|e| connect_error(settings, &e))?;
     Ok(())
 }
 
+/// Why the database at `settings.url` cannot be reached, without its password.
+fn connect_error(settings: &DatabaseSettings, e: &dyn std::fmt::Display) -> DbError {
+    DbError::Connect {
+        target: describe_target(&settings.url),
+        reason: strip_secrets(&e.to_string(), &settings.url),
+    }
+}
+
 fn pg_options(settings: &DatabaseSettings) -> Result<PgConnectOptions, DbError> {
-    let options: PgConnectOptions =
-        settings
-            .url
-            .parse()
-            .map_err(|e: sea_orm::sqlx::Error| DbError::Connect {
-                target: describe_target(&settings.url),
-                reason: strip_secrets(&e.to_string(), &settings.url),
-            })?;
+    let options: PgConnectOptions = settings
+        .url
+        .parse()
+        .map_err(|e: sea_orm::sqlx::Error| connect_error(settings, &e))?;
     Ok(options.disable_statement_logging())
 }
 
@@ -118,10 +118,7 @@ fn pg_pool_options(settings: &DatabaseSettings) -> PgPoolOptions {
 }
 
 pub async fn connect(settings: &DatabaseSettings) -> Result<DatabaseConnection, DbError> {
-    let failed = |e: &dyn std::fmt::Display| DbError::Connect {
-        target: describe_target(&settings.url),
-        reason: strip_secrets(&e.to_string(), &settings.url),
-    };
+    let failed = |e: &dyn std::fmt::Display| connect_error(settings, e);
     if !is_sqlite(&settings.url) {
         let pool = pg_pool_options(settings).connect_with(pg_options(settings)?);
         let pool = tokio::time::timeout(settings.connect_timeout, pool)

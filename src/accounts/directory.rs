@@ -78,6 +78,27 @@ impl FromQueryResult for Listed {
     }
 }
 
+impl From<user::Model> for Listed {
+    fn from(u: user::Model) -> Self {
+        Self {
+            id: u.id,
+            email: u.email,
+            username: u.username,
+            username_lower: u.username_lower,
+            is_superuser: u.is_superuser,
+            is_verified: u.is_verified,
+            created_at: u.created_at,
+            updated_at: u.updated_at,
+            is_deleted: u.is_deleted,
+            deleted_at: u.deleted_at,
+            deletion_scheduled_for: u.deletion_scheduled_for,
+            deletion_requested_at: u.deletion_requested_at,
+            deletion_reason: u.deletion_reason,
+            deleted_by: u.deleted_by,
+        }
+    }
+}
+
 /// Where a listing starts: a page number (from 1), or just after the row a cursor names.
 #[derive(Debug, Clone)]
 pub enum Position {
@@ -270,17 +291,28 @@ impl SortBy {
 /// carry on from where it was).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cursor {
-    sort_by: SortBy,
     descending: bool,
     page: u64,
     id: Uuid,
     value: SortValue,
 }
 
+/// The last row's value in the listing's sort column: which one also says which sort.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum SortValue {
-    Time(DateTime<Utc>),
-    Text(String),
+    CreatedAt(DateTime<Utc>),
+    Email(String),
+    Username(String),
+}
+
+impl SortValue {
+    fn sort_by(&self) -> SortBy {
+        match self {
+            Self::CreatedAt(_) => SortBy::CreatedAt,
+            Self::Email(_) => SortBy::Email,
+            Self::Username(_) => SortBy::Username,
+        }
+    }
 }
 
 /// Why a cursor was refused.
@@ -301,13 +333,12 @@ impl Cursor {
     pub const MAX_LEN: usize = 512;
 
     fn encode(&self) -> String {
-        let (sort, value) = match (&self.sort_by, &self.value) {
-            (SortBy::CreatedAt, SortValue::Time(t)) => {
+        let (sort, value) = match &self.value {
+            SortValue::CreatedAt(t) => {
                 ("c", t.timestamp_nanos_opt().unwrap_or_default().to_string())
             }
-            (SortBy::Email, SortValue::Text(v)) => ("e", v.clone()),
-            (_, SortValue::Text(v)) => ("u", v.clone()),
-            (_, SortValue::Time(_)) => ("c", String::new()),
+            SortValue::Email(v) => ("e", v.clone()),
+            SortValue::Username(v) => ("u", v.clone()),
         };
         let text = format!(
             "1.{sort}.{}.{}.{}.{value}",
@@ -332,12 +363,7 @@ impl Cursor {
         if next()? != "1" {
             return Err(CursorError::Malformed);
         }
-        let sort_by = match next()? {
-            "c" => SortBy::CreatedAt,
-            "e" => SortBy::Email,
-            "u" => SortBy::Username,
-            _ => return Err(CursorError::Malformed),
-        };
+        let sort = next()?;
         let descending = match next()? {
             "a" => false,
             "d" => true,
@@ -349,17 +375,18 @@ impl Cursor {
         }
         let id = Uuid::try_parse(next()?).map_err(|_| CursorError::Malformed)?;
         let value = next()?;
-        let value = match sort_by {
-            SortBy::CreatedAt => SortValue::Time(DateTime::from_timestamp_nanos(
+        let value = match sort {
+            "c" => SortValue::CreatedAt(DateTime::from_timestamp_nanos(
                 value.parse().map_err(|_| CursorError::Malformed)?,
             )),
-            SortBy::Email | SortBy::Username => SortValue::Text(value.to_string()),
+            "e" => SortValue::Email(value.to_string()),
+            "u" => SortValue::Username(value.to_string()),
+            _ => return Err(CursorError::Malformed),
         };
-        if sort_by != query.sort_by || descending != query.descending {
+        if value.sort_by() != query.sort_by || descending != query.descending {
             return Err(CursorError::OtherOrder);
         }
         Ok(Self {
-            sort_by,
             descending,
             page,
             id,
@@ -411,12 +438,11 @@ impl UserQuery {
     /// The cursor of the page after `last`, numbered `page`.
     fn cursor_after(&self, last: &Listed, page: u64) -> String {
         let value = match self.sort_by {
-            SortBy::CreatedAt => SortValue::Time(last.created_at),
-            SortBy::Email => SortValue::Text(last.email.clone()),
-            SortBy::Username => SortValue::Text(last.username_lower.clone()),
+            SortBy::CreatedAt => SortValue::CreatedAt(last.created_at),
+            SortBy::Email => SortValue::Email(last.email.clone()),
+            SortBy::Username => SortValue::Username(last.username_lower.clone()),
         };
         Cursor {
-            sort_by: self.sort_by,
             descending: self.descending,
             page: Ord::min(page, MAX_CURSOR_PAGE),
             id: last.id,
@@ -431,21 +457,18 @@ impl UserQuery {
     /// ends answer from the index on `(created_at, id)` as one range.
     fn after(&self, cursor: &Cursor) -> Condition {
         let (left, right) = match &cursor.value {
-            SortValue::Time(at) => (
+            SortValue::CreatedAt(at) => (
                 Expr::tuple([
                     Expr::col(user::Column::CreatedAt),
                     Expr::col(user::Column::Id),
                 ]),
                 Expr::tuple([Expr::val(*at), Expr::val(cursor.id)]),
             ),
-            SortValue::Text(text) => {
-                let column = if self.sort_by == SortBy::Email {
-                    user::Column::Email
-                } else {
-                    user::Column::UsernameLower
-                };
-                (Expr::col(column), Expr::val(text.clone()))
-            }
+            SortValue::Email(email) => (Expr::col(user::Column::Email), Expr::val(email.clone())),
+            SortValue::Username(name) => (
+                Expr::col(user::Column::UsernameLower),
+                Expr::val(name.clone()),
+            ),
         };
         Condition::all().add(if self.descending {
             left.lt(right)

@@ -30,18 +30,7 @@ pub struct UserOut {
 
 impl From<user::Model> for UserOut {
     fn from(u: user::Model) -> Self {
-        Self {
-            id: u.id,
-            email: u.email,
-            username: u.username,
-            is_superuser: u.is_superuser,
-            is_verified: u.is_verified,
-            created_at: u.created_at,
-            updated_at: u.updated_at,
-            is_deleted: u.is_deleted,
-            deleted_at: u.deleted_at,
-            deletion_scheduled_for: u.deletion_scheduled_for,
-        }
+        Listed::from(u).into()
     }
 }
 
@@ -80,12 +69,7 @@ pub struct AdminUser {
 
 impl From<user::Model> for AdminUser {
     fn from(u: user::Model) -> Self {
-        Self {
-            deletion_requested_at: u.deletion_requested_at,
-            deletion_reason: u.deletion_reason.clone(),
-            deleted_by: u.deleted_by,
-            user: u.into(),
-        }
+        Listed::from(u).into()
     }
 }
 
