@@ -3,7 +3,8 @@
 #
 #   bench/users_pg.sh   (env: USERS=1000, ROUNDS=3, SECONDS_PER_RUN=8, CONNECTIONS=50,
 #                        PORT=18200, STARTS=5, DEEP_PAGE=USERS/100, URL_PARAMS='' for the
-#                        server's DATABASE_URL, e.g. '?sslmode=disable')
+#                        server's DATABASE_URL, e.g. '?sslmode=disable'; SERVER=a server
+#                        binary to measure instead of building target/release/server)
 #
 # 1. A database with USERS accounts (one registered through the API, the rest copied from it).
 # 2. The statements Keel sends for `GET /users?page=1&size=10` in steady state (after two
@@ -14,11 +15,13 @@
 # 3. Alternating rounds: pgbench on those statements (10 clients, prepared), Keel uncached
 #    (CACHE_TTL_SECONDS=0), Keel cached, `GET /users/me`, and `/system/health/live` (the
 #    framework's ceiling); wrk with CONNECTIONS connections. Each ratio is against the run of its
-#    own round.
-# 4. Start-up to the first 200 on /system/health/live and on /system/health/ready: PostgreSQL +
+#    own round. The two servers' resident memory after the rounds.
+# 4. Memory: an embedded server's resident set 5 s after start, and 1 s and 15 s after a login
+#    (argon2's working memory is given back once its hashing thread is idle for 10 s).
+# 5. Start-up to the first 200 on /system/health/live and on /system/health/ready: PostgreSQL +
 #    Redis + RabbitMQ, migrations up to date (with the URL's default TLS negotiation, and with
 #    sslmode=disable), and embedded (SQLite, nothing else), STARTS times each.
-# 5. Deep pages, uncached: page 1, page DEEP_PAGE (USERS / 100 by default: 10,000 of a million
+# 6. Deep pages, uncached: page 1, page DEEP_PAGE (USERS / 100 by default: 10,000 of a million
 #    accounts) by offset, and the same page by cursor (the `next_cursor` of the page before).
 # Needs wrk (apt-get install wrk), pgbench (with PostgreSQL), Redis and RabbitMQ.
 set -euo pipefail
@@ -35,7 +38,11 @@ PG_ADMIN=${BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 PG_LOG=${PG_LOG:-/var/log/postgresql/postgresql-15-main.log}
 command -v wrk >/dev/null || { echo "bench needs wrk: apt-get install wrk" >&2; exit 1; }
 command -v pgbench >/dev/null || { echo "bench needs pgbench (PostgreSQL's client tools)" >&2; exit 1; }
-cargo build --release --quiet --bin server
+if [ -z "${SERVER:-}" ]; then
+  cargo build --release --quiet --bin server
+  SERVER=target/release/server
+fi
+export SERVER
 
 work=$(mktemp -d)
 db="keel_bench_users_$$"
@@ -56,11 +63,13 @@ common_env=(DATABASE_URL="$pg_url${URL_PARAMS:-}" REQUIRE_EMAIL_VERIFICATION=fal
 # start_server PORT [VAR=VALUE...]: a release server in the background; returns once it answers
 start_server() {
   local port=$1; shift
-  env "${common_env[@]}" PORT="$port" "$@" target/release/server >>"$work/server.$port.log" 2>&1 &
+  env "${common_env[@]}" PORT="$port" "$@" "$SERVER" >>"$work/server.$port.log" 2>&1 &
   pids+=($!)
   for _ in $(seq 200); do curl -fs "http://127.0.0.1:$port/system/health/ready" >/dev/null && return; sleep 0.05; done
   cat "$work/server.$port.log"; exit 1
 }
+# rss PID: the process's resident and peak resident set, in MiB
+rss() { awk '/VmRSS/ {r = $2} /VmHWM/ {h = $2} END {printf "%.1f MiB (peak %.1f)", r / 1024, h / 1024}' "/proc/$1/status"; }
 stop_servers() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
   pids=()
@@ -178,6 +187,22 @@ for i in $(seq "$ROUNDS"); do
     printf "  uncached / pgbench %.0f %%, cached / live %.0f %%, me / live %.0f %%\n",
       100 * u / p, 100 * c / l, 100 * m / l }' | tee -a "$work/ratios"
 done
+echo "  RSS after the rounds: uncached server $(rss "${pids[0]}"), cached server $(rss "${pids[1]}")"
+stop_servers
+
+echo "== memory, embedded (SQLite, nothing else): RSS 5 s after start, then after a registration and a login"
+start_server "$uncached" DATABASE_URL="sqlite://$work/memory.db?mode=rwc" ENABLE_REDIS=false
+sleep 5
+idle=$(rss "${pids[0]}")
+curl -fsS -X POST "http://127.0.0.1:$uncached/auth/register" -H 'Content-Type: application/json' \
+  -d '{"email":"mem@example.com","username":"mem","password":"BenchPassword123!"}' >/dev/null
+curl -fsS -X POST "http://127.0.0.1:$uncached/auth/login" \
+  -d 'username=mem@example.com&password=BenchPassword123%21' >/dev/null
+sleep 1
+after_login=$(rss "${pids[0]}")
+# Idle hashing threads give argon2's working memory back after 10 s.
+sleep 14
+echo "  idle $idle, 1 s after a login $after_login, 15 s after $(rss "${pids[0]}")"
 stop_servers
 
 # start_ms [VAR=VALUE...]: milliseconds from exec to the first 200 on /system/health/live, and
@@ -189,7 +214,7 @@ port, extra = sys.argv[1], sys.argv[2:]
 env = dict(os.environ, PORT=port, LOG_LEVEL="warn")
 env.update(kv.split("=", 1) for kv in extra)
 t0 = time.perf_counter()
-p = subprocess.Popen(["target/release/server"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+p = subprocess.Popen([os.environ["SERVER"]], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 def first_200(path):
     while True:
         if p.poll() is not None:

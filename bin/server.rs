@@ -7,6 +7,11 @@ use std::{
 };
 
 use clap::{Parser, Subcommand};
+
+/// mimalloc (v3) rather than glibc's allocator: measured in BENCHMARKS.md ("The allocator").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use keel::{
     config::Settings,
     http::{BoundServer, state::AppState},
