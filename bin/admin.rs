@@ -116,6 +116,12 @@ enum Command {
         /// Email address or user id
         user: String,
     },
+    /// Turn off a user's two-factor sign-in (lost authenticator and recovery codes); ends
+    /// every session of the account and mails a notice
+    ResetMfa {
+        /// Email address or user id
+        user: String,
+    },
     /// Inspect and retry background jobs
     #[command(subcommand)]
     Jobs(JobsCommand),
@@ -392,6 +398,18 @@ async fn run(command: Command, settings: Settings) -> Outcome {
             println!("the deletion of {} ({}) is cancelled", u.email, u.id);
             Ok(())
         }
+        Command::ResetMfa { user } => {
+            let found = find(&directory, &user).await?;
+            let u = accounts()?
+                .reset_mfa(found.id, Actor::Cli)
+                .await
+                .map_err(|e| refused_or_failed(&e))?;
+            println!(
+                "two-factor sign-in is off for {} ({}); its sessions are revoked",
+                u.email, u.id
+            );
+            Ok(())
+        }
         Command::Jobs(JobsCommand::Prune { older_than }) => {
             let (success, failed) = match older_than {
                 Some(age) => (age, age),
@@ -431,6 +449,7 @@ fn refused_or_failed(e: &keel::accounts::AccountError) -> Failure {
         | E::DeletionNotRequested
         | E::AlreadySoftDeleted
         | E::NotSoftDeleted
+        | E::MfaNotEnabled
         | E::CannotModifySelf(_) => Failure(EXIT_REFUSED, e.to_string()),
         E::NotFound => Failure(EXIT_NOT_FOUND, e.to_string()),
         other => Failure(EXIT_FAILURE, keel::telemetry::cause_chain(other)),

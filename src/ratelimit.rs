@@ -41,6 +41,8 @@ pub const REGISTER: Rule = per_minute("register", 3);
 pub const VERIFICATION: Rule = per_minute("verification", 3);
 pub const PASSWORD_RESET: Rule = per_minute("password_reset", 3);
 pub const DELETION: Rule = per_minute("deletion", 3);
+/// Two-factor set-up, codes and sign-in steps, per client address.
+pub const MFA: Rule = per_minute("mfa", 10);
 pub const DEFAULT: Rule = per_minute("default", 100);
 /// Failed logins for one account, from whatever addresses: 5, then one every 3 minutes.
 pub const ACCOUNT_FAILURES: Rule = Rule {

@@ -13,6 +13,7 @@ mod m20261201_000007_jobs_partial_indexes;
 mod m20261201_000008_jobs_finished_index;
 mod m20261201_000009_job_queues;
 mod m20261202_000010_users_listing_index;
+mod m20261203_000011_mfa;
 
 pub struct Migrator;
 
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000008_jobs_finished_index::Migration),
             Box::new(m20261201_000009_job_queues::Migration),
             Box::new(m20261202_000010_users_listing_index::Migration),
+            Box::new(m20261203_000011_mfa::Migration),
         ]
     }
 }

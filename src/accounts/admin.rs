@@ -33,7 +33,7 @@ pub enum Actor {
 }
 
 impl Actor {
-    fn label(self) -> serde_json::Value {
+    pub(super) fn label(self) -> serde_json::Value {
         match self {
             Actor::User(id) => json!(id),
             Actor::Cli => json!("admin-cli"),
@@ -47,7 +47,7 @@ impl Actor {
         }
     }
 
-    fn refuse_self(self, target: Uuid, what: &str) -> Result<()> {
+    pub(super) fn refuse_self(self, target: Uuid, what: &str) -> Result<()> {
         if self == Actor::User(target) {
             return Err(AccountError::CannotModifySelf(format!(
                 "administrators cannot {what} their own account; ask another administrator"

@@ -30,6 +30,13 @@ pub enum AuditEvent {
     DeletionCancelled,
     DeletionReminderSent,
     AccountPurged,
+    MfaSetupStarted,
+    MfaEnabled,
+    MfaDisabled,
+    MfaRecoveryCodesRegenerated,
+    MfaRecoveryCodeUsed,
+    MfaChallenged,
+    MfaResetByAdmin,
 }
 
 impl AuditEvent {
@@ -61,6 +68,13 @@ impl AuditEvent {
             Self::DeletionCancelled => "deletion_cancelled",
             Self::DeletionReminderSent => "deletion_reminder_sent",
             Self::AccountPurged => "account_purged",
+            Self::MfaSetupStarted => "mfa_setup_started",
+            Self::MfaEnabled => "mfa_enabled",
+            Self::MfaDisabled => "mfa_disabled",
+            Self::MfaRecoveryCodesRegenerated => "mfa_recovery_codes_regenerated",
+            Self::MfaRecoveryCodeUsed => "mfa_recovery_code_used",
+            Self::MfaChallenged => "mfa_challenged",
+            Self::MfaResetByAdmin => "mfa_reset_by_admin",
         }
     }
 }

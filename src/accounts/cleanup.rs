@@ -5,7 +5,7 @@ use sea_orm::{ColumnTrait, Condition, DatabaseConnection, EntityTrait, QueryFilt
 use serde_json::json;
 
 use crate::{
-    entities::{one_time_token, refresh_token, session},
+    entities::{mfa_challenge, one_time_token, refresh_token, session},
     jobs::{JobError, JobResult},
 };
 
@@ -31,6 +31,15 @@ pub async fn cleanup_expired_tokens(db: &DatabaseConnection) -> JobResult {
         .exec(db)
         .await
         .map_err(fail)?;
+    let challenges = mfa_challenge::Entity::delete_many()
+        .filter(
+            Condition::any()
+                .add(mfa_challenge::Column::ExpiresAt.lt(now))
+                .add(mfa_challenge::Column::UsedAt.is_not_null()),
+        )
+        .exec(db)
+        .await
+        .map_err(fail)?;
     let cutoff = now - KEEP_ENDED_SESSIONS;
     let sessions = session::Entity::delete_many()
         .filter(
@@ -45,5 +54,6 @@ pub async fn cleanup_expired_tokens(db: &DatabaseConnection) -> JobResult {
         "one_time_tokens_deleted": one_time.rows_affected,
         "refresh_tokens_deleted": refresh.rows_affected,
         "sessions_deleted": sessions.rows_affected,
+        "mfa_challenges_deleted": challenges.rows_affected,
     }))
 }

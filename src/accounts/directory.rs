@@ -38,9 +38,10 @@ pub struct Listed {
     pub deletion_requested_at: Option<DateTime<Utc>>,
     pub deletion_reason: Option<String>,
     pub deleted_by: Option<Uuid>,
+    pub mfa_enabled: bool,
 }
 
-const LISTED: [user::Column; 14] = [
+const LISTED: [user::Column; 15] = [
     user::Column::Id,
     user::Column::Email,
     user::Column::Username,
@@ -55,6 +56,7 @@ const LISTED: [user::Column; 14] = [
     user::Column::DeletionRequestedAt,
     user::Column::DeletionReason,
     user::Column::DeletedBy,
+    user::Column::MfaEnabled,
 ];
 
 impl FromQueryResult for Listed {
@@ -74,6 +76,7 @@ impl FromQueryResult for Listed {
             deletion_requested_at: row.try_get_by_index(11)?,
             deletion_reason: row.try_get_by_index(12)?,
             deleted_by: row.try_get_by_index(13)?,
+            mfa_enabled: row.try_get_by_index(14)?,
         })
     }
 }
@@ -95,6 +98,7 @@ impl From<user::Model> for Listed {
             deletion_requested_at: u.deletion_requested_at,
             deletion_reason: u.deletion_reason,
             deleted_by: u.deleted_by,
+            mfa_enabled: u.mfa_enabled,
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod tokens;
 mod cleanup;
 mod deletion;
 pub mod directory;
+pub mod mfa;
 mod profile;
 mod recovery;
 mod registration;

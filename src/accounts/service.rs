@@ -73,6 +73,28 @@ pub enum AccountError {
     /// An administrator tried to demote, unverify or delete their own account.
     #[error("{0}")]
     CannotModifySelf(String),
+    /// The password was right and the account has a second factor: sign-in goes on at
+    /// `/auth/mfa/verify` with this token.
+    #[error(
+        "this account signs in with a second factor: send a code with the mfa_token to /auth/mfa/verify"
+    )]
+    MfaRequired { mfa_token: String },
+    /// A wrong or already used code in the second step of a sign-in.
+    #[error("{}", if *.challenge_ended { "the code is wrong or was already used; too many wrong codes ended this sign-in, start again with the password" } else { "the code is wrong or was already used" })]
+    MfaCodeRejected { challenge_ended: bool },
+    /// A wrong or already used code for a change to the factor itself.
+    #[error("the two-factor code is wrong or was already used")]
+    WrongMfaCode,
+    #[error("the mfa_token is invalid, was already used or ended after too many wrong codes")]
+    MfaTokenInvalid,
+    #[error("the mfa_token has expired; sign in with the password again")]
+    MfaTokenExpired,
+    #[error("two-factor sign-in is already on for this account")]
+    MfaAlreadyEnabled,
+    #[error("two-factor sign-in is not on for this account")]
+    MfaNotEnabled,
+    #[error("no two-factor setup is in progress: call /auth/mfa/totp/setup first")]
+    MfaSetupRequired,
     #[error("database error")]
     Db(#[from] DbErr),
     #[error(transparent)]

@@ -117,6 +117,11 @@ impl Accounts {
             .await?;
             return Err(AccountError::EmailNotVerified);
         }
+        if user.mfa_enabled {
+            // The password was right; the session opens only after the second step.
+            let mfa_token = self.open_mfa_challenge(&user, client).await?;
+            return Err(AccountError::MfaRequired { mfa_token });
+        }
         let txn = db::begin_write(&self.db).await?;
         let pair = self.open_session(&txn, &user, client).await?;
         self.audit(
@@ -131,7 +136,7 @@ impl Accounts {
         Ok(pair)
     }
 
-    async fn open_session(
+    pub(super) async fn open_session(
         &self,
         conn: &impl ConnectionTrait,
         user: &user::Model,

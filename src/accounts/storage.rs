@@ -75,6 +75,7 @@ pub(super) async fn insert_user(
         deletion_reminder_days: Set(None),
         deletion_reason: Set(None),
         deleted_by: Set(None),
+        mfa_enabled: Set(false),
     }
     .insert(conn)
     .await

@@ -12,6 +12,8 @@ pub const DEFAULT_SECRET_KEY: &str = "keel-development-secret-key-change-me-befo
 #[derive(Clone)]
 pub struct AuthSettings {
     pub secret_key: String,
+    /// Encrypts TOTP secrets at rest; `SECRET_KEY` serves when unset.
+    pub mfa_encryption_key: Option<String>,
     pub access_token_ttl: Duration,
     pub refresh_token_ttl: Duration,
     pub verification_token_ttl: Duration,
@@ -77,6 +79,14 @@ impl AuthSettings {
             ));
         }
 
+        let mfa_encryption_key = r.raw("MFA_ENCRYPTION_KEY");
+        if mfa_encryption_key.as_ref().is_some_and(|k| k.len() < 32) {
+            return Err(ConfigError::new(
+                "MFA_ENCRYPTION_KEY",
+                "must be at least 32 bytes long (for example `openssl rand -hex 32`)",
+            ));
+        }
+
         let frontend_url = r.string("FRONTEND_URL", "http://localhost:3000");
         if url::Url::parse(&frontend_url).is_err() {
             return Err(ConfigError::new(
@@ -95,6 +105,7 @@ impl AuthSettings {
         let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
         Ok(Self {
             secret_key,
+            mfa_encryption_key,
             access_token_ttl: r.duration("ACCESS_TOKEN_EXPIRE_MINUTES", MINUTE, 15, 1, 24 * 60)?,
             refresh_token_ttl: r.duration("REFRESH_TOKEN_EXPIRE_DAYS", DAY, 30, 1, 365)?,
             verification_token_ttl: r.duration(

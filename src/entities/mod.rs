@@ -2,8 +2,11 @@
 pub mod api_key;
 pub mod audit_log;
 pub mod job;
+pub mod mfa_challenge;
 pub mod one_time_token;
+pub mod recovery_code;
 pub mod refresh_token;
 pub mod session;
+pub mod totp_factor;
 pub mod user;
 pub mod worker_heartbeat;

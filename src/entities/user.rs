@@ -24,6 +24,8 @@ pub struct Model {
     pub deletion_reminder_days: Option<i32>,
     pub deletion_reason: Option<String>,
     pub deleted_by: Option<Uuid>,
+    /// A password sign-in needs a second factor (a confirmed TOTP factor exists).
+    pub mfa_enabled: bool,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

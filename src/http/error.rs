@@ -61,6 +61,10 @@ pub struct Problem {
     #[oai(skip_serializing_if_is_none)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub errors: Option<Vec<FieldError>>,
+    /// With `code: mfa_required`: the token for `/auth/mfa/verify` (single use, 5 minutes).
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mfa_token: Option<String>,
 }
 
 impl Problem {
@@ -73,6 +77,7 @@ impl Problem {
             code: code.to_string(),
             request_id: current_request_id(),
             errors: None,
+            mfa_token: None,
         }
     }
 }
@@ -363,6 +368,22 @@ impl From<AccountError> for ApiError {
             E::NotSoftDeleted => Self::new(StatusCode::CONFLICT, "not_deleted", e.to_string()),
             E::CannotModifySelf(detail) => {
                 Self::new(StatusCode::FORBIDDEN, "cannot_modify_self", detail)
+            }
+            E::MfaRequired { ref mfa_token } => {
+                let mut p = Problem::new(StatusCode::UNAUTHORIZED, "mfa_required", e.to_string());
+                p.mfa_token = Some(mfa_token.clone());
+                Self::from_problem(p)
+            }
+            E::MfaCodeRejected { .. } => Self::unauthorized("invalid_mfa_code", e.to_string()),
+            E::WrongMfaCode => Self::new(StatusCode::FORBIDDEN, "invalid_mfa_code", e.to_string()),
+            E::MfaTokenInvalid => Self::unauthorized("mfa_token_invalid", e.to_string()),
+            E::MfaTokenExpired => Self::unauthorized("mfa_token_expired", e.to_string()),
+            E::MfaAlreadyEnabled => {
+                Self::new(StatusCode::CONFLICT, "mfa_already_enabled", e.to_string())
+            }
+            E::MfaNotEnabled => Self::new(StatusCode::CONFLICT, "mfa_not_enabled", e.to_string()),
+            E::MfaSetupRequired => {
+                Self::new(StatusCode::CONFLICT, "mfa_setup_required", e.to_string())
             }
             E::Db(_) | E::Hash(_) | E::Signing(_) => Self::internal_error(&e),
         }

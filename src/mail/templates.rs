@@ -245,6 +245,30 @@ pub fn account_deleted(project: &str, to: &str, username: &str) -> Email {
     )
 }
 
+/// A change to the account's second factor: `what` says which, at `when`.
+pub fn mfa_changed(
+    project: &str,
+    to: &str,
+    username: &str,
+    what: &str,
+    when: &str,
+    sessions_ended: bool,
+) -> Email {
+    let first = format!("{what} at {when}.");
+    let mut paragraphs = vec![first.as_str()];
+    if sessions_ended {
+        paragraphs.push("Your other sessions were signed out.");
+    }
+    compose(
+        to,
+        format!("{project}: two-factor sign-in changed"),
+        username,
+        &paragraphs,
+        None,
+        &["If this was not you, reset your password at once and contact support."],
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

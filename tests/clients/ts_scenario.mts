@@ -1,6 +1,7 @@
 // The account and task flow, written against TypeScript types generated from the spec
 // (openapi-typescript) and openapi-fetch. Type-checked with `tsc --noEmit` before it runs.
 // Run by tests/clients/run.sh: server at $KEEL_URL, maildev API at $MAILDEV_URL.
+import { createHmac } from "node:crypto";
 import createClient from "openapi-fetch";
 import type { components, paths } from "./schema.js";
 
@@ -29,6 +30,20 @@ async function waitForToken(address: string): Promise<string> {
     await sleep(200);
   }
   throw new Error(`no verification mail for ${address}`);
+}
+
+// RFC 6238 (SHA-1, 6 digits, 30 s), as an authenticator app computes it.
+function totp(base32Secret: string, step: number): string {
+  const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+  let bits = "";
+  for (const c of base32Secret) bits += alphabet.indexOf(c).toString(2).padStart(5, "0");
+  const key = Buffer.from((bits.match(/.{8}/g) ?? []).map((b) => parseInt(b, 2)));
+  const counter = Buffer.alloc(8);
+  counter.writeBigUInt64BE(BigInt(step));
+  const digest = createHmac("sha1", key).update(counter).digest();
+  const offset = digest[19] & 0x0f;
+  const number = digest.readUInt32BE(offset) & 0x7fffffff;
+  return String(number % 1_000_000).padStart(6, "0");
 }
 
 async function main(): Promise<void> {
@@ -99,6 +114,36 @@ async function main(): Promise<void> {
   check(out.response.status === 200, "logout");
   const after = await client.GET("/users/me", { headers: auth2 });
   check(after.response.status === 401 && after.error?.code === "session_revoked", "token dead after logout");
+
+  // Two-factor sign-in: set up, confirm with a code, then sign in in two steps.
+  const form = {
+    bodySerializer: (body: unknown) => new URLSearchParams(body as Record<string, string>),
+    headers: { "Content-Type": "application/x-www-form-urlencoded" },
+  };
+  const third = await client.POST("/auth/login", { body: { username: email, password }, ...form });
+  check(third.data, "login before two-factor set-up");
+  const auth3 = { Authorization: `Bearer ${third.data.access_token}` };
+  const setup = await client.POST("/auth/mfa/totp/setup", { body: { password }, headers: auth3 });
+  check(setup.data, `mfa setup: ${JSON.stringify(setup.error)}`);
+  const step = Math.floor(Date.now() / 30_000);
+  const confirmed = await client.POST("/auth/mfa/totp/confirm", {
+    body: { code: totp(setup.data.secret, step) },
+    headers: auth3,
+  });
+  check(confirmed.data?.recovery_codes.length === 10, `mfa confirm: ${JSON.stringify(confirmed.error)}`);
+  const meNow = await client.GET("/users/me", { headers: auth3 });
+  check(meNow.data?.mfa_enabled === true, "mfa_enabled shown");
+  const first = await client.POST("/auth/login", { body: { username: email, password }, ...form });
+  check(first.response.status === 401 && first.error?.code === "mfa_required", "password step");
+  const mfaToken = first.error.mfa_token;
+  check(mfaToken, "mfa_token in the problem");
+  // A code serves once: the next step's code (accepted for clock drift).
+  const second = await client.POST("/auth/mfa/verify", {
+    body: { mfa_token: mfaToken, code: totp(setup.data.secret, step + 1) },
+  });
+  check(second.data?.token_type === "bearer", `mfa verify: ${JSON.stringify(second.error)}`);
+  const final = await client.GET("/users/me", { headers: { Authorization: `Bearer ${second.data.access_token}` } });
+  check(final.data?.email === email, "signed in with two factors");
   console.log("typescript client scenario: ok");
 }
 

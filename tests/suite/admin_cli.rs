@@ -14,7 +14,7 @@ use reqwest::StatusCode;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde_json::{Value, json};
 
-fn admin(app: &TestApp, args: &[&str], stdin: Option<&str>) -> Output {
+pub(crate) fn admin(app: &TestApp, args: &[&str], stdin: Option<&str>) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_admin"))
         .args(args)
         .env("DATABASE_URL", &app.env["DATABASE_URL"])

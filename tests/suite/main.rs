@@ -15,6 +15,7 @@ mod hostile_input;
 mod http;
 mod jobs;
 mod listing;
+mod mfa;
 mod queues;
 mod ratelimit;
 mod redis;

@@ -325,6 +325,26 @@ impl AdminApi {
         Ok(Json(user.into()))
     }
 
+    /// Turn off an account's two-factor sign-in (superuser)
+    ///
+    /// For a user who lost both the authenticator and the recovery codes. Every session of the
+    /// account ends and a notice is mailed. Not for your own account.
+    #[oai(
+        path = "/users/:user_id/mfa",
+        method = "delete",
+        operation_id = "admin_users_reset_mfa"
+    )]
+    async fn reset_mfa(
+        &self,
+        state: Data<&AppState>,
+        auth: Auth,
+        user_id: Path<Uuid>,
+    ) -> ApiResult<Json<AdminUser>> {
+        let actor = auth.admin()?;
+        let user = state.accounts.reset_mfa(user_id.0, actor).await?;
+        Ok(Json(user.into()))
+    }
+
     /// Counts of accounts, sessions and jobs (superuser)
     #[oai(
         path = "/statistics",

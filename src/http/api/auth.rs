@@ -104,7 +104,7 @@ fn refresh_cookie(state: &AppState, value: &str, max_age: u64) -> String {
     )
 }
 
-fn tokens_response(state: &AppState, pair: TokenPair) -> Tokens {
+pub(super) fn tokens_response(state: &AppState, pair: TokenPair) -> Tokens {
     let cookie = refresh_cookie(
         state,
         &pair.refresh_token,
@@ -153,6 +153,8 @@ impl AuthApi {
     /// Log in with email or username and password
     ///
     /// OAuth2 password grant: `application/x-www-form-urlencoded` with `username` and `password`.
+    /// On an account with two-factor sign-in the right password answers `401` with `code:
+    /// mfa_required` and an `mfa_token` to finish at `/auth/mfa/verify`.
     #[oai(path = "/login", method = "post", operation_id = "auth_login")]
     async fn login(
         &self,

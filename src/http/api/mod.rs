@@ -8,6 +8,7 @@ pub mod contract;
 pub mod credentials;
 pub mod deletion;
 pub mod integrations;
+pub mod mfa;
 pub mod models;
 pub mod payload;
 pub mod root;
@@ -47,6 +48,7 @@ pub type Apis = (
     auth::AuthApi,
     sessions::SessionsApi,
     credentials::CredentialsApi,
+    mfa::MfaApi,
     api_keys::ApiKeysApi,
     deletion::DeletionApi,
     users::UsersApi,
@@ -64,6 +66,7 @@ pub fn service(project_name: &str, prefix: &str) -> OpenApiService<Apis, ()> {
             auth::AuthApi,
             sessions::SessionsApi,
             credentials::CredentialsApi,
+            mfa::MfaApi,
             api_keys::ApiKeysApi,
             deletion::DeletionApi,
             users::UsersApi,

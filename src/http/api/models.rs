@@ -51,6 +51,24 @@ impl From<Listed> for UserOut {
     }
 }
 
+/// Your own account: the public fields and your sign-in settings.
+#[derive(Object, Debug, Clone)]
+pub struct Me {
+    #[oai(flatten)]
+    pub user: UserOut,
+    /// A password sign-in needs a second factor (`/auth/mfa`).
+    pub mfa_enabled: bool,
+}
+
+impl From<user::Model> for Me {
+    fn from(u: user::Model) -> Self {
+        Self {
+            mfa_enabled: u.mfa_enabled,
+            user: u.into(),
+        }
+    }
+}
+
 /// A user account as administrators see it: the public fields and how its deletion stands.
 #[derive(Object, Debug, Clone)]
 pub struct AdminUser {
@@ -65,6 +83,8 @@ pub struct AdminUser {
     /// The administrator who deleted it (absent when deleted from the CLI).
     #[oai(nullable)]
     pub deleted_by: Option<Uuid>,
+    /// A password sign-in needs a second factor.
+    pub mfa_enabled: bool,
 }
 
 impl From<user::Model> for AdminUser {
@@ -79,6 +99,7 @@ impl From<Listed> for AdminUser {
             deletion_requested_at: u.deletion_requested_at,
             deletion_reason: u.deletion_reason.take(),
             deleted_by: u.deleted_by,
+            mfa_enabled: u.mfa_enabled,
             user: u.into(),
         }
     }

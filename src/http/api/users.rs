@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::{
     ApiTags,
-    models::{AdminUser, AdminUserPage, ListingMetadata, Message, UserOut},
+    models::{AdminUser, AdminUserPage, ListingMetadata, Me, Message, UserOut},
     payload::EncodedJson,
 };
 use crate::http::extractors::Auth;
@@ -219,7 +219,7 @@ impl UsersApi {
 
     /// Your account
     #[oai(path = "/me", method = "get", operation_id = "users_me")]
-    async fn me(&self, auth: Auth) -> ApiResult<Json<UserOut>> {
+    async fn me(&self, auth: Auth) -> ApiResult<Json<Me>> {
         Ok(Json(auth.session()?.user.clone().into()))
     }
 
@@ -230,7 +230,7 @@ impl UsersApi {
         state: Data<&AppState>,
         auth: Auth,
         body: Json<UpdateMe>,
-    ) -> ApiResult<Json<UserOut>> {
+    ) -> ApiResult<Json<Me>> {
         let Some(username) = body.0.username else {
             return Ok(Json(auth.session()?.user.clone().into()));
         };

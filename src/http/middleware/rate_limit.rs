@@ -10,7 +10,8 @@ use crate::{
     http::error::ApiError,
     metrics::metrics,
     ratelimit::{
-        DEFAULT, DELETION, Decision, LOGIN, Limiter, PASSWORD_RESET, REGISTER, Rule, VERIFICATION,
+        DEFAULT, DELETION, Decision, LOGIN, Limiter, MFA, PASSWORD_RESET, REGISTER, Rule,
+        VERIFICATION,
     },
 };
 
@@ -23,6 +24,7 @@ pub fn rule_for(path: &str) -> Option<Rule> {
         "/auth/verify-email" | "/auth/resend-verification" => VERIFICATION,
         "/auth/forgot-password" | "/auth/reset-password" => PASSWORD_RESET,
         "/auth/request-deletion" | "/auth/confirm-deletion" | "/auth/cancel-deletion" => DELETION,
+        p if p.starts_with("/auth/mfa/") => MFA,
         "/metrics" | "/openapi.json" => return None,
         p if p.starts_with("/system/health") || p.starts_with("/docs") => return None,
         _ => DEFAULT,
