@@ -37,6 +37,9 @@ pub enum AuditEvent {
     MfaRecoveryCodeUsed,
     MfaChallenged,
     MfaResetByAdmin,
+    EmailChangeRequested,
+    EmailChanged,
+    EmailChangeReverted,
 }
 
 impl AuditEvent {
@@ -75,6 +78,9 @@ impl AuditEvent {
             Self::MfaRecoveryCodeUsed => "mfa_recovery_code_used",
             Self::MfaChallenged => "mfa_challenged",
             Self::MfaResetByAdmin => "mfa_reset_by_admin",
+            Self::EmailChangeRequested => "email_change_requested",
+            Self::EmailChanged => "email_changed",
+            Self::EmailChangeReverted => "email_change_reverted",
         }
     }
 }

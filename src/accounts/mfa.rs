@@ -229,10 +229,13 @@ impl Accounts {
         )
     }
 
-    async fn check_password(
+    /// The account's current password, for a change to how it signs in; `during` names the
+    /// change in the audit log when the password is wrong.
+    pub(super) async fn check_password(
         &self,
         user: &user::Model,
         password: String,
+        during: &str,
         client: &ClientInfo,
     ) -> Result<()> {
         if self
@@ -247,7 +250,7 @@ impl Accounts {
             Some(user.id),
             AuditEvent::PasswordChangeFailed,
             client,
-            Some(serde_json::json!({"during": "mfa"})),
+            Some(serde_json::json!({"during": during})),
         )
         .await?;
         Err(AccountError::WrongPassword)
@@ -427,7 +430,7 @@ impl Accounts {
         client: &ClientInfo,
     ) -> Result<TotpSetup> {
         let user = find_user(&self.db, principal.user.id).await?;
-        self.check_password(&user, password, client).await?;
+        self.check_password(&user, password, "mfa", client).await?;
         if user.mfa_enabled {
             return Err(AccountError::MfaAlreadyEnabled);
         }
@@ -553,7 +556,7 @@ impl Accounts {
         client: &ClientInfo,
     ) -> Result<()> {
         let user = find_user(&self.db, principal.user.id).await?;
-        self.check_password(&user, password, client).await?;
+        self.check_password(&user, password, "mfa", client).await?;
         let txn = db::begin_write(&self.db).await?;
         let factor = self
             .factor(&txn, user.id)

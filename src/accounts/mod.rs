@@ -9,6 +9,7 @@ pub mod tokens;
 mod cleanup;
 mod deletion;
 pub mod directory;
+mod email_change;
 pub mod mfa;
 mod profile;
 mod recovery;

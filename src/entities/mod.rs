@@ -1,6 +1,7 @@
 //! sea-orm entities, one per table created in `migration/`.
 pub mod api_key;
 pub mod audit_log;
+pub mod email_change;
 pub mod job;
 pub mod mfa_challenge;
 pub mod one_time_token;

@@ -245,6 +245,89 @@ pub fn account_deleted(project: &str, to: &str, username: &str) -> Email {
     )
 }
 
+/// To the new address: following the link makes it the account's address.
+pub fn confirm_email_change(
+    project: &str,
+    to: &str,
+    username: &str,
+    link: &str,
+    hours: u64,
+) -> Email {
+    compose(
+        to,
+        format!("{project}: confirm your new email address"),
+        username,
+        &[
+            "Someone asked to make this the email address of your account. Nothing changes until you confirm it.",
+        ],
+        Some(("Confirm the new address", link)),
+        &[&format!(
+            "The link is valid for {hours} hours and works once. If you did not ask for this, ignore this mail."
+        )],
+    )
+}
+
+/// To an address someone tried to move their account to while another account has it.
+pub fn email_change_address_taken(project: &str, to: &str) -> Email {
+    compose(
+        to,
+        format!("{project}: confirm your new email address"),
+        "there",
+        &[
+            "Someone asked to move an account to this email address, but an account with this address already exists, so nothing changed.",
+        ],
+        None,
+        &[
+            "If it was you, sign in with this address instead, or use the forgotten-password link. Otherwise ignore this mail.",
+        ],
+    )
+}
+
+/// To the old address once a change is confirmed, with the link that undoes it.
+pub fn email_changed(
+    project: &str,
+    to: &str,
+    username: &str,
+    new_email: &str,
+    link: &str,
+) -> Email {
+    compose(
+        to,
+        format!("{project}: your email address was changed"),
+        username,
+        &[&format!(
+            "The email address of your account was changed to {new_email}. Mail about the account goes there from now on."
+        )],
+        Some(("Undo this change", link)),
+        &[
+            "If you did not make this change, the link puts this address back, signs every session out and sends you a password reset. It is valid for 7 days.",
+        ],
+    )
+}
+
+/// To the restored address after a revert: the password may be known to whoever changed it.
+pub fn email_change_reverted(
+    project: &str,
+    to: &str,
+    username: &str,
+    link: &str,
+    minutes: u64,
+) -> Email {
+    compose(
+        to,
+        format!("{project}: your email address is back"),
+        username,
+        &[
+            "The change of your email address was undone: this is the account's address again, and every session was signed out.",
+            "Whoever changed the address may know your password. Choose a new one now:",
+        ],
+        Some(("Choose a new password", link)),
+        &[&format!(
+            "The link is valid for {minutes} minutes and works once."
+        )],
+    )
+}
+
 /// A change to the account's second factor: `what` says which, at `when`.
 pub fn mfa_changed(
     project: &str,

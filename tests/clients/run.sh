@@ -46,7 +46,7 @@ export KEEL_URL="http://127.0.0.1:$port" MAILDEV_URL
   DATABASE_URL="sqlite://$work/keel.db?mode=rwc" PORT=$port SMTP_HOST=127.0.0.1 SMTP_PORT=$SMTP_PORT SMTP_TLS=false \
     FIRST_SUPERUSER_EMAIL=root@example.com FIRST_SUPERUSER_PASSWORD='RootPassword123!' \
     FRONTEND_URL=http://app.test LOG_LEVEL=warn ENABLE_RATE_LIMITING=false \
-    exec "$ROOT/target/debug/server"
+    exec "${CARGO_TARGET_DIR:-$ROOT/target}/debug/server"
 ) >"$work/server.log" 2>&1 &
 server_pid=$!
 for _ in $(seq 100); do curl -fs "$KEEL_URL/system/health/live" >/dev/null && break; sleep 0.1; done

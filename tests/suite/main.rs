@@ -11,6 +11,7 @@ mod api_keys;
 mod binaries;
 mod deletion;
 mod docs;
+mod email_change;
 mod hostile_input;
 mod http;
 mod jobs;

@@ -53,6 +53,7 @@ fn properties() -> Vec<(&'static str, &'static str, Value)> {
         ("ChangePasswordRequest", "new_password", password()),
         ("ResetPasswordRequest", "new_password", password()),
         ("EmailRequest", "email", email()),
+        ("ChangeEmailRequest", "new_email", email()),
         ("DeletionRequest", "email", email()),
         ("SendEmailRequest", "to", email()),
         (

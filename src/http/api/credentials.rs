@@ -157,3 +157,95 @@ impl CredentialsApi {
         )))
     }
 }
+
+#[derive(Object, Debug)]
+pub struct ChangeEmailRequest {
+    /// The address to move the account to; a confirmation link is mailed there.
+    pub new_email: String,
+    /// Your current password.
+    #[oai(write_only)]
+    pub password: String,
+}
+
+pub struct EmailChangeApi;
+
+#[OpenApi(tag = "ApiTags::Auth")]
+impl EmailChangeApi {
+    /// Change your email address
+    ///
+    /// Mails a confirmation link (`FRONTEND_URL/confirm-email-change?token=`) to the new
+    /// address; nothing changes until it is followed. The answer is the same whether or not
+    /// the address belongs to another account.
+    #[oai(
+        path = "/users/me/email",
+        method = "post",
+        operation_id = "users_change_email"
+    )]
+    async fn change_email(
+        &self,
+        state: Data<&AppState>,
+        req: &Request,
+        auth: Auth,
+        body: Json<ChangeEmailRequest>,
+    ) -> ApiResult<Accepted> {
+        let body = body.0;
+        state
+            .accounts
+            .request_email_change(
+                auth.session()?,
+                &body.new_email,
+                body.password,
+                &client_info(req),
+            )
+            .await?;
+        Ok(Accepted::Accepted(Json(Message::new(
+            "a confirmation link is on its way to the new address",
+        ))))
+    }
+
+    /// Confirm a new email address with the mailed token
+    ///
+    /// The account's address changes now (and counts as verified); the old address gets a
+    /// notice with a link that undoes the change for 7 days.
+    #[oai(
+        path = "/auth/confirm-email-change",
+        method = "post",
+        operation_id = "auth_confirm_email_change"
+    )]
+    async fn confirm(
+        &self,
+        state: Data<&AppState>,
+        req: &Request,
+        body: Json<TokenRequest>,
+    ) -> ApiResult<Json<Message>> {
+        state
+            .accounts
+            .confirm_email_change(&body.0.token, &client_info(req))
+            .await?;
+        Ok(Json(Message::new("the email address was changed")))
+    }
+
+    /// Undo an email change with the token mailed to the old address
+    ///
+    /// The old address is the account's again, every session ends, and a password reset link
+    /// is mailed to it.
+    #[oai(
+        path = "/auth/revert-email-change",
+        method = "post",
+        operation_id = "auth_revert_email_change"
+    )]
+    async fn revert(
+        &self,
+        state: Data<&AppState>,
+        req: &Request,
+        body: Json<TokenRequest>,
+    ) -> ApiResult<Json<Message>> {
+        state
+            .accounts
+            .revert_email_change(&body.0.token, &client_info(req))
+            .await?;
+        Ok(Json(Message::new(
+            "the old address is back; every session was signed out and a password reset link was mailed to it",
+        )))
+    }
+}

@@ -21,7 +21,11 @@ pub fn rule_for(path: &str) -> Option<Rule> {
     Some(match path {
         "/auth/login" => LOGIN,
         "/auth/register" => REGISTER,
-        "/auth/verify-email" | "/auth/resend-verification" => VERIFICATION,
+        "/auth/verify-email"
+        | "/auth/resend-verification"
+        | "/users/me/email"
+        | "/auth/confirm-email-change"
+        | "/auth/revert-email-change" => VERIFICATION,
         "/auth/forgot-password" | "/auth/reset-password" => PASSWORD_RESET,
         "/auth/request-deletion" | "/auth/confirm-deletion" | "/auth/cancel-deletion" => DELETION,
         p if p.starts_with("/auth/mfa/") => MFA,
