@@ -344,6 +344,29 @@ impl Accounts {
         Ok(None)
     }
 
+    /// For a change to a factor in force: a current code (or, where `recovery` allows, a
+    /// recovery code) for it.
+    async fn prove_factor(
+        &self,
+        conn: &impl ConnectionTrait,
+        user_id: Uuid,
+        code: &str,
+        recovery: bool,
+    ) -> Result<()> {
+        let factor = self
+            .factor(conn, user_id)
+            .await?
+            .filter(|f| f.confirmed_at.is_some())
+            .ok_or(AccountError::MfaNotEnabled)?;
+        match self
+            .accept_second_factor(conn, &factor, code, recovery)
+            .await?
+        {
+            Some(_) => Ok(()),
+            None => Err(AccountError::WrongMfaCode),
+        }
+    }
+
     /// Replaces the account's recovery codes with a new set and returns it, once.
     async fn new_recovery_codes(
         &self,
@@ -512,18 +535,7 @@ impl Accounts {
     ) -> Result<Vec<String>> {
         let user = find_user(&self.db, principal.user.id).await?;
         let txn = db::begin_write(&self.db).await?;
-        let factor = self
-            .factor(&txn, user.id)
-            .await?
-            .filter(|f| f.confirmed_at.is_some())
-            .ok_or(AccountError::MfaNotEnabled)?;
-        if self
-            .accept_second_factor(&txn, &factor, code, false)
-            .await?
-            .is_none()
-        {
-            return Err(AccountError::WrongMfaCode);
-        }
+        self.prove_factor(&txn, user.id, code, false).await?;
         let codes = self.new_recovery_codes(&txn, user.id).await?;
         let ended = self
             .revoke_sessions(&txn, user.id, principal.session_id(), "mfa_changed")
@@ -558,18 +570,7 @@ impl Accounts {
         let user = find_user(&self.db, principal.user.id).await?;
         self.check_password(&user, password, "mfa", client).await?;
         let txn = db::begin_write(&self.db).await?;
-        let factor = self
-            .factor(&txn, user.id)
-            .await?
-            .filter(|f| f.confirmed_at.is_some())
-            .ok_or(AccountError::MfaNotEnabled)?;
-        if self
-            .accept_second_factor(&txn, &factor, code, true)
-            .await?
-            .is_none()
-        {
-            return Err(AccountError::WrongMfaCode);
-        }
+        self.prove_factor(&txn, user.id, code, true).await?;
         self.remove_factor(&txn, user.id).await?;
         let ended = self
             .revoke_sessions(&txn, user.id, principal.session_id(), "mfa_disabled")
