@@ -111,9 +111,9 @@ impl Accounts {
         if change.confirm_expires_at <= now() {
             return Err(AccountError::TokenExpired);
         }
-        let user = find_user(&self.db, change.user_id)
-            .await
-            .ok()
+        let user = user::Entity::find_by_id(change.user_id)
+            .one(&self.db)
+            .await?
             // The address changed some other way meanwhile: this request is stale.
             .filter(|u| !u.is_deleted && u.email == change.old_email)
             .ok_or(AccountError::TokenInvalid)?;
@@ -170,9 +170,9 @@ impl Accounts {
         if change.revert_expires_at.is_none_or(|at| at <= now()) {
             return Err(AccountError::TokenExpired);
         }
-        let user = find_user(&self.db, change.user_id)
-            .await
-            .ok()
+        let user = user::Entity::find_by_id(change.user_id)
+            .one(&self.db)
+            .await?
             .filter(|u| !u.is_deleted)
             .ok_or(AccountError::TokenInvalid)?;
         let txn = db::begin_write(&self.db).await?;

@@ -229,33 +229,6 @@ impl Accounts {
         )
     }
 
-    /// The account's current password, for a change to how it signs in; `during` names the
-    /// change in the audit log when the password is wrong.
-    pub(super) async fn check_password(
-        &self,
-        user: &user::Model,
-        password: String,
-        during: &str,
-        client: &ClientInfo,
-    ) -> Result<()> {
-        if self
-            .hasher
-            .verify(password, user.password_hash.clone())
-            .await?
-        {
-            return Ok(());
-        }
-        self.audit(
-            &self.db,
-            Some(user.id),
-            AuditEvent::PasswordChangeFailed,
-            client,
-            Some(serde_json::json!({"during": during})),
-        )
-        .await?;
-        Err(AccountError::WrongPassword)
-    }
-
     async fn factor(
         &self,
         conn: &impl ConnectionTrait,
@@ -660,9 +633,9 @@ impl Accounts {
         if challenge.expires_at <= now() {
             return Err(AccountError::MfaTokenExpired);
         }
-        let user = find_user(&self.db, challenge.user_id)
-            .await
-            .ok()
+        let user = user::Entity::find_by_id(challenge.user_id)
+            .one(&self.db)
+            .await?
             .filter(|u| !u.is_deleted && u.mfa_enabled)
             .ok_or(AccountError::MfaTokenInvalid)?;
         let subjects = [
@@ -671,15 +644,7 @@ impl Accounts {
         ];
         if let Some(limiter) = &self.login_throttle {
             for subject in &subjects {
-                let d = limiter
-                    .check(ratelimit::ACCOUNT_FAILURES, subject, false)
-                    .await
-                    .map_err(|_| AccountError::LimiterUnavailable)?;
-                if !d.allowed {
-                    return Err(AccountError::TooManyFailedLogins {
-                        retry_after_secs: d.retry_after_secs,
-                    });
-                }
+                super::sessions::refuse_throttled(limiter, subject).await?;
             }
         }
         let txn = db::begin_write(&self.db).await?;

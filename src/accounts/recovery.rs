@@ -79,6 +79,33 @@ impl Accounts {
         Ok(())
     }
 
+    /// The account's current password, for a change to how it signs in; `during` names the
+    /// change in the audit log when the password is wrong.
+    pub(super) async fn check_password(
+        &self,
+        user: &user::Model,
+        password: String,
+        during: &str,
+        client: &ClientInfo,
+    ) -> Result<()> {
+        if self
+            .hasher
+            .verify(password, user.password_hash.clone())
+            .await?
+        {
+            return Ok(());
+        }
+        self.audit(
+            &self.db,
+            Some(user.id),
+            AuditEvent::PasswordChangeFailed,
+            client,
+            Some(serde_json::json!({"during": during})),
+        )
+        .await?;
+        Err(AccountError::WrongPassword)
+    }
+
     pub async fn change_password(
         &self,
         principal: &Principal,

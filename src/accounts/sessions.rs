@@ -20,6 +20,25 @@ use crate::{
     ratelimit::{self},
 };
 
+/// Refuses a sign-in for an account (`subject`) with too many recent failures, without
+/// counting this attempt.
+pub(super) async fn refuse_throttled(limiter: &ratelimit::Limiter, subject: &str) -> Result<()> {
+    let d = limiter
+        .check(ratelimit::ACCOUNT_FAILURES, subject, false)
+        .await
+        .map_err(|_| AccountError::LimiterUnavailable)?;
+    if d.allowed {
+        return Ok(());
+    }
+    crate::metrics::metrics()
+        .rate_limited
+        .with_label_values(&[ratelimit::ACCOUNT_FAILURES.name])
+        .inc();
+    Err(AccountError::TooManyFailedLogins {
+        retry_after_secs: d.retry_after_secs,
+    })
+}
+
 impl Accounts {
     /// Signs in with an email address or username and the password. With a login throttle,
     /// an account with too many recent failures is refused before its password is checked.
@@ -33,20 +52,7 @@ impl Accounts {
             return self.login_unthrottled(identifier, password, client).await;
         };
         let account = ratelimit::account_subject(identifier);
-        let unavailable = |_| AccountError::LimiterUnavailable;
-        let d = limiter
-            .check(ratelimit::ACCOUNT_FAILURES, &account, false)
-            .await
-            .map_err(unavailable)?;
-        if !d.allowed {
-            crate::metrics::metrics()
-                .rate_limited
-                .with_label_values(&[ratelimit::ACCOUNT_FAILURES.name])
-                .inc();
-            return Err(AccountError::TooManyFailedLogins {
-                retry_after_secs: d.retry_after_secs,
-            });
-        }
+        refuse_throttled(limiter, &account).await?;
         let outcome = self.login_unthrottled(identifier, password, client).await;
         match &outcome {
             Err(AccountError::InvalidCredentials) => {
