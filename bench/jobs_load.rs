@@ -27,7 +27,7 @@ async fn main() {
     };
     let rate: u64 = rate.parse().expect("RATE");
     let seconds: u64 = seconds.parse().expect("SECONDS");
-    let client = reqwest::Client::builder()
+    let client = keel::net::http_client()
         .pool_max_idle_per_host(64)
         .timeout(Duration::from_secs(30))
         .build()

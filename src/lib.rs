@@ -13,6 +13,7 @@ pub mod jobs;
 pub mod mail;
 pub mod metrics;
 pub mod net;
+pub mod oidc;
 pub mod queues;
 pub mod ratelimit;
 pub mod realtime;

@@ -27,6 +27,8 @@ pub struct Metrics {
     /// Cache lookups by result: hit, miss, bypass (cache unavailable).
     pub cache: IntCounterVec,
     pub rate_limited: IntCounterVec,
+    /// Key sets fetched from each OpenID Connect provider.
+    pub oidc_key_fetches: IntCounterVec,
     pub ws_connections: prometheus::IntGauge,
     pub ws_messages: IntCounterVec,
 }
@@ -81,6 +83,13 @@ impl Metrics {
             ),
             &["limit"],
         )?;
+        let oidc_key_fetches = IntCounterVec::new(
+            Opts::new(
+                "oidc_key_set_fetches_total",
+                "Signing key sets fetched from OpenID Connect providers, by provider",
+            ),
+            &["provider"],
+        )?;
         let ws_connections = prometheus::IntGauge::new(
             "websocket_connections",
             "Open WebSocket connections on this instance",
@@ -94,6 +103,7 @@ impl Metrics {
         )?;
         registry.register(Box::new(cache.clone()))?;
         registry.register(Box::new(rate_limited.clone()))?;
+        registry.register(Box::new(oidc_key_fetches.clone()))?;
         registry.register(Box::new(ws_connections.clone()))?;
         registry.register(Box::new(ws_messages.clone()))?;
         registry.register(Box::new(http_requests.clone()))?;
@@ -112,6 +122,7 @@ impl Metrics {
             db_pool,
             cache,
             rate_limited,
+            oidc_key_fetches,
             ws_connections,
             ws_messages,
         })

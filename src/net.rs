@@ -1,4 +1,5 @@
-//! Client addresses behind proxies: `X-Forwarded-For` is believed only from `TRUSTED_PROXIES`.
+//! Client addresses behind proxies (`X-Forwarded-For` is believed only from
+//! `TRUSTED_PROXIES`), and the one way to build an outgoing HTTP client.
 
 use std::{net::IpAddr, str::FromStr};
 
@@ -104,6 +105,14 @@ impl TrustedProxies {
         }
         client
     }
+}
+
+/// An HTTP client builder over rustls with ring, the TLS stack the broker connection uses too
+/// (reqwest leaves the choice to the process): every outgoing HTTP client starts here.
+pub fn http_client() -> reqwest::ClientBuilder {
+    // Installed once per process; a second call finds it in place.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
 }
 
 #[cfg(test)]

@@ -43,6 +43,8 @@ pub const PASSWORD_RESET: Rule = per_minute("password_reset", 3);
 pub const DELETION: Rule = per_minute("deletion", 3);
 /// Two-factor set-up, codes and sign-in steps, per client address.
 pub const MFA: Rule = per_minute("mfa", 10);
+/// Provider sign-ins (authorize, callback, exchange, native tokens), per client address.
+pub const OIDC: Rule = per_minute("oidc", 20);
 pub const DEFAULT: Rule = per_minute("default", 100);
 /// Failed logins for one account, from whatever addresses: 5, then one every 3 minutes.
 pub const ACCOUNT_FAILURES: Rule = Rule {

@@ -15,6 +15,7 @@ mod m20261201_000009_job_queues;
 mod m20261202_000010_users_listing_index;
 mod m20261203_000011_mfa;
 mod m20261203_000012_email_changes;
+mod m20261203_000013_oidc;
 
 pub struct Migrator;
 
@@ -34,6 +35,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000010_users_listing_index::Migration),
             Box::new(m20261203_000011_mfa::Migration),
             Box::new(m20261203_000012_email_changes::Migration),
+            Box::new(m20261203_000013_oidc::Migration),
         ]
     }
 }

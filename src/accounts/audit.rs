@@ -40,6 +40,11 @@ pub enum AuditEvent {
     EmailChangeRequested,
     EmailChanged,
     EmailChangeReverted,
+    /// A provider identity was linked to an existing account at its first sign-in.
+    IdentityLinked,
+    IdentityUnlinked,
+    /// An account without a password (made by a provider sign-in) set one.
+    PasswordSet,
 }
 
 impl AuditEvent {
@@ -81,6 +86,9 @@ impl AuditEvent {
             Self::EmailChangeRequested => "email_change_requested",
             Self::EmailChanged => "email_changed",
             Self::EmailChangeReverted => "email_change_reverted",
+            Self::IdentityLinked => "identity_linked",
+            Self::IdentityUnlinked => "identity_unlinked",
+            Self::PasswordSet => "password_set",
         }
     }
 }

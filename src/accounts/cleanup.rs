@@ -1,11 +1,14 @@
-//! The `cleanup_expired_tokens` job: removes one-time and refresh tokens past their use.
+//! The `cleanup_expired_tokens` job: removes one-time and refresh tokens past their use, and
+//! the expired leftovers of provider sign-ins.
 
 use chrono::{Duration, Utc};
 use sea_orm::{ColumnTrait, Condition, DatabaseConnection, EntityTrait, QueryFilter};
 use serde_json::json;
 
 use crate::{
-    entities::{mfa_challenge, one_time_token, refresh_token, session},
+    entities::{
+        mfa_challenge, oidc_authorization, oidc_used_nonce, one_time_token, refresh_token, session,
+    },
     jobs::{JobError, JobResult},
 };
 
@@ -40,6 +43,17 @@ pub async fn cleanup_expired_tokens(db: &DatabaseConnection) -> JobResult {
         .exec(db)
         .await
         .map_err(fail)?;
+    let authorizations = oidc_authorization::Entity::delete_many()
+        .filter(oidc_authorization::Column::ExpiresAt.lt(now))
+        .exec(db)
+        .await
+        .map_err(fail)?;
+    // A nonce is remembered for as long as a token carrying it could still be accepted.
+    let nonces = oidc_used_nonce::Entity::delete_many()
+        .filter(oidc_used_nonce::Column::ExpiresAt.lt(now))
+        .exec(db)
+        .await
+        .map_err(fail)?;
     let cutoff = now - KEEP_ENDED_SESSIONS;
     let sessions = session::Entity::delete_many()
         .filter(
@@ -55,5 +69,7 @@ pub async fn cleanup_expired_tokens(db: &DatabaseConnection) -> JobResult {
         "refresh_tokens_deleted": refresh.rows_affected,
         "sessions_deleted": sessions.rows_affected,
         "mfa_challenges_deleted": challenges.rows_affected,
+        "oidc_authorizations_deleted": authorizations.rows_affected,
+        "oidc_nonces_deleted": nonces.rows_affected,
     }))
 }

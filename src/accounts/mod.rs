@@ -10,6 +10,7 @@ mod cleanup;
 mod deletion;
 pub mod directory;
 mod email_change;
+mod identities;
 pub mod mfa;
 mod profile;
 mod recovery;
@@ -22,6 +23,10 @@ pub use crate::values::{EmailAddress, FieldProblem, Password, Username};
 pub use audit::AuditEvent;
 pub use cleanup::*;
 pub use deletion::*;
+pub use identities::{
+    AUTHORIZATION_TTL as OIDC_AUTHORIZATION_TTL, NewAuthorization, PendingAuthorization,
+    VerifiedIdentity,
+};
 pub use passwords::PasswordHash;
 pub use service::*;
 pub use storage::{find_user, find_user_by_email, find_user_by_ident};

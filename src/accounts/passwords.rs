@@ -17,6 +17,11 @@ use crate::values::Password;
 pub struct PasswordHash(String);
 
 impl PasswordHash {
+    /// No password: the account signs in some other way until it sets one.
+    pub fn none() -> Self {
+        Self(String::new())
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

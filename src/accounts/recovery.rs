@@ -88,6 +88,9 @@ impl Accounts {
         during: &str,
         client: &ClientInfo,
     ) -> Result<()> {
+        if !user.has_password() {
+            return Err(AccountError::PasswordNotSet);
+        }
         if self
             .hasher
             .verify(password, user.password_hash.clone())
@@ -122,21 +125,8 @@ impl Accounts {
             )]));
         }
         let user = find_user(&self.db, principal.user.id).await?;
-        if !self
-            .hasher
-            .verify(current, user.password_hash.clone())
-            .await?
-        {
-            self.audit(
-                &self.db,
-                Some(user.id),
-                AuditEvent::PasswordChangeFailed,
-                client,
-                None,
-            )
+        self.check_password(&user, current, "password_change", client)
             .await?;
-            return Err(AccountError::WrongPassword);
-        }
         let hash = self.hasher.hash(&new_password).await?;
         let txn = db::begin_write(&self.db).await?;
         let mut active: user::ActiveModel = user.into();

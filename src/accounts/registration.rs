@@ -103,8 +103,9 @@ impl Accounts {
     ) -> Result<String> {
         // Only the newest token of a purpose is valid: asking again retires the earlier ones.
         // Cancel links are the exception: every mail about a scheduled deletion carries one, and
-        // each must keep working until the deletion is cancelled.
-        if purpose != Purpose::CancelDeletion {
+        // each must keep working until the deletion is cancelled; so are sign-in codes, one per
+        // browser tab that signed in.
+        if !matches!(purpose, Purpose::CancelDeletion | Purpose::OidcLogin) {
             retire_tokens(conn, user_id, &[purpose]).await?;
         }
         insert_one_time_token(conn, &self.settings, user_id, purpose).await

@@ -95,6 +95,31 @@ pub enum AccountError {
     MfaNotEnabled,
     #[error("no two-factor setup is in progress: call /auth/mfa/totp/setup first")]
     MfaSetupRequired,
+    /// A provider sign-in for an address whose account here never proved it owns it.
+    #[error(
+        "an account with this email address exists but has not verified it; sign in with its password and verify the address first"
+    )]
+    AccountExistsUnverified,
+    /// A provider sign-in without a verified address, for which no account is linked yet.
+    #[error(
+        "the provider did not assert a verified email address, so no account can be made or found for it"
+    )]
+    ProviderEmailUnverified,
+    #[error("the sign-in's state is unknown, was already used or belongs to another browser")]
+    OidcStateInvalid,
+    #[error("the sign-in took too long; start again")]
+    OidcStateExpired,
+    /// A native app's ID token (its nonce) was already used for a sign-in.
+    #[error("this ID token's nonce was already used for a sign-in")]
+    NonceReused,
+    #[error(
+        "this is the account's last way to sign in: set a password or link another provider first"
+    )]
+    LastSignInMethod,
+    #[error("this account has no password yet: set one with /auth/set-password")]
+    PasswordNotSet,
+    #[error("this account already has a password: change it with /auth/change-password")]
+    PasswordAlreadySet,
     #[error("database error")]
     Db(#[from] DbErr),
     #[error(transparent)]

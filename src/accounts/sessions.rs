@@ -97,6 +97,19 @@ impl Accounts {
             .await?;
             return Err(AccountError::InvalidCredentials);
         };
+        if !user.has_password() {
+            // Made by a provider sign-in: no password is right, and it takes as long to say.
+            self.hasher.verify_dummy(password).await?;
+            self.audit(
+                &self.db,
+                Some(user.id),
+                AuditEvent::LoginFailed,
+                client,
+                Some(serde_json::json!({"reason": "no_password"})),
+            )
+            .await?;
+            return Err(AccountError::InvalidCredentials);
+        }
         if !self
             .hasher
             .verify(password, user.password_hash.clone())
@@ -123,19 +136,31 @@ impl Accounts {
             .await?;
             return Err(AccountError::EmailNotVerified);
         }
+        self.finish_sign_in(&user, client, serde_json::json!({"method": "password"}))
+            .await
+    }
+
+    /// The first factor was proven (a password, a provider): opens the session, or with a
+    /// second factor on answers `MfaRequired` for the second step. `details` go to the audit.
+    pub(super) async fn finish_sign_in(
+        &self,
+        user: &user::Model,
+        client: &ClientInfo,
+        mut details: serde_json::Value,
+    ) -> Result<TokenPair> {
         if user.mfa_enabled {
-            // The password was right; the session opens only after the second step.
-            let mfa_token = self.open_mfa_challenge(&user, client).await?;
+            let mfa_token = self.open_mfa_challenge(user, client).await?;
             return Err(AccountError::MfaRequired { mfa_token });
         }
         let txn = db::begin_write(&self.db).await?;
-        let pair = self.open_session(&txn, &user, client).await?;
+        let pair = self.open_session(&txn, user, client).await?;
+        details["session_id"] = serde_json::json!(pair.session_id);
         self.audit(
             &txn,
             Some(user.id),
             AuditEvent::LoginSuccess,
             client,
-            Some(serde_json::json!({"session_id": pair.session_id})),
+            Some(details),
         )
         .await?;
         txn.commit().await?;

@@ -124,6 +124,7 @@ pub(super) async fn insert_one_time_token(
         Purpose::CancelDeletion => std::time::Duration::from_secs(
             86_400 * (u64::from(settings.auth.deletion_grace_period_days) + 1),
         ),
+        Purpose::OidcLogin => crate::config::OIDC_LOGIN_CODE_TTL,
     };
     let raw = tokens::new_opaque_token();
     one_time_token::ActiveModel {

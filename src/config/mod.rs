@@ -11,6 +11,7 @@ mod database;
 mod http;
 mod jobs;
 mod mail;
+mod oidc;
 mod rabbitmq;
 mod rate_limit;
 mod reader;
@@ -23,6 +24,7 @@ pub use database::DatabaseSettings;
 pub use http::HttpSettings;
 pub use jobs::{JobSettings, PERIODIC, Periodic, PeriodicJob, parse_cron};
 pub use mail::{MailSettings, SmtpSettings};
+pub use oidc::{OIDC_LOGIN_CODE_TTL, OidcProvider, OidcSettings, ResponseMode};
 pub use rabbitmq::{QueueType, RabbitSettings};
 pub use rate_limit::RateLimitSettings;
 pub use reader::{ConfigError, Reader, parse_span, redact_url};
@@ -75,6 +77,7 @@ pub struct Settings {
     pub log_level: String,
     pub http: HttpSettings,
     pub auth: AuthSettings,
+    pub oidc: OidcSettings,
     pub database: DatabaseSettings,
     pub mail: MailSettings,
     pub jobs: JobSettings,
@@ -106,13 +109,17 @@ impl Settings {
         let r = Reader::new(lookup);
         let environment: Environment =
             r.parse("ENVIRONMENT", Environment::Development, "an environment")?;
+        let http = HttpSettings::read(&r)?;
+        let auth = AuthSettings::read(&r, environment == Environment::Production)?;
+        let oidc = OidcSettings::read(&r, &auth.frontend_url, http.port)?;
         Ok(Settings {
             environment,
             project_name: r.string("PROJECT_NAME", "Keel"),
             log_format: r.parse("LOG_FORMAT", LogFormat::Pretty, "a log format")?,
             log_level: r.string("LOG_LEVEL", "info"),
-            http: HttpSettings::read(&r)?,
-            auth: AuthSettings::read(&r, environment == Environment::Production)?,
+            http,
+            auth,
+            oidc,
             database: DatabaseSettings::read(&r)?,
             mail: MailSettings::read(&r)?,
             jobs: JobSettings::read(&r)?,

@@ -8,14 +8,15 @@ use std::{fmt, str::FromStr, time::Duration};
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {var}: {message}")]
 pub struct ConfigError {
-    pub var: &'static str,
+    /// Most names are fixed; a provider's (`OIDC_GOOGLE_CLIENT_ID`) is made from its name.
+    pub var: String,
     pub message: String,
 }
 
 impl ConfigError {
-    pub fn new(var: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(var: &str, message: impl Into<String>) -> Self {
         Self {
-            var,
+            var: var.to_string(),
             message: message.into(),
         }
     }
@@ -46,22 +47,17 @@ impl<'a> Reader<'a> {
         Reader::new(move |k| map.get(k).cloned())
     }
 
-    pub fn raw(&self, var: &'static str) -> Option<String> {
+    pub fn raw(&self, var: &str) -> Option<String> {
         (self.lookup)(var)
             .map(|v| v.trim().to_string())
             .filter(|v| !v.is_empty())
     }
 
-    pub fn string(&self, var: &'static str, default: &str) -> String {
+    pub fn string(&self, var: &str, default: &str) -> String {
         self.raw(var).unwrap_or_else(|| default.to_string())
     }
 
-    pub fn parse<T: FromStr>(
-        &self,
-        var: &'static str,
-        default: T,
-        what: &str,
-    ) -> Result<T, ConfigError>
+    pub fn parse<T: FromStr>(&self, var: &str, default: T, what: &str) -> Result<T, ConfigError>
     where
         T::Err: fmt::Display,
     {
@@ -73,7 +69,7 @@ impl<'a> Reader<'a> {
         }
     }
 
-    pub fn bool(&self, var: &'static str, default: bool) -> Result<bool, ConfigError> {
+    pub fn bool(&self, var: &str, default: bool) -> Result<bool, ConfigError> {
         match self.raw(var) {
             None => Ok(default),
             Some(v) => match v.to_ascii_lowercase().as_str() {
@@ -87,13 +83,7 @@ impl<'a> Reader<'a> {
         }
     }
 
-    pub fn ranged(
-        &self,
-        var: &'static str,
-        default: u64,
-        min: u64,
-        max: u64,
-    ) -> Result<u64, ConfigError> {
+    pub fn ranged(&self, var: &str, default: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
         let value = self.parse(var, default, "a whole number")?;
         if value < min || value > max {
             return Err(ConfigError::new(
@@ -107,7 +97,7 @@ impl<'a> Reader<'a> {
     /// A whole number of `unit`s (seconds, minutes, …) as a duration.
     pub fn duration(
         &self,
-        var: &'static str,
+        var: &str,
         unit: Duration,
         default: u64,
         min: u64,
@@ -146,12 +136,7 @@ pub fn parse_span(raw: &str) -> Result<Duration, String> {
 
 impl Reader<'_> {
     /// A span like `7d`, at most `max`.
-    pub fn span(
-        &self,
-        var: &'static str,
-        default: &str,
-        max: Duration,
-    ) -> Result<Duration, ConfigError> {
+    pub fn span(&self, var: &str, default: &str, max: Duration) -> Result<Duration, ConfigError> {
         let raw = self.string(var, default);
         let span = parse_span(&raw).map_err(|e| ConfigError::new(var, e))?;
         if span > max {

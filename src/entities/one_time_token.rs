@@ -35,4 +35,7 @@ pub enum Purpose {
     /// Cancels a scheduled account deletion; mailed with the confirmation and each reminder.
     #[sea_orm(string_value = "cancel_deletion")]
     CancelDeletion,
+    /// Handed to the web app after an OpenID Connect sign-in, for `/auth/oidc/exchange`.
+    #[sea_orm(string_value = "oidc_login")]
+    OidcLogin,
 }

@@ -41,3 +41,11 @@ impl Related<super::session::Entity> for Entity {
 }
 
 impl ActiveModelBehavior for ActiveModel {}
+
+impl Model {
+    /// Accounts made by a provider sign-in have no password until they set one (stored as an
+    /// empty hash, which no password verifies against).
+    pub fn has_password(&self) -> bool {
+        !self.password_hash.is_empty()
+    }
+}

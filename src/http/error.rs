@@ -385,7 +385,55 @@ impl From<AccountError> for ApiError {
             E::MfaSetupRequired => {
                 Self::new(StatusCode::CONFLICT, "mfa_setup_required", e.to_string())
             }
+            E::AccountExistsUnverified => Self::new(
+                StatusCode::CONFLICT,
+                "account_exists_unverified",
+                e.to_string(),
+            ),
+            E::ProviderEmailUnverified => Self::new(
+                StatusCode::FORBIDDEN,
+                "provider_email_unverified",
+                e.to_string(),
+            ),
+            E::OidcStateInvalid => {
+                Self::new(StatusCode::BAD_REQUEST, "oidc_state_invalid", e.to_string())
+            }
+            E::OidcStateExpired => {
+                Self::new(StatusCode::BAD_REQUEST, "oidc_state_expired", e.to_string())
+            }
+            E::NonceReused => Self::unauthorized("nonce_reused", e.to_string()),
+            E::LastSignInMethod => {
+                Self::new(StatusCode::CONFLICT, "last_sign_in_method", e.to_string())
+            }
+            E::PasswordNotSet => Self::new(StatusCode::CONFLICT, "password_not_set", e.to_string()),
+            E::PasswordAlreadySet => {
+                Self::new(StatusCode::CONFLICT, "password_already_set", e.to_string())
+            }
             E::Db(_) | E::Hash(_) | E::Signing(_) => Self::internal_error(&e),
+        }
+    }
+}
+
+impl From<crate::oidc::OidcError> for ApiError {
+    fn from(e: crate::oidc::OidcError) -> Self {
+        use crate::oidc::OidcError as E;
+        match e {
+            E::UnknownProvider => {
+                Self::new(StatusCode::NOT_FOUND, "unknown_provider", e.to_string())
+            }
+            E::Unavailable(_) => {
+                tracing::warn!(error = %e, "an OpenID Connect provider failed");
+                // A dependency that is away, like the database or Redis: 503, retry later.
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "oidc_provider_unavailable",
+                    e.to_string(),
+                )
+            }
+            E::CodeRejected(_) => {
+                Self::new(StatusCode::BAD_REQUEST, "oidc_code_rejected", e.to_string())
+            }
+            E::TokenInvalid(_) => Self::unauthorized("id_token_invalid", e.to_string()),
         }
     }
 }

@@ -35,6 +35,8 @@ pub struct AppState {
     pub hub: Option<crate::realtime::Hub>,
     /// Whether the start-up checks have passed (`prepare`).
     pub startup: Startup,
+    /// The OpenID Connect providers (`OIDC_PROVIDERS`), with their cached metadata and keys.
+    pub oidc: crate::oidc::Oidc,
 }
 
 impl AppState {
@@ -103,6 +105,7 @@ impl AppState {
             crate::realtime::Hub::new(settings.websockets.clone(), cache.redis().cloned())
         });
         let jobs = Jobs::new(db.clone(), jobs, registry.clone());
+        let oidc = crate::oidc::Oidc::new(&settings.oidc)?;
         Ok(Self {
             settings,
             db,
@@ -114,6 +117,7 @@ impl AppState {
             hub,
             cache,
             startup: Startup::new(),
+            oidc,
         })
     }
 

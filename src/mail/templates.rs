@@ -352,6 +352,36 @@ pub fn mfa_changed(
     )
 }
 
+/// To an account a provider sign-in was linked to (its first sign-in there).
+pub fn identity_linked(project: &str, to: &str, username: &str, provider: &str) -> Email {
+    compose(
+        to,
+        format!("{project}: sign-in with {provider} was added"),
+        username,
+        &[&format!(
+            "Your account can now be signed in to with {provider}: a sign-in there with this address was linked to it."
+        )],
+        None,
+        &[
+            "If this was not you, sign in, remove it under your account's sign-in methods and change your password.",
+        ],
+    )
+}
+
+/// To an account one of whose provider sign-ins was removed.
+pub fn identity_unlinked(project: &str, to: &str, username: &str, provider: &str) -> Email {
+    compose(
+        to,
+        format!("{project}: sign-in with {provider} was removed"),
+        username,
+        &[&format!(
+            "Your account can no longer be signed in to with {provider}."
+        )],
+        None,
+        &["If this was not you, sign in and change your password."],
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -234,7 +234,7 @@ async fn the_server_is_live_at_once_and_ready_only_once_its_database_is_checked(
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let client = reqwest::Client::new();
+    let client = keel::net::http_client().build().unwrap();
     let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
     let live = loop {
         if let Ok(resp) = client.get(url("/system/health/live")).send().await {

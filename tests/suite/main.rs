@@ -17,6 +17,7 @@ mod http;
 mod jobs;
 mod listing;
 mod mfa;
+mod oidc;
 mod queues;
 mod ratelimit;
 mod redis;

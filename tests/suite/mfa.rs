@@ -21,7 +21,7 @@ both_backends!(
 
 /// An authenticator app: the secret, and the newest step it has shown a code for (a code
 /// serves once, so each sign-in step takes a later one).
-struct Authenticator {
+pub(crate) struct Authenticator {
     secret: Vec<u8>,
     last_step: i64,
 }
@@ -55,7 +55,7 @@ impl Authenticator {
 
     /// A code the server takes now: the current step, or the next one (allowed for clock
     /// drift) when the current one was used; waits for the clock otherwise.
-    async fn next_code(&mut self) -> String {
+    pub(crate) async fn next_code(&mut self) -> String {
         loop {
             let now = Self::step_now();
             let step = now.max(self.last_step + 1);
@@ -106,7 +106,7 @@ async fn me(app: &TestApp, token: &str) -> Value {
 }
 
 /// Sets up and confirms TOTP for a signed-in user; returns the app and the recovery codes.
-async fn enable_totp(
+pub(crate) async fn enable_totp(
     app: &TestApp,
     user: &TestUser,
     tokens: &Tokens,

@@ -10,6 +10,7 @@ pub mod deletion;
 pub mod integrations;
 pub mod mfa;
 pub mod models;
+pub mod oidc;
 pub mod payload;
 pub mod root;
 pub mod sessions;
@@ -49,6 +50,7 @@ pub type Apis = (
     sessions::SessionsApi,
     credentials::CredentialsApi,
     mfa::MfaApi,
+    oidc::OidcApi,
     credentials::EmailChangeApi,
     api_keys::ApiKeysApi,
     deletion::DeletionApi,
@@ -68,6 +70,7 @@ pub fn service(project_name: &str, prefix: &str) -> OpenApiService<Apis, ()> {
             sessions::SessionsApi,
             credentials::CredentialsApi,
             mfa::MfaApi,
+            oidc::OidcApi,
             credentials::EmailChangeApi,
             api_keys::ApiKeysApi,
             deletion::DeletionApi,

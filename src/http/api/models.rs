@@ -58,12 +58,16 @@ pub struct Me {
     pub user: UserOut,
     /// A password sign-in needs a second factor (`/auth/mfa`).
     pub mfa_enabled: bool,
+    /// False for an account a sign-in provider made, until it sets one at
+    /// `/auth/set-password`.
+    pub has_password: bool,
 }
 
 impl From<user::Model> for Me {
     fn from(u: user::Model) -> Self {
         Self {
             mfa_enabled: u.mfa_enabled,
+            has_password: u.has_password(),
             user: u.into(),
         }
     }

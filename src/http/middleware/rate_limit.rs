@@ -10,7 +10,7 @@ use crate::{
     http::error::ApiError,
     metrics::metrics,
     ratelimit::{
-        DEFAULT, DELETION, Decision, LOGIN, Limiter, MFA, PASSWORD_RESET, REGISTER, Rule,
+        DEFAULT, DELETION, Decision, LOGIN, Limiter, MFA, OIDC, PASSWORD_RESET, REGISTER, Rule,
         VERIFICATION,
     },
 };
@@ -26,9 +26,10 @@ pub fn rule_for(path: &str) -> Option<Rule> {
         | "/users/me/email"
         | "/auth/confirm-email-change"
         | "/auth/revert-email-change" => VERIFICATION,
-        "/auth/forgot-password" | "/auth/reset-password" => PASSWORD_RESET,
+        "/auth/forgot-password" | "/auth/reset-password" | "/auth/set-password" => PASSWORD_RESET,
         "/auth/request-deletion" | "/auth/confirm-deletion" | "/auth/cancel-deletion" => DELETION,
         p if p.starts_with("/auth/mfa/") => MFA,
+        p if p.starts_with("/auth/oidc/") => OIDC,
         "/metrics" | "/openapi.json" => return None,
         p if p.starts_with("/system/health") || p.starts_with("/docs") => return None,
         _ => DEFAULT,

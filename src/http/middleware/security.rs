@@ -125,7 +125,11 @@ impl SecurityConfig {
 
     /// The media types a route's body may have.
     fn allowed_types(&self, path: &str) -> &'static [&'static str] {
-        if self.route(path) == "/auth/login" {
+        let route = self.route(path);
+        // The password grant, and providers posting a sign-in back (`form_post`).
+        if route == "/auth/login"
+            || (route.starts_with("/auth/oidc/") && route.ends_with("/callback"))
+        {
             &[FORM]
         } else {
             &[JSON]

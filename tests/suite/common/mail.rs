@@ -21,7 +21,11 @@ pub fn api_url() -> String {
 
 /// Every captured message sent to `to`, oldest first.
 pub async fn messages_to(to: &str) -> Vec<Value> {
-    let resp = reqwest::get(format!("{}/api/email", api_url()))
+    let resp = keel::net::http_client()
+        .build()
+        .unwrap()
+        .get(format!("{}/api/email", api_url()))
+        .send()
         .await
         .unwrap_or_else(|e| {
             panic!(

@@ -125,7 +125,7 @@ impl TestApp {
         Self {
             addr,
             base: format!("http://{addr}{prefix}"),
-            client: Client::builder()
+            client: keel::net::http_client()
                 .timeout(Duration::from_secs(30))
                 .build()
                 .unwrap(),
