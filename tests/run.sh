@@ -7,7 +7,8 @@
 #   tests/run.sh -- FILTER    pass extra arguments to the test runner (e.g. a test name)
 #
 # Services: PostgreSQL (127.0.0.1:5432, trust auth for `postgres`), RabbitMQ (127.0.0.1:5672,
-# guest/guest) and maildev (SMTP 1025, API 1080). Tests isolate themselves: a database, a queue
+# guest/guest), maildev (SMTP 1025, API 1080) and Debian's chromium with chromium-driver (the page
+# tests; screenshots in target/screenshots/). Tests isolate themselves: a database, a queue
 # and unique mail addresses each.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -101,6 +102,13 @@ ensure_maildev() {
   wait_for 30 maildev curl -fsS "$TEST_MAILDEV_URL/api/email"
 }
 
+# The page tests drive Debian's headless Chromium through ChromeDriver.
+ensure_browser() {
+  if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then return 0; fi
+  log "installing chromium and chromium-driver (browser tests)"
+  apt_install chromium chromium-driver
+}
+
 drop_old_test_databases() {
   psql "$TEST_POSTGRES_URL" -Atc "select datname from pg_database where datname like 'keel\_test\_%'" 2>/dev/null |
     while read -r db; do psql "$TEST_POSTGRES_URL" -qc "drop database if exists \"$db\"" >/dev/null 2>&1 || true; done
@@ -113,6 +121,7 @@ ensure_postgres
 ensure_rabbitmq
 ensure_redis
 ensure_maildev
+ensure_browser
 drop_old_test_databases
 drop_old_test_queues
 drop_old_test_keys

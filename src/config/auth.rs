@@ -30,8 +30,11 @@ pub struct AuthSettings {
     pub cookie_secure: bool,
     /// How many password hashes may run at once; the rest wait their turn off the runtime.
     pub password_hash_concurrency: usize,
-    /// Where the links in mails point (verification, reset, deletion).
+    /// Where the links in mails point (verification, reset, deletion): `FRONTEND_URL`, or
+    /// Keel's own pages (`PUBLIC_URL` and `API_PREFIX`) when that is unset.
     pub frontend_url: String,
+    /// Whether `FRONTEND_URL` was set (the links go to another app).
+    pub external_frontend: bool,
     /// Created at start-up when no account has its email yet.
     pub first_superuser: Option<FirstSuperuser>,
 }
@@ -64,7 +67,8 @@ impl std::fmt::Debug for AuthSettings {
 }
 
 impl AuthSettings {
-    pub fn read(r: &Reader, production: bool) -> Result<Self, ConfigError> {
+    /// `own_pages`: where Keel serves its account pages, the links' default.
+    pub fn read(r: &Reader, production: bool, own_pages: &str) -> Result<Self, ConfigError> {
         let secret_key = r.string("SECRET_KEY", DEFAULT_SECRET_KEY);
         if production && (secret_key == DEFAULT_SECRET_KEY || secret_key.len() < 32) {
             return Err(ConfigError::new(
@@ -87,7 +91,8 @@ impl AuthSettings {
             ));
         }
 
-        let frontend_url = r.string("FRONTEND_URL", "http://localhost:3000");
+        let external_frontend = r.raw("FRONTEND_URL").is_some();
+        let frontend_url = r.string("FRONTEND_URL", own_pages);
         if url::Url::parse(&frontend_url).is_err() {
             return Err(ConfigError::new(
                 "FRONTEND_URL",
@@ -132,6 +137,7 @@ impl AuthSettings {
             password_hash_concurrency: r.ranged("PASSWORD_HASH_CONCURRENCY", cpus as u64, 1, 256)?
                 as usize,
             frontend_url: frontend_url.trim_end_matches('/').to_string(),
+            external_frontend,
             first_superuser: first_superuser(r)?,
         })
     }
@@ -197,7 +203,7 @@ mod tests {
     use super::*;
 
     fn read(pairs: &[(&str, &str)]) -> Result<AuthSettings, ConfigError> {
-        AuthSettings::read(&Reader::from_pairs(pairs), false)
+        AuthSettings::read(&Reader::from_pairs(pairs), false, "http://localhost:8000")
     }
 
     #[test]
@@ -229,8 +235,9 @@ mod tests {
 
     #[test]
     fn production_refuses_weak_secret() {
-        let production =
-            |pairs: &[(&str, &str)]| AuthSettings::read(&Reader::from_pairs(pairs), true);
+        let production = |pairs: &[(&str, &str)]| {
+            AuthSettings::read(&Reader::from_pairs(pairs), true, "http://localhost:8000")
+        };
         assert_eq!(production(&[]).unwrap_err().var, "SECRET_KEY");
         assert_eq!(
             production(&[("SECRET_KEY", "short-but-not-default")])

@@ -18,6 +18,9 @@ pub struct HttpSettings {
     pub cors_origins: Vec<String>,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: TrustedProxies,
+    /// The address browsers and mail readers reach this server at (`PUBLIC_URL`), without
+    /// `API_PREFIX`: Keel's own pages and the callback URL given to sign-in providers.
+    pub public_url: String,
 }
 
 impl HttpSettings {
@@ -48,9 +51,27 @@ impl HttpSettings {
                     format!("expected comma-separated IP addresses or CIDR blocks: {message}"),
                 )
             })?;
+        let host: IpAddr = r.parse("HOST", IpAddr::from([127, 0, 0, 1]), "an IP address")?;
+        let port = r.ranged("PORT", 8000, 0, 65535)? as u16;
+        // Listening on every interface says nothing of the name people use: localhost then.
+        let default_public = match host {
+            h if h.is_unspecified() => format!("http://localhost:{port}"),
+            IpAddr::V6(h) => format!("http://[{h}]:{port}"),
+            IpAddr::V4(h) => format!("http://{h}:{port}"),
+        };
+        let public_url = r.string("PUBLIC_URL", &default_public);
+        if !url::Url::parse(&public_url)
+            .is_ok_and(|u| u.has_host() && matches!(u.scheme(), "http" | "https"))
+        {
+            return Err(ConfigError::new(
+                "PUBLIC_URL",
+                format!("expected an absolute http(s) URL, got {public_url:?}"),
+            ));
+        }
         Ok(Self {
-            host: r.parse("HOST", IpAddr::from([127, 0, 0, 1]), "an IP address")?,
-            port: r.ranged("PORT", 8000, 0, 65535)? as u16,
+            host,
+            port,
+            public_url: public_url.trim_end_matches('/').to_string(),
             api_prefix: normalise_prefix(&r.string("API_PREFIX", ""))?,
             shutdown_timeout: r.duration("SHUTDOWN_TIMEOUT", SECOND, 30, 0, 3600)?,
             cors_origins,

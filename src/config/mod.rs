@@ -110,8 +110,10 @@ impl Settings {
         let environment: Environment =
             r.parse("ENVIRONMENT", Environment::Development, "an environment")?;
         let http = HttpSettings::read(&r)?;
-        let auth = AuthSettings::read(&r, environment == Environment::Production)?;
-        let oidc = OidcSettings::read(&r, &auth.frontend_url, http.port)?;
+        // Without FRONTEND_URL, the links in mails open Keel's own pages.
+        let own_pages = format!("{}{}", http.public_url, http.api_prefix);
+        let auth = AuthSettings::read(&r, environment == Environment::Production, &own_pages)?;
+        let oidc = OidcSettings::read(&r, &auth.frontend_url)?;
         Ok(Settings {
             environment,
             project_name: r.string("PROJECT_NAME", "Keel"),
@@ -164,6 +166,31 @@ mod tests {
         assert!(s.mail.smtp.is_none());
         assert!(s.auth.require_email_verification);
         assert!(!s.rabbitmq.enabled && !s.redis.enabled && !s.websockets.enabled);
+        // The mail links open Keel's own pages.
+        assert_eq!(s.http.public_url, "http://127.0.0.1:8000");
+        assert_eq!(s.auth.frontend_url, "http://127.0.0.1:8000");
+        assert!(!s.auth.external_frontend);
+    }
+
+    #[test]
+    fn links_follow_the_public_url_and_prefix_unless_a_frontend_is_set() {
+        let s = settings(&[
+            ("HOST", "0.0.0.0"),
+            ("PORT", "9000"),
+            ("API_PREFIX", "/api"),
+        ])
+        .unwrap();
+        assert_eq!(s.http.public_url, "http://localhost:9000");
+        assert_eq!(s.auth.frontend_url, "http://localhost:9000/api");
+        let s = settings(&[("PUBLIC_URL", "https://keel.example.com/")]).unwrap();
+        assert_eq!(s.auth.frontend_url, "https://keel.example.com");
+        let s = settings(&[("FRONTEND_URL", "https://app.example.com")]).unwrap();
+        assert_eq!(s.auth.frontend_url, "https://app.example.com");
+        assert!(s.auth.external_frontend);
+        assert_eq!(
+            settings(&[("PUBLIC_URL", "keel")]).unwrap_err().var,
+            "PUBLIC_URL"
+        );
     }
 
     #[test]

@@ -55,8 +55,6 @@ pub struct OidcSettings {
     pub providers: Vec<OidcProvider>,
     /// Where a finished web sign-in may send the browser, compared exactly.
     pub redirect_uris: Vec<String>,
-    /// The address browsers reach this server at, for the callback URL given to providers.
-    pub public_url: String,
     /// The least time between two fetches of a provider's keys for an unknown `kid`.
     pub jwks_min_refetch: Duration,
     /// For each request to a provider.
@@ -68,7 +66,7 @@ impl OidcSettings {
         self.providers.iter().find(|p| p.name == name)
     }
 
-    pub fn read(r: &Reader, frontend_url: &str, port: u16) -> Result<Self, ConfigError> {
+    pub fn read(r: &Reader, frontend_url: &str) -> Result<Self, ConfigError> {
         let mut providers = Vec::new();
         for name in r
             .string("OIDC_PROVIDERS", "")
@@ -117,19 +115,9 @@ impl OidcSettings {
                 "needs at least one URI (leave it unset for FRONTEND_URL/oidc/callback)",
             ));
         }
-        let public_url = r.string("PUBLIC_URL", &format!("http://localhost:{port}"));
-        if !url::Url::parse(&public_url)
-            .is_ok_and(|u| u.has_host() && matches!(u.scheme(), "http" | "https"))
-        {
-            return Err(ConfigError::new(
-                "PUBLIC_URL",
-                format!("expected an absolute http(s) URL, got {public_url:?}"),
-            ));
-        }
         Ok(Self {
             providers,
             redirect_uris,
-            public_url: public_url.trim_end_matches('/').to_string(),
             jwks_min_refetch: r.duration("OIDC_JWKS_MIN_REFETCH_SECONDS", SECOND, 30, 1, 3600)?,
             http_timeout: r.duration("OIDC_HTTP_TIMEOUT_SECONDS", SECOND, 10, 1, 120)?,
         })
@@ -248,7 +236,7 @@ mod tests {
     use super::*;
 
     fn read(pairs: &[(&str, &str)]) -> Result<OidcSettings, ConfigError> {
-        OidcSettings::read(&Reader::from_pairs(pairs), "https://app.example.com", 8000)
+        OidcSettings::read(&Reader::from_pairs(pairs), "https://app.example.com")
     }
 
     #[test]
@@ -256,7 +244,6 @@ mod tests {
         let s = read(&[]).unwrap();
         assert!(s.providers.is_empty());
         assert_eq!(s.redirect_uris, ["https://app.example.com/oidc/callback"]);
-        assert_eq!(s.public_url, "http://localhost:8000");
     }
 
     #[test]

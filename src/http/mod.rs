@@ -6,6 +6,7 @@ pub mod api;
 pub mod error;
 pub mod extractors;
 pub mod middleware;
+pub mod pages;
 mod server;
 pub mod startup;
 pub mod state;
@@ -33,11 +34,9 @@ pub fn routes(state: AppState) -> impl Endpoint<Output = Response> + 'static {
     // The spec served at `/openapi.json`, rendered once; the same spec as a routing table
     // gives `Allow` headers and the JSON type checks.
     let spec: Arc<str> = api::spec_json(&state.settings.project_name, &prefix).into();
-    let contract = Arc::new(api::contract::Contract::from_spec(
-        &spec,
-        &prefix,
-        &["/metrics", "/openapi.json"],
-    ));
+    let mut extra = vec!["/metrics", "/openapi.json"];
+    extra.extend(pages::paths());
+    let contract = Arc::new(api::contract::Contract::from_spec(&spec, &prefix, &extra));
     let openapi_json = poem::endpoint::make_sync(move |_| {
         Response::builder()
             .content_type("application/json")
@@ -49,6 +48,7 @@ pub fn routes(state: AppState) -> impl Endpoint<Output = Response> + 'static {
         .at("/metrics", poem::get(metrics))
         .nest("/docs", docs)
         .at("/openapi.json", openapi_json);
+    let inner = pages::mount(inner, &state.settings);
     let tree = if prefix.is_empty() {
         inner
     } else {

@@ -18,6 +18,7 @@ mod jobs;
 mod listing;
 mod mfa;
 mod oidc;
+mod pages;
 mod queues;
 mod ratelimit;
 mod redis;

@@ -132,7 +132,7 @@ fn verified(provider: &str, claims: IdClaims) -> VerifiedIdentity {
 fn callback_url(state: &AppState, provider: &str) -> String {
     format!(
         "{}{}/auth/oidc/{provider}/callback",
-        state.settings.oidc.public_url, state.settings.http.api_prefix
+        state.settings.http.public_url, state.settings.http.api_prefix
     )
 }
 

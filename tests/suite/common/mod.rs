@@ -13,6 +13,7 @@ use sea_orm::{ConnectionTrait, Database};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
+pub mod browser;
 pub mod mail;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,226 @@
+//! Keel's own pages for the links in its mails (`/verify-email`, `/reset-password`,
+//! `/confirm-deletion`, `/cancel-deletion`, `/confirm-email-change`, `/revert-email-change`),
+//! used when `FRONTEND_URL` is unset. Opening one changes nothing (mail scanners fetch links):
+//! the page says what its button will do, and the button calls the public API with the link's
+//! token. Plain HTML, one style sheet and one script, all compiled into the binary and served
+//! from this origin, so the API's strict CSP holds for them unchanged.
+
+use std::sync::Arc;
+
+use poem::{Endpoint, Response, Route, get, http::header};
+
+use crate::config::Settings;
+use crate::mail::templates::escape;
+
+/// One page: where it is, what it says and which operation its button calls.
+struct Page {
+    path: &'static str,
+    title: &'static str,
+    lead: String,
+    button: &'static str,
+    endpoint: &'static str,
+    done: &'static str,
+    /// The reset page asks for the new password (twice).
+    password: bool,
+    /// The button does something that is hard to take back: it looks it.
+    danger: bool,
+}
+
+fn pages(settings: &Settings) -> Vec<Page> {
+    let grace = settings.auth.deletion_grace_period_days;
+    vec![
+        Page {
+            path: "/verify-email",
+            title: "Verify your email address",
+            lead: "Press the button to confirm that this address belongs to your account.".into(),
+            button: "Verify my email address",
+            endpoint: "/auth/verify-email",
+            done: "Your email address is verified. You can close this page and sign in.",
+            password: false,
+            danger: false,
+        },
+        Page {
+            path: "/reset-password",
+            title: "Choose a new password",
+            lead: "Type a new password for your account. Every device signed in with the old one \
+                   is signed out."
+                .into(),
+            button: "Set the new password",
+            endpoint: "/auth/reset-password",
+            done: "Your password is changed. Sign in with the new one.",
+            password: true,
+            danger: false,
+        },
+        Page {
+            path: "/confirm-deletion",
+            title: "Delete your account",
+            lead: format!(
+                "Pressing the button schedules your account for permanent deletion in {grace} \
+                 days. Until then it works as before, and the link in the mail we send next \
+                 cancels the deletion."
+            ),
+            button: "Delete my account",
+            endpoint: "/auth/confirm-deletion",
+            done: "Your account is scheduled for deletion. A mail with a link to cancel it is on \
+                   its way.",
+            password: false,
+            danger: true,
+        },
+        Page {
+            path: "/cancel-deletion",
+            title: "Keep your account",
+            lead: "Press the button to cancel the scheduled deletion of your account.".into(),
+            button: "Cancel the deletion",
+            endpoint: "/auth/cancel-deletion",
+            done: "The deletion is cancelled: your account stays as it is.",
+            password: false,
+            danger: false,
+        },
+        Page {
+            path: "/confirm-email-change",
+            title: "Confirm your new email address",
+            lead: "Press the button to make this address the email address of your account. The \
+                   old address is told, and can undo the change for 7 days."
+                .into(),
+            button: "Confirm the new address",
+            endpoint: "/auth/confirm-email-change",
+            done: "Your account's email address is changed.",
+            password: false,
+            danger: false,
+        },
+        Page {
+            path: "/revert-email-change",
+            title: "Undo the email change",
+            lead: "Press the button to put this address back on your account. Every device is \
+                   signed out, and a password reset is mailed here, in case someone else made \
+                   the change."
+                .into(),
+            button: "Put my address back",
+            endpoint: "/auth/revert-email-change",
+            done: "Your address is back and every device is signed out. Check this mailbox for \
+                   the password reset.",
+            password: false,
+            danger: false,
+        },
+    ]
+}
+
+/// The paths the pages and their files are served at (without `API_PREFIX`).
+pub fn paths() -> Vec<&'static str> {
+    let mut paths: Vec<&'static str> = [
+        "/verify-email",
+        "/reset-password",
+        "/confirm-deletion",
+        "/cancel-deletion",
+        "/confirm-email-change",
+        "/revert-email-change",
+    ]
+    .to_vec();
+    paths.extend(ASSETS.iter().map(|a| a.0));
+    paths
+}
+
+const ASSETS: [(&str, &str, &str); 2] = [
+    (
+        "/assets/keel.css",
+        "text/css; charset=utf-8",
+        include_str!("keel.css"),
+    ),
+    (
+        "/assets/account.js",
+        "text/javascript; charset=utf-8",
+        include_str!("account.js"),
+    ),
+];
+
+fn render(page: &Page, settings: &Settings) -> String {
+    let prefix = escape(&settings.http.api_prefix);
+    let project = escape(&settings.project_name);
+    let password_fields = if page.password {
+        "<label for=\"new_password\">New password</label>\
+         <input id=\"new_password\" name=\"new_password\" type=\"password\" autocomplete=\"new-password\" required minlength=\"8\" maxlength=\"128\" aria-describedby=\"rules\">\
+         <p class=\"hint\" id=\"rules\">8 to 128 characters, with an upper- and a lower-case letter, a digit and one other character.</p>\
+         <label for=\"repeat_password\">The same password again</label>\
+         <input id=\"repeat_password\" name=\"repeat_password\" type=\"password\" autocomplete=\"new-password\" required minlength=\"8\" maxlength=\"128\">"
+    } else {
+        ""
+    };
+    format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <meta name=\"robots\" content=\"noindex\">\
+         <title>{title} · {project}</title>\
+         <link rel=\"stylesheet\" href=\"{prefix}/assets/keel.css\">\
+         <script src=\"{prefix}/assets/account.js\" defer></script></head>\
+         <body><main data-api=\"{prefix}\" data-endpoint=\"{endpoint}\" data-done=\"{done}\">\
+         <p class=\"brand\">{project}</p><h1>{title}</h1><p class=\"lead\">{lead}</p>\
+         <form id=\"action\" novalidate>{password_fields}<button type=\"submit\"{class}>{button}</button></form>\
+         <div id=\"result\" class=\"result\" role=\"status\" aria-live=\"polite\" tabindex=\"-1\" hidden></div>\
+         <noscript><p class=\"result failed\">This page needs JavaScript to send your request.</p></noscript>\
+         </main></body></html>\n",
+        title = escape(page.title),
+        lead = escape(&page.lead),
+        endpoint = page.endpoint,
+        done = escape(page.done),
+        button = escape(page.button),
+        class = if page.danger { " class=\"danger\"" } else { "" },
+    )
+}
+
+fn respond(content_type: &'static str, body: Arc<str>, cache: &'static str) -> Response {
+    Response::builder()
+        .content_type(content_type)
+        .header(header::CACHE_CONTROL, cache)
+        .body(body.to_string())
+}
+
+/// Adds the pages and their files to `route`, rendered once at start-up.
+pub fn mount(mut route: Route, settings: &Settings) -> Route {
+    for page in pages(settings) {
+        let html: Arc<str> = render(&page, settings).into();
+        route = route.at(
+            page.path,
+            get(endpoint(move || {
+                // The URL holds a token: no cache keeps the page.
+                respond("text/html; charset=utf-8", html.clone(), "no-store")
+            })),
+        );
+    }
+    for (path, content_type, body) in ASSETS {
+        let body: Arc<str> = body.into();
+        route = route.at(
+            path,
+            get(endpoint(move || {
+                respond(content_type, body.clone(), "public, max-age=300")
+            })),
+        );
+    }
+    route
+}
+
+fn endpoint(f: impl Fn() -> Response + Send + Sync + 'static) -> impl Endpoint<Output = Response> {
+    poem::endpoint::make_sync(move |_| f())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_page_is_listed_and_escapes_what_it_shows() {
+        let settings = Settings::from_map(&Default::default()).unwrap();
+        let listed = paths();
+        for page in pages(&settings) {
+            assert!(listed.contains(&page.path), "{}", page.path);
+            let html = render(&page, &settings);
+            assert!(
+                html.contains(page.endpoint) && !html.contains("<script>"),
+                "{html}"
+            );
+        }
+        let mut settings = settings;
+        settings.project_name = "<b>Keel</b>".into();
+        let html = render(&pages(&settings)[0], &settings);
+        assert!(html.contains("&lt;b&gt;Keel") && !html.contains("<b>Keel"));
+    }
+}
