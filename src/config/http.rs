@@ -21,6 +21,8 @@ pub struct HttpSettings {
     /// The address browsers and mail readers reach this server at (`PUBLIC_URL`), without
     /// `API_PREFIX`: Keel's own pages and the callback URL given to sign-in providers.
     pub public_url: String,
+    /// The operator console at `/console` (`ENABLE_CONSOLE`).
+    pub console: bool,
 }
 
 impl HttpSettings {
@@ -72,6 +74,7 @@ impl HttpSettings {
             host,
             port,
             public_url: public_url.trim_end_matches('/').to_string(),
+            console: r.bool("ENABLE_CONSOLE", true)?,
             api_prefix: normalise_prefix(&r.string("API_PREFIX", ""))?,
             shutdown_timeout: r.duration("SHUTDOWN_TIMEOUT", SECOND, 30, 0, 3600)?,
             cors_origins,

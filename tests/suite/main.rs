@@ -9,6 +9,7 @@ mod admin_api;
 mod admin_cli;
 mod api_keys;
 mod binaries;
+mod console;
 mod deletion;
 mod docs;
 mod email_change;

@@ -23,7 +23,7 @@ use crate::{
     entities::job,
     http::error::{ApiError, ApiResult},
     http::state::AppState,
-    jobs::{self, Cancelled, JobStatus, NewJob, Queue, tasks},
+    jobs::{self, Cancelled, JobStatus, NewJob, Queue, Retried, tasks},
     mail::{Email, templates},
 };
 
@@ -179,6 +179,9 @@ pub struct TaskInfo {
     #[oai(nullable)]
     pub error: Option<String>,
     pub attempts: i32,
+    /// The task's input, with secrets masked as `***`: values under keys naming a password,
+    /// secret, token, key or credential, and the token of any `token=` link in a text.
+    pub payload: Value,
     pub created_at: DateTime<Utc>,
     #[oai(nullable)]
     pub started_at: Option<DateTime<Utc>>,
@@ -199,11 +202,64 @@ impl From<job::Model> for TaskInfo {
             result: j.result,
             error: j.error,
             attempts: j.attempts,
+            payload: scrubbed(j.payload),
             created_at: j.created_at,
             started_at: j.started_at,
             finished_at: j.finished_at,
         }
     }
+}
+
+/// Key names whose values are never shown.
+const SECRET_KEYS: [&str; 7] = [
+    "password",
+    "secret",
+    "token",
+    "api_key",
+    "authorization",
+    "credential",
+    "cookie",
+];
+
+/// `value` with its secrets masked (see `TaskInfo::payload`).
+pub fn scrubbed(value: Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| {
+                    let lower = k.to_ascii_lowercase();
+                    if SECRET_KEYS.iter().any(|s| lower.contains(s)) {
+                        (k, Value::String("***".into()))
+                    } else {
+                        (k, scrubbed(v))
+                    }
+                })
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.into_iter().map(scrubbed).collect()),
+        Value::String(text) => Value::String(mask_link_tokens(&text)),
+        other => other,
+    }
+}
+
+/// `token=<value>` in a text (the links in mails) with the value masked.
+fn mask_link_tokens(text: &str) -> String {
+    const MARK: &str = "token=";
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(MARK) {
+        let (before, after) = rest.split_at(at + MARK.len());
+        out.push_str(before);
+        let end = after
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.'))
+            .unwrap_or(after.len());
+        if end > 0 {
+            out.push_str("***");
+        }
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// One queue's figures.
@@ -498,6 +554,43 @@ impl TasksApi {
         }
     }
 
+    /// Run a failed or cancelled task again (superusers)
+    ///
+    /// Queued again from its first attempt, at its priority, with its payload; answers the
+    /// task as it now stands. Only FAILURE and REVOKED tasks: others are a 409
+    /// `task_not_retryable`.
+    #[oai(
+        path = "/:task_id/retry",
+        method = "post",
+        operation_id = "tasks_retry"
+    )]
+    async fn retry(
+        &self,
+        state: Data<&AppState>,
+        auth: Auth,
+        task_id: Path<Uuid>,
+    ) -> ApiResult<Json<TaskInfo>> {
+        auth.scoped(WRITE)?;
+        auth.require_superuser()?;
+        match state.jobs.retry(task_id.0).await? {
+            Retried::Queued => state
+                .jobs
+                .find(task_id.0)
+                .await?
+                .map(|j| Json(j.into()))
+                .ok_or_else(no_such_task),
+            Retried::NotRetryable { status } => Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "task_not_retryable",
+                format!(
+                    "only FAILURE and REVOKED tasks can be retried; this one is {}",
+                    status.as_str()
+                ),
+            )),
+            Retried::NotFound => Err(no_such_task()),
+        }
+    }
+
     /// Each queue's waiting, scheduled, running and failed tasks (superusers)
     ///
     /// With the last minute's finished count and the oldest waiting task's age: what
@@ -553,4 +646,31 @@ impl TasksApi {
 
 fn default_duration() -> u64 {
     10
+}
+
+#[cfg(test)]
+mod tests {
+    use super::scrubbed;
+    use serde_json::json;
+
+    #[test]
+    fn payloads_lose_their_secrets_only() {
+        let shown = scrubbed(json!({
+            "to": "a@example.com",
+            "text": "Open http://x/verify-email?token=abc-DEF_1 now, or ?token= alone",
+            "smtp_password": "hunter2",
+            "nested": [{"Api_Key": "k"}, {"message": "token-free"}],
+            "count": 3,
+        }));
+        assert_eq!(
+            shown,
+            json!({
+                "to": "a@example.com",
+                "text": "Open http://x/verify-email?token=*** now, or ?token= alone",
+                "smtp_password": "***",
+                "nested": [{"Api_Key": "***"}, {"message": "token-free"}],
+                "count": 3,
+            })
+        );
+    }
 }

@@ -1,4 +1,5 @@
-//! Keel's own pages for the links in its mails (`/verify-email`, `/reset-password`,
+//! Keel's own pages: the operator console at `/console` (`ENABLE_CONSOLE`; superusers, on
+//! the public API only), and the pages for the links in its mails (`/verify-email`, `/reset-password`,
 //! `/confirm-deletion`, `/cancel-deletion`, `/confirm-email-change`, `/revert-email-change`),
 //! used when `FRONTEND_URL` is unset. Opening one changes nothing (mail scanners fetch links):
 //! the page says what its button will do, and the button calls the public API with the link's
@@ -117,10 +118,11 @@ pub fn paths() -> Vec<&'static str> {
     ]
     .to_vec();
     paths.extend(ASSETS.iter().map(|a| a.0));
+    paths.push("/console");
     paths
 }
 
-const ASSETS: [(&str, &str, &str); 2] = [
+const ASSETS: [(&str, &str, &str); 4] = [
     (
         "/assets/keel.css",
         "text/css; charset=utf-8",
@@ -131,7 +133,24 @@ const ASSETS: [(&str, &str, &str); 2] = [
         "text/javascript; charset=utf-8",
         include_str!("account.js"),
     ),
+    (
+        "/assets/console.css",
+        "text/css; charset=utf-8",
+        include_str!("console.css"),
+    ),
+    (
+        "/assets/console.js",
+        "text/javascript; charset=utf-8",
+        include_str!("console.js"),
+    ),
 ];
+
+/// The console's one page; the script does the rest.
+fn console_page(settings: &Settings) -> String {
+    include_str!("console.html")
+        .replace("{prefix}", &escape(&settings.http.api_prefix))
+        .replace("{project}", &escape(&settings.project_name))
+}
 
 fn render(page: &Page, settings: &Settings) -> String {
     let prefix = escape(&settings.http.api_prefix);
@@ -182,6 +201,15 @@ pub fn mount(mut route: Route, settings: &Settings) -> Route {
             page.path,
             get(endpoint(move || {
                 // The URL holds a token: no cache keeps the page.
+                respond("text/html; charset=utf-8", html.clone(), "no-store")
+            })),
+        );
+    }
+    if settings.http.console {
+        let html: Arc<str> = console_page(settings).into();
+        route = route.at(
+            "/console",
+            get(endpoint(move || {
                 respond("text/html; charset=utf-8", html.clone(), "no-store")
             })),
         );

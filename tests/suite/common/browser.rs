@@ -29,7 +29,12 @@ fn binary(var: &str, default: &str) -> String {
 }
 
 impl Browser {
+    /// A phone-sized window.
     pub async fn start() -> Self {
+        Self::sized(412, 900).await
+    }
+
+    pub async fn sized(width: u32, height: u32) -> Self {
         let chromedriver = binary("CHROMEDRIVER", "/usr/bin/chromedriver");
         let chromium = binary("CHROMIUM", "/usr/bin/chromium");
         let port = super::free_port();
@@ -54,7 +59,7 @@ impl Browser {
                     "binary": chromium,
                     "args": [
                         "--headless=new", "--no-sandbox", "--disable-gpu",
-                        "--disable-dev-shm-usage", "--window-size=412,900",
+                        "--disable-dev-shm-usage", format!("--window-size={width},{height}"),
                         format!("--user-data-dir={}", profile.display()),
                     ],
                 },
@@ -127,6 +132,11 @@ impl Browser {
             )
             .await;
         assert!(v.is_null(), "clicking {css}: {v}");
+    }
+
+    /// Chooses the option of value `value` in the `<select>` `css` (as a click does).
+    pub async fn select(&self, css: &str, value: &str) {
+        self.click(&format!("{css} option[value='{value}']")).await;
     }
 
     pub async fn type_into(&self, css: &str, text: &str) {
