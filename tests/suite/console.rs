@@ -10,6 +10,7 @@ use serde_json::json;
 
 both_backends!(
     a_superuser_retries_a_failed_job_and_watches_it_succeed,
+    a_second_factor_then_cancelling_a_job_and_deleting_an_account,
     the_console_refuses_everyone_but_superusers,
 );
 
@@ -132,7 +133,10 @@ async fn a_superuser_retries_a_failed_job_and_watches_it_succeed(backend: Backen
     browser.type_into("#user-query", &user.username).await;
     browser.click("#user-search button[type=submit]").await;
     browser.wait_for_text("#user-list", &user.email).await;
-    browser.click("#user-list tbody tr button").await;
+    let uid = user_id(&app, &user.email).await;
+    browser
+        .click(&format!("#user-list tr[data-id='{uid}'] button"))
+        .await;
     browser.wait_for_text("#user-result", "Verified").await;
     browser.screenshot(&format!("console-accounts-{tag}")).await;
     app.login(&user.email, &user.password).await;
@@ -166,4 +170,91 @@ async fn the_console_refuses_everyone_but_superusers(backend: Backend) {
     let resp = app.get("/console", None).await;
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
     finish(app, worker).await;
+}
+
+async fn a_second_factor_then_cancelling_a_job_and_deleting_an_account(backend: Backend) {
+    let (app, worker) = start(backend, &[]).await;
+    let tag = format!("{backend:?}").to_lowercase();
+    let root_user = common::TestUser {
+        email: ROOT_EMAIL.into(),
+        username: "superuser".into(),
+        password: ROOT_PASSWORD.into(),
+    };
+    let root = app.login(ROOT_EMAIL, ROOT_PASSWORD).await;
+    let (mut authenticator, _) = crate::mfa::enable_totp(&app, &root_user, &root).await;
+    // A task due in an hour, to cancel; an account, to delete and restore.
+    let root = app.login_raw(ROOT_EMAIL, ROOT_PASSWORD).await;
+    assert_eq!(root.status(), StatusCode::UNAUTHORIZED, "the factor is on");
+    let (user, plain) = app.signed_in_user().await;
+    let task = common::submit_task(
+        &app,
+        &plain.access,
+        "/system/background-tasks/test-task?countdown=3600",
+        json!({"message": "later"}),
+    )
+    .await;
+
+    // The password, then the code.
+    let browser = Browser::sized(1280, 1000).await;
+    sign_in(&browser, &app, ROOT_EMAIL, ROOT_PASSWORD).await;
+    browser
+        .wait_for_text("#code-step", "authenticator app")
+        .await;
+    browser
+        .type_into("#code", &authenticator.next_code().await)
+        .await;
+    browser
+        .screenshot(&format!("console-code-step-{tag}"))
+        .await;
+    browser.click("#code-step button[type=submit]").await;
+    browser.wait_for_text("#jobs h1", "Jobs").await;
+
+    // Cancel the waiting task from its detail.
+    browser.wait_for_text("#job-list", &task[..8]).await;
+    browser
+        .click(&format!("#job-list tr[data-id='{task}'] button"))
+        .await;
+    browser.wait_for_text("#job-title", "PENDING").await;
+    browser.click("#job-cancel").await;
+    browser.wait_for_text("#job-result", "Cancelled").await;
+    browser.wait_for_text("#job-title", "REVOKED").await;
+    assert_eq!(
+        common::task_json(&app, &plain.access, &task).await["status"],
+        "REVOKED"
+    );
+
+    // Soft delete the account from its row, then restore it.
+    browser.click("nav button[data-view=accounts]").await;
+    browser.type_into("#user-query", &user.username).await;
+    browser.click("#user-search button[type=submit]").await;
+    browser.wait_for_text("#user-list", &user.email).await;
+    let uid = user_id(&app, &user.email).await;
+    let row = format!("#user-list tr[data-id='{uid}']");
+    browser.click(&format!("{row} button.danger")).await;
+    browser.wait_for_text("#user-result", "Soft-deleted").await;
+    common::problem(
+        app.login_raw(&user.email, &user.password).await,
+        401,
+        "invalid_credentials",
+    )
+    .await;
+    browser.click("#include-deleted").await;
+    browser.wait_for_text(&row, "deleted").await;
+    browser.screenshot(&format!("console-deleted-{tag}")).await;
+    browser.click(&format!("{row} button:last-child")).await;
+    browser.wait_for_text("#user-result", "Restored").await;
+    app.login(&user.email, &user.password).await;
+    browser.close().await;
+    finish(app, worker).await;
+}
+
+async fn user_id(app: &TestApp, email: &str) -> uuid::Uuid {
+    keel::accounts::find_user_by_email(
+        app.state.accounts.db(),
+        &keel::accounts::EmailAddress::parse(email).unwrap(),
+    )
+    .await
+    .unwrap()
+    .expect("the account")
+    .id
 }

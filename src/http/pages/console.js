@@ -13,6 +13,9 @@
   let view = "jobs";
   let selectedJob = null;
   let timer = null;
+  // Each load renders only if no later one started meanwhile: an older answer arriving last
+  // never overwrites a newer one.
+  const latest = { jobs: 0, accounts: 0 };
 
   class Problem extends Error {
     constructor(status, body) {
@@ -183,12 +186,14 @@
   // --- jobs ------------------------------------------------------------------------------
 
   async function loadJobs() {
+    const mine = ++latest.jobs;
     try {
       const [stats, queues, list] = await Promise.all([
         call("GET", "/admin/statistics"),
         call("GET", "/system/background-tasks/queues"),
         call("GET", "/system/background-tasks?" + jobQuery()),
       ]);
+      if (mine !== latest.jobs) return;
       const counts = $("status-counts");
       counts.textContent = "";
       for (const [status, n] of Object.entries(stats.jobs_by_status)) {
@@ -306,8 +311,10 @@
   // --- accounts ------------------------------------------------------------------------
 
   async function loadAccounts() {
+    const mine = ++latest.accounts;
     try {
       const stats = await call("GET", "/admin/statistics");
+      if (mine !== latest.accounts) return;
       const box = $("user-stats");
       box.textContent = "";
       for (const [label, key] of [["accounts", "total_users"], ["verified", "verified_users"],
@@ -324,6 +331,7 @@
       if ($("user-query").value.trim()) q.set("q", $("user-query").value.trim());
       if ($("include-deleted").checked) q.set("include_deleted", "true");
       const page = await call("GET", "/admin/users?" + q.toString());
+      if (mine !== latest.accounts) return;
       const body = $("user-list").tBodies[0];
       body.textContent = "";
       for (const u of page.items) {

@@ -122,14 +122,35 @@ impl Browser {
         }
     }
 
+    /// Runs `command` on the element `css` selects; finds it again when the page re-rendered
+    /// it in between (the console refreshes itself).
+    async fn on_element(
+        &self,
+        css: &str,
+        method: reqwest::Method,
+        action: &str,
+        body: Option<Value>,
+    ) -> Value {
+        for _ in 0..20 {
+            let id = self.element(css).await;
+            let v = self
+                .command(
+                    method.clone(),
+                    &format!("/element/{id}{action}"),
+                    body.clone(),
+                )
+                .await;
+            if v["error"] != "stale element reference" {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("{css} kept being re-rendered");
+    }
+
     pub async fn click(&self, css: &str) {
-        let id = self.element(css).await;
         let v = self
-            .command(
-                reqwest::Method::POST,
-                &format!("/element/{id}/click"),
-                Some(json!({})),
-            )
+            .on_element(css, reqwest::Method::POST, "/click", Some(json!({})))
             .await;
         assert!(v.is_null(), "clicking {css}: {v}");
     }
@@ -140,11 +161,11 @@ impl Browser {
     }
 
     pub async fn type_into(&self, css: &str, text: &str) {
-        let id = self.element(css).await;
         let v = self
-            .command(
+            .on_element(
+                css,
                 reqwest::Method::POST,
-                &format!("/element/{id}/value"),
+                "/value",
                 Some(json!({"text": text})),
             )
             .await;
@@ -153,9 +174,8 @@ impl Browser {
 
     /// The rendered text of `css` ("" while it is hidden).
     pub async fn text(&self, css: &str) -> String {
-        let id = self.element(css).await;
         let v = self
-            .command(reqwest::Method::GET, &format!("/element/{id}/text"), None)
+            .on_element(css, reqwest::Method::GET, "/text", None)
             .await;
         v.as_str().unwrap_or_default().to_string()
     }
