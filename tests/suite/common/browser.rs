@@ -172,6 +172,11 @@ impl Browser {
         assert!(v.is_null(), "typing into {css}: {v}");
     }
 
+    /// Presses Enter on the element `css` selects (focusing it): the keyboard's way to use it.
+    pub async fn press_enter(&self, css: &str) {
+        self.type_into(css, "\u{E007}").await;
+    }
+
     /// The rendered text of `css` ("" while it is hidden).
     pub async fn text(&self, css: &str) -> String {
         let v = self
