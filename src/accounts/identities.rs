@@ -39,7 +39,6 @@ pub struct VerifiedIdentity {
 /// A web sign-in started here, back from the provider.
 #[derive(Debug, Clone)]
 pub struct PendingAuthorization {
-    pub provider: String,
     pub nonce: String,
     pub code_verifier: String,
     pub redirect_uri: String,
@@ -112,7 +111,6 @@ impl Accounts {
             return Err(AccountError::OidcStateExpired);
         }
         Ok(PendingAuthorization {
-            provider: found.provider,
             nonce: found.nonce,
             code_verifier: found.code_verifier,
             redirect_uri: found.redirect_uri,

@@ -35,7 +35,7 @@ pub fn routes(state: AppState) -> impl Endpoint<Output = Response> + 'static {
     // gives `Allow` headers and the JSON type checks.
     let spec: Arc<str> = api::spec_json(&state.settings.project_name, &prefix).into();
     let mut extra = vec!["/metrics", "/openapi.json"];
-    extra.extend(pages::paths());
+    extra.extend(pages::paths(&state.settings));
     let contract = Arc::new(api::contract::Contract::from_spec(&spec, &prefix, &extra));
     let openapi_json = poem::endpoint::make_sync(move |_| {
         Response::builder()

@@ -28,21 +28,7 @@ async fn start(
     for (k, v) in extra {
         env.insert(k.to_string(), v.to_string());
     }
-    let queue = (backend == Backend::Postgres).then(common::unique_queue);
-    if let Some(queue) = &queue {
-        env.extend(common::rabbit_overrides(queue));
-    }
-    let app = TestApp::start_env(backend, env).await;
-    let worker = queue.map(|q| (WorkerProcess::spawn(&app.env), q));
-    (app, worker)
-}
-
-async fn finish(app: TestApp, worker: Option<(WorkerProcess, String)>) {
-    app.stop().await;
-    if let Some((worker, queue)) = worker {
-        drop(worker);
-        common::delete_queues(&queue).await;
-    }
+    common::start_with_worker_on_postgres(backend, env).await
 }
 
 async fn sign_in(browser: &Browser, app: &TestApp, who: &str, password: &str) {
@@ -133,7 +119,7 @@ async fn a_superuser_retries_a_failed_job_and_watches_it_succeed(backend: Backen
     browser.type_into("#user-query", &user.username).await;
     browser.click("#user-search button[type=submit]").await;
     browser.wait_for_text("#user-list", &user.email).await;
-    let uid = user_id(&app, &user.email).await;
+    let uid = common::user_id(&app, &user.email).await;
     browser
         .click(&format!("#user-list tr[data-id='{uid}'] button"))
         .await;
@@ -145,7 +131,7 @@ async fn a_superuser_retries_a_failed_job_and_watches_it_succeed(backend: Backen
     browser.click("#sign-out").await;
     browser.wait_for_text("#sign-in h1", "Sign in").await;
     browser.close().await;
-    finish(app, worker).await;
+    common::stop_with_worker(app, worker).await;
 }
 
 async fn the_console_refuses_everyone_but_superusers(backend: Backend) {
@@ -163,13 +149,13 @@ async fn the_console_refuses_everyone_but_superusers(backend: Backend) {
         ))
         .await;
     browser.close().await;
-    finish(app, worker).await;
+    common::stop_with_worker(app, worker).await;
 
     // Switched off, it is not there at all.
     let (app, worker) = start(backend, &[("ENABLE_CONSOLE", "false")]).await;
     let resp = app.get("/console", None).await;
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
-    finish(app, worker).await;
+    common::stop_with_worker(app, worker).await;
 }
 
 async fn a_second_factor_then_cancelling_a_job_and_deleting_an_account(backend: Backend) {
@@ -228,7 +214,7 @@ async fn a_second_factor_then_cancelling_a_job_and_deleting_an_account(backend: 
     browser.type_into("#user-query", &user.username).await;
     browser.click("#user-search button[type=submit]").await;
     browser.wait_for_text("#user-list", &user.email).await;
-    let uid = user_id(&app, &user.email).await;
+    let uid = common::user_id(&app, &user.email).await;
     let row = format!("#user-list tr[data-id='{uid}']");
     browser.click(&format!("{row} button.danger")).await;
     browser.wait_for_text("#user-result", "Soft-deleted").await;
@@ -245,16 +231,5 @@ async fn a_second_factor_then_cancelling_a_job_and_deleting_an_account(backend: 
     browser.wait_for_text("#user-result", "Restored").await;
     app.login(&user.email, &user.password).await;
     browser.close().await;
-    finish(app, worker).await;
-}
-
-async fn user_id(app: &TestApp, email: &str) -> uuid::Uuid {
-    keel::accounts::find_user_by_email(
-        app.state.accounts.db(),
-        &keel::accounts::EmailAddress::parse(email).unwrap(),
-    )
-    .await
-    .unwrap()
-    .expect("the account")
-    .id
+    common::stop_with_worker(app, worker).await;
 }

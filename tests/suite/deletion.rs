@@ -302,7 +302,7 @@ async fn reminders_go_out_once_and_the_purge_takes_only_what_is_due(backend: Bac
         )
         .await;
     assert_eq!(resp.status(), StatusCode::CREATED);
-    let due_id = user_id(&app, &due.email).await;
+    let due_id = common::user_id(&app, &due.email).await;
 
     let now = Utc::now();
     reschedule(&app, &soon.email, now + chrono::Duration::hours(60)).await;
@@ -434,16 +434,6 @@ async fn reschedule_none_then_purge(app: &TestApp, soon: &TestUser) {
         run_job(app, "purge_deleted_accounts").await,
         json!({"accounts_deleted": 0, "reminders_sent": 0})
     );
-}
-
-async fn user_id(app: &TestApp, email: &str) -> Uuid {
-    user::Entity::find()
-        .filter(user::Column::Email.eq(email))
-        .one(&app.state.db)
-        .await
-        .unwrap()
-        .unwrap()
-        .id
 }
 
 /// With RabbitMQ: the scheduler enqueues, a worker process purges (in batches of one here) and

@@ -170,11 +170,25 @@ impl Provider {
         *self.state.signing.lock().unwrap() = key;
     }
 
+    fn claims(&self, person: &Person, aud: &str, nonce: &str) -> Value {
+        self.state.claims(person, aud, nonce)
+    }
+
+    fn sign_as(&self, claims: &Value, key: usize, kid: Option<&str>) -> String {
+        self.state.sign_as(claims, key, kid)
+    }
+
+    fn sign(&self, claims: &Value) -> String {
+        self.state.sign(claims)
+    }
+}
+
+impl ProviderState {
     /// Claims of an ID token for `person`, valid now.
     fn claims(&self, person: &Person, aud: &str, nonce: &str) -> Value {
         let now = chrono::Utc::now().timestamp();
         json!({
-            "iss": self.state.issuer,
+            "iss": self.issuer,
             "sub": person.sub,
             "aud": aud,
             "iat": now,
@@ -188,14 +202,15 @@ impl Provider {
 
     /// Signs `claims` with `key`, naming `kid` in the header (the key's own unless given).
     fn sign_as(&self, claims: &Value, key: usize, kid: Option<&str>) -> String {
-        let key = &self.state.keys[key];
+        let key = &self.keys[key];
         let mut header = Header::new(key.alg);
         header.kid = Some(kid.unwrap_or(key.kid).to_string());
         jsonwebtoken::encode(&header, claims, &key.key).unwrap()
     }
 
+    /// Signs with the key in use.
     fn sign(&self, claims: &Value) -> String {
-        let key = *self.state.signing.lock().unwrap();
+        let key = *self.signing.lock().unwrap();
         self.sign_as(claims, key, None)
     }
 }
@@ -309,21 +324,7 @@ fn token_endpoint(
     {
         return refuse("invalid_grant");
     }
-    let now = chrono::Utc::now().timestamp();
-    let claims = json!({
-        "iss": state.issuer,
-        "sub": grant.person.sub,
-        "aud": CLIENT_ID,
-        "iat": now,
-        "exp": now + 600,
-        "nonce": grant.nonce,
-        "email": grant.person.email,
-        "email_verified": grant.person.email_verified,
-    });
-    let key = &state.keys[*state.signing.lock().unwrap()];
-    let mut header = Header::new(key.alg);
-    header.kid = Some(key.kid.to_string());
-    let id_token = jsonwebtoken::encode(&header, &claims, &key.key).unwrap();
+    let id_token = state.sign(&state.claims(&grant.person, CLIENT_ID, &grant.nonce));
     poem::Response::builder()
         .content_type("application/json")
         .body(

@@ -23,21 +23,7 @@ async fn start(backend: Backend) -> (TestApp, Option<(WorkerProcess, String)>) {
     let mut env = common::base_settings(&db);
     env.remove("FRONTEND_URL");
     env.insert("PUBLIC_URL".into(), PUBLIC_URL.into());
-    let queue = (backend == Backend::Postgres).then(common::unique_queue);
-    if let Some(queue) = &queue {
-        env.extend(common::rabbit_overrides(queue));
-    }
-    let app = TestApp::start_env(backend, env).await;
-    let worker = queue.map(|q| (WorkerProcess::spawn(&app.env), q));
-    (app, worker)
-}
-
-async fn finish(app: TestApp, worker: Option<(WorkerProcess, String)>) {
-    app.stop().await;
-    if let Some((worker, queue)) = worker {
-        drop(worker);
-        common::delete_queues(&queue).await;
-    }
+    common::start_with_worker_on_postgres(backend, env).await
 }
 
 /// The newest mailed link to `path` for `to`, as the server's own address (the mail names
@@ -117,7 +103,7 @@ async fn mailed_links_open_pages_that_act_only_when_asked(backend: Backend) {
     browser.goto(&app.url("/verify-email")).await;
     browser.wait_for_text("#result", "incomplete").await;
     browser.close().await;
-    finish(app, worker).await;
+    common::stop_with_worker(app, worker).await;
 }
 
 async fn a_password_is_reset_through_its_page(backend: Backend) {
@@ -175,7 +161,7 @@ async fn a_password_is_reset_through_its_page(backend: Backend) {
     )
     .await;
     browser.close().await;
-    finish(app, worker).await;
+    common::stop_with_worker(app, worker).await;
 }
 
 async fn a_deletion_is_confirmed_and_cancelled_through_the_pages(backend: Backend) {
@@ -213,14 +199,8 @@ async fn a_deletion_is_confirmed_and_cancelled_through_the_pages(backend: Backen
     browser
         .screenshot(&format!("cancel-deletion-done-{tag}"))
         .await;
-    let user_row = keel::accounts::find_user_by_email(
-        app.state.accounts.db(),
-        &keel::accounts::EmailAddress::parse(&user.email).unwrap(),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    let user_row = common::user_row(&app, &user.email).await;
     assert!(user_row.deletion_scheduled_for.is_none());
     browser.close().await;
-    finish(app, worker).await;
+    common::stop_with_worker(app, worker).await;
 }

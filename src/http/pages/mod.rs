@@ -106,19 +106,14 @@ fn pages(settings: &Settings) -> Vec<Page> {
     ]
 }
 
-/// The paths the pages and their files are served at (without `API_PREFIX`).
-pub fn paths() -> Vec<&'static str> {
-    let mut paths: Vec<&'static str> = [
-        "/verify-email",
-        "/reset-password",
-        "/confirm-deletion",
-        "/cancel-deletion",
-        "/confirm-email-change",
-        "/revert-email-change",
-    ]
-    .to_vec();
+/// The paths `mount` serves (without `API_PREFIX`): the pages, their files, and the console
+/// when it is on.
+pub fn paths(settings: &Settings) -> Vec<&'static str> {
+    let mut paths: Vec<&'static str> = pages(settings).iter().map(|p| p.path).collect();
     paths.extend(ASSETS.iter().map(|a| a.0));
-    paths.push("/console");
+    if settings.http.console {
+        paths.push("/console");
+    }
     paths
 }
 
@@ -237,7 +232,7 @@ mod tests {
     #[test]
     fn every_page_is_listed_and_escapes_what_it_shows() {
         let settings = Settings::from_map(&Default::default()).unwrap();
-        let listed = paths();
+        let listed = paths(&settings);
         for page in pages(&settings) {
             assert!(listed.contains(&page.path), "{}", page.path);
             let html = render(&page, &settings);

@@ -379,6 +379,45 @@ pub fn unique_queue() -> String {
     format!("keel.test.{}", uuid::Uuid::new_v4().simple())
 }
 
+/// A server on `env`; on PostgreSQL its jobs go through RabbitMQ, on a queue of its own, to a
+/// worker process (SQLite keeps the embedded default: jobs in process). `stop_with_worker`
+/// ends both.
+pub async fn start_with_worker_on_postgres(
+    backend: Backend,
+    mut env: HashMap<String, String>,
+) -> (TestApp, Option<(WorkerProcess, String)>) {
+    let queue = (backend == Backend::Postgres).then(unique_queue);
+    if let Some(queue) = &queue {
+        env.extend(rabbit_overrides(queue));
+    }
+    let app = TestApp::start_env(backend, env).await;
+    let worker = queue.map(|q| (WorkerProcess::spawn(&app.env), q));
+    (app, worker)
+}
+
+pub async fn stop_with_worker(app: TestApp, worker: Option<(WorkerProcess, String)>) {
+    app.stop().await;
+    if let Some((worker, queue)) = worker {
+        drop(worker);
+        delete_queues(&queue).await;
+    }
+}
+
+/// The account row of `email`.
+pub async fn user_row(app: &TestApp, email: &str) -> keel::entities::user::Model {
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    keel::entities::user::Entity::find()
+        .filter(keel::entities::user::Column::Email.eq(email))
+        .one(&app.state.db)
+        .await
+        .unwrap()
+        .expect("the account")
+}
+
+pub async fn user_id(app: &TestApp, email: &str) -> uuid::Uuid {
+    user_row(app, email).await.id
+}
+
 /// A `worker` process sharing the test server's settings.
 pub struct WorkerProcess {
     pub child: std::process::Child,
