@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use keel::{
     config::Settings,
     db,
@@ -10,6 +10,7 @@ use keel::{
         JobQueue,
         schedule::{self, Periodic},
     },
+    probes,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -23,18 +24,36 @@ use tokio_util::sync::CancellationToken;
 #[command(
     version,
     about,
-    after_help = "Exit codes:\n  0  clean shutdown (SIGTERM or Ctrl-C), or --once done\n  1  failure (database unreachable, migrations pending, ...)\n  2  invalid configuration or unknown job"
+    after_help = "Exit codes:\n  0  clean shutdown (SIGTERM or Ctrl-C), or --once done\n  1  failure (database unreachable, migrations still pending after SCHEMA_WAIT_SECONDS, ...), or a failed healthcheck\n  2  invalid configuration or unknown job"
 )]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Enqueue one run of this job now and exit (for a cron container or a Kubernetes CronJob)
     #[arg(long, value_name = "JOB")]
     once: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Ask this container's scheduler whether it is alive (GET /health/live on
+    /// SCHEDULER_HEALTH_ADDR): exit 0 when it is, 1 when not. For container health checks
+    Healthcheck,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let settings = Settings::load_or_exit();
+    if let Some(Command::Healthcheck) = cli.command {
+        let Some(addr) = settings.jobs.scheduler_health_addr else {
+            eprintln!(
+                "invalid configuration: SCHEDULER_HEALTH_ADDR: the scheduler serves its health endpoints there; set it (e.g. 0.0.0.0:9092)"
+            );
+            return ExitCode::from(2);
+        };
+        return keel::probes::healthcheck(addr, "/health/live").await;
+    }
     keel::telemetry::init(&settings);
     if let Some(job) = &cli.once
         && !schedule::PERIODIC_JOBS.contains(&job.as_str())
@@ -56,7 +75,37 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
     let conn = db::connect(&settings.database).await?;
-    db::require_migrated(&conn).await?;
+    let draining = probes::Draining::default();
+    let probes_stop = CancellationToken::new();
+    let health = match settings.jobs.scheduler_health_addr {
+        Some(addr) if cli.once.is_none() => {
+            let ready = {
+                let (conn, draining) = (conn.clone(), draining.clone());
+                poem::endpoint::make(move |_| {
+                    let (conn, draining) = (conn.clone(), draining.clone());
+                    async move {
+                        let outcome = if draining.is_set() {
+                            Err("draining: the scheduler is shutting down".to_string())
+                        } else {
+                            probes::database_answers(&conn).await.map(|()| "ready")
+                        };
+                        probes::answer(outcome)
+                    }
+                })
+            };
+            let routes = probes::routes(poem::Route::new().at("/health/ready", poem::get(ready)));
+            Some(probes::serve(addr, routes, probes_stop.clone(), "scheduler").await?)
+        }
+        _ => None,
+    };
+    // Started beside the server on a new release, the scheduler waits for its migrations.
+    tokio::select! {
+        waited = db::wait_for_schema(&conn, settings.database.schema_wait) => waited?,
+        () = keel::shutdown_signal() => {
+            probes_stop.cancel();
+            return Ok(());
+        }
+    }
     // The scheduler runs no jobs: its enqueues are announced to the processes that do.
     let queue = JobQueue::new(settings.jobs.clone()).announcing();
     if let Some(job) = cli.once {
@@ -71,8 +120,13 @@ async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(schedule::run(conn, queue, periodic, shutdown.clone()));
     keel::shutdown_signal().await;
+    draining.start();
     shutdown.cancel();
     let _ = task.await;
+    probes_stop.cancel();
+    if let Some(server) = health {
+        let _ = server.await;
+    }
     tracing::info!("scheduler stopped");
     Ok(())
 }

@@ -24,7 +24,7 @@ use keel::{
 #[command(
     version,
     about,
-    after_help = "Exit codes:\n  0  clean shutdown (SIGTERM or Ctrl-C)\n  1  start-up or runtime failure (database unreachable, port taken, ...)\n  2  invalid configuration"
+    after_help = "Exit codes:\n  0  clean shutdown (SIGTERM or Ctrl-C)\n  1  start-up or runtime failure (database unreachable, port taken, ...), or a failed healthcheck\n  2  invalid configuration"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -37,6 +37,9 @@ enum Command {
     Serve,
     /// Print the OpenAPI document to stdout (`openapi/openapi.json` is this output)
     Openapi,
+    /// Ask the server at HOST:PORT whether it is ready (GET API_PREFIX/system/health/ready):
+    /// exit 0 when it is, 1 when not. For container health checks (the image has no curl)
+    Healthcheck,
 }
 
 #[tokio::main]
@@ -47,6 +50,11 @@ async fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let settings = Settings::load_or_exit();
+    if let Some(Command::Healthcheck) = cli.command {
+        let addr = SocketAddr::new(settings.http.host, settings.http.port);
+        let path = format!("{}/system/health/ready", settings.http.api_prefix);
+        return keel::probes::healthcheck(addr, &path).await;
+    }
     keel::telemetry::init(&settings);
     match run(settings).await {
         Ok(()) => ExitCode::SUCCESS,
@@ -61,6 +69,7 @@ async fn main() -> ExitCode {
 async fn run(settings: Settings) -> anyhow::Result<()> {
     let addr = SocketAddr::new(settings.http.host, settings.http.port);
     let grace = settings.http.shutdown_timeout;
+    let drain = settings.http.shutdown_drain;
     let state = AppState::assemble(settings).await?;
     let server = BoundServer::bind(state.clone(), addr)
         .await
@@ -70,6 +79,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     // The start-up checks run beside the listening server (requests wait for them); should one
     // fail, the server stops as on a signal, and the failure is why it exits.
     let (failed, failure) = tokio::sync::oneshot::channel();
+    let startup = state.startup.clone();
     let checks = tokio::spawn(async move {
         match state.prepare().await {
             Ok(()) => tracing::info!("ready: the database is current"),
@@ -83,7 +93,20 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         let reason = reason.clone();
         async move {
             tokio::select! {
-                () = keel::shutdown_signal() => {}
+                () = keel::shutdown_signal() => {
+                    // Readiness fails at once; requests are still served through the drain
+                    // window, while load balancers stop sending new ones. A second signal
+                    // ends the window early.
+                    startup.drain();
+                    if !drain.is_zero() {
+                        tracing::info!(seconds = drain.as_secs(), "draining: readiness fails, still serving (a second signal stops at once)");
+                        tokio::select! {
+                            () = tokio::time::sleep(drain) => {}
+                            () = keel::shutdown_signal() => {}
+                        }
+                    }
+                    tracing::info!(timeout = grace.as_secs(), "no new connections; finishing in-flight requests");
+                }
                 Ok(e) = failure => *reason.lock().unwrap_or_else(|p| p.into_inner()) = Some(e),
             }
         }

@@ -2,13 +2,14 @@
 
 use std::{process::ExitCode, sync::Arc};
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use keel::{
     compose::job_registry,
     config::Settings,
     db,
     jobs::{self, Runner, rabbit::Publisher},
     mail::Mailer,
+    probes,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -21,14 +22,23 @@ use tokio_util::sync::CancellationToken;
 #[command(
     version,
     about,
-    after_help = "Exit codes:\n  0  clean shutdown (SIGTERM or Ctrl-C; running jobs finish within WORKER_SHUTDOWN_TIMEOUT)\n  1  start-up failure (database unreachable, migrations pending, ...)\n  2  invalid configuration"
+    after_help = "Exit codes:\n  0  clean shutdown (SIGTERM or Ctrl-C; running jobs finish within WORKER_SHUTDOWN_TIMEOUT)\n  1  start-up failure (database unreachable, migrations still pending after SCHEMA_WAIT_SECONDS, ...), or a failed healthcheck\n  2  invalid configuration"
 )]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// The job queues to serve, comma-separated (email, default, maintenance; or all).
     /// Overrides WORKER_QUEUES. Each queue gets WORKER_CONCURRENCY slots (or its own
     /// WORKER_CONCURRENCY_<QUEUE>)
     #[arg(long, value_name = "QUEUES", value_parser = queue_list)]
     queues: Option<QueueList>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Ask this container's worker whether it is ready (GET /health/ready on
+    /// WORKER_METRICS_ADDR): exit 0 when it is, 1 when not. For container health checks
+    Healthcheck,
 }
 
 /// `--queues`, parsed as a whole (a `Vec` would make clap expect the flag once per queue).
@@ -43,6 +53,15 @@ fn queue_list(s: &str) -> Result<QueueList, String> {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let mut settings = Settings::load_or_exit();
+    if let Some(Command::Healthcheck) = cli.command {
+        let Some(addr) = settings.jobs.worker_metrics_addr else {
+            eprintln!(
+                "invalid configuration: WORKER_METRICS_ADDR: the worker serves its health endpoints there; set it (e.g. 0.0.0.0:9091)"
+            );
+            return ExitCode::from(2);
+        };
+        return keel::probes::healthcheck(addr, "/health/ready").await;
+    }
     if let Some(QueueList(queues)) = cli.queues {
         settings.jobs.worker_queues = queues;
     }
@@ -65,14 +84,59 @@ async fn main() -> ExitCode {
 
 async fn run(settings: Settings) -> anyhow::Result<()> {
     let conn = db::connect(&settings.database).await?;
-    db::require_migrated(&conn).await?;
+    let shutdown = CancellationToken::new();
+    let draining = probes::Draining::default();
+    let consuming = jobs::rabbit::Consuming::default();
+    let serving = settings.jobs.serving(&settings.jobs.worker_queues);
+    // The health endpoints answer from the start (live; ready once every queue is consumed)
+    // and to the end: liveness holds while running jobs finish after SIGTERM.
+    let probes_stop = CancellationToken::new();
+    let health = match settings.jobs.worker_metrics_addr {
+        None => None,
+        Some(addr) => {
+            let control = jobs::Jobs::new(
+                conn.clone(),
+                jobs::JobQueue::new(settings.jobs.clone()),
+                jobs::Registry::default(),
+            );
+            let ready = {
+                let (conn, draining, consuming) =
+                    (conn.clone(), draining.clone(), consuming.clone());
+                let queues = serving.len();
+                poem::endpoint::make(move |_| {
+                    let (conn, draining, consuming) =
+                        (conn.clone(), draining.clone(), consuming.clone());
+                    async move {
+                        probes::answer(
+                            worker_ready(&conn, &draining, &consuming, queues)
+                                .await
+                                .map(|()| "ready"),
+                        )
+                    }
+                })
+            };
+            let routes =
+                probes::routes(poem::Route::new().at("/health/ready", poem::get(ready)).at(
+                    "/metrics",
+                    poem::get(keel::http::metrics_endpoint(control, conn.clone())),
+                ));
+            Some(probes::serve(addr, routes, probes_stop.clone(), "worker").await?)
+        }
+    };
+    // Started beside the server on a new release, the worker waits for its migrations.
+    tokio::select! {
+        waited = db::wait_for_schema(&conn, settings.database.schema_wait) => waited?,
+        () = keel::shutdown_signal() => {
+            probes_stop.cancel();
+            return Ok(());
+        }
+    }
     let mailer = Mailer::new(&settings.mail)?;
     let settings = Arc::new(settings);
     // Jobs that queue further jobs (mails) wake the relay below to publish them at once.
     let queue = jobs::JobQueue::new(settings.jobs.clone());
     let cache = keel::compose::build_cache(&settings).await?;
     let registry = job_registry(&conn, &mailer, settings.clone(), &queue, &cache);
-    let control = jobs::Jobs::new(conn.clone(), queue.clone(), registry.clone());
     let worker_id = jobs::worker_id("worker");
     let runner = Arc::new(
         Runner::new(
@@ -83,7 +147,6 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         )
         .waking(queue.wake_handle()),
     );
-    let shutdown = CancellationToken::new();
     // Retries and jobs queued by other processes wake the relay below at once.
     let listener = jobs::listen(&conn, queue.wake_handle(), shutdown.clone());
     // The worker also relays due retries, so they run even while no server is up.
@@ -95,7 +158,6 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         None,
         shutdown.clone(),
     ));
-    let serving = settings.jobs.serving(&settings.jobs.worker_queues);
     let served: Vec<&str> = serving.iter().map(|(q, _)| q.as_str()).collect();
     let served = served.join(",");
     let consumer = tokio::spawn(jobs::rabbit::consume(
@@ -104,6 +166,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         serving,
         shutdown.clone(),
         settings.jobs.worker_shutdown_timeout,
+        consuming,
     ));
     // Messages left in the queue of the version before job queues, routed to their queues.
     let legacy = tokio::spawn(jobs::rabbit::drain_legacy_queue(
@@ -112,33 +175,9 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         queue.wake_handle(),
         shutdown.clone(),
     ));
-    let metrics_server = match settings.jobs.worker_metrics_addr {
-        None => None,
-        Some(addr) => {
-            let listener = poem::listener::TcpListener::bind(addr);
-            let routes = poem::Route::new()
-                .at(
-                    "/metrics",
-                    poem::get(keel::http::metrics_endpoint(control, conn.clone())),
-                )
-                .at(
-                    "/health/live",
-                    poem::get(poem::endpoint::make_sync(|_| "alive")),
-                );
-            let stop = shutdown.clone();
-            tracing::info!(%addr, "worker metrics at http://{addr}/metrics");
-            Some(tokio::spawn(async move {
-                let served = poem::Server::new(listener)
-                    .run_with_graceful_shutdown(routes, async move { stop.cancelled().await }, None)
-                    .await;
-                if let Err(e) = served {
-                    tracing::error!(error = %e, "worker metrics server failed");
-                }
-            }))
-        }
-    };
     tracing::info!(%worker_id, queues = %served, prefix = %settings.rabbitmq.queue, "worker started");
     keel::shutdown_signal().await;
+    draining.start();
     tracing::info!("stopping: no new jobs; waiting for running ones");
     shutdown.cancel();
     let _ = consumer.await;
@@ -147,9 +186,29 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     if let Some(listener) = listener {
         let _ = listener.await;
     }
-    if let Some(server) = metrics_server {
+    probes_stop.cancel();
+    if let Some(server) = health {
         let _ = server.await;
     }
     tracing::info!("worker stopped");
     Ok(())
+}
+
+/// Ready: not stopping, every served queue consumed on an open channel, the database answering.
+async fn worker_ready(
+    conn: &db::Connection,
+    draining: &probes::Draining,
+    consuming: &jobs::rabbit::Consuming,
+    queues: usize,
+) -> Result<(), String> {
+    if draining.is_set() {
+        return Err("draining: the worker is shutting down".into());
+    }
+    let consumed = consuming.count();
+    if consumed < queues {
+        return Err(format!(
+            "consuming {consumed} of {queues} queue(s): RabbitMQ unreachable, or the database schema not current yet"
+        ));
+    }
+    probes::database_answers(conn).await
 }

@@ -1,6 +1,7 @@
 //! Database connection and migrations, the same for PostgreSQL and SQLite.
 
 use migration::{Migrator, MigratorTrait};
+use sea_orm::ConnectionTrait;
 use std::time::Duration;
 
 use sea_orm::{
@@ -25,6 +26,8 @@ pub enum DbError {
     Connect { target: String, reason: String },
     #[error("migration failed: {0}")]
     Migrate(DbErr),
+    #[error("cannot take the migration lock: {0}")]
+    Lock(String),
     #[error(
         "{} database migration(s) pending ({}); apply them with `admin migrate` (or start the server with AUTO_MIGRATE=true)",
         .0.len(),
@@ -179,29 +182,186 @@ pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction,
     .await
 }
 
+/// Applies every pending migration, under the migration lock.
 pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbError> {
-    Migrator::up(db, None).await.map_err(DbError::Migrate)
+    migrate_reporting(db, |_| {}).await.map(|_| ())
 }
 
-/// Refuses a schema older than this build: every process but `admin migrate` (and a server
-/// with `AUTO_MIGRATE`) starts only on an up-to-date database.
+/// Applies the pending migrations one at a time under the migration lock, telling `applied`
+/// each one's name as it is in; returns how many were applied. Any number of processes may
+/// call it at once: one applies them, the others wait for it and then find nothing to do.
+pub async fn migrate_reporting(
+    db: &DatabaseConnection,
+    mut applied: impl FnMut(&str),
+) -> Result<usize, DbError> {
+    let lock = MigrationLock::take(db).await?;
+    let mut count = 0;
+    for name in pending_migrations(db).await? {
+        Migrator::up(db, Some(1)).await.map_err(DbError::Migrate)?;
+        applied(&name);
+        count += 1;
+    }
+    lock.release().await;
+    Ok(count)
+}
+
+/// Reverts the last `steps` applied migrations, newest first, under the migration lock,
+/// telling `reverted` each one's name; returns how many were reverted.
+pub async fn rollback_reporting(
+    db: &DatabaseConnection,
+    steps: usize,
+    mut reverted: impl FnMut(&str),
+) -> Result<usize, DbError> {
+    let lock = MigrationLock::take(db).await?;
+    let applied = applied_migrations(db).await?;
+    let mut count = 0;
+    for migration in applied.iter().rev().take(steps) {
+        Migrator::down(db, Some(1))
+            .await
+            .map_err(DbError::Migrate)?;
+        reverted(&migration.name);
+        count += 1;
+    }
+    lock.release().await;
+    Ok(count)
+}
+
+/// Refuses a schema older than this build.
 pub async fn require_migrated(db: &DatabaseConnection) -> Result<(), DbError> {
-    let pending = pending_migrations(db).await?;
-    if pending.is_empty() {
-        Ok(())
-    } else {
-        Err(DbError::Pending(pending))
+    wait_for_schema(db, Duration::ZERO).await
+}
+
+/// Waits until no migration this build knows is pending, up to `within` (`SCHEMA_WAIT_SECONDS`):
+/// a worker or scheduler that starts beside the server (or before the migration job) on a new
+/// release waits for the migrations instead of exiting. Says what it waits for, every ten
+/// seconds.
+pub async fn wait_for_schema(db: &DatabaseConnection, within: Duration) -> Result<(), DbError> {
+    let started = std::time::Instant::now();
+    let mut said: Option<std::time::Instant> = None;
+    loop {
+        let pending = pending_migrations(db).await?;
+        if pending.is_empty() {
+            if said.is_some() {
+                tracing::info!("the database schema is current; starting");
+            }
+            return Ok(());
+        }
+        let waited = started.elapsed();
+        if waited >= within {
+            return Err(DbError::Pending(pending));
+        }
+        if said.is_none_or(|at| at.elapsed() >= Duration::from_secs(10)) {
+            tracing::info!(
+                pending = %pending.join(", "),
+                waited_s = waited.as_secs(),
+                limit_s = within.as_secs(),
+                "waiting for {} migration(s) to be applied (by `admin migrate` or a server with AUTO_MIGRATE=true)",
+                pending.len()
+            );
+            said = Some(std::time::Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(500).min(within - waited)).await;
     }
 }
 
-/// Lists the migrations not applied yet.
-pub async fn pending_migrations(db: &DatabaseConnection) -> Result<Vec<String>, DbError> {
-    Ok(Migrator::get_pending_migrations(db)
+/// One migration this database has applied.
+#[derive(Debug, Clone)]
+pub struct AppliedMigration {
+    pub name: String,
+    /// Seconds since the epoch.
+    pub applied_at: i64,
+}
+
+/// Where migration records live (sea-orm-migration's default table).
+const MIGRATIONS_TABLE: &str = "seaql_migrations";
+
+/// The migrations this database has applied, oldest first. Reads only: a database no
+/// migration has touched has no table yet (and none is created here, so a check running beside
+/// a migration cannot race it).
+pub async fn applied_migrations(db: &DatabaseConnection) -> Result<Vec<AppliedMigration>, DbError> {
+    let manager = migration::SchemaManager::new(db);
+    if !manager
+        .has_table(MIGRATIONS_TABLE)
         .await
         .map_err(DbError::Migrate)?
+    {
+        return Ok(Vec::new());
+    }
+    let rows = db
+        .query_all_raw(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            format!("SELECT version, applied_at FROM {MIGRATIONS_TABLE} ORDER BY version"),
+        ))
+        .await
+        .map_err(DbError::Migrate)?;
+    rows.iter()
+        .map(|row| {
+            Ok(AppliedMigration {
+                name: row.try_get("", "version")?,
+                applied_at: row.try_get("", "applied_at")?,
+            })
+        })
+        .collect::<Result<_, DbErr>>()
+        .map_err(DbError::Migrate)
+}
+
+/// Lists the migrations this build knows that the database has not applied, in order.
+pub async fn pending_migrations(db: &DatabaseConnection) -> Result<Vec<String>, DbError> {
+    let applied: std::collections::HashSet<String> = applied_migrations(db)
+        .await?
+        .into_iter()
+        .map(|m| m.name)
+        .collect();
+    Ok(Migrator::migrations()
         .iter()
         .map(|m| m.name().to_string())
+        .filter(|name| !applied.contains(name))
         .collect())
+}
+
+/// PostgreSQL's advisory lock key for migrations: "keelmigr" in ASCII.
+const MIGRATION_LOCK_KEY: i64 = 0x6b65_656c_6d69_6772;
+
+/// Held while one process changes the schema, so that servers starting together (each with
+/// `AUTO_MIGRATE`) and `admin migrate` never apply migrations at once. A session-level
+/// advisory lock on a connection of its own, taken out of the pool: should the process die,
+/// the connection closes and the lock goes with it. SQLite needs none (one file, one writer).
+struct MigrationLock(Option<sea_orm::sqlx::PgConnection>);
+
+impl MigrationLock {
+    async fn take(db: &DatabaseConnection) -> Result<Self, DbError> {
+        if db.get_database_backend() != sea_orm::DbBackend::Postgres {
+            return Ok(Self(None));
+        }
+        let lock_error = |e: sea_orm::sqlx::Error| DbError::Lock(e.to_string());
+        let mut conn = db
+            .get_postgres_connection_pool()
+            .acquire()
+            .await
+            .map_err(lock_error)?
+            .detach();
+        let took: bool = sea_orm::sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(MIGRATION_LOCK_KEY)
+            .fetch_one(&mut conn)
+            .await
+            .map_err(lock_error)?;
+        if !took {
+            tracing::info!("another process is applying migrations; waiting for it to finish");
+            sea_orm::sqlx::query("SELECT pg_advisory_lock($1)")
+                .bind(MIGRATION_LOCK_KEY)
+                .execute(&mut conn)
+                .await
+                .map_err(lock_error)?;
+        }
+        Ok(Self(Some(conn)))
+    }
+
+    /// Closing the lock's own connection ends its session, and so releases the lock.
+    async fn release(self) {
+        if let Some(conn) = self.0 {
+            let _ = conn.close().await;
+        }
+    }
 }
 
 fn strip_secrets(message: &str, url: &str) -> String {

@@ -14,6 +14,7 @@ pub mod mail;
 pub mod metrics;
 pub mod net;
 pub mod oidc;
+pub mod probes;
 pub mod queues;
 pub mod ratelimit;
 pub mod realtime;

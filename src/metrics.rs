@@ -31,6 +31,8 @@ pub struct Metrics {
     pub oidc_key_fetches: IntCounterVec,
     pub ws_connections: prometheus::IntGauge,
     pub ws_messages: IntCounterVec,
+    /// 1 while a dependency answers, 0 while it does not; absent while it is switched off.
+    pub dependency_up: IntGaugeVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -101,6 +103,14 @@ impl Metrics {
             ),
             &["direction"],
         )?;
+        let dependency_up = IntGaugeVec::new(
+            Opts::new(
+                "dependency_up",
+                "1 while a dependency (database, redis, rabbitmq, worker, websockets) is healthy, 0 while it is not",
+            ),
+            &["dependency"],
+        )?;
+        registry.register(Box::new(dependency_up.clone()))?;
         registry.register(Box::new(cache.clone()))?;
         registry.register(Box::new(rate_limited.clone()))?;
         registry.register(Box::new(oidc_key_fetches.clone()))?;
@@ -125,6 +135,7 @@ impl Metrics {
             oidc_key_fetches,
             ws_connections,
             ws_messages,
+            dependency_up,
         })
     }
 
@@ -144,6 +155,18 @@ impl Metrics {
         self.job_duration
             .with_label_values(&[name])
             .observe(seconds);
+    }
+
+    /// Records a dependency's health check: `healthy` is up, `unhealthy` down, anything else
+    /// (`disabled`, `in-process`) is not a dependency of this process.
+    pub fn set_dependency(&self, name: &str, status: &str) {
+        match status {
+            "healthy" => self.dependency_up.with_label_values(&[name]).set(1),
+            "unhealthy" => self.dependency_up.with_label_values(&[name]).set(0),
+            _ => {
+                let _ = self.dependency_up.remove_label_values(&[name]);
+            }
+        }
     }
 
     /// Sets the gauges read at scrape time, then renders the text format.

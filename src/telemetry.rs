@@ -4,8 +4,21 @@ use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 use crate::config::{LogFormat, Settings};
 
-/// Installs the global subscriber: `RUST_LOG` wins over `LOG_LEVEL` when both are set.
+/// Installs the global subscriber, writing to stdout: `RUST_LOG` wins over `LOG_LEVEL` when
+/// both are set.
 pub fn init(settings: &Settings) {
+    init_with(settings, std::io::stdout);
+}
+
+/// The same, writing to stderr: for the CLI, whose stdout is its output.
+pub fn init_stderr(settings: &Settings) {
+    init_with(settings, std::io::stderr);
+}
+
+fn init_with<W>(settings: &Settings, writer: W)
+where
+    W: for<'w> fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
     let filter = EnvFilter::try_from_env("RUST_LOG")
         .or_else(|_| EnvFilter::try_new(&settings.log_level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
@@ -14,12 +27,15 @@ pub fn init(settings: &Settings) {
         LogFormat::Json => registry
             .with(
                 fmt::layer()
+                    .with_writer(writer)
                     .json()
                     .flatten_event(true)
                     .with_current_span(true),
             )
             .try_init(),
-        LogFormat::Pretty => registry.with(fmt::layer().with_target(false)).try_init(),
+        LogFormat::Pretty => registry
+            .with(fmt::layer().with_writer(writer).with_target(false))
+            .try_init(),
     };
     // A second init (tests start several servers in one process) keeps the first subscriber.
     let _ = result;

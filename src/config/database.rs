@@ -13,6 +13,9 @@ pub struct DatabaseSettings {
     pub acquire_timeout: Duration,
     pub connect_timeout: Duration,
     pub auto_migrate: bool,
+    /// How long a process that finds migrations pending waits for them (`SCHEMA_WAIT_SECONDS`)
+    /// before it gives up; a server only waits without `AUTO_MIGRATE`.
+    pub schema_wait: Duration,
 }
 
 impl std::fmt::Debug for DatabaseSettings {
@@ -55,6 +58,7 @@ impl DatabaseSettings {
             acquire_timeout: r.duration("DATABASE_ACQUIRE_TIMEOUT_SECONDS", SECOND, 5, 1, 300)?,
             connect_timeout: r.duration("DATABASE_CONNECT_TIMEOUT_SECONDS", SECOND, 5, 1, 300)?,
             auto_migrate: r.bool("AUTO_MIGRATE", true)?,
+            schema_wait: r.duration("SCHEMA_WAIT_SECONDS", SECOND, 300, 0, 86_400)?,
         })
     }
 }

@@ -14,6 +14,9 @@ pub struct HttpSettings {
     pub api_prefix: String,
     /// How long the server waits for in-flight requests and jobs at shutdown.
     pub shutdown_timeout: Duration,
+    /// After SIGTERM, how long the server keeps serving while readiness already fails, so load
+    /// balancers take it out of rotation before the listener closes.
+    pub shutdown_drain: Duration,
     /// Origins allowed to call the API from a browser; empty: no CORS headers at all.
     pub cors_origins: Vec<String>,
     /// Proxies whose `X-Forwarded-For` is believed.
@@ -77,6 +80,7 @@ impl HttpSettings {
             console: r.bool("ENABLE_CONSOLE", true)?,
             api_prefix: normalise_prefix(&r.string("API_PREFIX", ""))?,
             shutdown_timeout: r.duration("SHUTDOWN_TIMEOUT", SECOND, 30, 0, 3600)?,
+            shutdown_drain: r.duration("SHUTDOWN_DRAIN_SECONDS", SECOND, 5, 0, 3600)?,
             cors_origins,
             trusted_proxies,
         })

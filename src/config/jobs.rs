@@ -26,6 +26,8 @@ pub struct JobSettings {
     pub worker_shutdown_timeout: Duration,
     /// Where a worker serves `/metrics` and `/health/live`; unset: not served.
     pub worker_metrics_addr: Option<SocketAddr>,
+    /// Where the scheduler serves `/health/live` and `/health/ready`; unset: not served.
+    pub scheduler_health_addr: Option<SocketAddr>,
     /// Periodic jobs for the scheduler, in the order of [`PERIODIC`]; switched-off ones absent.
     pub schedules: Vec<Periodic>,
     /// How long succeeded (and revoked) jobs are kept after they finish.
@@ -90,15 +92,8 @@ impl JobSettings {
                 "must not be less than JOB_RETRY_BASE_MS",
             ));
         }
-        let worker_metrics_addr = match r.raw("WORKER_METRICS_ADDR") {
-            None => None,
-            Some(v) => Some(v.parse().map_err(|_| {
-                ConfigError::new(
-                    "WORKER_METRICS_ADDR",
-                    format!("expected an address such as 0.0.0.0:9091, got {v:?}"),
-                )
-            })?),
-        };
+        let worker_metrics_addr = address(r, "WORKER_METRICS_ADDR", "0.0.0.0:9091")?;
+        let scheduler_health_addr = address(r, "SCHEDULER_HEALTH_ADDR", "0.0.0.0:9092")?;
         let worker_concurrency = r.ranged("WORKER_CONCURRENCY", 4, 1, 1000)? as usize;
         let mut queue_concurrency = Vec::new();
         for (queue, var) in [
@@ -123,6 +118,7 @@ impl JobSettings {
             worker_queues,
             worker_shutdown_timeout: r.duration("WORKER_SHUTDOWN_TIMEOUT", SECOND, 30, 0, 3600)?,
             worker_metrics_addr,
+            scheduler_health_addr,
             schedules: schedules(r)?,
             retention_success: r.span("JOB_RETENTION_SUCCESS", "7d", 3650 * DAY)?,
             retention_failed: r.span("JOB_RETENTION_FAILED", "30d", 3650 * DAY)?,
@@ -151,6 +147,19 @@ impl JobSettings {
             .saturating_mul(2u32.saturating_pow(exp))
             .min(self.retry_max);
         raw.mul_f64(0.75 + rand::random::<f64>() * 0.5)
+    }
+}
+
+/// An optional listening address such as `example`.
+fn address(r: &Reader, var: &str, example: &str) -> Result<Option<SocketAddr>, ConfigError> {
+    match r.raw(var) {
+        None => Ok(None),
+        Some(v) => v.parse().map(Some).map_err(|_| {
+            ConfigError::new(
+                var,
+                format!("expected an address such as {example}, got {v:?}"),
+            )
+        }),
     }
 }
 

@@ -42,7 +42,15 @@ pub fn routes(state: AppState) -> impl Endpoint<Output = Response> + 'static {
             .content_type("application/json")
             .body(spec.to_string())
     });
-    let metrics = metrics_endpoint(state.jobs.clone(), state.db.clone());
+    // A scrape also checks the dependencies, so `keel_dependency_up` is current.
+    let checked = state.clone();
+    let metrics = metrics_endpoint(state.jobs.clone(), state.db.clone()).before(move |req| {
+        let state = checked.clone();
+        async move {
+            api::system::health(&state).await;
+            Ok(req)
+        }
+    });
     let inner = Route::new()
         .nest("/", service)
         .at("/metrics", poem::get(metrics))

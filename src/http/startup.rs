@@ -28,6 +28,10 @@ pub struct Startup {
     phase: Arc<watch::Sender<Phase>>,
     /// `phase == Ready`, read without a lock on every request.
     ready: Arc<AtomicBool>,
+    /// Set on SIGTERM: readiness answers 503 from then on, while requests are still served
+    /// through the drain window (so load balancers stop sending traffic before the listener
+    /// closes).
+    draining: Arc<AtomicBool>,
 }
 
 impl Default for Startup {
@@ -41,7 +45,17 @@ impl Startup {
         Self {
             phase: Arc::new(watch::Sender::new(Phase::Starting)),
             ready: Arc::new(AtomicBool::new(false)),
+            draining: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Marks the instance as going away: readiness fails from now on.
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
     }
 
     pub fn is_ready(&self) -> bool {

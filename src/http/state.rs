@@ -137,7 +137,7 @@ impl AppState {
         if settings.auto_migrate {
             db::migrate(&self.db).await?;
         } else {
-            db::require_migrated(&self.db).await?;
+            db::wait_for_schema(&self.db, settings.schema_wait).await?;
         }
         if let Some(user) = self.accounts.ensure_first_superuser().await? {
             tracing::info!(user_id = %user.id, "created the first superuser from FIRST_SUPERUSER_EMAIL");

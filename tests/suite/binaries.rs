@@ -293,6 +293,8 @@ fn the_server_refuses_a_database_with_pending_migrations() {
             format!("sqlite://{}?mode=rwc", dir.join("p.db").display()),
         )
         .env("AUTO_MIGRATE", "false")
+        // It waits this long for someone else to apply them, then gives up.
+        .env("SCHEMA_WAIT_SECONDS", "1")
         .env("PORT", crate::common::free_port().to_string())
         .env("LOG_LEVEL", "warn")
         .current_dir(&dir)

@@ -20,6 +20,7 @@ mod listing;
 mod mfa;
 mod oidc;
 mod pages;
+mod production;
 mod queues;
 mod ratelimit;
 mod redis;

@@ -44,6 +44,15 @@ pub struct Health {
     pub checks: BTreeMap<String, Check>,
 }
 
+/// This instance can serve.
+#[derive(Object, Debug)]
+pub struct Readiness {
+    /// `ready`
+    pub status: String,
+    /// The one dependency the server cannot serve without.
+    pub database: Check,
+}
+
 #[derive(Object, Debug)]
 pub struct Liveness {
     pub status: String,
@@ -174,7 +183,8 @@ async fn check_worker(state: &AppState) -> Check {
     }
 }
 
-async fn health(state: &AppState) -> Health {
+/// Every dependency's state, also recorded in the `keel_dependency_up` gauges.
+pub async fn health(state: &AppState) -> Health {
     let (database, redis, rabbitmq, worker, websockets) = tokio::join!(
         check_database(state),
         check_redis(state),
@@ -188,6 +198,9 @@ async fn health(state: &AppState) -> Health {
     checks.insert("rabbitmq".to_string(), rabbitmq);
     checks.insert("worker".to_string(), worker);
     checks.insert("websockets".to_string(), websockets);
+    for (name, check) in &checks {
+        crate::metrics::metrics().set_dependency(name, &check.status);
+    }
     let healthy = checks.values().all(|c| c.status != "unhealthy");
     let status_of = |name: &str| {
         checks
@@ -213,7 +226,9 @@ pub struct SystemApi;
 impl SystemApi {
     /// Health of the service and each dependency
     ///
-    /// Always 200; `status` is `degraded` when an enabled dependency fails.
+    /// Always 200; `status` is `degraded` when an enabled dependency fails (Redis, RabbitMQ,
+    /// the workers' heartbeat, the WebSocket fan-out, the database). The same states are the
+    /// `keel_dependency_up` gauges at `/metrics`.
     #[oai(path = "/health", method = "get", operation_id = "system_health")]
     async fn health(&self, state: Data<&AppState>) -> ApiResult<Json<Health>> {
         Ok(Json(health(&state).await))
@@ -231,47 +246,50 @@ impl SystemApi {
         }))
     }
 
-    /// Readiness: 200 when every enabled dependency answers, else a 503 problem naming them
+    /// Readiness: 200 when this instance can serve, else a 503 problem saying why
     ///
-    /// A 503 too while the server is starting: until its start-up checks (the database's first
-    /// connection, the migration check, the first superuser) have passed; other requests wait
-    /// for them meanwhile.
+    /// Ready means: the start-up checks (the database's first connection, the migration check,
+    /// the first superuser) have passed, the database answers, and the server is not shutting
+    /// down (after SIGTERM it answers 503 at once and keeps serving through
+    /// `SHUTDOWN_DRAIN_SECONDS`). Redis, RabbitMQ and SMTP are not part of it: the service
+    /// degrades without them (see `/system/health`), so their outage never takes every instance
+    /// out of its load balancer at once.
     #[oai(
         path = "/health/ready",
         method = "get",
         operation_id = "system_health_ready"
     )]
-    async fn ready(&self, state: Data<&AppState>) -> ApiResult<Json<Health>> {
-        let starting = match state.startup.phase() {
-            Phase::Ready => None,
-            Phase::Starting => {
-                Some("starting: the database checks (connection, migrations) are under way".into())
-            }
-            Phase::Failed(reason) => Some(format!("start-up failed: {reason}")),
-        };
-        if let Some(detail) = starting {
-            return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "not_ready",
-                detail,
-            ));
-        }
-        let report = health(&state).await;
-        let failing: Vec<String> = report
-            .checks
-            .iter()
-            // Readiness is about this instance's dependencies; workers are reported, not required.
-            .filter(|(name, c)| c.status == "unhealthy" && name.as_str() != "worker")
-            .map(|(name, c)| format!("{name} ({})", c.error.as_deref().unwrap_or("unhealthy")))
-            .collect();
-        if failing.is_empty() {
-            Ok(Json(report))
-        } else {
+    async fn ready(&self, state: Data<&AppState>) -> ApiResult<Json<Readiness>> {
+        let not_ready = |detail: String| {
             Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "not_ready",
-                format!("not ready: {}", failing.join(", ")),
+                detail,
             ))
+        };
+        match state.startup.phase() {
+            Phase::Ready => {}
+            Phase::Starting => {
+                return not_ready(
+                    "starting: the database checks (connection, migrations) are under way".into(),
+                );
+            }
+            Phase::Failed(reason) => return not_ready(format!("start-up failed: {reason}")),
         }
+        if state.startup.is_draining() {
+            return not_ready("draining: the server is shutting down".into());
+        }
+        let database = check_database(&state).await;
+        crate::metrics::metrics().set_dependency("database", &database.status);
+        if database.status != "healthy" {
+            return not_ready(format!(
+                "not ready: database ({})",
+                database.error.as_deref().unwrap_or("unhealthy")
+            ));
+        }
+        Ok(Json(Readiness {
+            status: "ready".into(),
+            database,
+        }))
     }
 }

@@ -5,7 +5,10 @@
 use std::{
     cmp::Reverse,
     collections::{BinaryHeap, HashMap},
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::Duration,
 };
 
@@ -34,6 +37,31 @@ use super::{
 };
 use crate::jobs::heartbeat::{HEARTBEAT_EVERY, heartbeat};
 
+/// How many of a worker's queues have consumers on an open channel right now: the worker is
+/// ready while all of them do.
+#[derive(Clone, Default)]
+pub struct Consuming(Arc<AtomicUsize>);
+
+impl Consuming {
+    pub fn count(&self) -> usize {
+        self.0.load(Ordering::Acquire)
+    }
+
+    /// Counts one queue as consumed until the returned guard is dropped.
+    fn start(&self) -> ConsumingGuard {
+        self.0.fetch_add(1, Ordering::AcqRel);
+        ConsumingGuard(self.0.clone())
+    }
+}
+
+struct ConsumingGuard(Arc<AtomicUsize>);
+
+impl Drop for ConsumingGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// The worker: consumes each of `queues` with its own concurrency until `shutdown`,
 /// reconnecting after broker restarts or dropped connections. On shutdown it stops taking
 /// deliveries and waits up to `grace` for running jobs.
@@ -43,6 +71,7 @@ pub async fn consume(
     queues: Vec<(Queue, usize)>,
     shutdown: CancellationToken,
     grace: Duration,
+    consuming: Consuming,
 ) {
     let started_at = Utc::now();
     let beat = {
@@ -69,10 +98,10 @@ pub async fn consume(
             tokio::spawn(consume_queue(
                 runner.clone(),
                 config.clone(),
-                queue,
-                concurrency,
+                (queue, concurrency),
                 shutdown.clone(),
                 grace,
+                consuming.clone(),
             ))
         })
         .collect();
@@ -86,10 +115,10 @@ pub async fn consume(
 async fn consume_queue(
     runner: Arc<Runner>,
     config: RabbitSettings,
-    queue: Queue,
-    concurrency: usize,
+    (queue, concurrency): (Queue, usize),
     shutdown: CancellationToken,
     grace: Duration,
+    consuming: Consuming,
 ) {
     let permits = Arc::new(Semaphore::new(concurrency.max(1)));
     let mut failures: u32 = 0;
@@ -97,11 +126,11 @@ async fn consume_queue(
         let consumed = consume_connection(
             &runner,
             &config,
-            queue,
-            concurrency,
+            (queue, concurrency),
             &permits,
             &shutdown,
             grace,
+            &consuming,
         )
         .await;
         match consumed {
@@ -160,11 +189,11 @@ impl Ord for Waiting {
 async fn consume_connection(
     runner: &Arc<Runner>,
     config: &RabbitSettings,
-    queue: Queue,
-    concurrency: usize,
+    (queue, concurrency): (Queue, usize),
     permits: &Arc<Semaphore>,
     shutdown: &CancellationToken,
     grace: Duration,
+    consuming: &Consuming,
 ) -> Result<(), RabbitError> {
     let (conn, channel) = connect(config).await?;
     // Prefetch beyond the running jobs keeps deliveries waiting in this process, not a round
@@ -204,6 +233,7 @@ async fn consume_connection(
     }
     let mut deliveries = futures_util::stream::select_all(lanes);
     tracing::info!(%queue, prefetch, concurrency, "worker consuming");
+    let consumed = consuming.start();
     let (to_claim, claims) = mpsc::unbounded_channel();
     let claimer = tokio::spawn(claim_deliveries(runner.clone(), claims));
     let mut waiting: BinaryHeap<Waiting> = BinaryHeap::new();
@@ -247,6 +277,7 @@ async fn consume_connection(
             }
         }
     };
+    drop(consumed);
     claimer.abort();
     outcome
 }

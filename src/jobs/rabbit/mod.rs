@@ -12,7 +12,7 @@ mod consumer;
 mod legacy;
 mod relay;
 
-pub use consumer::consume;
+pub use consumer::{Consuming, consume};
 pub use legacy::drain_legacy_queue;
 pub use relay::relay;
 

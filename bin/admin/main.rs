@@ -20,6 +20,8 @@ use keel::{
     jobs::{JobQueue, JobStatus, Jobs, Retried},
 };
 
+mod migrate;
+
 const EXIT_FAILURE: u8 = 1;
 const EXIT_USAGE: u8 = 2;
 const EXIT_NOT_FOUND: u8 = 3;
@@ -45,8 +47,11 @@ enum Format {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Apply pending database migrations
-    Migrate,
+    /// Apply pending database migrations (the default), or list or revert them
+    Migrate {
+        #[command(subcommand)]
+        action: Option<migrate::MigrateCommand>,
+    },
     /// List users, oldest first
     ListUsers {
         /// Only verified users
@@ -191,6 +196,8 @@ type Outcome = Result<(), Failure>;
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let settings = Settings::load_or_exit();
+    // Logs go to stderr, so that what a command prints (tables, JSON) stays machine-readable.
+    keel::telemetry::init_stderr(&settings);
     match run(cli.command, settings).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure(code, message)) => {
@@ -202,9 +209,10 @@ async fn main() -> ExitCode {
 
 async fn run(command: Command, settings: Settings) -> Outcome {
     let conn = db::connect(&settings.database).await?;
-    if let Command::Migrate = command {
-        return migrate(&conn).await;
-    }
+    let command = match command {
+        Command::Migrate { action } => return migrate::exec(&conn, action).await,
+        other => other,
+    };
     db::require_migrated(&conn).await?;
     // Writes from the CLI invalidate the servers' shared cache too.
     let cache = keel::compose::build_cache(&settings).await?;
@@ -228,7 +236,7 @@ async fn run(command: Command, settings: Settings) -> Outcome {
         Ok(Jobs::new(conn.clone(), queue.clone(), registry))
     };
     match command {
-        Command::Migrate => unreachable!("handled above"),
+        Command::Migrate { .. } => unreachable!("handled above"),
         Command::ListUsers {
             verified,
             unverified,
@@ -461,19 +469,6 @@ async fn find(directory: &Directory, ident: &str) -> Result<user::Model, Failure
         .by_ident(ident)
         .await?
         .ok_or_else(|| Failure(EXIT_NOT_FOUND, format!("no user {ident:?}")))
-}
-
-async fn migrate(conn: &db::Connection) -> Outcome {
-    let pending = db::pending_migrations(conn).await?;
-    if pending.is_empty() {
-        println!("database is up to date");
-        return Ok(());
-    }
-    db::migrate(conn).await?;
-    for name in &pending {
-        println!("applied {name}");
-    }
-    Ok(())
 }
 
 async fn stats(directory: &Directory, jobs: &Jobs, format: Format) -> Outcome {

@@ -1,0 +1,409 @@
+//! Running as operators deploy Keel: readiness that means "this instance can serve", a drain
+//! window on SIGTERM, health endpoints for the worker and the scheduler, the `healthcheck`
+//! subcommands the images use instead of curl, migrations many processes can start at once,
+//! and processes that wait for the schema instead of exiting.
+
+use std::{
+    collections::HashMap,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use crate::common::{self, Backend, eventually, free_port};
+
+const SERVER: &str = env!("CARGO_BIN_EXE_server");
+const WORKER: &str = env!("CARGO_BIN_EXE_worker");
+const SCHEDULER: &str = env!("CARGO_BIN_EXE_scheduler");
+const ADMIN: &str = env!("CARGO_BIN_EXE_admin");
+
+/// A child process killed when the test ends, whatever its outcome.
+struct Process(Child);
+
+impl Process {
+    fn spawn(bin: &str, args: &[&str], env: &HashMap<String, String>) -> Self {
+        let child = Command::new(bin)
+            .args(args)
+            .envs(env)
+            .env(
+                "LOG_LEVEL",
+                std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .current_dir(std::env::temp_dir())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {bin}: {e}"));
+        Self(child)
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), self.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    async fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(Instant::now() < deadline, "no exit within {within:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The status code of `GET url`, or 0 when nothing answers.
+async fn status_of(client: &reqwest::Client, url: &str) -> u16 {
+    match client.get(url).send().await {
+        Ok(resp) => resp.status().as_u16(),
+        Err(_) => 0,
+    }
+}
+
+fn client() -> reqwest::Client {
+    keel::net::http_client()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// Runs one of the binaries to completion: exit code and stdout.
+fn run(bin: &str, args: &[&str], env: &HashMap<String, String>) -> (Option<i32>, String, String) {
+    let out = Command::new(bin)
+        .args(args)
+        .envs(env)
+        .current_dir(std::env::temp_dir())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// SIGTERM: readiness fails at once, while the server keeps serving through the drain window
+/// (a request in flight finishes, a new connection is still answered); then it exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_fails_readiness_at_once_and_serves_through_the_drain() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let db = common::fresh_database_url(Backend::Sqlite).await;
+    let port = free_port();
+    let mut env = common::base_settings(&db);
+    env.insert("PORT".into(), port.to_string());
+    env.insert("API_PREFIX".into(), "/api".into());
+    env.insert("SHUTDOWN_DRAIN_SECONDS".into(), "3".into());
+    env.insert("SHUTDOWN_TIMEOUT".into(), "20".into());
+    let mut server = Process::spawn(SERVER, &[], &env);
+    let client = client();
+    let url = |path: &str| format!("http://127.0.0.1:{port}/api{path}");
+    eventually(
+        Duration::from_secs(20),
+        "the server to be ready",
+        || async { (status_of(&client, &url("/system/health/ready")).await == 200).then_some(()) },
+    )
+    .await;
+    // The image's healthcheck agrees, through the prefix.
+    assert_eq!(run(SERVER, &["healthcheck"], &env).0, Some(0));
+
+    // A request whose body trickles in: in flight when SIGTERM arrives.
+    let mut slow = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    slow.write_all(b"POST /api/auth/forgot-password HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\n{\"ema\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    server.signal("TERM");
+    let signalled = Instant::now();
+    let mut not_ready_after = None;
+    while signalled.elapsed() < Duration::from_secs(2) {
+        if status_of(&client, &url("/system/health/ready")).await == 503 {
+            not_ready_after = Some(signalled.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let not_ready_after = not_ready_after.expect("readiness never failed after SIGTERM");
+    assert!(
+        not_ready_after < Duration::from_millis(100),
+        "readiness failed only {not_ready_after:?} after SIGTERM"
+    );
+    let body: serde_json::Value = client
+        .get(url("/system/health/ready"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        body["detail"].as_str().unwrap().starts_with("draining"),
+        "{body}"
+    );
+    assert_eq!(run(SERVER, &["healthcheck"], &env).0, Some(1));
+    // Still serving: new connections during the drain get answers.
+    assert_eq!(status_of(&client, &url("/system/health/live")).await, 200);
+    assert_eq!(status_of(&client, &url("/")).await, 200);
+
+    let rest = "il\": \"slow@example.com\"}";
+    slow.write_all(format!("{:x}\r\n{rest}\r\n0\r\n\r\n", rest.len()).as_bytes())
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    slow.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
+
+    assert_eq!(server.wait_exit(Duration::from_secs(20)).await, Some(0));
+    assert!(
+        signalled.elapsed() >= Duration::from_secs(3),
+        "the server stopped before its drain window ended"
+    );
+    assert_eq!(status_of(&client, &url("/system/health/live")).await, 0);
+}
+
+/// A worker and a scheduler started on a database no migration has touched (Kubernetes starts
+/// Deployments in no order) wait for the schema: alive, not ready, until `admin migrate`
+/// runs; then the worker consumes and both are ready, and their healthchecks say so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_and_scheduler_wait_for_the_migrations_then_become_ready() {
+    let queue = common::unique_queue();
+    let db = common::fresh_database_url(Backend::Postgres).await;
+    let mut env = common::base_settings(&db);
+    env.extend(common::rabbit_overrides(&queue));
+    let (worker_port, scheduler_port) = (free_port(), free_port());
+    env.insert(
+        "WORKER_METRICS_ADDR".into(),
+        format!("0.0.0.0:{worker_port}"),
+    );
+    env.insert(
+        "SCHEDULER_HEALTH_ADDR".into(),
+        format!("127.0.0.1:{scheduler_port}"),
+    );
+    let mut worker = Process::spawn(WORKER, &[], &env);
+    let mut scheduler = Process::spawn(SCHEDULER, &[], &env);
+    let client = client();
+    let worker_url = |path: &str| format!("http://127.0.0.1:{worker_port}{path}");
+    let scheduler_url = |path: &str| format!("http://127.0.0.1:{scheduler_port}{path}");
+    eventually(Duration::from_secs(20), "the worker to be live", || async {
+        (status_of(&client, &worker_url("/health/live")).await == 200).then_some(())
+    })
+    .await;
+    eventually(
+        Duration::from_secs(20),
+        "the scheduler to be live",
+        || async {
+            (status_of(&client, &scheduler_url("/health/live")).await == 200).then_some(())
+        },
+    )
+    .await;
+    // Waiting: both still running, the worker not ready, nothing consumed.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(worker.0.try_wait().unwrap().is_none(), "the worker exited");
+    assert!(
+        scheduler.0.try_wait().unwrap().is_none(),
+        "the scheduler exited"
+    );
+    let resp = client
+        .get(worker_url("/health/ready"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("consuming 0 of 3"),
+        "{body}"
+    );
+    assert_eq!(run(WORKER, &["healthcheck"], &env).0, Some(1));
+    assert_eq!(run(SCHEDULER, &["healthcheck"], &env).0, Some(0));
+
+    let (code, out, err) = run(ADMIN, &["migrate"], &env);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("applied m20261129_000001_accounts"), "{out}");
+
+    eventually(
+        Duration::from_secs(30),
+        "the worker to be ready",
+        || async { (status_of(&client, &worker_url("/health/ready")).await == 200).then_some(()) },
+    )
+    .await;
+    assert_eq!(run(WORKER, &["healthcheck"], &env).0, Some(0));
+    assert_eq!(
+        status_of(&client, &scheduler_url("/health/ready")).await,
+        200
+    );
+    // The worker's scrape reports its queue depth as before.
+    let metrics = client
+        .get(worker_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("keel_jobs_queue_depth"), "{metrics}");
+
+    // On SIGTERM both stop cleanly.
+    worker.signal("TERM");
+    scheduler.signal("TERM");
+    assert_eq!(worker.wait_exit(Duration::from_secs(40)).await, Some(0));
+    assert_eq!(scheduler.wait_exit(Duration::from_secs(10)).await, Some(0));
+    common::delete_queues(&queue).await;
+}
+
+/// A worker whose schema never arrives gives up after SCHEMA_WAIT_SECONDS, saying what is
+/// pending.
+#[tokio::test]
+async fn a_worker_gives_up_on_the_schema_after_its_wait() {
+    let queue = common::unique_queue();
+    let db = common::fresh_database_url(Backend::Postgres).await;
+    let mut env = common::base_settings(&db);
+    env.extend(common::rabbit_overrides(&queue));
+    env.insert("SCHEMA_WAIT_SECONDS".into(), "1".into());
+    let started = Instant::now();
+    let (code, _, err) = run(WORKER, &[], &env);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    assert!(err.contains("migration(s) pending"), "{err}");
+}
+
+/// Three servers with AUTO_MIGRATE start together on one empty PostgreSQL database: the
+/// migration lock lets one apply the migrations while the others wait; all become ready, and
+/// each migration is recorded once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_servers_migrate_one_empty_database_at_once() {
+    let db = common::fresh_database_url(Backend::Postgres).await;
+    let client = client();
+    let mut servers = Vec::new();
+    let mut ports = Vec::new();
+    for _ in 0..3 {
+        let port = free_port();
+        let mut env = common::base_settings(&db);
+        env.insert("PORT".into(), port.to_string());
+        env.insert("AUTO_MIGRATE".into(), "true".into());
+        ports.push(port);
+        servers.push(Process::spawn(SERVER, &[], &env));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for port in &ports {
+        let url = format!("http://127.0.0.1:{port}/system/health/ready");
+        while status_of(&client, &url).await != 200 {
+            for server in &mut servers {
+                let exited = server.0.try_wait().unwrap();
+                assert!(exited.is_none(), "a server exited: {exited:?}");
+            }
+            assert!(Instant::now() < deadline, "a server never became ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let conn = sea_orm::Database::connect(&db).await.unwrap();
+    let applied = keel::db::applied_migrations(&conn).await.unwrap();
+    let names: Vec<&str> = applied.iter().map(|m| m.name.as_str()).collect();
+    let mut unique = names.clone();
+    unique.dedup();
+    assert_eq!(names, unique, "a migration recorded twice");
+    assert!(
+        keel::db::pending_migrations(&conn)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        names.first().copied(),
+        Some("m20261129_000001_accounts"),
+        "{names:?}"
+    );
+    let _ = conn.close().await;
+}
+
+/// `admin migrate status` lists what is applied and pending; `admin migrate down` reverts the
+/// newest migration only when confirmed, and `admin migrate` applies it again, reporting each.
+#[test]
+fn admin_migrate_status_down_and_up() {
+    let dir = std::env::temp_dir().join(format!("keel-migrate-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let env: HashMap<String, String> = [(
+        "DATABASE_URL".to_string(),
+        format!("sqlite://{}?mode=rwc", dir.join("m.db").display()),
+    )]
+    .into();
+    let (code, out, _) = run(ADMIN, &["migrate", "status"], &env);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("0 applied, 13 pending"), "{out}");
+    let (code, out, _) = run(ADMIN, &["migrate", "up"], &env);
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("applied ")).count(),
+        13,
+        "{out}"
+    );
+
+    let (code, out, _) = run(ADMIN, &["migrate", "status", "--format", "json"], &env);
+    assert_eq!(code, Some(0));
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(status["applied"].as_array().unwrap().len(), 13);
+    assert_eq!(status["pending"], serde_json::json!([]));
+    assert!(status["applied"][0]["applied_at"].is_string(), "{status}");
+
+    // Not on a terminal and without --yes: refused, nothing reverted.
+    let (code, _, err) = run(ADMIN, &["migrate", "down"], &env);
+    assert_eq!(code, Some(4), "{err}");
+    let (_, out, _) = run(ADMIN, &["migrate", "status"], &env);
+    assert!(out.contains("13 applied, 0 pending"), "{out}");
+
+    let (code, out, err) = run(ADMIN, &["migrate", "down", "2", "--yes"], &env);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "reverted m20261203_000013_oidc",
+            "reverted m20261203_000012_email_changes"
+        ]
+    );
+    let (_, out, _) = run(ADMIN, &["migrate", "status"], &env);
+    assert!(out.contains("11 applied, 2 pending"), "{out}");
+    let (code, out, _) = run(ADMIN, &["migrate"], &env);
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "applied m20261203_000012_email_changes",
+            "applied m20261203_000013_oidc"
+        ]
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `server healthcheck` fails (exit 1, one line saying why) when nothing listens.
+#[test]
+fn a_healthcheck_with_no_server_fails() {
+    let env: HashMap<String, String> = [
+        ("PORT".to_string(), free_port().to_string()),
+        ("DATABASE_URL".to_string(), "sqlite::memory:".to_string()),
+    ]
+    .into();
+    let (code, _, err) = run(SERVER, &["healthcheck"], &env);
+    assert_eq!(code, Some(1));
+    assert!(err.starts_with("healthcheck: cannot connect"), "{err}");
+    // Without its address the worker cannot be asked at all: a configuration error.
+    let (code, _, err) = run(WORKER, &["healthcheck"], &env);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("WORKER_METRICS_ADDR"), "{err}");
+}
