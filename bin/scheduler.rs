@@ -32,6 +32,9 @@ struct Cli {
     /// Enqueue one run of this job now and exit (for a cron container or a Kubernetes CronJob)
     #[arg(long, value_name = "JOB")]
     once: Option<String>,
+    /// Print each periodic job with its schedule and its next three runs, and exit
+    #[arg(long, conflicts_with = "once")]
+    list: bool,
 }
 
 #[derive(Subcommand)]
@@ -53,6 +56,10 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         };
         return keel::probes::healthcheck(addr, "/health/live").await;
+    }
+    if cli.list {
+        list(&settings);
+        return ExitCode::SUCCESS;
     }
     keel::telemetry::init(&settings);
     if let Some(job) = &cli.once
@@ -115,7 +122,7 @@ async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
     }
     let periodic: Vec<Periodic> = settings.jobs.schedules.clone();
     for p in &periodic {
-        tracing::info!(job = %p.job, cron = %p.schedule.source(), "schedule");
+        tracing::info!(job = %p.job, cron = %p.expression, timezone = %p.timezone, "schedule");
     }
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(schedule::run(conn, queue, periodic, shutdown.clone()));
@@ -129,4 +136,26 @@ async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
     }
     tracing::info!("scheduler stopped");
     Ok(())
+}
+
+/// `--list`: each periodic job, its schedule and time zone, and its next three runs (in the
+/// zone, and in UTC); a job switched off says so.
+fn list(settings: &Settings) {
+    let now = chrono::Utc::now();
+    for name in schedule::PERIODIC_JOBS {
+        match settings.jobs.schedules.iter().find(|p| p.job == name) {
+            None => println!("{name}: off"),
+            Some(p) => {
+                println!("{name}: {} ({})", p.expression, p.timezone);
+                for at in p.upcoming(now).take(3) {
+                    let local = at.with_timezone(&p.timezone);
+                    println!(
+                        "  {}  ({})",
+                        local.format("%Y-%m-%d %H:%M:%S %Z"),
+                        at.format("%Y-%m-%d %H:%M:%S UTC")
+                    );
+                }
+            }
+        }
+    }
 }

@@ -20,6 +20,7 @@ use keel::{
     jobs::{JobQueue, JobStatus, Jobs, Retried},
 };
 
+mod config;
 mod migrate;
 
 const EXIT_FAILURE: u8 = 1;
@@ -130,6 +131,9 @@ enum Command {
     /// Inspect and retry background jobs
     #[command(subcommand)]
     Jobs(JobsCommand),
+    /// Check the configuration before deploying it
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
 }
 
 #[derive(Subcommand)]
@@ -195,6 +199,10 @@ type Outcome = Result<(), Failure>;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    let cli = match cli.command {
+        Command::Config(command) => return config::exec(command),
+        command => Cli { command },
+    };
     let settings = Settings::load_or_exit();
     // Logs go to stderr, so that what a command prints (tables, JSON) stays machine-readable.
     keel::telemetry::init_stderr(&settings);
@@ -236,7 +244,7 @@ async fn run(command: Command, settings: Settings) -> Outcome {
         Ok(Jobs::new(conn.clone(), queue.clone(), registry))
     };
     match command {
-        Command::Migrate { .. } => unreachable!("handled above"),
+        Command::Migrate { .. } | Command::Config(_) => unreachable!("handled above"),
         Command::ListUsers {
             verified,
             unverified,

@@ -3,6 +3,8 @@
 
 use std::{net::SocketAddr, str::FromStr, time::Duration};
 
+use chrono::{DateTime, LocalResult, NaiveDateTime, TimeZone, Utc};
+use chrono_tz::Tz;
 use cron::Schedule;
 
 use super::reader::{ConfigError, DAY, MILLISECOND, Reader, SECOND};
@@ -70,16 +72,72 @@ pub const PERIODIC: [PeriodicJob; 4] = [
     },
 ];
 
-/// One periodic job and when it fires.
+/// One periodic job and when it fires: a cron schedule read on the wall clock of a time zone.
 #[derive(Debug, Clone)]
 pub struct Periodic {
     pub job: &'static str,
+    /// The expression as written in the setting.
+    pub expression: String,
     pub schedule: Schedule,
+    pub timezone: Tz,
 }
 
-/// Parses a cron expression with seconds: `sec min hour day-of-month month day-of-week`.
+impl Periodic {
+    /// The firings after `after`, in order. Across daylight saving changes a firing keeps its
+    /// wall-clock time; one the clock skips (02:30 when 02:00 jumps to 03:00) fires when the
+    /// gap ends, and one the clock shows twice (02:30 when 03:00 falls back to 02:00) fires
+    /// once, the first time: as cron does.
+    pub fn upcoming(&self, after: DateTime<Utc>) -> impl Iterator<Item = DateTime<Utc>> + '_ {
+        // The schedule walks the zone's wall clock, written as if it were UTC.
+        let wall = after.with_timezone(&self.timezone).naive_local().and_utc();
+        self.schedule
+            .after(&wall)
+            .map(|local| self.instant(local.naive_utc()))
+            .filter(move |at| *at > after)
+    }
+
+    /// The next firing after `after`.
+    pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.upcoming(after).next()
+    }
+
+    /// When the wall-clock time `local` happens in the zone.
+    fn instant(&self, local: NaiveDateTime) -> DateTime<Utc> {
+        let mut probe = local;
+        // A time in a daylight saving gap: the first minute after the gap (gaps last an
+        // hour, or at most a day where a zone skipped one).
+        for _ in 0..=24 * 60 {
+            match self.timezone.from_local_datetime(&probe) {
+                LocalResult::Single(at) | LocalResult::Ambiguous(at, _) => {
+                    return at.with_timezone(&Utc);
+                }
+                LocalResult::None => probe += chrono::Duration::minutes(1),
+            }
+        }
+        local.and_utc()
+    }
+}
+
+/// Parses a cron expression: the usual five fields `min hour day-of-month month day-of-week`,
+/// or six with seconds first (`sec min hour ...`), or `@hourly`, `@daily` and the like.
 pub fn parse_cron(expression: &str) -> Result<Schedule, String> {
-    Schedule::from_str(expression.trim()).map_err(|e| e.to_string())
+    let expression = expression.trim();
+    let with_seconds = if expression.split_whitespace().count() == 5 {
+        format!("0 {expression}")
+    } else {
+        expression.to_string()
+    };
+    // The parser's message draws a caret under the expression on lines of its own: its last
+    // line says what is wrong.
+    Schedule::from_str(&with_seconds).map_err(|e| {
+        let message = e.to_string();
+        message
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    })
 }
 
 impl JobSettings {
@@ -163,8 +221,13 @@ fn address(r: &Reader, var: &str, example: &str) -> Result<Option<SocketAddr>, C
     }
 }
 
-/// Each periodic job's cron expression (with seconds); `off` turns it off.
+/// Each periodic job's cron expression, read in `SCHEDULER_TIMEZONE`; `off` turns it off.
 fn schedules(r: &Reader) -> Result<Vec<Periodic>, ConfigError> {
+    let timezone: Tz = r.parse(
+        "SCHEDULER_TIMEZONE",
+        Tz::UTC,
+        "an IANA time zone name such as UTC or Europe/Berlin",
+    )?;
     let mut schedules = Vec::new();
     for PeriodicJob {
         name,
@@ -180,13 +243,15 @@ fn schedules(r: &Reader) -> Result<Vec<Periodic>, ConfigError> {
             ConfigError::new(
                 setting,
                 format!(
-                    "expected a cron expression `sec min hour day month weekday` (or `off`), got {expression:?}: {e}"
+                    "expected a cron expression `min hour day month weekday` (or with seconds first, or `off`), got {expression:?}: {e}"
                 ),
             )
         })?;
         schedules.push(Periodic {
             job: name,
+            expression: expression.trim().to_string(),
             schedule,
+            timezone,
         });
     }
     Ok(schedules)
@@ -230,6 +295,80 @@ mod tests {
                 .unwrap_err()
                 .var,
             "SCHEDULE_PURGE_DELETED_ACCOUNTS"
+        );
+    }
+
+    fn at(rfc3339: &str) -> DateTime<Utc> {
+        rfc3339.parse().unwrap()
+    }
+
+    fn next_three(p: &Periodic, after: &str) -> Vec<String> {
+        p.upcoming(at(after))
+            .take(3)
+            .map(|t| t.to_rfc3339())
+            .collect()
+    }
+
+    #[test]
+    fn five_field_lines_and_a_time_zone() {
+        let s = read(&[
+            ("SCHEDULE_PRUNE_JOBS", "0 3 * * *"),
+            ("SCHEDULER_TIMEZONE", "Europe/Berlin"),
+        ])
+        .unwrap();
+        let prune = s.schedules.iter().find(|p| p.job == "prune_jobs").unwrap();
+        assert_eq!(prune.expression, "0 3 * * *");
+        // 03:00 in Berlin: 02:00 UTC in winter, 01:00 UTC once summer time starts.
+        assert_eq!(
+            next_three(prune, "2026-03-27T12:00:00Z"),
+            [
+                "2026-03-28T02:00:00+00:00",
+                "2026-03-29T01:00:00+00:00",
+                "2026-03-30T01:00:00+00:00"
+            ]
+        );
+        assert_eq!(
+            read(&[("SCHEDULER_TIMEZONE", "Mars/Olympus")])
+                .unwrap_err()
+                .var,
+            "SCHEDULER_TIMEZONE"
+        );
+        assert_eq!(
+            read(&[("SCHEDULE_PRUNE_JOBS", "0 3 * *")]).unwrap_err().var,
+            "SCHEDULE_PRUNE_JOBS"
+        );
+    }
+
+    #[test]
+    fn daylight_saving_neither_skips_nor_repeats_a_firing() {
+        let s = read(&[
+            ("SCHEDULE_PRUNE_JOBS", "30 2 * * *"),
+            ("SCHEDULER_TIMEZONE", "Europe/Berlin"),
+        ])
+        .unwrap();
+        let prune = s.schedules.iter().find(|p| p.job == "prune_jobs").unwrap();
+        // 2026-03-29 has no 02:30 in Berlin (02:00 jumps to 03:00): it fires as the gap ends.
+        assert_eq!(
+            next_three(prune, "2026-03-28T12:00:00Z"),
+            [
+                "2026-03-29T01:00:00+00:00",
+                "2026-03-30T00:30:00+00:00",
+                "2026-03-31T00:30:00+00:00"
+            ]
+        );
+        // 2026-10-25 shows 02:30 twice (03:00 falls back to 02:00): it fires once, the first.
+        assert_eq!(
+            next_three(prune, "2026-10-24T12:00:00Z"),
+            [
+                "2026-10-25T00:30:00+00:00",
+                "2026-10-26T01:30:00+00:00",
+                "2026-10-27T01:30:00+00:00"
+            ]
+        );
+        // Asked between the two 02:30s, the second is not a firing either.
+        assert_eq!(
+            prune.next_after(at("2026-10-25T00:45:00Z")).unwrap(),
+            at("2026-10-26T01:30:00Z")
         );
     }
 

@@ -7,6 +7,7 @@
 use std::{collections::HashMap, str::FromStr};
 
 mod auth;
+pub mod catalog;
 mod database;
 mod http;
 mod jobs;
@@ -91,13 +92,18 @@ pub struct Settings {
 impl Settings {
     /// Loads `.env` (when present) into the environment, then reads the settings from it.
     pub fn from_env() -> Result<Self, ConfigError> {
+        Self::check_env().map_err(first)
+    }
+
+    /// Like `from_env`, with every invalid setting rather than the first.
+    pub fn check_env() -> Result<Self, Vec<ConfigError>> {
         // A missing .env is the normal case; a malformed one is a configuration error.
         if let Err(e) = dotenvy::dotenv()
             && !e.not_found()
         {
-            return Err(ConfigError::new(".env", e.to_string()));
+            return Err(vec![ConfigError::new(".env", e.to_string())]);
         }
-        Self::from_lookup(|k| std::env::var(k).ok())
+        Self::check(|k| std::env::var(k).ok())
     }
 
     /// Builds settings from explicit values; anything absent takes its default.
@@ -106,42 +112,94 @@ impl Settings {
     }
 
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let r = Reader::new(lookup);
-        let environment: Environment =
-            r.parse("ENVIRONMENT", Environment::Development, "an environment")?;
-        let http = HttpSettings::read(&r)?;
-        // Without FRONTEND_URL, the links in mails open Keel's own pages.
-        let own_pages = format!("{}{}", http.public_url, http.api_prefix);
-        let auth = AuthSettings::read(&r, environment == Environment::Production, &own_pages)?;
-        let oidc = OidcSettings::read(&r, &auth.frontend_url)?;
-        Ok(Settings {
-            environment,
-            project_name: r.string("PROJECT_NAME", "Keel"),
-            log_format: r.parse("LOG_FORMAT", LogFormat::Pretty, "a log format")?,
-            log_level: r.string("LOG_LEVEL", "info"),
-            http,
-            auth,
-            oidc,
-            database: DatabaseSettings::read(&r)?,
-            mail: MailSettings::read(&r)?,
-            jobs: JobSettings::read(&r)?,
-            rabbitmq: RabbitSettings::read(&r)?,
-            redis: RedisSettings::read(&r)?,
-            rate_limit: RateLimitSettings::read(&r)?,
-            security: SecuritySettings::read(&r)?,
-            websockets: WebSocketSettings::read(&r)?,
-        })
+        Self::check(lookup).map_err(first)
     }
 
-    /// For the binaries: the settings, or the one-line error on stderr and exit code 2.
+    /// Reads every setting and finds every invalid one: the settings, or each problem in the
+    /// order of the sections.
+    pub fn check(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, Vec<ConfigError>> {
+        let r = Reader::collecting(lookup);
+        let built = Self::read(&r);
+        let problems = r.problems();
+        match built {
+            Ok(Some(settings)) if problems.is_empty() => Ok(settings),
+            Err(problem) => Err(vec![problem]),
+            _ if problems.is_empty() => Err(vec![ConfigError::new(
+                "configuration",
+                "a section could not be read",
+            )]),
+            _ => Err(problems),
+        }
+    }
+
+    /// Every section; with a collecting reader, a section whose own checks fail is `None` and
+    /// its problem recorded, and the other sections are still read.
+    fn read(r: &Reader) -> Result<Option<Self>, ConfigError> {
+        let environment: Environment =
+            r.parse("ENVIRONMENT", Environment::Development, "an environment")?;
+        let http = r.section(HttpSettings::read)?;
+        // Without FRONTEND_URL, the links in mails open Keel's own pages.
+        let own_pages = http.as_ref().map_or_else(
+            || "http://127.0.0.1:8000".to_string(),
+            |h| format!("{}{}", h.public_url, h.api_prefix),
+        );
+        let production = environment == Environment::Production;
+        let auth = r.section(|r| AuthSettings::read(r, production, &own_pages))?;
+        let frontend = auth.as_ref().map_or(own_pages, |a| a.frontend_url.clone());
+        let oidc = r.section(|r| OidcSettings::read(r, &frontend))?;
+        let project_name = r.string("PROJECT_NAME", "Keel");
+        let log_format = r.parse("LOG_FORMAT", LogFormat::Pretty, "a log format")?;
+        let log_level = r.string("LOG_LEVEL", "info");
+        let database = r.section(DatabaseSettings::read)?;
+        let mail = r.section(MailSettings::read)?;
+        let jobs = r.section(JobSettings::read)?;
+        let rabbitmq = r.section(RabbitSettings::read)?;
+        let redis = r.section(RedisSettings::read)?;
+        let rate_limit = r.section(RateLimitSettings::read)?;
+        let security = r.section(SecuritySettings::read)?;
+        let websockets = r.section(WebSocketSettings::read)?;
+        Ok((|| {
+            Some(Settings {
+                environment,
+                project_name,
+                log_format,
+                log_level,
+                http: http?,
+                auth: auth?,
+                oidc: oidc?,
+                database: database?,
+                mail: mail?,
+                jobs: jobs?,
+                rabbitmq: rabbitmq?,
+                redis: redis?,
+                rate_limit: rate_limit?,
+                security: security?,
+                websockets: websockets?,
+            })
+        })())
+    }
+
+    /// For the binaries: the settings, or each invalid setting on a line of its own on stderr
+    /// and exit code 2.
     pub fn load_or_exit() -> Self {
-        match Self::from_env() {
+        match Self::check_env() {
             Ok(settings) => settings,
-            Err(e) => {
-                eprintln!("{e}");
+            Err(problems) => {
+                for problem in problems {
+                    eprintln!("{problem}");
+                }
                 std::process::exit(2);
             }
         }
+    }
+}
+
+/// The first of several problems (there is always one).
+fn first(mut problems: Vec<ConfigError>) -> ConfigError {
+    if problems.is_empty() {
+        ConfigError::new("configuration", "invalid")
+    } else {
+        problems.swap_remove(0)
     }
 }
 
@@ -190,6 +248,33 @@ mod tests {
         assert_eq!(
             settings(&[("PUBLIC_URL", "keel")]).unwrap_err().var,
             "PUBLIC_URL"
+        );
+    }
+
+    #[test]
+    fn every_invalid_setting_is_found_in_one_pass() {
+        let problems = Settings::check(|k| {
+            match k {
+                "PORT" => Some("eighty"),
+                "BACKEND_CORS_ORIGINS" => Some("not an origin"),
+                "JOB_MAX_ATTEMPTS" => Some("0"),
+                "REDIS_TIMEOUT_MS" => Some("soon"),
+                "ENABLE_HSTS" => Some("maybe"),
+                _ => None,
+            }
+            .map(str::to_string)
+        })
+        .unwrap_err();
+        let vars: Vec<&str> = problems.iter().map(|p| p.var.as_str()).collect();
+        assert_eq!(
+            vars,
+            [
+                "BACKEND_CORS_ORIGINS",
+                "PORT",
+                "JOB_MAX_ATTEMPTS",
+                "REDIS_TIMEOUT_MS",
+                "ENABLE_HSTS"
+            ]
         );
     }
 

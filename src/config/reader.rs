@@ -27,14 +27,34 @@ type Lookup<'a> = Box<dyn Fn(&str) -> Option<String> + 'a>;
 
 /// Looks variables up through a function, so tests can build settings without touching the
 /// process environment.
+///
+/// Any setting `NAME` may instead be read from the file that `NAME_FILE` names (Docker and
+/// Kubernetes secrets are files); setting both is an error. A reader that `collects` records
+/// each invalid value and goes on with the default, so that one pass finds every invalid
+/// setting (`admin config check`); otherwise the first invalid value is the error.
 pub struct Reader<'a> {
     lookup: Lookup<'a>,
+    collects: bool,
+    problems: std::cell::RefCell<Vec<ConfigError>>,
+    /// Variables taken as unset after a section refused them (collecting only).
+    masked: std::cell::RefCell<std::collections::HashSet<String>>,
 }
 
 impl<'a> Reader<'a> {
     pub fn new(lookup: impl Fn(&str) -> Option<String> + 'a) -> Self {
         Self {
             lookup: Box::new(lookup),
+            collects: false,
+            problems: Default::default(),
+            masked: Default::default(),
+        }
+    }
+
+    /// A reader that records invalid values (see `problems`) instead of failing on the first.
+    pub fn collecting(lookup: impl Fn(&str) -> Option<String> + 'a) -> Self {
+        Self {
+            collects: true,
+            ..Self::new(lookup)
         }
     }
 
@@ -47,10 +67,71 @@ impl<'a> Reader<'a> {
         Reader::new(move |k| map.get(k).cloned())
     }
 
-    pub fn raw(&self, var: &str) -> Option<String> {
+    /// Records a problem, once per variable.
+    pub fn record(&self, problem: ConfigError) {
+        let mut problems = self.problems.borrow_mut();
+        if !problems.iter().any(|p| p.var == problem.var) {
+            problems.push(problem);
+        }
+    }
+
+    /// The problems recorded so far, in the order they were found.
+    pub fn problems(&self) -> Vec<ConfigError> {
+        self.problems
+            .borrow()
+            .iter()
+            .map(|p| ConfigError::new(&p.var, p.message.clone()))
+            .collect()
+    }
+
+    /// `problem` as the error, or (collecting) recorded, with `default` to go on with.
+    fn invalid<T>(&self, problem: ConfigError, default: T) -> Result<T, ConfigError> {
+        if self.collects {
+            self.record(problem);
+            Ok(default)
+        } else {
+            Err(problem)
+        }
+    }
+
+    fn looked_up(&self, var: &str) -> Option<String> {
+        if self.masked.borrow().contains(var) {
+            return None;
+        }
         (self.lookup)(var)
             .map(|v| v.trim().to_string())
             .filter(|v| !v.is_empty())
+    }
+
+    /// The variable's value (trimmed; empty is absent), or the contents of the file its
+    /// `_FILE` variable names. A problem with the file is recorded, and the setting absent.
+    pub fn raw(&self, var: &str) -> Option<String> {
+        let file_var = format!("{var}_FILE");
+        match (self.looked_up(var), self.looked_up(&file_var)) {
+            (value, None) => value,
+            (Some(_), Some(_)) => {
+                self.record(ConfigError::new(
+                    var,
+                    format!("set either {var} or {file_var}, not both"),
+                ));
+                None
+            }
+            (None, Some(path)) => match std::fs::read_to_string(&path) {
+                Ok(contents) => Some(contents.trim().to_string()).filter(|v| !v.is_empty()),
+                Err(e) => {
+                    self.record(ConfigError::new(
+                        &file_var,
+                        format!("cannot read {path:?}: {e}"),
+                    ));
+                    None
+                }
+            },
+        }
+    }
+
+    /// Where the value of `var` comes from: `Some(path)` when it is read from a file.
+    pub fn file_of(&self, var: &str) -> Option<String> {
+        self.looked_up(&format!("{var}_FILE"))
     }
 
     pub fn string(&self, var: &str, default: &str) -> String {
@@ -63,9 +144,13 @@ impl<'a> Reader<'a> {
     {
         match self.raw(var) {
             None => Ok(default),
-            Some(v) => v
-                .parse::<T>()
-                .map_err(|e| ConfigError::new(var, format!("{what} expected, got {v:?} ({e})"))),
+            Some(v) => match v.parse::<T>() {
+                Ok(value) => Ok(value),
+                Err(e) => self.invalid(
+                    ConfigError::new(var, format!("{what} expected, got {v:?} ({e})")),
+                    default,
+                ),
+            },
         }
     }
 
@@ -75,10 +160,10 @@ impl<'a> Reader<'a> {
             Some(v) => match v.to_ascii_lowercase().as_str() {
                 "1" | "true" | "yes" | "on" => Ok(true),
                 "0" | "false" | "no" | "off" => Ok(false),
-                _ => Err(ConfigError::new(
-                    var,
-                    format!("expected true or false, got {v:?}"),
-                )),
+                _ => self.invalid(
+                    ConfigError::new(var, format!("expected true or false, got {v:?}")),
+                    default,
+                ),
             },
         }
     }
@@ -86,10 +171,10 @@ impl<'a> Reader<'a> {
     pub fn ranged(&self, var: &str, default: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
         let value = self.parse(var, default, "a whole number")?;
         if value < min || value > max {
-            return Err(ConfigError::new(
-                var,
-                format!("must be between {min} and {max}, got {value}"),
-            ));
+            return self.invalid(
+                ConfigError::new(var, format!("must be between {min} and {max}, got {value}")),
+                default,
+            );
         }
         Ok(value)
     }
@@ -105,6 +190,34 @@ impl<'a> Reader<'a> {
     ) -> Result<Duration, ConfigError> {
         let n = self.ranged(var, default, min, max)?;
         Ok(unit.saturating_mul(u32::try_from(n).unwrap_or(u32::MAX)))
+    }
+
+    /// Reads a section. Collecting, a problem the section itself finds (two settings that
+    /// disagree, a value its own rules refuse) is recorded and the section read again with
+    /// that variable taken as unset, so that the invalid values after it are found too. Only
+    /// the section's first such problem is recorded: a later one may be the unset variable's
+    /// doing (an email without its password). `None` when the section cannot be read.
+    pub fn section<T>(
+        &self,
+        read: impl Fn(&Self) -> Result<T, ConfigError>,
+    ) -> Result<Option<T>, ConfigError> {
+        let mut first = true;
+        loop {
+            match read(self) {
+                Ok(section) => return Ok(first.then_some(section)),
+                Err(problem) if !self.collects => return Err(problem),
+                Err(problem) => {
+                    let unset_again = self.masked.borrow_mut().insert(problem.var.clone());
+                    if first {
+                        self.record(problem);
+                        first = false;
+                    }
+                    if !unset_again {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -137,16 +250,23 @@ pub fn parse_span(raw: &str) -> Result<Duration, String> {
 impl Reader<'_> {
     /// A span like `7d`, at most `max`.
     pub fn span(&self, var: &str, default: &str, max: Duration) -> Result<Duration, ConfigError> {
+        let fallback = parse_span(default).unwrap_or_default();
         let raw = self.string(var, default);
-        let span = parse_span(&raw).map_err(|e| ConfigError::new(var, e))?;
+        let span = match parse_span(&raw) {
+            Ok(span) => span,
+            Err(e) => return self.invalid(ConfigError::new(var, e), fallback),
+        };
         if span > max {
-            return Err(ConfigError::new(
-                var,
-                format!(
-                    "must be at most {} days, got {raw:?}",
-                    max.as_secs() / 86_400
+            return self.invalid(
+                ConfigError::new(
+                    var,
+                    format!(
+                        "must be at most {} days, got {raw:?}",
+                        max.as_secs() / 86_400
+                    ),
                 ),
-            ));
+                fallback,
+            );
         }
         Ok(span)
     }
@@ -194,6 +314,51 @@ mod tests {
                 .starts_with("invalid configuration: C:")
         );
         assert_eq!(r.duration("C", MINUTE, 1, 1, 100).unwrap(), 70 * MINUTE);
+    }
+
+    #[test]
+    fn a_setting_can_come_from_a_file() {
+        let dir = std::env::temp_dir().join(format!("keel-reader-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let secret = dir.join("secret");
+        std::fs::write(&secret, "s3cr3t-from-a-file\n").unwrap();
+        let path = secret.display().to_string();
+        let r = Reader::from_pairs(&[("SECRET_KEY_FILE", &path)]);
+        assert_eq!(r.raw("SECRET_KEY").as_deref(), Some("s3cr3t-from-a-file"));
+        assert_eq!(r.file_of("SECRET_KEY"), Some(path.clone()));
+        assert!(r.problems().is_empty());
+        // Both at once is refused; a file that cannot be read names the _FILE variable.
+        let r = Reader::from_pairs(&[("SECRET_KEY", "x"), ("SECRET_KEY_FILE", &path)]);
+        assert_eq!(r.raw("SECRET_KEY"), None);
+        assert_eq!(r.problems()[0].var, "SECRET_KEY");
+        let r = Reader::from_pairs(&[("SECRET_KEY_FILE", "/nonexistent/keel-secret")]);
+        assert_eq!(r.raw("SECRET_KEY"), None);
+        let problems = r.problems();
+        assert_eq!(problems[0].var, "SECRET_KEY_FILE");
+        assert!(
+            problems[0].message.contains("cannot read"),
+            "{}",
+            problems[0]
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_collecting_reader_goes_on_with_defaults() {
+        let lookup = |k: &str| match k {
+            "A" => Some("x".to_string()),
+            "B" => Some("7".to_string()),
+            "C" => Some("soon".to_string()),
+            _ => None,
+        };
+        let r = Reader::collecting(lookup);
+        assert!(r.bool("A", true).unwrap());
+        assert_eq!(r.ranged("B", 5, 1, 6).unwrap(), 5);
+        assert_eq!(r.span("C", "1d", DAY).unwrap(), DAY);
+        let vars: Vec<String> = r.problems().into_iter().map(|p| p.var).collect();
+        assert_eq!(vars, ["A", "B", "C"]);
+        // A strict reader fails on the first.
+        assert_eq!(Reader::new(lookup).bool("A", true).unwrap_err().var, "A");
     }
 
     #[test]

@@ -61,11 +61,11 @@ pub async fn run(
     }
     loop {
         let now = Utc::now();
-        let next = periodic
+        let due: Vec<(DateTime<Utc>, &Periodic)> = periodic
             .iter()
-            .filter_map(|p| p.schedule.after(&now).next().map(|t| (t, p)))
-            .min_by_key(|(t, _)| *t);
-        let Some((slot, _)) = next else {
+            .filter_map(|p| p.next_after(now).map(|t| (t, p)))
+            .collect();
+        let Some(slot) = due.iter().map(|(t, _)| *t).min() else {
             tracing::warn!("no schedule has a future firing; waiting for shutdown");
             shutdown.cancelled().await;
             return;
@@ -76,7 +76,7 @@ pub async fn run(
             () = tokio::time::sleep(wait) => {}
         }
         // Every schedule due at this slot fires (several may share it).
-        for p in periodic.iter().filter(|p| p.schedule.includes(slot)) {
+        for (_, p) in due.iter().filter(|(t, _)| *t == slot) {
             match fire(&db, &queue, p.job, slot).await {
                 Ok(id) => {
                     tracing::info!(job = %p.job, %slot, job_id = %id, "scheduled job enqueued")

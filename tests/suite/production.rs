@@ -407,3 +407,198 @@ fn a_healthcheck_with_no_server_fails() {
     assert_eq!(code, Some(2));
     assert!(err.contains("WORKER_METRICS_ADDR"), "{err}");
 }
+
+/// Secrets kept in files (Docker and Kubernetes secrets): every setting can come from the
+/// file its `_FILE` variable names. A production server reads its key, its database URL and
+/// its first superuser's password from files, and the superuser can sign in with it; setting
+/// both `NAME` and `NAME_FILE` stops start-up naming the setting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_come_from_files() {
+    let dir = std::env::temp_dir().join(format!("keel-secrets-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let secret = |name: &str, value: &str| {
+        let path = dir.join(name);
+        // As `docker secret` and `kubectl create secret` write them: with a final newline.
+        std::fs::write(&path, format!("{value}\n")).unwrap();
+        path.display().to_string()
+    };
+    let db = common::fresh_database_url(Backend::Postgres).await;
+    let port = free_port();
+    let mut env = common::base_settings("");
+    env.remove("DATABASE_URL");
+    env.remove("SECRET_KEY");
+    env.insert("DATABASE_URL_FILE".into(), secret("database_url", &db));
+    env.insert(
+        "SECRET_KEY_FILE".into(),
+        secret("secret_key", "a-production-secret-key-of-at-least-32-bytes"),
+    );
+    env.insert("ENVIRONMENT".into(), "production".into());
+    env.insert("PORT".into(), port.to_string());
+    env.insert("FIRST_SUPERUSER_EMAIL".into(), "root@example.com".into());
+    env.insert(
+        "FIRST_SUPERUSER_PASSWORD_FILE".into(),
+        secret("root_password", "Secret-From-A-File-42"),
+    );
+    let _server = Process::spawn(SERVER, &[], &env);
+    let client = client();
+    let base = format!("http://127.0.0.1:{port}");
+    eventually(
+        Duration::from_secs(20),
+        "the server to be ready",
+        || async {
+            (status_of(&client, &format!("{base}/system/health/ready")).await == 200).then_some(())
+        },
+    )
+    .await;
+    let login = client
+        .post(format!("{base}/auth/login"))
+        .form(&[
+            ("username", "root@example.com"),
+            ("password", "Secret-From-A-File-42"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 200, "{}", login.text().await.unwrap());
+
+    // Both the value and its file: refused, naming the setting, before anything starts.
+    let mut both = env.clone();
+    both.insert("SECRET_KEY".into(), "x".repeat(40));
+    both.insert("PORT".into(), free_port().to_string());
+    let (code, _, err) = run(SERVER, &[], &both);
+    assert_eq!(code, Some(2), "{err}");
+    assert_eq!(
+        err.trim(),
+        "invalid configuration: SECRET_KEY: set either SECRET_KEY or SECRET_KEY_FILE, not both"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `admin config check` prints the settings a process would run with, secrets masked and
+/// the source of each; on a bad environment it lists every invalid setting and exits 2.
+#[test]
+fn admin_config_check_lists_settings_and_every_problem() {
+    let dir = std::env::temp_dir().join(format!("keel-config-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("secret_key");
+    std::fs::write(&key, "a-secret-key-nobody-may-read-in-a-log\n").unwrap();
+    let good: HashMap<String, String> = [
+        ("SECRET_KEY_FILE", key.display().to_string()),
+        (
+            "DATABASE_URL",
+            "postgres://keel:hunter2@db.internal:5432/keel".into(),
+        ),
+        ("PORT", "9000".into()),
+        ("OIDC_PROVIDERS", "corp".into()),
+        ("OIDC_CORP_ISSUER", "https://idp.example.com".into()),
+        ("OIDC_CORP_CLIENT_ID", "keel".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let (code, out, err) = run(ADMIN, &["config", "check"], &good);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("the configuration is valid"), "{out}");
+    let row = |name: &str| {
+        out.lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("no row for {name}: {out}"))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert_eq!(
+        row("SECRET_KEY"),
+        format!("SECRET_KEY ******** file {}", key.display())
+    );
+    assert_eq!(
+        row("DATABASE_URL"),
+        "DATABASE_URL postgres://keel:***@db.internal:5432/keel environment"
+    );
+    assert_eq!(row("PORT"), "PORT 9000 environment");
+    assert_eq!(row("HOST"), "HOST 127.0.0.1 default");
+    assert_eq!(
+        row("OIDC_CORP_ISSUER"),
+        "OIDC_CORP_ISSUER https://idp.example.com environment"
+    );
+    assert!(!out.contains("hunter2") && !out.contains("nobody-may-read"));
+
+    let bad: HashMap<String, String> = [
+        ("PORT", "eighty"),
+        ("ENABLE_HSTS", "maybe"),
+        ("SECRET_KEY_FILE", "/nonexistent/keel/secret"),
+        ("DATABASE_MIN_CONNECTIONS", "50"),
+        ("SCHEDULE_PRUNE_JOBS", "every hour"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let (code, out, err) = run(ADMIN, &["config", "check", "--format", "json"], &bad);
+    assert_eq!(code, Some(2), "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["valid"], false);
+    let mut invalid: Vec<&str> = report["invalid"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    invalid.sort_unstable();
+    assert_eq!(
+        invalid,
+        [
+            "DATABASE_MIN_CONNECTIONS",
+            "ENABLE_HSTS",
+            "PORT",
+            "SCHEDULE_PRUNE_JOBS",
+            "SECRET_KEY_FILE"
+        ]
+    );
+    assert_eq!(err.lines().count(), 5, "{err}");
+    assert!(
+        err.lines()
+            .all(|l| l.starts_with("invalid configuration: ")),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `scheduler --list`: each periodic job's schedule, written as a usual five-field cron line
+/// and read in SCHEDULER_TIMEZONE, with its next three runs; a job switched off says so.
+#[test]
+fn the_scheduler_lists_five_field_schedules_in_their_time_zone() {
+    let env: HashMap<String, String> = [
+        ("SCHEDULE_PRUNE_JOBS", "0 3 * * *"),
+        ("SCHEDULE_DELETION_REMINDERS", "off"),
+        ("SCHEDULER_TIMEZONE", "America/New_York"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let (code, out, err) = run(SCHEDULER, &["--list"], &env);
+    assert_eq!(code, Some(0), "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    let prune = lines
+        .iter()
+        .position(|l| *l == "prune_jobs: 0 3 * * * (America/New_York)")
+        .unwrap_or_else(|| panic!("{out}"));
+    for run in &lines[prune + 1..prune + 4] {
+        // 03:00 in New York is 07:00 or 08:00 UTC, with summer time or without.
+        let (local, utc) = run.trim().split_once("  (").unwrap();
+        assert!(local.contains(" 03:00:00 E"), "{run}");
+        assert!(
+            utc.contains(" 07:00:00 UTC") || utc.contains(" 08:00:00 UTC"),
+            "{run}"
+        );
+    }
+    assert!(lines.contains(&"send_deletion_reminders: off"), "{out}");
+    // A schedule that is not cron stops it with the setting's name.
+    let mut bad = env.clone();
+    bad.insert("SCHEDULE_PRUNE_JOBS".into(), "0 3 * *".into());
+    let (code, _, err) = run(SCHEDULER, &["--list"], &bad);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.starts_with("invalid configuration: SCHEDULE_PRUNE_JOBS:"),
+        "{err}"
+    );
+}
