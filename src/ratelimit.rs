@@ -16,9 +16,10 @@ use std::{
 use fred::{interfaces::KeysInterface, types::scripts::Script};
 use sha2::Digest;
 
-use crate::redis::Redis;
-
-pub(crate) const MINUTE_MS: u64 = 60_000;
+use crate::{
+    config::{Budget, Budgets},
+    redis::Redis,
+};
 
 /// A named budget: `limit` requests per `period`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,30 +29,63 @@ pub struct Rule {
     pub period_ms: u64,
 }
 
-pub const fn per_minute(name: &'static str, limit: u32) -> Rule {
-    Rule {
-        name,
-        limit,
-        period_ms: MINUTE_MS,
+impl Rule {
+    fn new(name: &'static str, budget: Budget) -> Self {
+        Self {
+            name,
+            limit: budget.limit,
+            period_ms: u64::try_from(budget.period.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+
+    /// The period in words, for messages: `minute`, `15 minutes`.
+    pub fn period_words(&self) -> String {
+        Budget {
+            limit: self.limit,
+            period: std::time::Duration::from_millis(self.period_ms),
+        }
+        .period_words()
     }
 }
 
-pub const LOGIN: Rule = per_minute("login", 5);
-pub const REGISTER: Rule = per_minute("register", 3);
-pub const VERIFICATION: Rule = per_minute("verification", 3);
-pub const PASSWORD_RESET: Rule = per_minute("password_reset", 3);
-pub const DELETION: Rule = per_minute("deletion", 3);
-/// Two-factor set-up, codes and sign-in steps, per client address.
-pub const MFA: Rule = per_minute("mfa", 10);
-/// Provider sign-ins (authorize, callback, exchange, native tokens), per client address.
-pub const OIDC: Rule = per_minute("oidc", 20);
-pub const DEFAULT: Rule = per_minute("default", 100);
-/// Failed logins for one account, from whatever addresses: 5, then one every 3 minutes.
-pub const ACCOUNT_FAILURES: Rule = Rule {
-    name: "login_failures",
-    limit: 5,
-    period_ms: 15 * MINUTE_MS,
-};
+/// Every limit, from the settings (`RATE_LIMIT_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rules {
+    pub login: Rule,
+    pub register: Rule,
+    pub verification: Rule,
+    pub password_reset: Rule,
+    pub deletion: Rule,
+    /// Two-factor set-up, codes and sign-in steps, per client address.
+    pub mfa: Rule,
+    /// Provider sign-ins (authorize, callback, exchange, native tokens), per client address.
+    pub oidc: Rule,
+    pub default: Rule,
+    /// Failed logins for one account, from whatever addresses.
+    pub account_failures: Rule,
+}
+
+impl Rules {
+    pub fn new(budgets: &Budgets) -> Self {
+        Self {
+            login: Rule::new("login", budgets.login),
+            register: Rule::new("register", budgets.register),
+            verification: Rule::new("verification", budgets.verification),
+            password_reset: Rule::new("password_reset", budgets.password_reset),
+            deletion: Rule::new("deletion", budgets.deletion),
+            mfa: Rule::new("mfa", budgets.mfa),
+            oidc: Rule::new("oidc", budgets.oidc),
+            default: Rule::new("default", budgets.default),
+            account_failures: Rule::new("login_failures", budgets.login_failures),
+        }
+    }
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Self::new(&Budgets::default())
+    }
+}
 
 /// The answer for one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,6 +159,7 @@ pub struct Limiter {
 struct Inner {
     redis: Option<Redis>,
     fail_open: bool,
+    rules: Rules,
     script: Script,
     started: Instant,
     memory: Mutex<HashMap<String, u64>>,
@@ -135,16 +170,22 @@ struct Inner {
 pub struct Unavailable;
 
 impl Limiter {
-    pub fn new(redis: Option<Redis>, fail_open: bool) -> Self {
+    pub fn new(redis: Option<Redis>, fail_open: bool, rules: Rules) -> Self {
         Self {
             inner: Arc::new(Inner {
                 redis,
                 fail_open,
+                rules,
                 script: Script::from_lua(GCRA_LUA),
                 started: Instant::now(),
                 memory: Mutex::new(HashMap::new()),
             }),
         }
+    }
+
+    /// The limits this limiter enforces.
+    pub fn rules(&self) -> &Rules {
+        &self.inner.rules
     }
 
     fn in_memory(&self, key: &str, rule: Rule, commit: bool) -> Decision {
@@ -246,7 +287,7 @@ mod tests {
 
     #[test]
     fn gcra_allows_the_burst_then_one_per_interval() {
-        let rule = per_minute("t", 5);
+        let rule = Rule::new("t", Budget::per_minute(5));
         let mut tat = None;
         let now = 1_000_000;
         for i in 0..5 {

@@ -693,7 +693,9 @@ impl Accounts {
         txn.commit().await?;
         if let Some(limiter) = &self.login_throttle {
             for subject in &subjects {
-                limiter.reset(ratelimit::ACCOUNT_FAILURES, subject).await;
+                limiter
+                    .reset(limiter.rules().account_failures, subject)
+                    .await;
             }
         }
         Ok(pair)
@@ -736,7 +738,7 @@ impl Accounts {
         if let Some(limiter) = &self.login_throttle {
             for subject in subjects {
                 let _ = limiter
-                    .check(ratelimit::ACCOUNT_FAILURES, subject, true)
+                    .check(limiter.rules().account_failures, subject, true)
                     .await;
             }
         }

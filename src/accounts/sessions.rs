@@ -24,7 +24,7 @@ use crate::{
 /// counting this attempt.
 pub(super) async fn refuse_throttled(limiter: &ratelimit::Limiter, subject: &str) -> Result<()> {
     let d = limiter
-        .check(ratelimit::ACCOUNT_FAILURES, subject, false)
+        .check(limiter.rules().account_failures, subject, false)
         .await
         .map_err(|_| AccountError::LimiterUnavailable)?;
     if d.allowed {
@@ -32,7 +32,7 @@ pub(super) async fn refuse_throttled(limiter: &ratelimit::Limiter, subject: &str
     }
     crate::metrics::metrics()
         .rate_limited
-        .with_label_values(&[ratelimit::ACCOUNT_FAILURES.name])
+        .with_label_values(&[limiter.rules().account_failures.name])
         .inc();
     Err(AccountError::TooManyFailedLogins {
         retry_after_secs: d.retry_after_secs,
@@ -57,10 +57,14 @@ impl Accounts {
         match &outcome {
             Err(AccountError::InvalidCredentials) => {
                 let _ = limiter
-                    .check(ratelimit::ACCOUNT_FAILURES, &account, true)
+                    .check(limiter.rules().account_failures, &account, true)
                     .await;
             }
-            Ok(_) => limiter.reset(ratelimit::ACCOUNT_FAILURES, &account).await,
+            Ok(_) => {
+                limiter
+                    .reset(limiter.rules().account_failures, &account)
+                    .await
+            }
             Err(_) => {}
         }
         outcome

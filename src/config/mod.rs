@@ -27,7 +27,7 @@ pub use jobs::{JobSettings, PERIODIC, Periodic, PeriodicJob, parse_cron};
 pub use mail::{MailSettings, SmtpSettings};
 pub use oidc::{OIDC_LOGIN_CODE_TTL, OidcProvider, OidcSettings, ResponseMode};
 pub use rabbitmq::{QueueType, RabbitSettings};
-pub use rate_limit::RateLimitSettings;
+pub use rate_limit::{Budget, Budgets, RateLimitSettings, parse_budget};
 pub use reader::{ConfigError, Reader, parse_span, redact_url};
 pub use redis::RedisSettings;
 pub use security::SecuritySettings;

@@ -63,8 +63,11 @@ impl AppState {
             .rabbitmq
             .enabled
             .then(|| Arc::new(Publisher::new(settings.rabbitmq.clone())));
-        let limiter =
-            crate::ratelimit::Limiter::new(cache.redis().cloned(), settings.rate_limit.fail_open);
+        let limiter = crate::ratelimit::Limiter::new(
+            cache.redis().cloned(),
+            settings.rate_limit.fail_open,
+            crate::ratelimit::Rules::new(&settings.rate_limit.budgets),
+        );
         let mut accounts = Accounts::new(
             db.clone(),
             settings.clone(),

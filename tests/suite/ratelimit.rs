@@ -252,3 +252,23 @@ async fn the_failed_login_limit_refuses_when_it_cannot_be_checked_and_fail_open_
     let resp = login_attempt(&open, None).await;
     problem(resp, 401, "invalid_credentials").await;
 }
+
+/// The budgets are settings: RATE_LIMIT_LOGIN=2/minute refuses the third login, and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_budget_from_the_settings_is_enforced() {
+    let app = start(&env(&[("RATE_LIMIT_LOGIN", "2/minute")], false)).await;
+    for _ in 0..2 {
+        let resp = login_attempt(&app, None).await;
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(header(&resp, "ratelimit-limit"), Some(2));
+    }
+    let resp = login_attempt(&app, None).await;
+    let body = problem(resp, 429, "rate_limited").await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("at most 2 per minute"),
+        "{body}"
+    );
+}

@@ -9,30 +9,31 @@ use super::client_addr::client_ip;
 use crate::{
     http::error::ApiError,
     metrics::metrics,
-    ratelimit::{
-        DEFAULT, DELETION, Decision, LOGIN, Limiter, MFA, OIDC, PASSWORD_RESET, REGISTER, Rule,
-        VERIFICATION,
-    },
+    ratelimit::{Decision, Limiter, Rule, Rules},
 };
 
 /// The rule for a path (without `API_PREFIX`); `None` for what is never limited: health
 /// probes, metrics scrapes and the docs.
-pub fn rule_for(path: &str) -> Option<Rule> {
+pub fn rule_for(path: &str, rules: &Rules) -> Option<Rule> {
     Some(match path {
-        "/auth/login" => LOGIN,
-        "/auth/register" => REGISTER,
+        "/auth/login" => rules.login,
+        "/auth/register" => rules.register,
         "/auth/verify-email"
         | "/auth/resend-verification"
         | "/users/me/email"
         | "/auth/confirm-email-change"
-        | "/auth/revert-email-change" => VERIFICATION,
-        "/auth/forgot-password" | "/auth/reset-password" | "/auth/set-password" => PASSWORD_RESET,
-        "/auth/request-deletion" | "/auth/confirm-deletion" | "/auth/cancel-deletion" => DELETION,
-        p if p.starts_with("/auth/mfa/") => MFA,
-        p if p.starts_with("/auth/oidc/") => OIDC,
+        | "/auth/revert-email-change" => rules.verification,
+        "/auth/forgot-password" | "/auth/reset-password" | "/auth/set-password" => {
+            rules.password_reset
+        }
+        "/auth/request-deletion" | "/auth/confirm-deletion" | "/auth/cancel-deletion" => {
+            rules.deletion
+        }
+        p if p.starts_with("/auth/mfa/") => rules.mfa,
+        p if p.starts_with("/auth/oidc/") => rules.oidc,
         "/metrics" | "/openapi.json" => return None,
         p if p.starts_with("/system/health") || p.starts_with("/docs") => return None,
-        _ => DEFAULT,
+        _ => rules.default,
     })
 }
 
@@ -67,7 +68,7 @@ pub async fn enforce<E: Endpoint>(
     let rule = if req.method() == poem::http::Method::OPTIONS {
         None
     } else {
-        rule_for(path)
+        rule_for(path, limiter.rules())
     };
     let Some(rule) = rule else {
         return next.call(req).await.map(IntoResponse::into_response);
@@ -79,8 +80,10 @@ pub async fn enforce<E: Endpoint>(
     };
     if !decision.allowed {
         let detail = format!(
-            "too many requests: at most {} per minute for this kind of request; retry in {} s",
-            rule.limit, decision.retry_after_secs
+            "too many requests: at most {} per {} for this kind of request; retry in {} s",
+            rule.limit,
+            rule.period_words(),
+            decision.retry_after_secs
         );
         return Ok(too_many(rule, &decision, detail));
     }
@@ -98,10 +101,14 @@ mod tests {
 
     #[test]
     fn routes_map_to_their_rules() {
-        assert_eq!(rule_for("/auth/login"), Some(LOGIN));
-        assert_eq!(rule_for("/auth/reset-password"), Some(PASSWORD_RESET));
-        assert_eq!(rule_for("/users/me"), Some(DEFAULT));
-        assert_eq!(rule_for("/system/health/live"), None);
-        assert_eq!(rule_for("/metrics"), None);
+        let rules = Rules::default();
+        assert_eq!(rule_for("/auth/login", &rules), Some(rules.login));
+        assert_eq!(
+            rule_for("/auth/reset-password", &rules),
+            Some(rules.password_reset)
+        );
+        assert_eq!(rule_for("/users/me", &rules), Some(rules.default));
+        assert_eq!(rule_for("/system/health/live", &rules), None);
+        assert_eq!(rule_for("/metrics", &rules), None);
     }
 }
