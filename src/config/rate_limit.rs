@@ -29,7 +29,7 @@ impl Budget {
             ("minute", 60),
             ("second", 1),
         ] {
-            if secs % size == 0 {
+            if secs.is_multiple_of(size) {
                 return match secs / size {
                     1 => unit.to_string(),
                     n => format!("{n} {unit}s"),
