@@ -1,28 +1,32 @@
 # One image for the four binaries: server, worker, scheduler, admin.
-# Build: docker build -t keel .   (the build stage runs the README's `cargo build --release --bins`)
+# Build: docker build -t keel .   (the build stage runs `cargo build --release --bins --locked`)
+# .dockerignore keeps target/, .env and local databases out of the build context.
 
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 # Dependency layer: built from the manifests alone, reused until Cargo.toml or Cargo.lock change.
 COPY Cargo.toml Cargo.lock ./
 COPY migration/Cargo.toml migration/Cargo.toml
-RUN mkdir -p src bin migration/src bench \
+RUN mkdir -p src bin/admin migration/src bench \
  && touch src/lib.rs migration/src/lib.rs \
- && for b in server worker scheduler admin; do echo 'fn main() {}' > bin/$b.rs; done \
- && echo 'fn main() {}' > bench/argon2_rate.rs \
- && cargo build --release --bins \
+ && for b in server worker scheduler; do echo 'fn main() {}' > bin/$b.rs; done \
+ && echo 'fn main() {}' > bin/admin/main.rs \
+ && for b in argon2_rate ws_fanout broker_rate jobs_load; do echo 'fn main() {}' > bench/$b.rs; done \
+ && cargo build --release --bins --locked \
  && rm -rf src bin migration/src bench
 COPY . .
-RUN touch src/lib.rs migration/src/lib.rs && cargo build --release --bins
+RUN touch src/lib.rs migration/src/lib.rs && cargo build --release --bins --locked
 
+# The runtime: the binaries and CA certificates, nothing else (no shell tools, no curl: the
+# health checks are `server healthcheck`, `worker healthcheck` and `scheduler healthcheck`).
 FROM debian:bookworm-slim
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates curl \
+ && apt-get install -y --no-install-recommends ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --system --uid 10001 --create-home --home-dir /app keel
+ && useradd --system --uid 10001 --user-group --create-home --home-dir /app keel
 COPY --from=build /src/target/release/server /src/target/release/worker \
      /src/target/release/scheduler /src/target/release/admin /usr/local/bin/
-USER keel
+USER 10001:10001
 WORKDIR /app
 ENV HOST=0.0.0.0 PORT=8000 LOG_FORMAT=json
 EXPOSE 8000

@@ -126,9 +126,10 @@ drop_old_test_databases
 drop_old_test_queues
 drop_old_test_keys
 
-log "docker-compose config (compose.yaml parses; no Docker engine needed)"
+# The deployment files are rendered offline after the Rust tests (tests/deploy): Debian's
+# docker-compose for compose.yaml, kubectl's kustomize for deploy/kubernetes.
 command -v docker-compose >/dev/null || apt_install docker-compose
-docker-compose -f compose.yaml config -q
+command -v kubectl >/dev/null || [ -x /usr/bin/kubectl ] || apt_install kubectl
 
 # The spec passes Redocly's recommended rules (exceptions, each with its reason, in
 # openapi/redocly.yaml).
@@ -168,14 +169,28 @@ else
   cargo test --workspace --no-fail-fast "${extra[@]}" -- --ignored --test-threads 1
 fi
 
-# The spec as clients use it: generated Python and TypeScript clients, and schemathesis.
+# The deployment files (compose.yaml, the image's inputs, the Kubernetes base) and the spec as
+# clients use it (generated Python and TypeScript clients, and schemathesis).
 if [ ${#extra[@]} -eq 0 ]; then
   python3 -m venv --help >/dev/null 2>&1 || apt_install python3-venv
+  deploy_venv="$TOOLS_DIR/deploy-venv"
+  deploy_packages=(kubernetes-validate==1.37.0 pytest==9.2.0 PyYAML==6.0.4)
+  if ! "$deploy_venv/bin/pip" freeze 2>/dev/null | grep -qx 'kubernetes-validate==1.37.0'; then
+    log "installing ${deploy_packages[*]} into $deploy_venv"
+    python3 -m venv "$deploy_venv"
+    "$deploy_venv/bin/pip" install -q "${deploy_packages[@]}"
+  fi
+  log "deployment files: compose.yaml, the image, deploy/kubernetes (tests/deploy)"
+  "$deploy_venv/bin/pytest" -q -p no:cacheprovider tests/deploy 2>&1 | tee target/deploy.log
   command -v npm >/dev/null || apt_install nodejs npm
   tests/clients/run.sh
-  # One closing line for the whole command: the Rust tests plus the four contract checks (two
-  # generated-client scenarios, two schemathesis runs); any failure has already stopped the run.
+  # One closing line for the whole command: the Rust tests, the deployment checks, and the
+  # four contract checks (two generated-client scenarios, two schemathesis runs); any failure
+  # has already stopped the run.
   passed=$(cat target/nextest.log target/nextest-alone.log 2>/dev/null |
     sed -n 's/.* tests\{0,1\} run: \([0-9]*\) passed.*/\1/p' | awk '{ n += $1 } END { print n }')
-  if [ -n "$passed" ] && [ "$passed" -gt 0 ]; then echo "keel: $((passed + 4)) passed, 0 failed"; fi
+  deployed=$(sed -n 's/^\([0-9]*\) passed.*/\1/p' target/deploy.log | tail -n 1)
+  if [ -n "$passed" ] && [ "$passed" -gt 0 ]; then
+    echo "keel: $((passed + ${deployed:-0} + 4)) passed, 0 failed"
+  fi
 fi
