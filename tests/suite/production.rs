@@ -602,3 +602,37 @@ fn the_scheduler_lists_five_field_schedules_in_their_time_zone() {
         "{err}"
     );
 }
+
+/// `admin` logs to stderr, so what it prints on stdout stays machine-readable.
+#[test]
+fn admin_logs_go_to_stderr() {
+    let dir = std::env::temp_dir().join(format!("keel-logs-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let env: HashMap<String, String> = [
+        (
+            "DATABASE_URL".to_string(),
+            format!("sqlite://{}?mode=rwc", dir.join("l.db").display()),
+        ),
+        ("LOG_LEVEL".to_string(), "info".to_string()),
+        ("LOG_FORMAT".to_string(), "json".to_string()),
+    ]
+    .into();
+    let (code, out, err) = run(ADMIN, &["migrate"], &env);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.lines().all(|l| l.starts_with("applied ")),
+        "stdout holds the report alone: {out}"
+    );
+    // sea-orm-migration logs each migration it applies, as a JSON line on stderr.
+    let logged: Vec<serde_json::Value> = err
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert!(
+        logged
+            .iter()
+            .any(|l| l["message"].as_str().unwrap_or("").contains("m20261129_000001_accounts")),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
