@@ -3,7 +3,7 @@
 
 use crate::common;
 
-use common::{Backend, TestApp, WorkerProcess, browser::Browser};
+use common::{Backend, KeelProcess, TestApp, browser::Browser};
 use reqwest::StatusCode;
 use sea_orm::EntityTrait;
 use serde_json::json;
@@ -20,7 +20,7 @@ const ROOT_PASSWORD: &str = "RootPassword123!";
 async fn start(
     backend: Backend,
     extra: &[(&str, &str)],
-) -> (TestApp, Option<(WorkerProcess, String)>) {
+) -> (TestApp, Option<(KeelProcess, String)>) {
     let db = common::fresh_database_url(backend).await;
     let mut env = common::base_settings(&db);
     env.insert("FIRST_SUPERUSER_EMAIL".into(), ROOT_EMAIL.into());

@@ -448,7 +448,7 @@ async fn a_worker_process_purges_what_the_scheduler_enqueues() {
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     let app = TestApp::start_with(Backend::Postgres, &pairs).await;
-    let _worker = common::WorkerProcess::spawn(&app.env);
+    let _worker = common::KeelProcess::spawn(&app.env);
     let (user, tokens) = app.signed_in_user().await;
     let (second, second_tokens) = app.signed_in_user().await;
     for (u, t) in [(&user, &tokens), (&second, &second_tokens)] {

@@ -11,7 +11,7 @@ use std::{
 };
 
 use common::{
-    Backend, TestApp, Tokens, WorkerProcess, eventually, mail, problem, submit_task as submit,
+    Backend, KeelProcess, TestApp, Tokens, eventually, mail, problem, submit_task as submit,
     task_json as status, wait_task_status as wait_status,
 };
 use keel::entities::job;
@@ -82,7 +82,7 @@ async fn verification_mail_arrives_through_the_worker() {
         "WORKER_METRICS_ADDR".into(),
         format!("127.0.0.1:{metrics_port}"),
     );
-    let _worker = WorkerProcess::spawn(&worker_env);
+    let _worker = KeelProcess::spawn(&worker_env);
     let (user, tokens) = app.signed_in_user().await;
     let me: Value = app
         .get("/users/me", Some(&tokens.access))
@@ -145,7 +145,7 @@ async fn verification_mail_arrives_through_the_worker() {
 async fn each_demonstration_task_runs_to_its_result() {
     let queue = common::unique_queue();
     let app = rabbit_app(Backend::Postgres, &queue, &ROOT).await;
-    let _worker = WorkerProcess::spawn(&app.env);
+    let _worker = KeelProcess::spawn(&app.env);
     let (_, user) = app.signed_in_user().await;
 
     let id = submit(
@@ -209,7 +209,7 @@ async fn each_demonstration_task_runs_to_its_result() {
 async fn a_task_is_visible_to_its_owner_and_superusers_only() {
     let queue = common::unique_queue();
     let app = rabbit_app(Backend::Postgres, &queue, &ROOT).await;
-    let _worker = WorkerProcess::spawn(&app.env);
+    let _worker = KeelProcess::spawn(&app.env);
     let (_, user) = app.signed_in_user().await;
     let (_, other) = app.signed_in_user().await;
     let id = submit(
@@ -248,7 +248,7 @@ async fn bad_task_input_is_a_4xx() {
     let queue = common::unique_queue();
     let app = rabbit_app(Backend::Postgres, &queue, &ROOT).await;
     // Signing up takes the verification mail, which the worker sends.
-    let _worker = WorkerProcess::spawn(&app.env);
+    let _worker = KeelProcess::spawn(&app.env);
     let (_, user) = app.signed_in_user().await;
 
     // Bad input is a 4xx, never a 5xx.
@@ -277,7 +277,7 @@ async fn bad_task_input_is_a_4xx() {
 async fn mail_and_the_task_list_are_for_superusers() {
     let queue = common::unique_queue();
     let app = rabbit_app(Backend::Postgres, &queue, &ROOT).await;
-    let _worker = WorkerProcess::spawn(&app.env);
+    let _worker = KeelProcess::spawn(&app.env);
     let (_, user) = app.signed_in_user().await;
     // Three successes of the user's, so that a page of two has a next one.
     for message in ["one", "two", "three"] {
@@ -360,7 +360,7 @@ async fn mail_and_the_task_list_are_for_superusers() {
 async fn a_failing_task_ends_in_failure_and_the_dead_letter_queue() {
     let queue = common::unique_queue();
     let app = rabbit_app(Backend::Postgres, &queue, &[("JOB_MAX_ATTEMPTS", "3")]).await;
-    let _worker = WorkerProcess::spawn(&app.env);
+    let _worker = KeelProcess::spawn(&app.env);
     let (_, user) = app.signed_in_user().await;
 
     let id = submit(
@@ -422,7 +422,7 @@ async fn a_failing_task_ends_in_failure_and_the_dead_letter_queue() {
 async fn a_job_whose_worker_is_killed_completes_once_on_another() {
     let queue = common::unique_queue();
     let app = rabbit_app(Backend::Postgres, &queue, &[]).await;
-    let mut first = WorkerProcess::spawn(&app.env);
+    let mut first = KeelProcess::spawn(&app.env);
     let (_, user) = app.signed_in_user().await;
 
     let id = submit(
@@ -438,7 +438,7 @@ async fn a_job_whose_worker_is_killed_completes_once_on_another() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(status(&app, &user.access, &id).await["status"], "STARTED");
 
-    let _second = WorkerProcess::spawn(&app.env);
+    let _second = KeelProcess::spawn(&app.env);
     let done = wait_status(&app, &user.access, &id, "SUCCESS", Duration::from_secs(20)).await;
     assert_eq!(
         done["attempts"], 2,
@@ -518,7 +518,7 @@ async fn a_broker_outage_delays_jobs_and_loses_none() {
     let app = rabbit_app(Backend::Postgres, &queue, &[("RABBITMQ_URL", &proxy.url())]).await;
     // Server and worker both reach the broker through the proxy: cutting it is, for them, the
     // broker going away (connections dropped, new ones refused) and coming back.
-    let _worker = WorkerProcess::spawn(&app.env);
+    let _worker = KeelProcess::spawn(&app.env);
     let (_, user) = app.signed_in_user().await;
 
     proxy.set_up(false);
@@ -584,7 +584,7 @@ async fn a_submission_whose_server_died_before_publishing_still_runs() {
         &[("JOB_REPUBLISH_AFTER_SECONDS", "1")],
     )
     .await;
-    let _worker = WorkerProcess::spawn(&app.env);
+    let _worker = KeelProcess::spawn(&app.env);
     let then = chrono::Utc::now() - chrono::Duration::minutes(1);
     let id = uuid::Uuid::new_v4();
     job::ActiveModel {
@@ -614,7 +614,7 @@ async fn a_submission_whose_server_died_before_publishing_still_runs() {
 async fn cancelling_a_running_task_revokes_it() {
     let queue = common::unique_queue();
     let app = rabbit_app(Backend::Postgres, &queue, &[]).await;
-    let _worker = WorkerProcess::spawn(&app.env);
+    let _worker = KeelProcess::spawn(&app.env);
     let (_, user) = app.signed_in_user().await;
     let (_, other) = app.signed_in_user().await;
 
@@ -677,7 +677,7 @@ async fn cancelling_a_running_task_revokes_it() {
 async fn sigterm_lets_the_running_job_finish() {
     let queue = common::unique_queue();
     let app = rabbit_app(Backend::Postgres, &queue, &[]).await;
-    let mut worker = WorkerProcess::spawn(&app.env);
+    let mut worker = KeelProcess::spawn(&app.env);
     let (_, user) = app.signed_in_user().await;
 
     let id = submit(
@@ -997,7 +997,7 @@ async fn ten_thousand_jobs_survive_a_killed_worker_and_a_broker_restart() {
     }
 
     // A worker dies in the middle of the backlog, with deliveries in hand.
-    let mut first = WorkerProcess::spawn(&app.env);
+    let mut first = KeelProcess::spawn(&app.env);
     eventually(Duration::from_secs(120), "2,000 jobs done", || async {
         (succeeded(&app).await >= 2_000).then_some(())
     })
@@ -1006,7 +1006,7 @@ async fn ten_thousand_jobs_survive_a_killed_worker_and_a_broker_restart() {
     first.wait_exit(Duration::from_secs(10)).await;
 
     // Another takes over, and the broker restarts under it and under the relay.
-    let _second = WorkerProcess::spawn(&app.env);
+    let _second = KeelProcess::spawn(&app.env);
     eventually(Duration::from_secs(120), "5,000 jobs done", || async {
         (succeeded(&app).await >= 5_000).then_some(())
     })

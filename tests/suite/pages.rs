@@ -4,7 +4,7 @@
 
 use crate::common;
 
-use common::{Backend, TestApp, TestUser, WorkerProcess, browser::Browser, mail, problem};
+use common::{Backend, KeelProcess, TestApp, TestUser, browser::Browser, mail, problem};
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -18,7 +18,7 @@ const PUBLIC_URL: &str = "http://keel.test";
 
 /// A server whose mail links point at its own pages (no FRONTEND_URL), and with PostgreSQL a
 /// worker process that sends the mail it takes from RabbitMQ.
-async fn start(backend: Backend) -> (TestApp, Option<(WorkerProcess, String)>) {
+async fn start(backend: Backend) -> (TestApp, Option<(KeelProcess, String)>) {
     let db = common::fresh_database_url(backend).await;
     let mut env = common::base_settings(&db);
     env.remove("FRONTEND_URL");

@@ -5,62 +5,16 @@
 
 use std::{
     collections::HashMap,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
-use crate::common::{self, Backend, eventually, free_port};
+use crate::common::{self, Backend, KeelProcess as Process, eventually, free_port};
 
 const SERVER: &str = env!("CARGO_BIN_EXE_server");
 const WORKER: &str = env!("CARGO_BIN_EXE_worker");
 const SCHEDULER: &str = env!("CARGO_BIN_EXE_scheduler");
 const ADMIN: &str = env!("CARGO_BIN_EXE_admin");
-
-/// A child process killed when the test ends, whatever its outcome.
-struct Process(Child);
-
-impl Process {
-    fn spawn(bin: &str, args: &[&str], env: &HashMap<String, String>) -> Self {
-        let child = Command::new(bin)
-            .args(args)
-            .envs(env)
-            .env(
-                "LOG_LEVEL",
-                std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .current_dir(std::env::temp_dir())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {bin}: {e}"));
-        Self(child)
-    }
-
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([format!("-{signal}"), self.0.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    async fn wait_exit(&mut self, within: Duration) -> Option<i32> {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.0.try_wait().unwrap() {
-                return status.code();
-            }
-            assert!(Instant::now() < deadline, "no exit within {within:?}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// The status code of `GET url`, or 0 when nothing answers.
 async fn status_of(client: &reqwest::Client, url: &str) -> u16 {
@@ -105,7 +59,7 @@ async fn sigterm_fails_readiness_at_once_and_serves_through_the_drain() {
     env.insert("API_PREFIX".into(), "/api".into());
     env.insert("SHUTDOWN_DRAIN_SECONDS".into(), "3".into());
     env.insert("SHUTDOWN_TIMEOUT".into(), "20".into());
-    let mut server = Process::spawn(SERVER, &[], &env);
+    let mut server = Process::spawn_binary(SERVER, &[], &env);
     let client = client();
     let url = |path: &str| format!("http://127.0.0.1:{port}/api{path}");
     eventually(
@@ -193,8 +147,8 @@ async fn worker_and_scheduler_wait_for_the_migrations_then_become_ready() {
         "SCHEDULER_HEALTH_ADDR".into(),
         format!("127.0.0.1:{scheduler_port}"),
     );
-    let mut worker = Process::spawn(WORKER, &[], &env);
-    let mut scheduler = Process::spawn(SCHEDULER, &[], &env);
+    let mut worker = Process::spawn_binary(WORKER, &[], &env);
+    let mut scheduler = Process::spawn_binary(SCHEDULER, &[], &env);
     let client = client();
     let worker_url = |path: &str| format!("http://127.0.0.1:{worker_port}{path}");
     let scheduler_url = |path: &str| format!("http://127.0.0.1:{scheduler_port}{path}");
@@ -212,11 +166,8 @@ async fn worker_and_scheduler_wait_for_the_migrations_then_become_ready() {
     .await;
     // Waiting: both still running, the worker not ready, nothing consumed.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(worker.0.try_wait().unwrap().is_none(), "the worker exited");
-    assert!(
-        scheduler.0.try_wait().unwrap().is_none(),
-        "the scheduler exited"
-    );
+    assert!(worker.exited().is_none(), "the worker exited");
+    assert!(scheduler.exited().is_none(), "the scheduler exited");
     let resp = client
         .get(worker_url("/health/ready"))
         .send()
@@ -299,14 +250,14 @@ async fn three_servers_migrate_one_empty_database_at_once() {
         env.insert("PORT".into(), port.to_string());
         env.insert("AUTO_MIGRATE".into(), "true".into());
         ports.push(port);
-        servers.push(Process::spawn(SERVER, &[], &env));
+        servers.push(Process::spawn_binary(SERVER, &[], &env));
     }
     let deadline = Instant::now() + Duration::from_secs(60);
     for port in &ports {
         let url = format!("http://127.0.0.1:{port}/system/health/ready");
         while status_of(&client, &url).await != 200 {
             for server in &mut servers {
-                let exited = server.0.try_wait().unwrap();
+                let exited = server.exited();
                 assert!(exited.is_none(), "a server exited: {exited:?}");
             }
             assert!(Instant::now() < deadline, "a server never became ready");
@@ -439,7 +390,7 @@ async fn secrets_come_from_files() {
         "FIRST_SUPERUSER_PASSWORD_FILE".into(),
         secret("root_password", "Secret-From-A-File-42"),
     );
-    let _server = Process::spawn(SERVER, &[], &env);
+    let _server = Process::spawn_binary(SERVER, &[], &env);
     let client = client();
     let base = format!("http://127.0.0.1:{port}");
     eventually(
@@ -629,9 +580,10 @@ fn admin_logs_go_to_stderr() {
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect();
     assert!(
-        logged
-            .iter()
-            .any(|l| l["message"].as_str().unwrap_or("").contains("m20261129_000001_accounts")),
+        logged.iter().any(|l| l["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("m20261129_000001_accounts")),
         "{err}"
     );
     let _ = std::fs::remove_dir_all(&dir);

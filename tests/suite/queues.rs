@@ -7,7 +7,7 @@ use std::{collections::HashSet, time::Duration};
 
 use chrono::{DateTime, Utc};
 use common::{
-    Backend, TestApp, TestUser, WorkerProcess, eventually, mail, task_json as status,
+    Backend, KeelProcess, TestApp, TestUser, eventually, mail, task_json as status,
     wait_task_status as wait_status,
 };
 use futures_util::StreamExt;
@@ -159,7 +159,7 @@ async fn a_data_backlog_never_delays_a_verification_mail() {
         default["oldest_waiting_seconds"].as_f64().unwrap() > 0.0,
         "{default}"
     );
-    let _worker = WorkerProcess::spawn(&app.env);
+    let _worker = KeelProcess::spawn(&app.env);
     let took = verification_mail_within(&app, Duration::from_secs(2)).await;
     let left = waiting_data_jobs(&app).await;
     assert!(
@@ -194,7 +194,7 @@ async fn a_worker_serves_only_its_queues() {
     let token = root(&app).await;
     let mut env = app.env.clone();
     env.insert("WORKER_QUEUES".into(), "default".into());
-    let _general = WorkerProcess::spawn(&env);
+    let _general = KeelProcess::spawn(&env);
     let task = accepted(
         &app,
         &token,
@@ -232,7 +232,7 @@ async fn a_worker_serves_only_its_queues() {
     assert!(String::from_utf8_lossy(&refused.stderr).contains("unknown queue \"mail\""));
 
     // A mail worker takes it.
-    let _mail = WorkerProcess::spawn_args(&app.env, &["--queues", "email"]);
+    let _mail = KeelProcess::spawn_args(&app.env, &["--queues", "email"]);
     mail::wait_for_messages(&user.email, "verify", 1).await;
     common::delete_queues(&queue).await;
 }
@@ -314,7 +314,7 @@ async fn priorities_order_a_classic_queue_backlog() {
         ],
     )
     .await;
-    let _worker = WorkerProcess::spawn(&app.env);
+    let _worker = KeelProcess::spawn(&app.env);
     priority_nine_goes_first(&app).await;
     common::delete_queues(&queue).await;
 }
@@ -429,7 +429,7 @@ async fn delayed_tasks_survive_a_broker_outage_and_a_killed_worker() {
     )
     .await;
     let token = root(&app).await;
-    let worker = std::sync::Mutex::new(Some(WorkerProcess::spawn(&app.env)));
+    let worker = std::sync::Mutex::new(Some(KeelProcess::spawn(&app.env)));
     delays_hold_tasks_back(&app, &token, async || {
         // While the task waits, the broker goes away and the worker dies; then the broker
         // comes back and another worker starts.
@@ -437,7 +437,7 @@ async fn delayed_tasks_survive_a_broker_outage_and_a_killed_worker() {
         drop(worker.lock().unwrap().take());
         tokio::time::sleep(Duration::from_millis(800)).await;
         proxy.set_up(true);
-        *worker.lock().unwrap() = Some(WorkerProcess::spawn(&app.env));
+        *worker.lock().unwrap() = Some(KeelProcess::spawn(&app.env));
     })
     .await;
     common::delete_queues(&queue).await;
@@ -513,7 +513,7 @@ async fn embedded_unique_keys(backend: Backend) {
 async fn unique_keys_hold_through_rabbitmq() {
     let queue = common::unique_queue();
     let app = app_with(Backend::Postgres, Some(&queue), &[]).await;
-    let _worker = WorkerProcess::spawn(&app.env);
+    let _worker = KeelProcess::spawn(&app.env);
     unique_keys_make_one_task(&app).await;
     common::delete_queues(&queue).await;
 }
@@ -633,7 +633,7 @@ async fn a_job_that_kills_every_worker_ends_in_failure() {
     .await;
     let id = task["task_id"].as_str().unwrap().to_string();
     for attempt in 1..=2 {
-        let worker = WorkerProcess::spawn(&app.env);
+        let worker = KeelProcess::spawn(&app.env);
         eventually(
             Duration::from_secs(20),
             &format!("attempt {attempt} to start"),
@@ -646,7 +646,7 @@ async fn a_job_that_kills_every_worker_ends_in_failure() {
         // SIGKILL: the worker dies mid-job, and the broker hands the message to the next.
         drop(worker);
     }
-    let _last = WorkerProcess::spawn(&app.env);
+    let _last = KeelProcess::spawn(&app.env);
     let failed = wait_status(&app, &token, &id, "FAILURE", Duration::from_secs(20)).await;
     assert_eq!(failed["attempts"], 2, "{failed}");
     assert!(
@@ -712,7 +712,7 @@ async fn messages_left_in_the_single_queue_run_after_the_upgrade() {
         .unwrap()
         .await
         .unwrap();
-    let _worker = WorkerProcess::spawn(&app.env);
+    let _worker = KeelProcess::spawn(&app.env);
     let done = eventually(
         Duration::from_secs(20),
         "the old queue's job to run",

@@ -385,17 +385,17 @@ pub fn unique_queue() -> String {
 pub async fn start_with_worker_on_postgres(
     backend: Backend,
     mut env: HashMap<String, String>,
-) -> (TestApp, Option<(WorkerProcess, String)>) {
+) -> (TestApp, Option<(KeelProcess, String)>) {
     let queue = (backend == Backend::Postgres).then(unique_queue);
     if let Some(queue) = &queue {
         env.extend(rabbit_overrides(queue));
     }
     let app = TestApp::start_env(backend, env).await;
-    let worker = queue.map(|q| (WorkerProcess::spawn(&app.env), q));
+    let worker = queue.map(|q| (KeelProcess::spawn(&app.env), q));
     (app, worker)
 }
 
-pub async fn stop_with_worker(app: TestApp, worker: Option<(WorkerProcess, String)>) {
+pub async fn stop_with_worker(app: TestApp, worker: Option<(KeelProcess, String)>) {
     app.stop().await;
     if let Some((worker, queue)) = worker {
         drop(worker);
@@ -418,19 +418,25 @@ pub async fn user_id(app: &TestApp, email: &str) -> uuid::Uuid {
     user_row(app, email).await.id
 }
 
-/// A `worker` process sharing the test server's settings.
-pub struct WorkerProcess {
+/// A process of one of Keel's binaries (a `worker` sharing the test server's settings, most
+/// often), killed when the test ends, whatever its outcome.
+pub struct KeelProcess {
     pub child: std::process::Child,
 }
 
-impl WorkerProcess {
+impl KeelProcess {
     pub fn spawn(env: &HashMap<String, String>) -> Self {
         Self::spawn_args(env, &[])
     }
 
     /// A worker with command-line arguments, such as `--queues email`.
     pub fn spawn_args(env: &HashMap<String, String>, args: &[&str]) -> Self {
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_worker"))
+        Self::spawn_binary(env!("CARGO_BIN_EXE_worker"), args, env)
+    }
+
+    /// Any of the binaries (`env!("CARGO_BIN_EXE_server")`, ...), with `env`.
+    pub fn spawn_binary(bin: &str, args: &[&str], env: &HashMap<String, String>) -> Self {
+        let child = std::process::Command::new(bin)
             .args(args)
             .envs(env)
             .env(
@@ -439,7 +445,7 @@ impl WorkerProcess {
             )
             .current_dir(std::env::temp_dir())
             .spawn()
-            .expect("spawn worker");
+            .unwrap_or_else(|e| panic!("spawn {bin}: {e}"));
         Self { child }
     }
 
@@ -455,23 +461,28 @@ impl WorkerProcess {
         assert!(status.success());
     }
 
+    /// Whether the process has exited (with its code), without waiting.
+    pub fn exited(&mut self) -> Option<Option<i32>> {
+        self.child.try_wait().expect("try_wait").map(|s| s.code())
+    }
+
     /// Waits for the process to exit and returns its exit code.
     pub async fn wait_exit(&mut self, within: Duration) -> Option<i32> {
         let deadline = std::time::Instant::now() + within;
         loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status.code();
+            if let Some(code) = self.exited() {
+                return code;
             }
             assert!(
                 std::time::Instant::now() < deadline,
-                "worker did not exit within {within:?}"
+                "the process did not exit within {within:?}"
             );
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 }
 
-impl Drop for WorkerProcess {
+impl Drop for KeelProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
