@@ -106,7 +106,7 @@ impl Metrics {
         let dependency_up = IntGaugeVec::new(
             Opts::new(
                 "dependency_up",
-                "1 while a dependency (database, redis, rabbitmq, worker, websockets) is healthy, 0 while it is not",
+                "1 while a dependency (database, redis, rabbitmq, smtp, worker, websockets) is healthy, 0 while it is not",
             ),
             &["dependency"],
         )?;

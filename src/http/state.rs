@@ -37,6 +37,8 @@ pub struct AppState {
     pub startup: Startup,
     /// The OpenID Connect providers (`OIDC_PROVIDERS`), with their cached metadata and keys.
     pub oidc: crate::oidc::Oidc,
+    /// The mail transport, for the health report (mails themselves go through jobs).
+    pub mailer: Mailer,
 }
 
 impl AppState {
@@ -121,6 +123,7 @@ impl AppState {
             cache,
             startup: Startup::new(),
             oidc,
+            mailer,
         })
     }
 

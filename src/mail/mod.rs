@@ -82,6 +82,19 @@ impl Mailer {
         })
     }
 
+    /// Whether the SMTP server takes a connection (`None` with the log transport): for
+    /// `/system/health`. A pooled connection is reused when there is one.
+    pub async fn check(&self) -> Option<Result<(), String>> {
+        let Mailer::Smtp { transport, .. } = self else {
+            return None;
+        };
+        Some(match transport.test_connection().await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err("the SMTP server did not answer".into()),
+            Err(e) => Err(crate::telemetry::cause_chain(&e)),
+        })
+    }
+
     pub fn transport_name(&self) -> &'static str {
         match self {
             Mailer::Smtp { .. } => "smtp",

@@ -588,3 +588,26 @@ fn admin_logs_go_to_stderr() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An SMTP server that does not answer shows in the health report and the metrics, and the
+/// instance stays ready: mails wait in their jobs, retried, while everything else is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_smtp_outage_degrades_health_but_not_readiness() {
+    let app = common::TestApp::start(Backend::Sqlite).await;
+    let health: serde_json::Value = app.get("/system/health", None).await.json().await.unwrap();
+    assert_eq!(health["checks"]["smtp"]["status"], "healthy", "{health}");
+
+    let closed = free_port().to_string();
+    let app = common::TestApp::start_with(Backend::Sqlite, &[("SMTP_PORT", &closed)]).await;
+    app.wait_ready().await;
+    let health: serde_json::Value = app.get("/system/health", None).await.json().await.unwrap();
+    assert_eq!(health["checks"]["smtp"]["status"], "unhealthy", "{health}");
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert_eq!(app.get("/system/health/ready", None).await.status(), 200);
+    assert!(
+        app.metrics()
+            .await
+            .contains("keel_dependency_up{dependency=\"smtp\"} 0"),
+        "the outage shows in the metrics"
+    );
+}

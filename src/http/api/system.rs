@@ -139,6 +139,16 @@ fn timed(outcome: Result<Duration, String>) -> Check {
     }
 }
 
+/// With SMTP, whether the mail server takes a connection.
+async fn check_smtp(state: &AppState) -> Check {
+    let started = Instant::now();
+    match tokio::time::timeout(CHECK_TIMEOUT, state.mailer.check()).await {
+        Ok(None) => disabled(),
+        Ok(Some(outcome)) => timed(outcome.map(|()| started.elapsed())),
+        Err(_) => timed(Err(format!("no answer within {CHECK_TIMEOUT:?}"))),
+    }
+}
+
 /// With Redis, whether room broadcasts from other instances reach this one (see
 /// `Hub::fanout_check`).
 async fn check_websockets(state: &AppState) -> Check {
@@ -185,12 +195,13 @@ async fn check_worker(state: &AppState) -> Check {
 
 /// Every dependency's state, also recorded in the `keel_dependency_up` gauges.
 pub async fn health(state: &AppState) -> Health {
-    let (database, redis, rabbitmq, worker, websockets) = tokio::join!(
+    let (database, redis, rabbitmq, worker, websockets, smtp) = tokio::join!(
         check_database(state),
         check_redis(state),
         check_rabbitmq(state),
         check_worker(state),
-        check_websockets(state)
+        check_websockets(state),
+        check_smtp(state)
     );
     let mut checks = BTreeMap::new();
     checks.insert("database".to_string(), database);
@@ -198,6 +209,7 @@ pub async fn health(state: &AppState) -> Health {
     checks.insert("rabbitmq".to_string(), rabbitmq);
     checks.insert("worker".to_string(), worker);
     checks.insert("websockets".to_string(), websockets);
+    checks.insert("smtp".to_string(), smtp);
     for (name, check) in &checks {
         crate::metrics::metrics().set_dependency(name, &check.status);
     }
@@ -227,7 +239,7 @@ impl SystemApi {
     /// Health of the service and each dependency
     ///
     /// Always 200; `status` is `degraded` when an enabled dependency fails (Redis, RabbitMQ,
-    /// the workers' heartbeat, the WebSocket fan-out, the database). The same states are the
+    /// SMTP, the workers' heartbeat, the WebSocket fan-out, the database). The same states are the
     /// `keel_dependency_up` gauges at `/metrics`.
     #[oai(path = "/health", method = "get", operation_id = "system_health")]
     async fn health(&self, state: Data<&AppState>) -> ApiResult<Json<Health>> {
