@@ -5,13 +5,14 @@ use super::reader::{Reader, redact_url};
 
 const EXAMPLE: &str = include_str!("../../.env.example");
 
-/// The settings of one OpenID Connect provider, `OIDC_<NAME>_<SUFFIX>`.
+/// The settings of one OpenID Connect provider, `OIDC_<NAME>_<SUFFIX>` (written in lower case
+/// here: they are parts of names, not settings of their own).
 pub const PROVIDER_SUFFIXES: [&str; 5] = [
-    "ISSUER",
-    "CLIENT_ID",
-    "CLIENT_SECRET",
-    "SCOPES",
-    "RESPONSE_MODE",
+    "issuer",
+    "client_id",
+    "client_secret",
+    "scopes",
+    "response_mode",
 ];
 
 /// A setting as `.env.example` documents it.
@@ -51,9 +52,9 @@ pub fn documented() -> Vec<Documented> {
 
 /// `Some(provider)` for a provider's own setting such as `OIDC_CORP_ISSUER`.
 fn provider_setting(name: &str) -> Option<&str> {
-    let rest = name.strip_prefix("OIDC_")?;
+    let rest = name.strip_prefix("OIDC")?.strip_prefix('_')?;
     PROVIDER_SUFFIXES.iter().find_map(|suffix| {
-        rest.strip_suffix(suffix)
+        rest.strip_suffix(suffix.to_ascii_uppercase().as_str())
             .and_then(|p| p.strip_suffix('_'))
             .filter(|p| !p.is_empty())
     })
@@ -64,7 +65,7 @@ pub fn is_secret(name: &str) -> bool {
     matches!(
         name,
         "SECRET_KEY" | "MFA_ENCRYPTION_KEY" | "SMTP_PASSWORD" | "FIRST_SUPERUSER_PASSWORD"
-    ) || name.ends_with("_CLIENT_SECRET")
+    ) || provider_setting(name).is_some() && name.ends_with("SECRET")
 }
 
 /// Where a setting's value comes from.
@@ -100,6 +101,7 @@ pub fn effective(lookup: impl Fn(&str) -> Option<String>) -> Vec<Effective> {
         .filter(|p| !p.is_empty())
     {
         for suffix in PROVIDER_SUFFIXES {
+            let suffix = suffix.to_ascii_uppercase();
             names.push((format!("OIDC_{provider}_{suffix}"), None));
         }
     }
@@ -116,7 +118,7 @@ pub fn effective(lookup: impl Fn(&str) -> Option<String>) -> Vec<Effective> {
             let value = value.map(|v| {
                 if is_secret(&name) {
                     "********".to_string()
-                } else if name.ends_with("_URL") && v.contains('@') {
+                } else if v.contains("://") && v.contains('@') {
                     redact_url(&v)
                 } else {
                     v

@@ -66,12 +66,16 @@ impl Hub {
         let mut bucket = TokenBucket::new(limits.messages_per_second);
         let mut last_heard = Instant::now();
         let deadline = limits.ping_interval * 2;
-        let end = |reason: (u16, &'static str)| {
+        // Set when this side ends the connection: the client's frames are then read to the
+        // end of the closing handshake (below).
+        let mut closing = false;
+        let mut end = |reason: (u16, &'static str)| {
             close
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .get_or_insert(reason);
             kick.cancel();
+            closing = true;
         };
         loop {
             let frame = tokio::select! {
@@ -125,6 +129,20 @@ impl Hub {
         }
         self.leave(id);
         drop(tx);
+        if closing {
+            // The closing handshake: what the client still sends is read (and dropped) until
+            // its close frame answers ours. Dropping the socket with unread data would reset
+            // the connection, and a reset can destroy our close frame (and its code) before
+            // the client reads it.
+            let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                while let Some(Ok(frame)) = stream.next().await {
+                    if matches!(frame, Message::Close(_)) {
+                        break;
+                    }
+                }
+            })
+            .await;
+        }
         let _ = writer.await;
     }
 
