@@ -81,6 +81,7 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
+    let mut signals = keel::ShutdownSignals::install();
     let conn = db::connect(&settings.database).await?;
     let draining = probes::Draining::default();
     let probes_stop = CancellationToken::new();
@@ -108,7 +109,7 @@ async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
     // Started beside the server on a new release, the scheduler waits for its migrations.
     tokio::select! {
         waited = db::wait_for_schema(&conn, settings.database.schema_wait) => waited?,
-        () = keel::shutdown_signal() => {
+        () = signals.recv() => {
             probes_stop.cancel();
             return Ok(());
         }
@@ -126,7 +127,7 @@ async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
     }
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(schedule::run(conn, queue, periodic, shutdown.clone()));
-    keel::shutdown_signal().await;
+    signals.recv().await;
     draining.start();
     shutdown.cancel();
     let _ = task.await;

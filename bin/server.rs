@@ -67,6 +67,7 @@ async fn main() -> ExitCode {
 }
 
 async fn run(settings: Settings) -> anyhow::Result<()> {
+    let mut signals = keel::ShutdownSignals::install();
     let addr = SocketAddr::new(settings.http.host, settings.http.port);
     let grace = settings.http.shutdown_timeout;
     let drain = settings.http.shutdown_drain;
@@ -93,7 +94,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         let reason = reason.clone();
         async move {
             tokio::select! {
-                () = keel::shutdown_signal() => {
+                () = signals.recv() => {
                     // Readiness fails at once; requests are still served through the drain
                     // window, while load balancers stop sending new ones. A second signal
                     // ends the window early.
@@ -102,7 +103,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
                         tracing::info!(seconds = drain.as_secs(), "draining: readiness fails, still serving (a second signal stops at once)");
                         tokio::select! {
                             () = tokio::time::sleep(drain) => {}
-                            () = keel::shutdown_signal() => {}
+                            () = signals.recv() => {}
                         }
                     }
                     tracing::info!(timeout = grace.as_secs(), "no new connections; finishing in-flight requests");

@@ -83,6 +83,7 @@ async fn main() -> ExitCode {
 }
 
 async fn run(settings: Settings) -> anyhow::Result<()> {
+    let mut signals = keel::ShutdownSignals::install();
     let conn = db::connect(&settings.database).await?;
     let shutdown = CancellationToken::new();
     let draining = probes::Draining::default();
@@ -126,7 +127,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     // Started beside the server on a new release, the worker waits for its migrations.
     tokio::select! {
         waited = db::wait_for_schema(&conn, settings.database.schema_wait) => waited?,
-        () = keel::shutdown_signal() => {
+        () = signals.recv() => {
             probes_stop.cancel();
             return Ok(());
         }
@@ -176,7 +177,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         shutdown.clone(),
     ));
     tracing::info!(%worker_id, queues = %served, prefix = %settings.rabbitmq.queue, "worker started");
-    keel::shutdown_signal().await;
+    signals.recv().await;
     draining.start();
     tracing::info!("stopping: no new jobs; waiting for running ones");
     shutdown.cancel();

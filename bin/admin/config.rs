@@ -16,14 +16,11 @@ use super::{EXIT_USAGE, Format, print_table};
 pub enum ConfigCommand {
     /// Print the effective settings (secrets masked) and list every invalid one; exit 2 when
     /// one is
-    Check {
-        #[arg(long, value_enum, default_value_t = Format::Table)]
-        format: Format,
-    },
+    Check,
 }
 
-pub fn exec(command: ConfigCommand) -> ExitCode {
-    let ConfigCommand::Check { format } = command;
+pub fn exec(command: ConfigCommand, format: Format) -> ExitCode {
+    let ConfigCommand::Check = command;
     // Loads `.env` first, as every binary does, so what follows sees the same values.
     let problems = Settings::check_env().err().unwrap_or_default();
     let settings = catalog::effective(|k| std::env::var(k).ok());

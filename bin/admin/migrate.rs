@@ -11,10 +11,7 @@ pub enum MigrateCommand {
     /// Apply every pending migration (what `admin migrate` alone does)
     Up,
     /// The migrations applied (and when) and those pending
-    Status {
-        #[arg(long, value_enum, default_value_t = Format::Table)]
-        format: Format,
-    },
+    Status,
     /// Revert the last STEPS applied migrations, newest first (asks for confirmation: the
     /// tables and columns they made are dropped with their data)
     Down {
@@ -26,18 +23,32 @@ pub enum MigrateCommand {
     },
 }
 
-pub async fn exec(conn: &db::Connection, command: Option<MigrateCommand>) -> Outcome {
+pub async fn exec(
+    conn: &db::Connection,
+    command: Option<MigrateCommand>,
+    format: Format,
+) -> Outcome {
     match command.unwrap_or(MigrateCommand::Up) {
-        MigrateCommand::Up => up(conn).await,
-        MigrateCommand::Status { format } => status(conn, format).await,
-        MigrateCommand::Down { steps, yes } => down(conn, steps as usize, yes).await,
+        MigrateCommand::Up => up(conn, format).await,
+        MigrateCommand::Status => status(conn, format).await,
+        MigrateCommand::Down { steps, yes } => down(conn, steps as usize, yes, format).await,
     }
 }
 
-async fn up(conn: &db::Connection) -> Outcome {
-    let applied = db::migrate_reporting(conn, |name| println!("applied {name}")).await?;
-    if applied == 0 {
-        println!("database is up to date");
+/// Applies the pending migrations; as text, each one is reported as it is in.
+async fn up(conn: &db::Connection, format: Format) -> Outcome {
+    let mut applied = Vec::new();
+    db::migrate_reporting(conn, |name| {
+        if format == Format::Table {
+            println!("applied {name}");
+        }
+        applied.push(name.to_string());
+    })
+    .await?;
+    match format {
+        Format::Json => println!("{}", serde_json::json!({ "applied": applied })),
+        Format::Table if applied.is_empty() => println!("database is up to date"),
+        Format::Table => {}
     }
     Ok(())
 }
@@ -83,10 +94,13 @@ async fn status(conn: &db::Connection, format: Format) -> Outcome {
     Ok(())
 }
 
-async fn down(conn: &db::Connection, steps: usize, yes: bool) -> Outcome {
+async fn down(conn: &db::Connection, steps: usize, yes: bool, format: Format) -> Outcome {
     let applied = db::applied_migrations(conn).await?;
     if applied.is_empty() {
-        println!("no migration is applied");
+        format.emit(
+            serde_json::json!({ "reverted": [] }),
+            "no migration is applied",
+        );
         return Ok(());
     }
     let doomed: Vec<&str> = applied
@@ -107,6 +121,16 @@ async fn down(conn: &db::Connection, steps: usize, yes: bool) -> Outcome {
             "not confirmed; nothing reverted".into(),
         ));
     }
-    db::rollback_reporting(conn, steps, |name| println!("reverted {name}")).await?;
+    let mut reverted = Vec::new();
+    db::rollback_reporting(conn, steps, |name| {
+        if format == Format::Table {
+            println!("reverted {name}");
+        }
+        reverted.push(name.to_string());
+    })
+    .await?;
+    if format == Format::Json {
+        println!("{}", serde_json::json!({ "reverted": reverted }));
+    }
     Ok(())
 }

@@ -6,6 +6,7 @@
 mod control;
 pub mod heartbeat;
 pub mod local;
+mod mask;
 mod outbox;
 pub mod rabbit;
 pub mod retention;
@@ -21,6 +22,7 @@ use uuid::Uuid;
 
 pub use crate::queues::{Lane, Queue};
 pub use control::{Cancelled, Jobs, Retried};
+pub use mask::masked;
 pub use outbox::{CHANNEL, JobPayload, JobQueue, NewJob, Publication, Submitted, announce, listen};
 pub use runner::{Outcome, PROGRESS_EVERY, Progress, Runner};
 

@@ -582,3 +582,93 @@ async fn every_failed_job_of_a_name_is_queued_again_at_once() {
         assert_eq!(admin(&app, args, None).status.code(), Some(2), "{args:?}");
     }
 }
+
+/// `admin jobs show` (and `jobs list`) mask a job's secrets exactly as the API does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_show_masks_what_the_api_masks() {
+    use sea_orm::{ActiveModelTrait, Set};
+    let app = TestApp::start(Backend::Postgres).await;
+    let (user, tokens) = app.signed_in_user().await;
+    let owner = common::user_id(&app, &user.email).await;
+    let id = uuid::Uuid::new_v4();
+    keel::entities::job::ActiveModel {
+        id: Set(id),
+        owner_id: Set(Some(owner)),
+        // Tomorrow: it waits, with its payload as it was submitted.
+        run_at: Set(chrono::Utc::now() + chrono::Duration::days(1)),
+        ..common::job_row(json!({
+            "message": "later",
+            "smtp_password": "hunter2",
+            "link": "https://app.test/reset-password?token=s3cret-token",
+        }))
+    }
+    .insert(&app.state.db)
+    .await
+    .unwrap();
+    let shown = json_out(&admin(&app, &["jobs", "show", &id.to_string()], None));
+    let resp = app
+        .get(
+            &format!("/system/background-tasks/task-status/{id}"),
+            Some(&tokens.access),
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let api: Value = resp.json().await.unwrap();
+    assert_eq!(shown["payload"], api["payload"]);
+    assert_eq!(
+        shown["payload"],
+        json!({
+            "message": "later",
+            "smtp_password": "***",
+            "link": "https://app.test/reset-password?token=***",
+        })
+    );
+    let listed = admin(
+        &app,
+        &["jobs", "list", "--status", "pending", "--format", "json"],
+        None,
+    );
+    let listed = String::from_utf8_lossy(&listed.stdout).to_string();
+    assert!(listed.contains(&id.to_string()), "{listed}");
+    assert!(!listed.contains("hunter2") && !listed.contains("s3cret-token"));
+}
+
+/// Every command answers in JSON with `--format json`, mutating ones included, before or
+/// after the command's name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutating_commands_answer_in_json() {
+    let app = TestApp::start(Backend::Postgres).await;
+    let someone = TestUser::new();
+    assert_eq!(app.register(&someone).await.status(), StatusCode::CREATED);
+    let verified = json_out(&admin(
+        &app,
+        &["verify-user", &someone.email, "--format", "json"],
+        None,
+    ));
+    assert_eq!(verified["changed"], true);
+    assert_eq!(verified["verified"]["email"], someone.email.as_str());
+    assert_eq!(verified["verified"]["is_verified"], true);
+    let again = json_out(&admin(
+        &app,
+        &["--format", "json", "verify-user", &someone.email],
+        None,
+    ));
+    assert_eq!(again["changed"], false);
+    let deleted = json_out(&admin(
+        &app,
+        &["delete-user", &someone.email, "--yes", "--format", "json"],
+        None,
+    ));
+    assert_eq!(deleted["deleted"]["email"], someone.email.as_str());
+    assert_eq!(deleted["permanently"], false);
+    let retried = json_out(&admin(
+        &app,
+        &["jobs", "retry", "--all", "--failed", "--format", "json"],
+        None,
+    ));
+    assert_eq!(retried["queued_again"], 0);
+    let pruned = json_out(&admin(&app, &["jobs", "prune", "--format", "json"], None));
+    assert_eq!(pruned["pruned"], 0);
+    let migrated = json_out(&admin(&app, &["migrate", "--format", "json"], None));
+    assert_eq!(migrated, json!({"applied": []}));
+}

@@ -202,64 +202,12 @@ impl From<job::Model> for TaskInfo {
             result: j.result,
             error: j.error,
             attempts: j.attempts,
-            payload: scrubbed(j.payload),
+            payload: crate::jobs::masked(j.payload),
             created_at: j.created_at,
             started_at: j.started_at,
             finished_at: j.finished_at,
         }
     }
-}
-
-/// Key names whose values are never shown.
-const SECRET_KEYS: [&str; 7] = [
-    "password",
-    "secret",
-    "token",
-    "api_key",
-    "authorization",
-    "credential",
-    "cookie",
-];
-
-/// `value` with its secrets masked (see `TaskInfo::payload`).
-pub fn scrubbed(value: Value) -> Value {
-    match value {
-        Value::Object(map) => Value::Object(
-            map.into_iter()
-                .map(|(k, v)| {
-                    let lower = k.to_ascii_lowercase();
-                    if SECRET_KEYS.iter().any(|s| lower.contains(s)) {
-                        (k, Value::String("***".into()))
-                    } else {
-                        (k, scrubbed(v))
-                    }
-                })
-                .collect(),
-        ),
-        Value::Array(items) => Value::Array(items.into_iter().map(scrubbed).collect()),
-        Value::String(text) => Value::String(mask_link_tokens(&text)),
-        other => other,
-    }
-}
-
-/// `token=<value>` in a text (the links in mails) with the value masked.
-fn mask_link_tokens(text: &str) -> String {
-    const MARK: &str = "token=";
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.find(MARK) {
-        let (before, after) = rest.split_at(at + MARK.len());
-        out.push_str(before);
-        let end = after
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.'))
-            .unwrap_or(after.len());
-        if end > 0 {
-            out.push_str("***");
-        }
-        rest = &after[end..];
-    }
-    out.push_str(rest);
-    out
 }
 
 /// One queue's figures.
@@ -646,31 +594,4 @@ impl TasksApi {
 
 fn default_duration() -> u64 {
     10
-}
-
-#[cfg(test)]
-mod tests {
-    use super::scrubbed;
-    use serde_json::json;
-
-    #[test]
-    fn payloads_lose_their_secrets_only() {
-        let shown = scrubbed(json!({
-            "to": "a@example.com",
-            "text": "Open http://x/verify-email?token=abc-DEF_1 now, or ?token= alone",
-            "smtp_password": "hunter2",
-            "nested": [{"Api_Key": "k"}, {"message": "token-free"}],
-            "count": 3,
-        }));
-        assert_eq!(
-            shown,
-            json!({
-                "to": "a@example.com",
-                "text": "Open http://x/verify-email?token=*** now, or ?token= alone",
-                "smtp_password": "***",
-                "nested": [{"Api_Key": "***"}, {"message": "token-free"}],
-                "count": 3,
-            })
-        );
-    }
 }
