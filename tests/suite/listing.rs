@@ -224,6 +224,25 @@ async fn search_cursors_follow_their_order_and_refuse_another(backend: Backend) 
         "invalid_parameter",
     )
     .await;
+    // So is an empty one, as the spec says (minLength 1), on every listing that takes one.
+    for listing in [
+        "/users",
+        "/users/search?q=example&",
+        "/users/deleted",
+        "/admin/users",
+    ] {
+        let sep = if listing.ends_with('&') { "" } else { "?" };
+        let body = problem(
+            app.get(&format!("{listing}{sep}cursor="), Some(&t)).await,
+            400,
+            "invalid_parameter",
+        )
+        .await;
+        assert!(
+            body["detail"].as_str().unwrap().contains("cursor"),
+            "{body}"
+        );
+    }
 }
 
 async fn admin_listings_take_cursors(backend: Backend) {

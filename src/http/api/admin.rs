@@ -161,7 +161,7 @@ impl AdminApi {
         size: Query<u64>,
         /// Where to continue: the `next_cursor` of the page before. With a cursor the page
         /// starts just after that page's last account and `page` is not used.
-        #[oai(validator(max_length = 512))]
+        #[oai(validator(min_length = 1, max_length = 512))]
         cursor: Query<Option<String>>,
     ) -> ApiResult<Json<AdminUserPage>> {
         auth.admin()?;

@@ -149,7 +149,7 @@ impl UsersApi {
         include_deleted: Query<bool>,
         /// Where to continue: the `next_cursor` of the page before. With a cursor the page
         /// starts just after that page's last account and `page` is not used.
-        #[oai(validator(max_length = 512))]
+        #[oai(validator(min_length = 1, max_length = 512))]
         cursor: Query<Option<String>>,
     ) -> ApiResult<CachedUserPage> {
         let viewer = auth.session()?;
@@ -200,7 +200,7 @@ impl UsersApi {
         /// Where to continue: the `next_cursor` of the page before, from a search in the same
         /// order (`sort_by`, `sort_order`). With a cursor the page starts just after that page's
         /// last account and `page` is not used.
-        #[oai(validator(max_length = 512))]
+        #[oai(validator(min_length = 1, max_length = 512))]
         cursor: Query<Option<String>>,
     ) -> ApiResult<CachedUserPage> {
         let viewer = auth.session()?;
@@ -260,7 +260,7 @@ impl UsersApi {
         size: Query<u64>,
         /// Where to continue: the `next_cursor` of the page before. With a cursor the page
         /// starts just after that page's last account and `page` is not used.
-        #[oai(validator(max_length = 512))]
+        #[oai(validator(min_length = 1, max_length = 512))]
         cursor: Query<Option<String>>,
     ) -> ApiResult<Json<AdminUserPage>> {
         auth.admin()?;
