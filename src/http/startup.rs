@@ -31,7 +31,7 @@ pub struct Startup {
     /// Set on SIGTERM: readiness answers 503 from then on, while requests are still served
     /// through the drain window (so load balancers stop sending traffic before the listener
     /// closes).
-    draining: Arc<AtomicBool>,
+    draining: crate::probes::Draining,
 }
 
 impl Default for Startup {
@@ -45,17 +45,17 @@ impl Startup {
         Self {
             phase: Arc::new(watch::Sender::new(Phase::Starting)),
             ready: Arc::new(AtomicBool::new(false)),
-            draining: Arc::new(AtomicBool::new(false)),
+            draining: Default::default(),
         }
     }
 
     /// Marks the instance as going away: readiness fails from now on.
     pub fn drain(&self) {
-        self.draining.store(true, Ordering::Release);
+        self.draining.start();
     }
 
     pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Acquire)
+        self.draining.is_set()
     }
 
     pub fn is_ready(&self) -> bool {
