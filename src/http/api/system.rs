@@ -68,28 +68,11 @@ fn disabled() -> Check {
 
 async fn check_database(state: &AppState) -> Check {
     let started = Instant::now();
-    let outcome = tokio::time::timeout(CHECK_TIMEOUT, state.db.ping()).await;
-    let latency = Some(started.elapsed().as_secs_f64() * 1000.0);
-    match outcome {
-        Ok(Ok(())) => Check {
-            status: "healthy".into(),
-            latency_ms: latency,
-            error: None,
-        },
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "database health check failed");
-            Check {
-                status: "unhealthy".into(),
-                latency_ms: latency,
-                error: Some("database did not answer".into()),
-            }
-        }
-        Err(_) => Check {
-            status: "unhealthy".into(),
-            latency_ms: latency,
-            error: Some(format!("no answer within {CHECK_TIMEOUT:?}")),
-        },
+    let outcome = crate::probes::database_answers(&state.db).await;
+    if let Err(e) = &outcome {
+        tracing::warn!(error = %e, "database health check failed");
     }
+    timed(outcome.map(|()| started.elapsed()))
 }
 
 async fn check_rabbitmq(state: &AppState) -> Check {
