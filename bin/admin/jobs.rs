@@ -1,7 +1,7 @@
 //! Background jobs: recent and dead-lettered ones, one in full (its payload masked as the API
 //! masks it), per-queue figures, retries and pruning.
 
-use clap::{Subcommand, ValueEnum};
+use clap::Subcommand;
 use keel::{
     entities::job,
     jobs::{JobStatus, Jobs, Retried},
@@ -14,8 +14,9 @@ use super::{Context, EXIT_NOT_FOUND, EXIT_REFUSED, Failure, Format, Outcome, pri
 pub enum JobsCommand {
     /// Recent jobs, newest first
     List {
-        #[arg(long, value_enum, ignore_case = true)]
-        status: Option<Status>,
+        /// Only jobs in this state: PENDING, STARTED, RETRY, SUCCESS, FAILURE or REVOKED
+        #[arg(long, value_parser = status)]
+        status: Option<JobStatus>,
         #[arg(long, default_value_t = 20)]
         limit: u64,
     },
@@ -53,29 +54,12 @@ pub enum JobsCommand {
     },
 }
 
-/// A job's status, as `--status` takes it (in any case).
-#[derive(Clone, Copy, ValueEnum)]
-#[value(rename_all = "UPPER")]
-pub enum Status {
-    Pending,
-    Started,
-    Retry,
-    Success,
-    Failure,
-    Revoked,
-}
-
-impl From<Status> for JobStatus {
-    fn from(status: Status) -> Self {
-        match status {
-            Status::Pending => JobStatus::Pending,
-            Status::Started => JobStatus::Started,
-            Status::Retry => JobStatus::Retry,
-            Status::Success => JobStatus::Success,
-            Status::Failure => JobStatus::Failure,
-            Status::Revoked => JobStatus::Revoked,
-        }
-    }
+/// `--status`: a job status, in any case.
+fn status(raw: &str) -> Result<JobStatus, String> {
+    JobStatus::parse(raw).ok_or_else(|| {
+        let all: Vec<&str> = JobStatus::ALL.iter().map(|s| s.as_str()).collect();
+        format!("one of {}", all.join(", "))
+    })
 }
 
 pub async fn exec(cx: &Context, command: JobsCommand) -> Outcome {
@@ -140,7 +124,7 @@ async fn run(jobs: &Jobs, cmd: JobsCommand, format: Format) -> Outcome {
     };
     match cmd {
         JobsCommand::List { status, limit } => {
-            list(jobs.recent(status.map(JobStatus::from), limit).await?);
+            list(jobs.recent(status, limit).await?);
             Ok(())
         }
         JobsCommand::DeadLetters { limit } => {
