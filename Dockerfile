@@ -7,13 +7,14 @@ WORKDIR /src
 # Dependency layer: built from the manifests alone, reused until Cargo.toml or Cargo.lock change.
 COPY Cargo.toml Cargo.lock ./
 COPY migration/Cargo.toml migration/Cargo.toml
-RUN mkdir -p src bin/admin migration/src bench \
+# Every target Cargo.toml declares needs a file to be loaded: each gets an empty `main`.
+RUN mkdir -p src bin/admin migration/src bench examples \
  && touch src/lib.rs migration/src/lib.rs \
- && for b in server worker scheduler; do echo 'fn main() {}' > bin/$b.rs; done \
- && echo 'fn main() {}' > bin/admin/main.rs \
- && for b in argon2_rate ws_fanout broker_rate jobs_load; do echo 'fn main() {}' > bench/$b.rs; done \
+ && for target in bin/server.rs bin/worker.rs bin/scheduler.rs bin/admin/main.rs \
+      bench/argon2_rate.rs bench/ws_fanout.rs bench/broker_rate.rs bench/jobs_load.rs \
+      examples/jobs.rs; do echo 'fn main() {}' > "$target"; done \
  && cargo build --release --bins --locked \
- && rm -rf src bin migration/src bench
+ && rm -rf src bin migration/src bench examples
 COPY . .
 RUN touch src/lib.rs migration/src/lib.rs && cargo build --release --bins --locked
 

@@ -47,7 +47,7 @@ enum Command {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let settings = Settings::load_or_exit();
+    let settings = keel::app::settings_or_exit();
     if let Some(Command::Healthcheck) = cli.command {
         let Some(addr) = settings.jobs.scheduler_health_addr else {
             eprintln!(
@@ -63,11 +63,12 @@ async fn main() -> ExitCode {
     }
     keel::telemetry::init(&settings);
     if let Some(job) = &cli.once
-        && !schedule::PERIODIC_JOBS.contains(&job.as_str())
+        && !settings.jobs.periodic_kinds().any(|k| k.name == job)
     {
+        let names: Vec<&str> = settings.jobs.periodic_kinds().map(|k| k.name).collect();
         eprintln!(
             "scheduler: unknown job {job:?}; periodic jobs are: {}",
-            schedule::PERIODIC_JOBS.join(", ")
+            names.join(", ")
         );
         return ExitCode::from(2);
     }
@@ -143,7 +144,7 @@ async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
 /// zone, and in UTC); a job switched off says so.
 fn list(settings: &Settings) {
     let now = chrono::Utc::now();
-    for name in schedule::PERIODIC_JOBS {
+    for name in settings.jobs.periodic_kinds().map(|k| k.name) {
         match settings.jobs.schedules.iter().find(|p| p.job == name) {
             None => println!("{name}: off"),
             Some(p) => {

@@ -49,7 +49,7 @@ async fn main() -> ExitCode {
         print!("{}", keel::http::api::default_spec_json());
         return ExitCode::SUCCESS;
     }
-    let settings = Settings::load_or_exit();
+    let settings = keel::app::settings_or_exit();
     if let Some(Command::Healthcheck) = cli.command {
         let addr = SocketAddr::new(settings.http.host, settings.http.port);
         let path = format!("{}/system/health/ready", settings.http.api_prefix);

@@ -4,7 +4,7 @@ use std::{process::ExitCode, sync::Arc};
 
 use clap::{Parser, Subcommand};
 use keel::{
-    compose::job_registry,
+    app::job_registry,
     config::Settings,
     db,
     jobs::{self, Runner, rabbit::Publisher},
@@ -52,7 +52,7 @@ fn queue_list(s: &str) -> Result<QueueList, String> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let mut settings = Settings::load_or_exit();
+    let mut settings = keel::app::settings_or_exit();
     if let Some(Command::Healthcheck) = cli.command {
         let Some(addr) = settings.jobs.worker_metrics_addr else {
             eprintln!(
@@ -136,7 +136,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let settings = Arc::new(settings);
     // Jobs that queue further jobs (mails) wake the relay below to publish them at once.
     let queue = jobs::JobQueue::new(settings.jobs.clone());
-    let cache = keel::compose::build_cache(&settings).await?;
+    let cache = keel::app::build_cache(&settings).await?;
     let registry = job_registry(&conn, &mailer, settings.clone(), &queue, &cache);
     let worker_id = jobs::worker_id("worker");
     let runner = Arc::new(

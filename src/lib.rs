@@ -2,11 +2,12 @@
 //! binaries (`server`, `worker`, `scheduler`, `admin`) compose.
 
 pub mod accounts;
+pub mod app;
 pub mod argon2_memory;
 pub mod cache;
-pub mod compose;
 pub mod config;
 pub mod db;
+pub mod demo;
 pub mod entities;
 pub mod http;
 pub mod jobs;

@@ -1,5 +1,6 @@
-//! Which queue each kind of job goes to, and the priority lanes inside a queue. A leaf module:
-//! the settings (which queues a worker serves) and the job system both read it.
+//! The queues, what a kind of job declares (its queue, limits and schedule), and the priority
+//! lanes inside a queue. A leaf module: the settings (which queues a worker serves, how each
+//! kind is routed) and the job system both read it.
 //!
 //! A queue is a kind of work with workers of its own, so that a backlog of one (a million rows
 //! of data processing) never delays another (a verification mail). On RabbitMQ each queue is
@@ -19,29 +20,35 @@ pub enum Queue {
     Maintenance,
 }
 
-/// The one table of which job goes where; a job not listed goes to `default`. A test at the
-/// composition point checks that it names exactly the registered handlers.
-pub const ROUTES: [(&str, Queue); 8] = [
-    ("send_email", Queue::Email),
-    ("test_task", Queue::Default),
-    ("process_data", Queue::Default),
-    ("long_running", Queue::Default),
-    ("purge_deleted_accounts", Queue::Maintenance),
-    ("send_deletion_reminders", Queue::Maintenance),
-    ("cleanup_expired_tokens", Queue::Maintenance),
-    ("prune_jobs", Queue::Maintenance),
-];
+/// What the job system knows of a kind of job without running it: where it goes, how it is
+/// tried, and, for a periodic job, the setting holding its schedule. Each kind declares it
+/// beside its handler (the `Job` trait); the application's one list of jobs hands them to the
+/// settings, which route, limit and schedule every job by it.
+#[derive(Debug, Clone, Copy)]
+pub struct JobKind {
+    pub name: &'static str,
+    pub queue: Queue,
+    /// 0 to 9, 9 first; a submission may ask for another.
+    pub priority: u8,
+    /// Runs before it fails for good; `None`: `JOB_MAX_ATTEMPTS`.
+    pub max_attempts: Option<u16>,
+    /// How long one run may take; `None`: `JOB_TIMEOUT_SECONDS`.
+    pub timeout: Option<std::time::Duration>,
+    /// Set for a job the scheduler enqueues.
+    pub schedule: Option<ScheduleSetting>,
+}
+
+/// A periodic job's schedule: the setting that holds its cron expression, the expression when
+/// the setting is absent, and the payload of the run for a slot.
+#[derive(Debug, Clone, Copy)]
+pub struct ScheduleSetting {
+    pub setting: &'static str,
+    pub default: &'static str,
+    pub payload: fn(chrono::DateTime<chrono::Utc>) -> serde_json::Value,
+}
 
 impl Queue {
     pub const ALL: [Queue; 3] = [Queue::Email, Queue::Default, Queue::Maintenance];
-
-    /// The queue a job of this name goes to.
-    pub fn of(job_name: &str) -> Self {
-        ROUTES
-            .iter()
-            .find(|(name, _)| *name == job_name)
-            .map_or(Queue::Default, |(_, queue)| *queue)
-    }
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -137,14 +144,6 @@ impl Lane {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn each_job_has_its_queue_and_unknown_ones_go_to_default() {
-        assert_eq!(Queue::of("send_email"), Queue::Email);
-        assert_eq!(Queue::of("process_data"), Queue::Default);
-        assert_eq!(Queue::of("prune_jobs"), Queue::Maintenance);
-        assert_eq!(Queue::of("something_new"), Queue::Default);
-    }
 
     #[test]
     fn queue_lists_parse() {

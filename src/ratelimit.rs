@@ -1,4 +1,4 @@
-//! Rate limits (the table in README's "Rate limits" section and in each operation's
+//! Rate limits (the table in the "Rate limits" section of docs/configuration.md and in each operation's
 //! description), as a generic cell rate algorithm
 //! (GCRA): each key stores one timestamp, the "theoretical arrival time", so a limit of N per
 //! minute allows a burst of N and then one request every 60/N seconds.

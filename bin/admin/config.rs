@@ -22,7 +22,9 @@ pub enum ConfigCommand {
 pub fn exec(command: ConfigCommand, format: Format) -> ExitCode {
     let ConfigCommand::Check = command;
     // Loads `.env` first, as every binary does, so what follows sees the same values.
-    let problems = Settings::check_env().err().unwrap_or_default();
+    let problems = Settings::check_env(&keel::app::kinds())
+        .err()
+        .unwrap_or_default();
     let settings = catalog::effective(|k| std::env::var(k).ok());
     let source = |s: &Source| match s {
         Source::Environment => "environment".to_string(),

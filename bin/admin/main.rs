@@ -113,7 +113,7 @@ impl Context {
 
     fn jobs(&self) -> Result<Jobs, Failure> {
         let mailer = keel::mail::Mailer::new(&self.settings.mail)?;
-        let registry = keel::compose::job_registry(
+        let registry = keel::app::job_registry(
             &self.conn,
             &mailer,
             Arc::new(self.settings.clone()),
@@ -131,7 +131,7 @@ async fn main() -> ExitCode {
         Command::Config(command) => return config::exec(command, format),
         command => command,
     };
-    let settings = Settings::load_or_exit();
+    let settings = keel::app::settings_or_exit();
     // Logs go to stderr, so that what a command prints (tables, JSON) stays machine-readable.
     keel::telemetry::init_stderr(&settings);
     match run(command, settings, format).await {
@@ -151,7 +151,7 @@ async fn run(command: Command, settings: Settings, format: Format) -> Outcome {
     };
     db::require_migrated(&conn).await?;
     // Writes from the CLI invalidate the servers' shared cache too.
-    let cache = keel::compose::build_cache(&settings).await?;
+    let cache = keel::app::build_cache(&settings).await?;
     // The CLI runs no jobs: its enqueues are announced to the processes that do.
     let queue = JobQueue::new(settings.jobs.clone()).announcing();
     let cx = Context {

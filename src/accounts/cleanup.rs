@@ -1,18 +1,44 @@
 //! The `cleanup_expired_tokens` job: removes one-time and refresh tokens past their use, and
 //! the expired leftovers of provider sign-ins.
 
-use chrono::{Duration, Utc};
+use chrono::{DateTime, Duration, Utc};
 use sea_orm::{ColumnTrait, Condition, DatabaseConnection, EntityTrait, QueryFilter};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::{
     entities::{
         mfa_challenge, oidc_authorization, oidc_used_nonce, one_time_token, refresh_token, session,
     },
-    jobs::{JobError, JobResult},
+    jobs::{Deps, Job, JobContext, JobError, JobResult, Queue, Scheduled},
 };
 
-pub const CLEANUP_EXPIRED_TOKENS: &str = "cleanup_expired_tokens";
+/// The periodic job that deletes the tokens, challenges and sessions past their use.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CleanupExpiredTokens {
+    /// The slot of the schedule this run is for; absent for a run queued by hand.
+    #[serde(default)]
+    pub scheduled_for: Option<DateTime<Utc>>,
+}
+
+impl Job for CleanupExpiredTokens {
+    const NAME: &'static str = "cleanup_expired_tokens";
+    const QUEUE: Queue = Queue::Maintenance;
+
+    async fn run(self, _ctx: &JobContext, deps: &Deps) -> JobResult {
+        cleanup_expired_tokens(deps.get::<DatabaseConnection>()?).await
+    }
+}
+
+impl Scheduled for CleanupExpiredTokens {
+    const SETTING: &'static str = "SCHEDULE_CLEANUP_EXPIRED_TOKENS";
+    const SCHEDULE: &'static str = "0 30 3 * * *";
+    fn at(slot: DateTime<Utc>) -> Self {
+        Self {
+            scheduled_for: Some(slot),
+        }
+    }
+}
 
 /// Ended sessions are kept this long for the user's and the operator's history.
 const KEEP_ENDED_SESSIONS: Duration = Duration::days(30);

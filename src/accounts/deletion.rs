@@ -8,6 +8,7 @@ use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
     QueryOrder, QuerySelect, Set, sea_query::Expr,
 };
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -23,12 +24,64 @@ use crate::{
     config::Settings,
     db,
     entities::{audit_log, job, user},
-    jobs::{JobError, JobQueue, JobResult, JobStatus},
+    jobs::{Deps, Job, JobContext, JobError, JobQueue, JobResult, JobStatus, Queue, Scheduled},
     mail::{Email, templates},
 };
 
-pub const PURGE_DELETED_ACCOUNTS: &str = "purge_deleted_accounts";
-pub const SEND_DELETION_REMINDERS: &str = "send_deletion_reminders";
+/// The periodic job that mails the reminders due, then deletes every account whose grace
+/// period is over (`DeletionJobs::purge`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PurgeDeletedAccounts {
+    /// The slot of the schedule this run is for; absent for a run queued by hand.
+    #[serde(default)]
+    pub scheduled_for: Option<DateTime<Utc>>,
+}
+
+impl Job for PurgeDeletedAccounts {
+    const NAME: &'static str = "purge_deleted_accounts";
+    const QUEUE: Queue = Queue::Maintenance;
+
+    async fn run(self, _ctx: &JobContext, deps: &Deps) -> JobResult {
+        deps.get::<DeletionJobs>()?.purge().await
+    }
+}
+
+impl Scheduled for PurgeDeletedAccounts {
+    const SETTING: &'static str = "SCHEDULE_PURGE_DELETED_ACCOUNTS";
+    const SCHEDULE: &'static str = "0 0 * * * *";
+    fn at(slot: DateTime<Utc>) -> Self {
+        Self {
+            scheduled_for: Some(slot),
+        }
+    }
+}
+
+/// The periodic job that mails the deletion reminders that are due, between purges.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SendDeletionReminders {
+    /// The slot of the schedule this run is for; absent for a run queued by hand.
+    #[serde(default)]
+    pub scheduled_for: Option<DateTime<Utc>>,
+}
+
+impl Job for SendDeletionReminders {
+    const NAME: &'static str = "send_deletion_reminders";
+    const QUEUE: Queue = Queue::Maintenance;
+
+    async fn run(self, _ctx: &JobContext, deps: &Deps) -> JobResult {
+        deps.get::<DeletionJobs>()?.reminders().await
+    }
+}
+
+impl Scheduled for SendDeletionReminders {
+    const SETTING: &'static str = "SCHEDULE_DELETION_REMINDERS";
+    const SCHEDULE: &'static str = "0 30 * * * *";
+    fn at(slot: DateTime<Utc>) -> Self {
+        Self {
+            scheduled_for: Some(slot),
+        }
+    }
+}
 
 /// Where an account's deletion stands, as the user sees it.
 #[derive(Debug, Clone)]

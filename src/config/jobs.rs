@@ -8,7 +8,7 @@ use chrono_tz::Tz;
 use cron::Schedule;
 
 use super::reader::{ConfigError, DAY, MILLISECOND, Reader, SECOND};
-use crate::queues::Queue;
+use crate::queues::{DEFAULT_PRIORITY, JobKind, Queue};
 
 #[derive(Debug, Clone)]
 pub struct JobSettings {
@@ -30,7 +30,9 @@ pub struct JobSettings {
     pub worker_metrics_addr: Option<SocketAddr>,
     /// Where the scheduler serves `/health/live` and `/health/ready`; unset: not served.
     pub scheduler_health_addr: Option<SocketAddr>,
-    /// Periodic jobs for the scheduler, in the order of [`PERIODIC`]; switched-off ones absent.
+    /// Every kind of job the application declares, in the order of its list.
+    pub kinds: Vec<JobKind>,
+    /// Periodic jobs for the scheduler, in the order of `kinds`; switched-off ones absent.
     pub schedules: Vec<Periodic>,
     /// How long succeeded (and revoked) jobs are kept after they finish.
     pub retention_success: Duration,
@@ -38,44 +40,12 @@ pub struct JobSettings {
     pub retention_failed: Duration,
 }
 
-/// A job the scheduler enqueues: its name, the setting that holds its cron expression, and
-/// the expression when the setting is absent.
-#[derive(Debug, Clone, Copy)]
-pub struct PeriodicJob {
-    pub name: &'static str,
-    pub setting: &'static str,
-    pub default: &'static str,
-}
-
-/// The one list of periodic jobs: the settings, the scheduler and `admin stats` read it. The
-/// names are those the handlers are registered under (a test in `compose` checks).
-pub const PERIODIC: [PeriodicJob; 4] = [
-    PeriodicJob {
-        name: "purge_deleted_accounts",
-        setting: "SCHEDULE_PURGE_DELETED_ACCOUNTS",
-        default: "0 0 * * * *",
-    },
-    PeriodicJob {
-        name: "send_deletion_reminders",
-        setting: "SCHEDULE_DELETION_REMINDERS",
-        default: "0 30 * * * *",
-    },
-    PeriodicJob {
-        name: "cleanup_expired_tokens",
-        setting: "SCHEDULE_CLEANUP_EXPIRED_TOKENS",
-        default: "0 30 3 * * *",
-    },
-    PeriodicJob {
-        name: "prune_jobs",
-        setting: "SCHEDULE_PRUNE_JOBS",
-        default: "0 15 * * * *",
-    },
-];
-
 /// One periodic job and when it fires: a cron schedule read on the wall clock of a time zone.
 #[derive(Debug, Clone)]
 pub struct Periodic {
     pub job: &'static str,
+    /// The payload of the run for a slot, as the job declares it.
+    pub payload: fn(DateTime<Utc>) -> serde_json::Value,
     /// The expression as written in the setting.
     pub expression: String,
     pub schedule: Schedule,
@@ -141,7 +111,8 @@ pub fn parse_cron(expression: &str) -> Result<Schedule, String> {
 }
 
 impl JobSettings {
-    pub fn read(r: &Reader) -> Result<Self, ConfigError> {
+    /// The settings of the job system, for the kinds of job in `kinds`.
+    pub fn read(r: &Reader, kinds: &[JobKind]) -> Result<Self, ConfigError> {
         let retry_base = r.duration("JOB_RETRY_BASE_MS", MILLISECOND, 2000, 1, 3_600_000)?;
         let retry_max = r.duration("JOB_RETRY_MAX_MS", MILLISECOND, 300_000, 1, 86_400_000)?;
         if retry_max < retry_base {
@@ -177,10 +148,46 @@ impl JobSettings {
             worker_shutdown_timeout: r.duration("WORKER_SHUTDOWN_TIMEOUT", SECOND, 30, 0, 3600)?,
             worker_metrics_addr,
             scheduler_health_addr,
-            schedules: schedules(r)?,
+            kinds: kinds.to_vec(),
+            schedules: schedules(r, kinds)?,
             retention_success: r.span("JOB_RETENTION_SUCCESS", "7d", 3650 * DAY)?,
             retention_failed: r.span("JOB_RETENTION_FAILED", "30d", 3650 * DAY)?,
         })
+    }
+
+    /// The declared kind of job called `name`.
+    pub fn kind(&self, name: &str) -> Option<&JobKind> {
+        self.kinds.iter().find(|k| k.name == name)
+    }
+
+    /// The queue a job of this name goes to: its kind's, or `default` for a name no kind has.
+    pub fn queue_of(&self, name: &str) -> Queue {
+        self.kind(name).map_or(Queue::Default, |k| k.queue)
+    }
+
+    /// The priority a job of this name gets unless its submission asks for another.
+    pub fn priority_of(&self, name: &str) -> u8 {
+        self.kind(name).map_or(DEFAULT_PRIORITY, |k| k.priority)
+    }
+
+    /// How often a job of this name runs before it fails for good.
+    pub fn max_attempts_of(&self, name: &str) -> i32 {
+        self.kind(name)
+            .and_then(|k| k.max_attempts)
+            .map_or(self.max_attempts, i32::from)
+            .max(1)
+    }
+
+    /// How long one run of a job of this name may take.
+    pub fn timeout_of(&self, name: &str) -> Duration {
+        self.kind(name)
+            .and_then(|k| k.timeout)
+            .unwrap_or(self.timeout)
+    }
+
+    /// The periodic kinds, in the order of `kinds`, whether switched on or not.
+    pub fn periodic_kinds(&self) -> impl Iterator<Item = &JobKind> {
+        self.kinds.iter().filter(|k| k.schedule.is_some())
     }
 
     /// How many jobs of `queue` one worker runs at once.
@@ -222,19 +229,18 @@ fn address(r: &Reader, var: &str, example: &str) -> Result<Option<SocketAddr>, C
 }
 
 /// Each periodic job's cron expression, read in `SCHEDULER_TIMEZONE`; `off` turns it off.
-fn schedules(r: &Reader) -> Result<Vec<Periodic>, ConfigError> {
+fn schedules(r: &Reader, kinds: &[JobKind]) -> Result<Vec<Periodic>, ConfigError> {
     let timezone: Tz = r.parse(
         "SCHEDULER_TIMEZONE",
         Tz::UTC,
         "an IANA time zone name such as UTC or Europe/Berlin",
     )?;
     let mut schedules = Vec::new();
-    for PeriodicJob {
-        name,
-        setting,
-        default,
-    } in PERIODIC
-    {
+    for kind in kinds {
+        let Some(declared) = kind.schedule else {
+            continue;
+        };
+        let (setting, default) = (declared.setting, declared.default);
         let expression = r.string(setting, default);
         if expression.trim().eq_ignore_ascii_case("off") {
             continue;
@@ -248,7 +254,8 @@ fn schedules(r: &Reader) -> Result<Vec<Periodic>, ConfigError> {
             )
         })?;
         schedules.push(Periodic {
-            job: name,
+            job: kind.name,
+            payload: declared.payload,
             expression: expression.trim().to_string(),
             schedule,
             timezone,
@@ -261,16 +268,89 @@ fn schedules(r: &Reader) -> Result<Vec<Periodic>, ConfigError> {
 mod tests {
     use super::*;
 
+    fn periodic(name: &'static str, setting: &'static str, default: &'static str) -> JobKind {
+        JobKind {
+            name,
+            queue: Queue::Maintenance,
+            priority: DEFAULT_PRIORITY,
+            max_attempts: None,
+            timeout: None,
+            schedule: Some(crate::queues::ScheduleSetting {
+                setting,
+                default,
+                payload: |slot| serde_json::json!({"scheduled_for": slot}),
+            }),
+        }
+    }
+
+    /// Kinds shaped as the application's: a mail job with limits of its own, four periodic ones.
+    fn kinds() -> Vec<JobKind> {
+        vec![
+            JobKind {
+                name: "send_email",
+                queue: Queue::Email,
+                priority: 7,
+                max_attempts: Some(8),
+                timeout: Some(Duration::from_secs(60)),
+                schedule: None,
+            },
+            periodic(
+                "purge_deleted_accounts",
+                "SCHEDULE_PURGE_DELETED_ACCOUNTS",
+                "0 0 * * * *",
+            ),
+            periodic(
+                "send_deletion_reminders",
+                "SCHEDULE_DELETION_REMINDERS",
+                "0 30 * * * *",
+            ),
+            periodic(
+                "cleanup_expired_tokens",
+                "SCHEDULE_CLEANUP_EXPIRED_TOKENS",
+                "0 30 3 * * *",
+            ),
+            periodic("prune_jobs", "SCHEDULE_PRUNE_JOBS", "0 15 * * * *"),
+        ]
+    }
+
     fn read(pairs: &[(&str, &str)]) -> Result<JobSettings, ConfigError> {
-        JobSettings::read(&Reader::from_pairs(pairs))
+        JobSettings::read(&Reader::from_pairs(pairs), &kinds())
     }
 
     #[test]
     fn every_periodic_job_is_scheduled_by_default() {
         let s = read(&[]).unwrap();
         let jobs: Vec<_> = s.schedules.iter().map(|p| p.job).collect();
-        assert_eq!(jobs, PERIODIC.map(|p| p.name));
+        assert_eq!(
+            jobs,
+            [
+                "purge_deleted_accounts",
+                "send_deletion_reminders",
+                "cleanup_expired_tokens",
+                "prune_jobs"
+            ]
+        );
         assert_eq!(s.max_attempts, 5);
+        let slot = "2026-11-29T11:00:00Z".parse::<DateTime<Utc>>().unwrap();
+        assert_eq!(
+            (s.schedules[0].payload)(slot),
+            serde_json::json!({"scheduled_for": "2026-11-29T11:00:00Z"})
+        );
+    }
+
+    #[test]
+    fn each_kind_has_its_queue_and_limits_and_unknown_ones_the_defaults() {
+        let s = read(&[("JOB_MAX_ATTEMPTS", "3"), ("JOB_TIMEOUT_SECONDS", "90")]).unwrap();
+        assert_eq!(s.queue_of("send_email"), Queue::Email);
+        assert_eq!(s.queue_of("prune_jobs"), Queue::Maintenance);
+        assert_eq!(s.queue_of("something_new"), Queue::Default);
+        assert_eq!(s.priority_of("send_email"), 7);
+        assert_eq!(s.priority_of("something_new"), DEFAULT_PRIORITY);
+        assert_eq!(s.max_attempts_of("send_email"), 8);
+        assert_eq!(s.max_attempts_of("prune_jobs"), 3);
+        assert_eq!(s.timeout_of("send_email"), Duration::from_secs(60));
+        assert_eq!(s.timeout_of("something_new"), Duration::from_secs(90));
+        assert_eq!(s.periodic_kinds().count(), 4);
     }
 
     #[test]

@@ -6,6 +6,8 @@
 
 use std::{collections::HashMap, str::FromStr};
 
+use crate::queues::JobKind;
+
 mod auth;
 pub mod catalog;
 mod database;
@@ -23,7 +25,7 @@ mod websockets;
 pub use auth::{AuthSettings, DEFAULT_SECRET_KEY, FirstSuperuser};
 pub use database::DatabaseSettings;
 pub use http::HttpSettings;
-pub use jobs::{JobSettings, PERIODIC, Periodic, PeriodicJob, parse_cron};
+pub use jobs::{JobSettings, Periodic, parse_cron};
 pub use mail::{MailSettings, SmtpSettings};
 pub use oidc::{OIDC_LOGIN_CODE_TTL, OidcProvider, OidcSettings, ResponseMode};
 pub use rabbitmq::{QueueType, RabbitSettings};
@@ -91,35 +93,43 @@ pub struct Settings {
 
 impl Settings {
     /// Loads `.env` (when present) into the environment, then reads the settings from it.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::check_env().map_err(first)
+    /// `jobs` are the kinds of job the application declares (`keel::app::kinds()`): how they
+    /// are routed and limited, and which schedules there are to read.
+    pub fn from_env(jobs: &[JobKind]) -> Result<Self, ConfigError> {
+        Self::check_env(jobs).map_err(first)
     }
 
     /// Like `from_env`, with every invalid setting rather than the first.
-    pub fn check_env() -> Result<Self, Vec<ConfigError>> {
+    pub fn check_env(jobs: &[JobKind]) -> Result<Self, Vec<ConfigError>> {
         // A missing .env is the normal case; a malformed one is a configuration error.
         if let Err(e) = dotenvy::dotenv()
             && !e.not_found()
         {
             return Err(vec![ConfigError::new(".env", e.to_string())]);
         }
-        Self::check(|k| std::env::var(k).ok())
+        Self::check(|k| std::env::var(k).ok(), jobs)
     }
 
     /// Builds settings from explicit values; anything absent takes its default.
-    pub fn from_map(map: &HashMap<String, String>) -> Result<Self, ConfigError> {
-        Self::from_lookup(|k| map.get(k).cloned())
+    pub fn from_map(map: &HashMap<String, String>, jobs: &[JobKind]) -> Result<Self, ConfigError> {
+        Self::from_lookup(|k| map.get(k).cloned(), jobs)
     }
 
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        Self::check(lookup).map_err(first)
+    pub fn from_lookup(
+        lookup: impl Fn(&str) -> Option<String>,
+        jobs: &[JobKind],
+    ) -> Result<Self, ConfigError> {
+        Self::check(lookup, jobs).map_err(first)
     }
 
     /// Reads every setting and finds every invalid one: the settings, or each problem in the
     /// order of the sections.
-    pub fn check(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, Vec<ConfigError>> {
+    pub fn check(
+        lookup: impl Fn(&str) -> Option<String>,
+        jobs: &[JobKind],
+    ) -> Result<Self, Vec<ConfigError>> {
         let r = Reader::collecting(lookup);
-        let built = Self::read(&r);
+        let built = Self::read(&r, jobs);
         let problems = r.problems();
         match built {
             Ok(Some(settings)) if problems.is_empty() => Ok(settings),
@@ -134,7 +144,7 @@ impl Settings {
 
     /// Every section; with a collecting reader, a section whose own checks fail is `None` and
     /// its problem recorded, and the other sections are still read.
-    fn read(r: &Reader) -> Result<Option<Self>, ConfigError> {
+    fn read(r: &Reader, kinds: &[JobKind]) -> Result<Option<Self>, ConfigError> {
         let environment: Environment =
             r.parse("ENVIRONMENT", Environment::Development, "an environment")?;
         let http = r.section(HttpSettings::read)?;
@@ -152,7 +162,7 @@ impl Settings {
         let log_level = r.string("LOG_LEVEL", "info");
         let database = r.section(DatabaseSettings::read)?;
         let mail = r.section(MailSettings::read)?;
-        let jobs = r.section(JobSettings::read)?;
+        let jobs = r.section(|r| JobSettings::read(r, kinds))?;
         let rabbitmq = r.section(RabbitSettings::read)?;
         let redis = r.section(RedisSettings::read)?;
         let rate_limit = r.section(RateLimitSettings::read)?;
@@ -181,8 +191,8 @@ impl Settings {
 
     /// For the binaries: the settings, or each invalid setting on a line of its own on stderr
     /// and exit code 2.
-    pub fn load_or_exit() -> Self {
-        match Self::check_env() {
+    pub fn load_or_exit(jobs: &[JobKind]) -> Self {
+        match Self::check_env(jobs) {
             Ok(settings) => settings,
             Err(problems) => {
                 for problem in problems {
@@ -208,12 +218,15 @@ mod tests {
     use super::*;
 
     fn settings(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
-        Settings::from_lookup(|k| {
-            pairs
-                .iter()
-                .find(|(p, _)| *p == k)
-                .map(|(_, v)| v.to_string())
-        })
+        Settings::from_lookup(
+            |k| {
+                pairs
+                    .iter()
+                    .find(|(p, _)| *p == k)
+                    .map(|(_, v)| v.to_string())
+            },
+            &[],
+        )
     }
 
     #[test]
@@ -253,17 +266,20 @@ mod tests {
 
     #[test]
     fn every_invalid_setting_is_found_in_one_pass() {
-        let problems = Settings::check(|k| {
-            match k {
-                "PORT" => Some("eighty"),
-                "BACKEND_CORS_ORIGINS" => Some("not an origin"),
-                "JOB_MAX_ATTEMPTS" => Some("0"),
-                "REDIS_TIMEOUT_MS" => Some("soon"),
-                "ENABLE_HSTS" => Some("maybe"),
-                _ => None,
-            }
-            .map(str::to_string)
-        })
+        let problems = Settings::check(
+            |k| {
+                match k {
+                    "PORT" => Some("eighty"),
+                    "BACKEND_CORS_ORIGINS" => Some("not an origin"),
+                    "JOB_MAX_ATTEMPTS" => Some("0"),
+                    "REDIS_TIMEOUT_MS" => Some("soon"),
+                    "ENABLE_HSTS" => Some("maybe"),
+                    _ => None,
+                }
+                .map(str::to_string)
+            },
+            &[],
+        )
         .unwrap_err();
         let vars: Vec<&str> = problems.iter().map(|p| p.var.as_str()).collect();
         assert_eq!(

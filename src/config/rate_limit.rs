@@ -63,7 +63,7 @@ pub fn parse_budget(raw: &str) -> Result<Budget, String> {
     Ok(Budget { limit, period })
 }
 
-/// Each limit's budget (README's "Rate limits" table): per client address, except
+/// Each limit's budget (the "Rate limits" table of docs/configuration.md): per client address, except
 /// `login_failures`, per account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Budgets {

@@ -7,8 +7,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     accounts::{Accounts, passwords::PasswordHasher},
+    app::{build_cache_connecting, job_registry},
     cache::Cache,
-    compose::{build_cache_connecting, job_registry},
     config::Settings,
     db,
     http::startup::Startup,

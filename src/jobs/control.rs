@@ -217,7 +217,7 @@ impl Jobs {
 
     /// When each periodic job was last enqueued, for those ever enqueued.
     pub async fn last_firings(&self) -> Result<Vec<(String, DateTime<Utc>)>, DbErr> {
-        crate::jobs::schedule::last_firings(&self.db).await
+        crate::jobs::schedule::last_firings(&self.db, self.queue.settings()).await
     }
 
     /// When a worker last reported, if one ever did.

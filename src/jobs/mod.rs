@@ -1,10 +1,11 @@
 //! Background jobs: the outbox and status table, the handler registry, the runner that executes
 //! one job, and two transports that feed it: RabbitMQ (`rabbit`) and the in-process poller
 //! (`local`). This module knows no job's meaning; handlers live beside their domains and are
-//! registered at the composition point (`app.rs`).
+//! declared on their payload types beside their domains (`Job`) and listed once in `app`.
 
 mod control;
 pub mod heartbeat;
+mod kind;
 pub mod local;
 mod mask;
 mod outbox;
@@ -13,17 +14,17 @@ pub mod retention;
 mod runner;
 pub mod schedule;
 pub mod stats;
-pub mod tasks;
 
-use std::{collections::HashMap, future::Future, pin::Pin, sync::Arc};
+use std::{collections::HashMap, future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use serde_json::Value;
 use uuid::Uuid;
 
-pub use crate::queues::{Lane, Queue};
+pub use crate::queues::{JobKind, Lane, Queue};
 pub use control::{Cancelled, Jobs, Retried};
+pub use kind::{Deps, Job, Registration, Scheduled, job, kind, periodic};
 pub use mask::masked;
-pub use outbox::{CHANNEL, JobPayload, JobQueue, NewJob, Publication, Submitted, announce, listen};
+pub use outbox::{CHANNEL, JobQueue, NewJob, Publication, Submitted, announce, listen};
 pub use runner::{Outcome, PROGRESS_EVERY, Progress, Runner};
 
 pub use crate::config::JobSettings;
@@ -46,7 +47,7 @@ pub struct JobContext {
 impl JobContext {
     /// The payload as the type it was enqueued with; one that does not parse is a fatal
     /// failure (running it again cannot help).
-    pub fn payload<P: JobPayload>(&self) -> Result<P, JobError> {
+    pub fn payload<P: Job>(&self) -> Result<P, JobError> {
         P::deserialize(&self.payload)
             .map_err(|e| JobError::fatal(format!("invalid {} payload: {e}", P::NAME)))
     }
@@ -84,18 +85,37 @@ type HandlerFn =
 pub struct Handler {
     run: HandlerFn,
     /// Rewrites the stored payload once the job has ended, to drop secrets (mailed tokens).
-    scrub: Option<fn(&Value) -> Value>,
+    scrub: fn(&Value) -> Option<Value>,
+    /// The kind's own time limit; `None`: `JOB_TIMEOUT_SECONDS`.
+    timeout: Option<Duration>,
 }
 
 impl Handler {
+    fn new<F, Fut>(f: F, scrub: fn(&Value) -> Option<Value>, timeout: Option<Duration>) -> Self
+    where
+        F: Fn(JobContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = JobResult> + Send + 'static,
+    {
+        Self {
+            run: Arc::new(move |ctx| Box::pin(f(ctx))),
+            scrub,
+            timeout,
+        }
+    }
+
     /// What the stored payload becomes when the job ends for good (succeeded, failed or
     /// cancelled); `None` when it carries nothing to remove.
     pub fn scrubbed(&self, payload: &Value) -> Option<Value> {
-        self.scrub.map(|scrub| scrub(payload))
+        (self.scrub)(payload)
+    }
+
+    /// How long one run may take, where the kind sets it.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout
     }
 }
 
-/// Job name → handler. New kinds of job are one `register` call at the composition point.
+/// Job name → handler, built from the application's list of jobs (`RegistryBuilder::jobs`).
 #[derive(Clone, Default)]
 pub struct Registry {
     handlers: Arc<HashMap<String, Handler>>,
@@ -117,31 +137,18 @@ pub struct RegistryBuilder {
 }
 
 impl RegistryBuilder {
+    /// A handler of untyped jobs called `name` (a test's, or a job without a payload type);
+    /// application jobs are typed and come from its list (`jobs`).
     pub fn register<F, Fut>(self, name: &str, f: F) -> Self
     where
         F: Fn(JobContext) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = JobResult> + Send + 'static,
     {
-        self.insert(name, f, None)
+        self.handler(name, Handler::new(f, |_| None, None))
     }
 
-    /// Registers a handler whose payload carries secrets, replaced by `scrub(payload)` at the end.
-    pub fn register_sensitive<F, Fut>(self, name: &str, f: F, scrub: fn(&Value) -> Value) -> Self
-    where
-        F: Fn(JobContext) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = JobResult> + Send + 'static,
-    {
-        self.insert(name, f, Some(scrub))
-    }
-
-    fn insert<F, Fut>(mut self, name: &str, f: F, scrub: Option<fn(&Value) -> Value>) -> Self
-    where
-        F: Fn(JobContext) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = JobResult> + Send + 'static,
-    {
-        let run: HandlerFn = Arc::new(move |ctx| Box::pin(f(ctx)));
-        self.handlers
-            .insert(name.to_string(), Handler { run, scrub });
+    fn handler(mut self, name: &str, handler: Handler) -> Self {
+        self.handlers.insert(name.to_string(), handler);
         self
     }
 

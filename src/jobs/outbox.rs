@@ -14,9 +14,9 @@ use serde_json::Value;
 use tokio::sync::{Notify, mpsc};
 use uuid::Uuid;
 
-use super::{JobSettings, JobStatus};
+use super::{Job, JobSettings, JobStatus};
 use crate::entities::job;
-use crate::queues::{DEFAULT_PRIORITY, MAX_PRIORITY, Queue};
+use crate::queues::{MAX_PRIORITY, Queue};
 
 /// A job to enqueue.
 #[derive(Debug, Clone)]
@@ -26,10 +26,10 @@ pub struct NewJob {
     pub owner_id: Option<Uuid>,
     /// Set once for ever: a second job with this key is never made (the scheduler's firings).
     pub dedupe_key: Option<String>,
-    /// From the routing table (`Queue::of`).
-    pub queue: Queue,
-    /// 0 to 9, 9 first.
-    pub priority: u8,
+    /// Where the kind's declaration does not decide: the queue of its kind otherwise.
+    pub queue: Option<Queue>,
+    /// 0 to 9, 9 first; the kind's own otherwise.
+    pub priority: Option<u8>,
     /// Not started before this; `None`: now.
     pub run_at: Option<DateTime<Utc>>,
     /// While a job of this name and key is unfinished, submitting again gives that job.
@@ -59,21 +59,14 @@ impl Submitted {
 const UNFINISHED_UNIQUE: &str =
     "unique_key IS NOT NULL AND status IN ('PENDING', 'STARTED', 'RETRY')";
 
-/// A job's payload as a type: the job's name goes with it, and the handler reads back the
-/// same type (`JobContext::payload`), so the two sides cannot drift apart.
-pub trait JobPayload: serde::Serialize + serde::de::DeserializeOwned {
-    const NAME: &'static str;
-}
-
 impl NewJob {
-    /// The job that carries `payload`.
-    pub fn of<P: JobPayload>(payload: &P) -> Self {
-        // A payload type that cannot be written as JSON is a programming error caught by the
-        // tests of each job; its job would fail at once, as `null`.
-        Self::new(
-            P::NAME,
-            serde_json::to_value(payload).unwrap_or(Value::Null),
-        )
+    /// The job that carries `payload`, with its kind's queue, priority and unique key.
+    pub fn of<J: Job>(payload: &J) -> Self {
+        let mut job = Self::new(J::NAME, super::kind::payload_of(payload));
+        job.queue = Some(J::QUEUE);
+        job.priority = Some(J::PRIORITY.min(MAX_PRIORITY));
+        job.unique_key = payload.unique_key();
+        job
     }
 
     pub fn new(name: &str, payload: Value) -> Self {
@@ -82,8 +75,8 @@ impl NewJob {
             payload,
             owner_id: None,
             dedupe_key: None,
-            queue: Queue::of(name),
-            priority: DEFAULT_PRIORITY,
+            queue: None,
+            priority: None,
             run_at: None,
             unique_key: None,
         }
@@ -91,7 +84,13 @@ impl NewJob {
 
     /// 0 to 9 (higher values are taken as 9).
     pub fn priority(mut self, priority: u8) -> Self {
-        self.priority = priority.min(MAX_PRIORITY);
+        self.priority = Some(priority.min(MAX_PRIORITY));
+        self
+    }
+
+    /// Sends it to `queue` rather than its kind's.
+    pub fn queue(mut self, queue: Queue) -> Self {
+        self.queue = Some(queue);
         self
     }
 
@@ -256,7 +255,11 @@ impl JobQueue {
             }
             return Ok(submitted);
         };
-        let (name, queue, priority) = (job.name.clone(), job.queue, job.priority);
+        let (name, queue, priority) = (
+            job.name.clone(),
+            self.queue_of(&job),
+            self.priority_of(&job),
+        );
         let submitted = self.insert(db, job, Some(now)).await?;
         let Submitted::New { id, .. } = submitted else {
             return Ok(submitted);
@@ -274,15 +277,33 @@ impl JobQueue {
         Ok(submitted)
     }
 
+    /// The queue and priority `job` gets: what it asks for, or its kind's.
+    pub fn destination(&self, job: &NewJob) -> (Queue, u8) {
+        (self.queue_of(job), self.priority_of(job))
+    }
+
+    fn queue_of(&self, job: &NewJob) -> Queue {
+        job.queue
+            .unwrap_or_else(|| self.settings.queue_of(&job.name))
+    }
+
+    fn priority_of(&self, job: &NewJob) -> u8 {
+        job.priority
+            .unwrap_or_else(|| self.settings.priority_of(&job.name))
+            .min(MAX_PRIORITY)
+    }
+
     fn model(&self, id: Uuid, job: NewJob) -> job::ActiveModel {
         let now = Utc::now();
+        let (queue, priority) = (self.queue_of(&job), self.priority_of(&job));
+        let max_attempts = self.settings.max_attempts_of(&job.name);
         job::ActiveModel {
             id: Set(id),
             name: Set(job.name),
             payload: Set(job.payload),
             status: Set(JobStatus::Pending),
             attempts: Set(0),
-            max_attempts: Set(self.settings.max_attempts.max(1)),
+            max_attempts: Set(max_attempts),
             run_at: Set(job.run_at.map_or(now, |at| at.max(now))),
             result: Set(None),
             error: Set(None),
@@ -294,8 +315,8 @@ impl JobQueue {
             started_at: Set(None),
             finished_at: Set(None),
             published_at: Set(None),
-            queue: Set(job.queue.as_str().to_string()),
-            priority: Set(i32::from(job.priority.min(MAX_PRIORITY))),
+            queue: Set(queue.as_str().to_string()),
+            priority: Set(i32::from(priority)),
             unique_key: Set(job.unique_key),
             progress: Set(None),
         }

@@ -4,7 +4,7 @@
 //! touched. Deletes go in batches of a bounded size, each its own statement, so that no lock
 //! is held for long and the relay and the workers go on between them.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
@@ -12,11 +12,42 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::JobStatus;
-use crate::{db, entities::job};
+use serde::{Deserialize, Serialize};
 
-/// The periodic job that prunes finished jobs.
-pub const PRUNE_JOBS: &str = "prune_jobs";
+use super::{Deps, Job, JobContext, JobError, JobResult, JobStatus, Queue, Scheduled};
+use crate::{config::Settings, db, entities::job};
+
+/// The periodic job that prunes finished jobs past their retention.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PruneJobs {
+    /// The slot of the schedule this run is for; absent for a run queued by hand.
+    #[serde(default)]
+    pub scheduled_for: Option<DateTime<Utc>>,
+}
+
+impl Job for PruneJobs {
+    const NAME: &'static str = "prune_jobs";
+    const QUEUE: Queue = Queue::Maintenance;
+
+    async fn run(self, _ctx: &JobContext, deps: &Deps) -> JobResult {
+        let (db, settings) = (deps.get::<db::Connection>()?, deps.get::<Arc<Settings>>()?);
+        let jobs = &settings.jobs;
+        let pruned = prune(db, jobs.retention_success, jobs.retention_failed)
+            .await
+            .map_err(|e| JobError::retry(crate::telemetry::cause_chain(&e)))?;
+        Ok(serde_json::json!(pruned))
+    }
+}
+
+impl Scheduled for PruneJobs {
+    const SETTING: &'static str = "SCHEDULE_PRUNE_JOBS";
+    const SCHEDULE: &'static str = "0 15 * * * *";
+    fn at(slot: DateTime<Utc>) -> Self {
+        Self {
+            scheduled_for: Some(slot),
+        }
+    }
+}
 
 /// Rows deleted per statement.
 const BATCH: u64 = 1000;

@@ -240,10 +240,11 @@ impl Runner {
                         reports: Some(self.progress.clone()),
                     },
                 };
-                let work = tokio::time::timeout(self.settings.timeout, (handler.run)(ctx));
+                let limit = handler.timeout().unwrap_or(self.settings.timeout);
+                let work = tokio::time::timeout(limit, (handler.run)(ctx));
                 tokio::select! {
                     result = work => Ran::Done(result.unwrap_or_else(|_| {
-                        Err(JobError::retry(format!("timed out after {:?}", self.settings.timeout)))
+                        Err(JobError::retry(format!("timed out after {limit:?}")))
                     })),
                     () = cancel.cancelled() => Ran::Cancelled,
                 }

@@ -8,29 +8,34 @@ use chrono::{DateTime, SubsecRound, Timelike, Utc};
 use sea_orm::{
     ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
 };
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::{
     entities::job,
-    jobs::{JobQueue, NewJob},
+    jobs::{JobQueue, JobSettings, NewJob},
 };
 
-pub use crate::config::{PERIODIC, Periodic, PeriodicJob, parse_cron as parse};
+pub use crate::config::{Periodic, parse_cron as parse};
 
 pub fn dedupe_key(job: &str, slot: DateTime<Utc>) -> String {
     format!("schedule:{job}:{}", slot.to_rfc3339())
 }
 
-/// Enqueues the run of `job` for `slot`; returns its id (the existing one if already enqueued).
+/// Enqueues the run of `job` for `slot`, with the payload its kind declares for the slot;
+/// returns its id (the existing one if already enqueued).
 pub async fn fire(
     db: &DatabaseConnection,
     queue: &JobQueue,
     job: &str,
     slot: DateTime<Utc>,
 ) -> Result<Uuid, DbErr> {
-    let new = NewJob::new(job, json!({"scheduled_for": slot})).dedupe(dedupe_key(job, slot));
+    let payload = queue
+        .settings()
+        .kind(job)
+        .and_then(|k| k.schedule)
+        .map_or(serde_json::Value::Null, |s| (s.payload)(slot));
+    let new = NewJob::new(job, payload).dedupe(dedupe_key(job, slot));
     queue.enqueue(db, new).await
 }
 
@@ -77,7 +82,8 @@ pub async fn run(
         }
         // Every schedule due at this slot fires (several may share it).
         for (_, p) in due.iter().filter(|(t, _)| *t == slot) {
-            match fire(&db, &queue, p.job, slot).await {
+            let new = NewJob::new(p.job, (p.payload)(slot)).dedupe(dedupe_key(p.job, slot));
+            match queue.enqueue(&db, new).await {
                 Ok(id) => {
                     tracing::info!(job = %p.job, %slot, job_id = %id, "scheduled job enqueued")
                 }
@@ -89,19 +95,14 @@ pub async fn run(
     }
 }
 
-/// Every job the scheduler may enqueue, on its cron schedule or with `scheduler --once`.
-pub const PERIODIC_JOBS: [&str; 4] = [
-    PERIODIC[0].name,
-    PERIODIC[1].name,
-    PERIODIC[2].name,
-    PERIODIC[3].name,
-];
-
-/// The latest firing of each periodic job, for `admin stats`: one indexed row per job
-/// (`idx_jobs_name_created_at`), never the whole history.
-pub async fn last_firings(db: &DatabaseConnection) -> Result<Vec<(String, DateTime<Utc>)>, DbErr> {
+/// The latest firing of each periodic job in `jobs`, for `admin stats`: one indexed row per
+/// job (`idx_jobs_name_created_at`), never the whole history.
+pub async fn last_firings(
+    db: &DatabaseConnection,
+    jobs: &JobSettings,
+) -> Result<Vec<(String, DateTime<Utc>)>, DbErr> {
     let mut seen = Vec::new();
-    for name in PERIODIC_JOBS {
+    for name in jobs.periodic_kinds().map(|k| k.name) {
         let latest = job::Entity::find()
             .select_only()
             .column(job::Column::CreatedAt)

@@ -13,13 +13,11 @@ use serde_json::{Value, json};
 
 use crate::{
     config::MailSettings,
-    jobs::{JobContext, JobError, JobResult, NewJob},
+    jobs::{Deps, Job, JobContext, JobError, JobResult, NewJob, Queue},
 };
 
-/// The job that delivers one mail; every mail Keel sends goes through it.
-pub const SEND_EMAIL: &str = "send_email";
-
-/// A message with both a plain-text and an HTML part.
+/// A message with both a plain-text and an HTML part; as a job (`send_email`), every mail Keel
+/// sends goes through it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Email {
     pub to: String,
@@ -145,24 +143,27 @@ impl Email {
     }
 }
 
-impl crate::jobs::JobPayload for Email {
-    const NAME: &'static str = SEND_EMAIL;
-}
+/// The `send_email` job: delivers the mail in its payload, on the `email` queue. SMTP
+/// failures are retried; a malformed payload or address is not. Once it has ended, only the
+/// recipient and subject stay (no body, so no mailed token).
+impl Job for Email {
+    const NAME: &'static str = "send_email";
+    const QUEUE: Queue = Queue::Email;
 
-/// The `send_email` handler: delivers the mail in the payload. SMTP failures are retried; a
-/// malformed payload or address is not.
-pub async fn send_email_job(mailer: Mailer, ctx: JobContext) -> JobResult {
-    let email: Email = ctx.payload()?;
-    match mailer.send(&email).await {
-        Ok(()) => Ok(json!({"delivered_to": email.to, "transport": mailer.transport_name()})),
-        Err(e @ (MailError::Address(_) | MailError::Build(_) | MailError::Tls(_))) => {
-            Err(JobError::fatal(crate::telemetry::cause_chain(&e)))
-        }
-        Err(e) => Err(JobError::retry(crate::telemetry::cause_chain(&e))),
+    fn scrub(payload: &Value) -> Option<Value> {
+        Some(
+            json!({"to": payload.get("to"), "subject": payload.get("subject"), "body": "(removed after delivery)"}),
+        )
     }
-}
 
-/// What stays of a mail job's payload once it finished: no body, so no mailed token.
-pub fn scrub_email_payload(payload: &Value) -> Value {
-    json!({"to": payload.get("to"), "subject": payload.get("subject"), "body": "(removed after delivery)"})
+    async fn run(self, _ctx: &JobContext, deps: &Deps) -> JobResult {
+        let mailer = deps.get::<Mailer>()?;
+        match mailer.send(&self).await {
+            Ok(()) => Ok(json!({"delivered_to": self.to, "transport": mailer.transport_name()})),
+            Err(e @ (MailError::Address(_) | MailError::Build(_) | MailError::Tls(_))) => {
+                Err(JobError::fatal(crate::telemetry::cause_chain(&e)))
+            }
+            Err(e) => Err(JobError::retry(crate::telemetry::cause_chain(&e))),
+        }
+    }
 }

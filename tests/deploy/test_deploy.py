@@ -196,6 +196,23 @@ def test_the_build_context_leaves_out_builds_secrets_and_databases():
         assert not ignored(path, patterns), path
 
 
+def test_the_dependency_layer_stubs_every_declared_target():
+    """The image's dependency layer builds from the manifests alone; cargo refuses a manifest
+    whose declared targets have no file, so each one (bins, benches, examples) is stubbed."""
+    cargo = (ROOT / "Cargo.toml").read_text()
+    declared = re.findall(r'^path = "([^"]+)"', cargo, re.M)
+    declared += [f"examples/{name}.rs" for name in
+                 re.findall(r'^\[\[example\]\]\nname = "([^"]+)"', cargo, re.M)]
+    assert "bin/server.rs" in declared and "examples/jobs.rs" in declared, declared
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    layer = dockerfile.split("COPY Cargo.toml Cargo.lock")[1].split("COPY . .")[0]
+    for path in declared:
+        if path.startswith("src/"):
+            continue
+        assert (ROOT / path).exists(), path
+        assert path in layer, f"the Dockerfile's dependency layer does not stub {path}"
+
+
 def test_the_image_is_lean_and_runs_as_a_user():
     dockerfile = (ROOT / "Dockerfile").read_text()
     runtime = dockerfile.split("\nFROM ")[-1]

@@ -570,7 +570,9 @@ async fn progress_reaches_the_database_at_most_once_a_second() {
     let runner = std::sync::Arc::new(keel::jobs::Runner::new(
         app.state.db.clone(),
         registry,
-        keel::config::Settings::from_map(&app.env).unwrap().jobs,
+        keel::config::Settings::from_map(&app.env, &keel::app::kinds())
+            .unwrap()
+            .jobs,
         "test-chatty".into(),
     ));
     let id = uuid::Uuid::new_v4();

@@ -177,7 +177,7 @@ async fn the_last_firing_of_each_periodic_job_is_its_newest_scheduled_run() {
         )
         .await
         .unwrap();
-    let mut last = keel::jobs::schedule::last_firings(db).await.unwrap();
+    let mut last = app.state.jobs.last_firings().await.unwrap();
     last.sort();
     assert_eq!(
         last,

@@ -20,10 +20,11 @@ use super::{
 use crate::http::extractors::Auth;
 use crate::{
     accounts::{EmailAddress, Principal, api_keys::Scope},
+    demo as tasks,
     entities::job,
     http::error::{ApiError, ApiResult},
     http::state::AppState,
-    jobs::{self, Cancelled, JobStatus, NewJob, Queue, Retried, tasks},
+    jobs::{self, Cancelled, JobStatus, NewJob, Queue, Retried},
     mail::{Email, templates},
 };
 
@@ -267,7 +268,8 @@ async fn submit(
     options: Options,
 ) -> ApiResult<Submitted> {
     let job = options.apply(job.owner(principal.user.id))?;
-    let (name, queue, priority) = (job.name.clone(), job.queue, job.priority);
+    let name = job.name.clone();
+    let (queue, priority) = state.jobs.queue().destination(&job);
     match state.jobs.submit(job).await? {
         jobs::Submitted::New { id, run_at } => Ok(Submitted::Accepted(Json(TaskAccepted {
             task_id: id,

@@ -231,7 +231,7 @@ mod tests {
 
     #[test]
     fn every_page_is_listed_and_escapes_what_it_shows() {
-        let settings = Settings::from_map(&Default::default()).unwrap();
+        let settings = Settings::from_map(&Default::default(), &crate::app::kinds()).unwrap();
         let listed = paths(&settings);
         for page in pages(&settings) {
             assert!(listed.contains(&page.path), "{}", page.path);

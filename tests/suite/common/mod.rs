@@ -103,7 +103,7 @@ impl TestApp {
         let mut env = env;
         env.entry("LOG_LEVEL".into())
             .or_insert_with(|| std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()));
-        let settings = Settings::from_map(&env).expect("test settings");
+        let settings = Settings::from_map(&env, &keel::app::kinds()).expect("test settings");
         let saved_env = env.clone();
         keel::telemetry::init(&settings);
         let state = AppState::build(settings).await.expect("build app state");

@@ -1,15 +1,11 @@
-//! The demonstration tasks of the task API: echo, data processing and a long-running job.
+//! The demonstration jobs of the task API: echo, data processing and a long-running job.
 
 use std::{collections::BTreeMap, time::Duration};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use crate::jobs::{JobContext, JobError, JobPayload, JobResult};
-
-pub const TEST_TASK: &str = TestTask::NAME;
-pub const PROCESS_DATA: &str = ProcessData::NAME;
-pub const LONG_RUNNING: &str = LongRunning::NAME;
+use crate::jobs::{Deps, Job, JobContext, JobError, JobResult};
 
 /// Echoes `message`; the first `fail_attempts` attempts fail, to watch retries and
 /// dead-lettering happen.
@@ -21,8 +17,19 @@ pub struct TestTask {
     pub fail_attempts: u32,
 }
 
-impl JobPayload for TestTask {
+impl Job for TestTask {
     const NAME: &'static str = "test_task";
+
+    async fn run(self, ctx: &JobContext, _deps: &Deps) -> JobResult {
+        let fail_attempts = self.fail_attempts;
+        if u32::try_from(ctx.attempt).unwrap_or(0) <= fail_attempts {
+            return Err(JobError::retry(format!(
+                "failing on purpose (attempt {} of the {fail_attempts} requested to fail)",
+                ctx.attempt
+            )));
+        }
+        Ok(json!({"message": self.message, "attempt": ctx.attempt}))
+    }
 }
 
 /// Records to summarise.
@@ -31,8 +38,12 @@ pub struct ProcessData {
     pub records: Vec<Map<String, Value>>,
 }
 
-impl JobPayload for ProcessData {
+impl Job for ProcessData {
     const NAME: &'static str = "process_data";
+
+    async fn run(self, _ctx: &JobContext, _deps: &Deps) -> JobResult {
+        Ok(summarise(&self.records))
+    }
 }
 
 /// Seconds to run.
@@ -46,26 +57,26 @@ fn default_duration() -> u64 {
     10
 }
 
-impl JobPayload for LongRunning {
+impl Job for LongRunning {
     const NAME: &'static str = "long_running";
-}
 
-pub async fn test_task(ctx: JobContext) -> JobResult {
-    let task: TestTask = ctx.payload()?;
-    let fail_attempts = task.fail_attempts;
-    if u32::try_from(ctx.attempt).unwrap_or(0) <= fail_attempts {
-        return Err(JobError::retry(format!(
-            "failing on purpose (attempt {} of the {fail_attempts} requested to fail)",
-            ctx.attempt
-        )));
+    /// Sleeps `duration` seconds in one-second steps, reporting `{"current": n, "total": m}`
+    /// after each; cancelling the job interrupts it.
+    async fn run(self, ctx: &JobContext, _deps: &Deps) -> JobResult {
+        let seconds = self.duration;
+        ctx.progress.report(json!({"current": 0, "total": seconds}));
+        for step in 1..=seconds {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            ctx.progress
+                .report(json!({"current": step, "total": seconds}));
+        }
+        Ok(json!({"slept_seconds": seconds}))
     }
-    Ok(json!({"message": task.message, "attempt": ctx.attempt}))
 }
 
 /// Counts the records and summarises each field: how often it appears, and for numeric fields
 /// the sum, minimum, maximum and mean.
-pub async fn process_data(ctx: JobContext) -> JobResult {
-    let ProcessData { records } = ctx.payload()?;
+fn summarise(records: &[Map<String, Value>]) -> Value {
     #[derive(Default)]
     struct Stats {
         present: u64,
@@ -75,7 +86,7 @@ pub async fn process_data(ctx: JobContext) -> JobResult {
         max: Option<f64>,
     }
     let mut fields: BTreeMap<String, Stats> = BTreeMap::new();
-    for record in &records {
+    for record in records {
         for (key, value) in record {
             let stats = fields.entry(key.clone()).or_default();
             stats.present += 1;
@@ -100,20 +111,7 @@ pub async fn process_data(ctx: JobContext) -> JobResult {
             (key, entry)
         })
         .collect();
-    Ok(json!({"record_count": records.len(), "fields": summary}))
-}
-
-/// Sleeps `duration` seconds in one-second steps, reporting `{"current": n, "total": m}` after
-/// each; cancelling the job interrupts it.
-pub async fn long_running(ctx: JobContext) -> JobResult {
-    let seconds = ctx.payload::<LongRunning>()?.duration;
-    ctx.progress.report(json!({"current": 0, "total": seconds}));
-    for step in 1..=seconds {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        ctx.progress
-            .report(json!({"current": step, "total": seconds}));
-    }
-    Ok(json!({"slept_seconds": seconds}))
+    json!({"record_count": records.len(), "fields": summary})
 }
 
 #[cfg(test)]
@@ -129,6 +127,20 @@ mod tests {
             max_attempts: 5,
             progress: Default::default(),
         }
+    }
+
+    /// Runs the job in `payload` as the worker does: read back as its type, then run.
+    async fn run<J: Job>(ctx: JobContext) -> JobResult {
+        let job: J = ctx.payload()?;
+        job.run(&ctx, &Deps::default()).await
+    }
+
+    async fn process_data(ctx: JobContext) -> JobResult {
+        run::<ProcessData>(ctx).await
+    }
+
+    async fn test_task(ctx: JobContext) -> JobResult {
+        run::<TestTask>(ctx).await
     }
 
     #[tokio::test]

@@ -1,0 +1,126 @@
+//! The composition root: what every process assembles the same way from the settings. The
+//! application's one list of jobs (`JOBS`), the shared cache, and the job registry, where jobs
+//! meet the domains they act on. The server, the worker, the scheduler and the admin CLI all
+//! build theirs here.
+
+use std::sync::Arc;
+
+use crate::{
+    accounts,
+    cache::Cache,
+    config::Settings,
+    db, demo,
+    jobs::{self, Deps, JobKind, JobQueue, Registration, Registry, retention::PruneJobs},
+    mail::{Email, Mailer},
+    redis::Redis,
+};
+
+/// Every kind of job the application runs, one line each: `jobs::job::<T>()` for a job,
+/// `jobs::periodic::<T>()` for one the scheduler enqueues. Its type declares the rest (name,
+/// queue, limits, schedule setting, handler); the registry, the queue routing, the settings
+/// and the scheduler's list all come from here.
+pub const JOBS: &[Registration] = &[
+    jobs::job::<Email>(),
+    jobs::job::<demo::TestTask>(),
+    jobs::job::<demo::ProcessData>(),
+    jobs::job::<demo::LongRunning>(),
+    jobs::periodic::<accounts::PurgeDeletedAccounts>(),
+    jobs::periodic::<accounts::SendDeletionReminders>(),
+    jobs::periodic::<accounts::CleanupExpiredTokens>(),
+    jobs::periodic::<PruneJobs>(),
+];
+
+/// What the settings need to know of the jobs: each kind's declaration, in the order of `JOBS`.
+pub fn kinds() -> Vec<JobKind> {
+    JOBS.iter().map(|r| r.kind).collect()
+}
+
+/// The settings of every process: the environment (and `.env`), read for this application's
+/// jobs; each invalid setting on a line of its own on stderr and exit code 2.
+pub fn settings_or_exit() -> Settings {
+    Settings::load_or_exit(&kinds())
+}
+
+/// The cache every process shares: on Redis when `ENABLE_REDIS` is on. Waits (briefly) for
+/// Redis's first connection; `build_cache_connecting` does not.
+pub async fn build_cache(settings: &Settings) -> anyhow::Result<Cache> {
+    cache(settings, true).await
+}
+
+/// The cache, Redis connecting in the background: commands sent meanwhile wait for the
+/// connection (within `REDIS_TIMEOUT`, after which callers go to the database as ever).
+pub async fn build_cache_connecting(settings: &Settings) -> anyhow::Result<Cache> {
+    cache(settings, false).await
+}
+
+async fn cache(settings: &Settings, wait: bool) -> anyhow::Result<Cache> {
+    let redis = if settings.redis.enabled {
+        Some(Redis::connect(&settings.redis, wait).await?)
+    } else {
+        None
+    };
+    Ok(Cache::new(
+        redis,
+        settings.redis.cache_ttl,
+        settings.auth.access_token_ttl,
+    ))
+}
+
+/// The handler of every job in `JOBS`, with what the jobs work with: the database, the
+/// mailer, the settings, the queue, the cache and the account deletion service.
+pub fn job_registry(
+    db: &db::Connection,
+    mailer: &Mailer,
+    settings: Arc<Settings>,
+    queue: &JobQueue,
+    cache: &Cache,
+) -> Registry {
+    let deletions =
+        accounts::DeletionJobs::new(db.clone(), settings.clone(), queue.clone(), cache.clone());
+    let deps = Deps::default()
+        .with(db.clone())
+        .with(mailer.clone())
+        .with(settings)
+        .with(queue.clone())
+        .with(cache.clone())
+        .with(deletions);
+    Registry::builder().jobs(JOBS, deps).build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every job the settings know, periodic ones included, has a handler in the registry the
+    /// processes build, and each is routed to the queue its type declares.
+    #[tokio::test]
+    async fn every_job_has_a_handler_and_its_queue() {
+        let settings = Settings::from_lookup(|_| None, &kinds()).unwrap();
+        let db = sea_orm::Database::connect("sqlite::memory:").await.unwrap();
+        let mailer = Mailer::new(&settings.mail).unwrap();
+        let queue = JobQueue::new(settings.jobs.clone());
+        let cache = Cache::new(
+            None,
+            settings.redis.cache_ttl,
+            settings.auth.access_token_ttl,
+        );
+        let jobs = settings.jobs.clone();
+        let registry = job_registry(&db, &mailer, Arc::new(settings), &queue, &cache);
+        assert_eq!(jobs.kinds.len(), JOBS.len());
+        assert_eq!(jobs.schedules.len(), 4);
+        for kind in &jobs.kinds {
+            assert!(
+                registry.get(kind.name).is_some(),
+                "no handler for {}",
+                kind.name
+            );
+        }
+        let names: std::collections::HashSet<_> = jobs.kinds.iter().map(|k| k.name).collect();
+        assert_eq!(names.len(), JOBS.len(), "two kinds share a name");
+        use crate::jobs::Queue;
+        assert_eq!(jobs.queue_of("send_email"), Queue::Email);
+        assert_eq!(jobs.queue_of("process_data"), Queue::Default);
+        assert_eq!(jobs.queue_of("prune_jobs"), Queue::Maintenance);
+        assert_eq!(jobs.queue_of("something_new"), Queue::Default);
+    }
+}
