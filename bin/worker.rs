@@ -137,7 +137,8 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     // Jobs that queue further jobs (mails) wake the relay below to publish them at once.
     let queue = jobs::JobQueue::new(settings.jobs.clone());
     let cache = keel::app::build_cache(&settings).await?;
-    let registry = job_registry(&conn, &mailer, settings.clone(), &queue, &cache);
+    let mails = keel::app::mails(&settings)?;
+    let registry = job_registry(&conn, &mailer, settings.clone(), &queue, &cache, &mails);
     let worker_id = jobs::worker_id("worker");
     let runner = Arc::new(
         Runner::new(

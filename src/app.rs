@@ -8,10 +8,10 @@ use std::sync::Arc;
 use crate::{
     accounts,
     cache::Cache,
-    config::Settings,
+    config::{ConfigError, Settings},
     db, demo,
     jobs::{self, Deps, JobKind, JobQueue, Registration, Registry, retention::PruneJobs},
-    mail::{Email, Mailer},
+    mail::{Email, Mailer, Mails, TemplateError},
     redis::Redis,
 };
 
@@ -38,7 +38,23 @@ pub fn kinds() -> Vec<JobKind> {
 /// The settings of every process: the environment (and `.env`), read for this application's
 /// jobs; each invalid setting on a line of its own on stderr and exit code 2.
 pub fn settings_or_exit() -> Settings {
-    Settings::load_or_exit(&kinds())
+    match check_env() {
+        Ok(settings) => settings,
+        Err(problems) => {
+            for problem in problems {
+                eprintln!("{problem}");
+            }
+            std::process::exit(2);
+        }
+    }
+}
+
+/// The settings from the environment (and `.env`), or every invalid one; the mail templates
+/// count among them (a broken one is a problem of `MAIL_TEMPLATES_DIR`).
+pub fn check_env() -> Result<Settings, Vec<ConfigError>> {
+    let settings = Settings::check_env(&kinds())?;
+    mails(&settings).map_err(|e| vec![ConfigError::new("MAIL_TEMPLATES_DIR", e.to_string())])?;
+    Ok(settings)
 }
 
 /// The cache every process shares: on Redis when `ENABLE_REDIS` is on. Waits (briefly) for
@@ -66,6 +82,15 @@ async fn cache(settings: &Settings, wait: bool) -> anyhow::Result<Cache> {
     ))
 }
 
+/// The mails every process sends, from the built-in templates or from `MAIL_TEMPLATES_DIR`;
+/// each is rendered once here, so a broken template stops the process naming its file.
+pub fn mails(settings: &Settings) -> Result<Mails, TemplateError> {
+    Mails::load(
+        &settings.project_name,
+        settings.mail.templates_dir.as_deref(),
+    )
+}
+
 /// The handler of every job in `JOBS`, with what the jobs work with: the database, the
 /// mailer, the settings, the queue, the cache and the account deletion service.
 pub fn job_registry(
@@ -74,9 +99,15 @@ pub fn job_registry(
     settings: Arc<Settings>,
     queue: &JobQueue,
     cache: &Cache,
+    mails: &Mails,
 ) -> Registry {
-    let deletions =
-        accounts::DeletionJobs::new(db.clone(), settings.clone(), queue.clone(), cache.clone());
+    let deletions = accounts::DeletionJobs::new(
+        db.clone(),
+        settings.clone(),
+        queue.clone(),
+        cache.clone(),
+        mails.clone(),
+    );
     let deps = Deps::default()
         .with(db.clone())
         .with(mailer.clone())
@@ -105,7 +136,8 @@ mod tests {
             settings.auth.access_token_ttl,
         );
         let jobs = settings.jobs.clone();
-        let registry = job_registry(&db, &mailer, Arc::new(settings), &queue, &cache);
+        let mails = Mails::built_in("Keel");
+        let registry = job_registry(&db, &mailer, Arc::new(settings), &queue, &cache, &mails);
         assert_eq!(jobs.kinds.len(), JOBS.len());
         assert_eq!(jobs.schedules.len(), 4);
         for kind in &jobs.kinds {

@@ -15,6 +15,7 @@ pub mod mail;
 pub mod metrics;
 pub mod net;
 pub mod oidc;
+pub mod opaque;
 pub mod probes;
 pub mod queues;
 pub mod ratelimit;

@@ -5,10 +5,7 @@
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use keel::config::{
-    Settings,
-    catalog::{self, Source},
-};
+use keel::config::catalog::{self, Source};
 
 use super::{EXIT_USAGE, Format, print_table};
 
@@ -22,9 +19,7 @@ pub enum ConfigCommand {
 pub fn exec(command: ConfigCommand, format: Format) -> ExitCode {
     let ConfigCommand::Check = command;
     // Loads `.env` first, as every binary does, so what follows sees the same values.
-    let problems = Settings::check_env(&keel::app::kinds())
-        .err()
-        .unwrap_or_default();
+    let problems = keel::app::check_env().err().unwrap_or_default();
     let settings = catalog::effective(|k| std::env::var(k).ok());
     let source = |s: &Source| match s {
         Source::Environment => "environment".to_string(),

@@ -104,6 +104,7 @@ impl Context {
             hasher,
             self.queue.clone(),
             self.cache.clone(),
+            keel::app::mails(&self.settings)?,
         )?)
     }
 
@@ -119,6 +120,7 @@ impl Context {
             Arc::new(self.settings.clone()),
             &self.queue,
             &self.cache,
+            &keel::app::mails(&self.settings)?,
         );
         Ok(Jobs::new(self.conn.clone(), self.queue.clone(), registry))
     }

@@ -12,37 +12,8 @@ use super::{AccountError, ClientInfo, Credential, FieldProblem, Principal, Resul
 use crate::{db, entities::api_key, entities::user};
 
 pub const KEY_PREFIX: &str = "sk_";
-/// What an API key may do; a signed-in session may do everything its user may.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Scope {
-    SystemRead,
-    TasksRead,
-    TasksWrite,
-}
+pub use super::principal::{SCOPES, Scope};
 
-impl Scope {
-    pub const ALL: [Scope; 3] = [Self::SystemRead, Self::TasksRead, Self::TasksWrite];
-
-    /// The name in requests, in the spec and in the `scopes` column.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::SystemRead => "system:read",
-            Self::TasksRead => "tasks:read",
-            Self::TasksWrite => "tasks:write",
-        }
-    }
-
-    pub fn parse(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|s| s.as_str() == name)
-    }
-}
-
-/// Every scope's name, for the spec.
-pub const SCOPES: [&str; 3] = [
-    Scope::SystemRead.as_str(),
-    Scope::TasksRead.as_str(),
-    Scope::TasksWrite.as_str(),
-];
 /// Writing `last_used_at` on every call would turn reads into writes; once a minute is enough.
 const LAST_USED_RESOLUTION: Duration = Duration::minutes(1);
 

@@ -1,14 +1,10 @@
 //! Account deletion with a grace period: request → mailed confirmation → scheduled deletion
 //! (cancellable, with reminders) → permanent deletion by the `purge_deleted_accounts` job.
 
-use std::sync::Arc;
-
 use chrono::{DateTime, Duration, Utc};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, Set, sea_query::Expr,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set, sea_query::Expr,
 };
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -16,72 +12,16 @@ use super::audit::AuditEvent;
 use super::{
     AccountError, Accounts, ClientInfo, Result,
     service::now,
-    storage::{insert_one_time_token, retire_tokens, write_audit},
+    storage::{insert_one_time_token, retire_tokens},
     tokens::Purpose,
 };
 use crate::{
-    cache::Cache,
     config::Settings,
     db,
     entities::{audit_log, job, user},
-    jobs::{Deps, Job, JobContext, JobError, JobQueue, JobResult, JobStatus, Queue, Scheduled},
-    mail::{Email, templates},
+    jobs::JobStatus,
+    mail::Mail,
 };
-
-/// The periodic job that mails the reminders due, then deletes every account whose grace
-/// period is over (`DeletionJobs::purge`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PurgeDeletedAccounts {
-    /// The slot of the schedule this run is for; absent for a run queued by hand.
-    #[serde(default)]
-    pub scheduled_for: Option<DateTime<Utc>>,
-}
-
-impl Job for PurgeDeletedAccounts {
-    const NAME: &'static str = "purge_deleted_accounts";
-    const QUEUE: Queue = Queue::Maintenance;
-
-    async fn run(self, _ctx: &JobContext, deps: &Deps) -> JobResult {
-        deps.get::<DeletionJobs>()?.purge().await
-    }
-}
-
-impl Scheduled for PurgeDeletedAccounts {
-    const SETTING: &'static str = "SCHEDULE_PURGE_DELETED_ACCOUNTS";
-    const SCHEDULE: &'static str = "0 0 * * * *";
-    fn at(slot: DateTime<Utc>) -> Self {
-        Self {
-            scheduled_for: Some(slot),
-        }
-    }
-}
-
-/// The periodic job that mails the deletion reminders that are due, between purges.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SendDeletionReminders {
-    /// The slot of the schedule this run is for; absent for a run queued by hand.
-    #[serde(default)]
-    pub scheduled_for: Option<DateTime<Utc>>,
-}
-
-impl Job for SendDeletionReminders {
-    const NAME: &'static str = "send_deletion_reminders";
-    const QUEUE: Queue = Queue::Maintenance;
-
-    async fn run(self, _ctx: &JobContext, deps: &Deps) -> JobResult {
-        deps.get::<DeletionJobs>()?.reminders().await
-    }
-}
-
-impl Scheduled for SendDeletionReminders {
-    const SETTING: &'static str = "SCHEDULE_DELETION_REMINDERS";
-    const SCHEDULE: &'static str = "0 30 * * * *";
-    fn at(slot: DateTime<Utc>) -> Self {
-        Self {
-            scheduled_for: Some(slot),
-        }
-    }
-}
 
 /// Where an account's deletion stands, as the user sees it.
 #[derive(Debug, Clone)]
@@ -93,16 +33,16 @@ pub struct DeletionStatus {
     pub grace_period_days: u32,
 }
 
-fn format_day(at: DateTime<Utc>) -> String {
+pub(super) fn format_day(at: DateTime<Utc>) -> String {
     at.format("%Y-%m-%d %H:%M UTC").to_string()
 }
 
-fn cancel_link(settings: &Settings, raw: &str) -> String {
+pub(super) fn cancel_link(settings: &Settings, raw: &str) -> String {
     format!("{}/cancel-deletion?token={raw}", settings.auth.frontend_url)
 }
 
 /// A cancel link for a scheduled deletion; earlier ones stay valid.
-async fn new_cancel_token(
+pub(super) async fn new_cancel_token(
     conn: &impl ConnectionTrait,
     settings: &Settings,
     user_id: Uuid,
@@ -156,15 +96,16 @@ impl Accounts {
         .await?;
         self.queue_mail(
             &txn,
-            templates::confirm_deletion(
-                &settings.project_name,
+            self.mails.compose(
                 &user.email,
-                &user.username,
-                &format!(
-                    "{}/confirm-deletion?token={raw}",
-                    settings.auth.frontend_url
-                ),
-                settings.auth.deletion_token_ttl.as_secs() / 3600,
+                Mail::ConfirmDeletion {
+                    username: &user.username,
+                    link: &format!(
+                        "{}/confirm-deletion?token={raw}",
+                        settings.auth.frontend_url
+                    ),
+                    hours: settings.auth.deletion_token_ttl.as_secs() / 3600,
+                },
             ),
         )
         .await?;
@@ -234,12 +175,13 @@ impl Accounts {
         .await?;
         self.queue_mail(
             txn,
-            templates::deletion_scheduled(
-                &settings.project_name,
+            self.mails.compose(
                 &user.email,
-                &user.username,
-                &format_day(at),
-                &cancel_link(settings, &raw),
+                Mail::DeletionScheduled {
+                    username: &user.username,
+                    when: &format_day(at),
+                    link: &cancel_link(settings, &raw),
+                },
             ),
         )
         .await?;
@@ -309,10 +251,14 @@ impl Accounts {
         )
         .await?;
         if was_scheduled {
-            let settings = self.settings();
             self.queue_mail(
                 txn,
-                templates::deletion_cancelled(&settings.project_name, &user.email, &user.username),
+                self.mails.compose(
+                    &user.email,
+                    Mail::DeletionCancelled {
+                        username: &user.username,
+                    },
+                ),
             )
             .await?;
         }
@@ -380,217 +326,4 @@ pub(super) async fn erase_account(
         .exec(conn)
         .await?;
     Ok(true)
-}
-
-/// The periodic deletion jobs; built at the composition point for the worker and the server.
-#[derive(Clone)]
-pub struct DeletionJobs {
-    db: DatabaseConnection,
-    settings: Arc<Settings>,
-    queue: JobQueue,
-    cache: Cache,
-}
-
-fn db_failure(e: impl std::fmt::Display) -> JobError {
-    JobError::retry(e.to_string())
-}
-
-impl DeletionJobs {
-    pub fn new(
-        db: DatabaseConnection,
-        settings: Arc<Settings>,
-        queue: JobQueue,
-        cache: Cache,
-    ) -> Self {
-        Self {
-            db,
-            settings,
-            queue,
-            cache,
-        }
-    }
-
-    /// `purge_deleted_accounts`: mails the reminders that are due, then deletes every account
-    /// whose grace period is over, in batches.
-    pub async fn purge(&self) -> JobResult {
-        let reminders_sent = self.remind().await.map_err(db_failure)?;
-        let accounts_deleted = self.purge_due().await.map_err(db_failure)?;
-        Ok(json!({"accounts_deleted": accounts_deleted, "reminders_sent": reminders_sent}))
-    }
-
-    /// `send_deletion_reminders`.
-    pub async fn reminders(&self) -> JobResult {
-        let reminders_sent = self.remind().await.map_err(db_failure)?;
-        Ok(json!({"reminders_sent": reminders_sent}))
-    }
-
-    async fn purge_due(&self) -> Result<u64> {
-        let mut deleted = 0;
-        loop {
-            let cutoff = now();
-            let due = user::Entity::find()
-                .filter(user::Column::DeletionScheduledFor.lte(cutoff))
-                .order_by_asc(user::Column::DeletionScheduledFor)
-                .limit(self.settings.auth.purge_batch_size)
-                .all(&self.db)
-                .await?;
-            if due.is_empty() {
-                return Ok(deleted);
-            }
-            let txn = db::begin_write(&self.db).await?;
-            let mut in_batch = 0;
-            for user in &due {
-                if !erase_account(&txn, user.id, Some(cutoff)).await? {
-                    continue;
-                }
-                in_batch += 1;
-                audit(
-                    &txn,
-                    user.id,
-                    AuditEvent::AccountPurged,
-                    json!({"reason": "grace_period_over"}),
-                )
-                .await?;
-                self.queue
-                    .enqueue(
-                        &txn,
-                        templates::account_deleted(
-                            &self.settings.project_name,
-                            &user.email,
-                            &user.username,
-                        )
-                        .into_job(),
-                    )
-                    .await?;
-            }
-            txn.commit().await?;
-            self.queue.wake();
-            if in_batch > 0 {
-                self.cache.invalidate_users().await;
-            }
-            deleted += in_batch;
-            tracing::info!(
-                accounts = in_batch,
-                "purged accounts past their grace period"
-            );
-            if in_batch == 0 {
-                // Every account found was cancelled or taken by another run meanwhile.
-                return Ok(deleted);
-            }
-        }
-    }
-
-    /// Mails each due reminder once: `deletion_reminder_days` records the most urgent reminder
-    /// sent, and the conditional update lets only one of several concurrent runs send it.
-    async fn remind(&self) -> Result<u64> {
-        let reminder_days = &self.settings.auth.deletion_reminder_days;
-        let Some(&farthest) = reminder_days.first() else {
-            return Ok(0);
-        };
-        let at = now();
-        let mut sent = 0;
-        let mut after: Option<Uuid> = None;
-        loop {
-            let mut query = user::Entity::find()
-                .filter(user::Column::IsDeleted.eq(false))
-                .filter(user::Column::DeletionScheduledFor.gt(at))
-                .filter(
-                    user::Column::DeletionScheduledFor
-                        .lte(at + Duration::days(i64::from(farthest))),
-                )
-                .order_by_asc(user::Column::Id)
-                .limit(self.settings.auth.purge_batch_size);
-            if let Some(last) = after {
-                query = query.filter(user::Column::Id.gt(last));
-            }
-            let batch = query.all(&self.db).await?;
-            let Some(last) = batch.last() else {
-                return Ok(sent);
-            };
-            after = Some(last.id);
-            for user in batch {
-                let Some(scheduled) = user.deletion_scheduled_for else {
-                    continue;
-                };
-                let left = scheduled - at;
-                // The most urgent reminder whose time has come.
-                let Some(&due) = reminder_days
-                    .iter()
-                    .filter(|&&d| left <= Duration::days(i64::from(d)))
-                    .min()
-                else {
-                    continue;
-                };
-                if user
-                    .deletion_reminder_days
-                    .is_some_and(|done| done <= due as i32)
-                {
-                    continue;
-                }
-                if self.send_reminder(&user, scheduled, due).await? {
-                    sent += 1;
-                }
-            }
-        }
-    }
-
-    async fn send_reminder(
-        &self,
-        user: &user::Model,
-        scheduled: DateTime<Utc>,
-        days: u32,
-    ) -> Result<bool> {
-        let txn = db::begin_write(&self.db).await?;
-        let claimed = user::Entity::update_many()
-            .col_expr(user::Column::DeletionReminderDays, Expr::value(days as i32))
-            .filter(user::Column::Id.eq(user.id))
-            .filter(user::Column::DeletionScheduledFor.is_not_null())
-            .filter(
-                sea_orm::Condition::any()
-                    .add(user::Column::DeletionReminderDays.is_null())
-                    .add(user::Column::DeletionReminderDays.gt(days as i32)),
-            )
-            .exec(&txn)
-            .await?;
-        if claimed.rows_affected != 1 {
-            return Ok(false);
-        }
-        let raw = new_cancel_token(&txn, &self.settings, user.id).await?;
-        audit(
-            &txn,
-            user.id,
-            AuditEvent::DeletionReminderSent,
-            json!({"days": days}),
-        )
-        .await?;
-        let mail: Email = templates::deletion_reminder(
-            &self.settings.project_name,
-            &user.email,
-            &user.username,
-            &format_day(scheduled),
-            days,
-            &cancel_link(&self.settings, &raw),
-        );
-        self.queue.enqueue(&txn, mail.into_job()).await?;
-        txn.commit().await?;
-        self.queue.wake();
-        Ok(true)
-    }
-}
-
-/// An audit event written by a job (no client to record).
-async fn audit(
-    conn: &impl ConnectionTrait,
-    user_id: Uuid,
-    event: AuditEvent,
-    details: serde_json::Value,
-) -> Result<()> {
-    write_audit(
-        conn,
-        Some(user_id),
-        event,
-        &ClientInfo::default(),
-        Some(details),
-    )
-    .await
 }

@@ -11,7 +11,7 @@ use crate::values::EmailAddress;
 use crate::{
     db,
     entities::{email_change, user},
-    mail::templates,
+    mail::Mail,
 };
 
 /// How long the old address can undo a change.
@@ -48,11 +48,11 @@ impl Accounts {
             .filter(email_change::Column::ConfirmedAt.is_null())
             .exec(&txn)
             .await?;
-        let project = &self.settings.project_name;
         if taken {
             self.queue_mail(
                 &txn,
-                templates::email_change_address_taken(project, new_email.as_str()),
+                self.mails
+                    .compose(new_email.as_str(), Mail::EmailChangeAddressTaken),
             )
             .await?;
         } else {
@@ -75,15 +75,16 @@ impl Accounts {
             .await?;
             self.queue_mail(
                 &txn,
-                templates::confirm_email_change(
-                    project,
+                self.mails.compose(
                     new_email.as_str(),
-                    &user.username,
-                    &format!(
-                        "{}/confirm-email-change?token={raw}",
-                        self.settings.auth.frontend_url
-                    ),
-                    ttl.as_secs() / 3600,
+                    Mail::ConfirmEmailChange {
+                        username: &user.username,
+                        link: &format!(
+                            "{}/confirm-email-change?token={raw}",
+                            self.settings.auth.frontend_url
+                        ),
+                        hours: ttl.as_secs() / 3600,
+                    },
                 ),
             )
             .await?;
@@ -141,15 +142,16 @@ impl Accounts {
             .await?;
         self.queue_mail(
             &txn,
-            templates::email_changed(
-                &self.settings.project_name,
+            self.mails.compose(
                 &change.old_email,
-                &user.username,
-                &change.new_email,
-                &format!(
-                    "{}/revert-email-change?token={revert}",
-                    self.settings.auth.frontend_url
-                ),
+                Mail::EmailChanged {
+                    username: &user.username,
+                    new_email: &change.new_email,
+                    link: &format!(
+                        "{}/revert-email-change?token={revert}",
+                        self.settings.auth.frontend_url
+                    ),
+                },
             ),
         )
         .await?;
@@ -207,15 +209,16 @@ impl Accounts {
         .await?;
         self.queue_mail(
             &txn,
-            templates::email_change_reverted(
-                &self.settings.project_name,
+            self.mails.compose(
                 &change.old_email,
-                &user.username,
-                &format!(
-                    "{}/reset-password?token={reset}",
-                    self.settings.auth.frontend_url
-                ),
-                self.settings.auth.password_reset_token_ttl.as_secs() / 60,
+                Mail::EmailChangeReverted {
+                    username: &user.username,
+                    link: &format!(
+                        "{}/reset-password?token={reset}",
+                        self.settings.auth.frontend_url
+                    ),
+                    minutes: self.settings.auth.password_reset_token_ttl.as_secs() / 60,
+                },
             ),
         )
         .await?;

@@ -19,7 +19,7 @@ use crate::values::{EmailAddress, Password, Username};
 use crate::{
     db,
     entities::{identity, oidc_authorization, oidc_used_nonce, user},
-    mail::templates,
+    mail::Mail,
 };
 
 /// How long a web sign-in may stay at the provider.
@@ -211,11 +211,12 @@ impl Accounts {
             .await?;
             self.queue_mail(
                 &txn,
-                templates::identity_linked(
-                    &self.settings.project_name,
+                self.mails.compose(
                     &existing.email,
-                    &existing.username,
-                    &identity.provider,
+                    Mail::IdentityLinked {
+                        username: &existing.username,
+                        provider: &identity.provider,
+                    },
                 ),
             )
             .await?;
@@ -392,11 +393,12 @@ impl Accounts {
         .await?;
         self.queue_mail(
             &txn,
-            templates::identity_unlinked(
-                &self.settings.project_name,
+            self.mails.compose(
                 &user.email,
-                &user.username,
-                &target.provider,
+                Mail::IdentityUnlinked {
+                    username: &user.username,
+                    provider: &target.provider,
+                },
             ),
         )
         .await?;

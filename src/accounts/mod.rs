@@ -10,14 +10,20 @@ mod cleanup;
 mod deletion;
 pub mod directory;
 mod email_change;
+mod error;
 mod identities;
 pub mod mfa;
+pub mod principal;
 mod profile;
+mod purge;
 mod recovery;
 mod registration;
+mod second_step;
 mod service;
 mod sessions;
 mod storage;
+pub mod totp;
+mod user_query;
 
 pub use crate::values::{EmailAddress, FieldProblem, Password, Username};
 pub use audit::AuditEvent;
@@ -28,5 +34,6 @@ pub use identities::{
     VerifiedIdentity,
 };
 pub use passwords::PasswordHash;
+pub use purge::*;
 pub use service::*;
 pub use storage::{find_user, find_user_by_email, find_user_by_ident};

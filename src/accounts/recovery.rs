@@ -5,7 +5,7 @@ use sea_orm::{ActiveModelTrait, Set};
 use super::audit::AuditEvent;
 use super::{FieldProblem, service::*, storage::*, tokens::Purpose};
 use crate::values::{EmailAddress, Password};
-use crate::{db, entities::user, mail::templates};
+use crate::{db, entities::user, mail::Mail};
 
 impl Accounts {
     pub async fn forgot_password(&self, email: &str, client: &ClientInfo) -> Result<()> {
@@ -32,15 +32,16 @@ impl Accounts {
         .await?;
         self.queue_mail(
             &txn,
-            templates::password_reset(
-                &self.settings.project_name,
+            self.mails.compose(
                 &user.email,
-                &user.username,
-                &format!(
-                    "{}/reset-password?token={raw}",
-                    self.settings.auth.frontend_url
-                ),
-                self.settings.auth.password_reset_token_ttl.as_secs() / 60,
+                Mail::PasswordReset {
+                    username: &user.username,
+                    link: &format!(
+                        "{}/reset-password?token={raw}",
+                        self.settings.auth.frontend_url
+                    ),
+                    minutes: self.settings.auth.password_reset_token_ttl.as_secs() / 60,
+                },
             ),
         )
         .await?;

@@ -15,7 +15,7 @@ use crate::values::{EmailAddress, Password, Username};
 use crate::{
     db,
     entities::{one_time_token, user},
-    mail::{Email, templates},
+    mail::{Email, Mail},
 };
 
 impl Accounts {
@@ -74,24 +74,26 @@ impl Accounts {
     }
 
     fn verification_mail(&self, user: &user::Model, raw: &str) -> Email {
-        templates::verify_email(
-            &self.settings.project_name,
+        self.mails.compose(
             &user.email,
-            &user.username,
-            &format!(
-                "{}/verify-email?token={raw}",
-                self.settings.auth.frontend_url
-            ),
-            self.settings.auth.verification_token_ttl.as_secs() / 3600,
+            Mail::VerifyEmail {
+                username: &user.username,
+                link: &format!(
+                    "{}/verify-email?token={raw}",
+                    self.settings.auth.frontend_url
+                ),
+                hours: self.settings.auth.verification_token_ttl.as_secs() / 3600,
+            },
         )
     }
 
     pub(super) fn password_changed_mail(&self, user: &user::Model) -> Email {
-        templates::password_changed(
-            &self.settings.project_name,
+        self.mails.compose(
             &user.email,
-            &user.username,
-            &now().to_rfc3339(),
+            Mail::PasswordChanged {
+                username: &user.username,
+                when: &now().to_rfc3339(),
+            },
         )
     }
 
@@ -159,11 +161,12 @@ impl Accounts {
         if !was_verified {
             self.queue_mail(
                 &txn,
-                templates::welcome(
-                    &self.settings.project_name,
+                self.mails.compose(
                     &user.email,
-                    &user.username,
-                    &self.settings.auth.frontend_url,
+                    Mail::Welcome {
+                        username: &user.username,
+                        link: &self.settings.auth.frontend_url,
+                    },
                 ),
             )
             .await?;

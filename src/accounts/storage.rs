@@ -1,14 +1,17 @@
 //! The account tables: finding and inserting users, the audit log, and one-time tokens.
 
+use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set, sea_query::Expr,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, Set, SqlErr,
+    sea_query::Expr,
 };
 use uuid::Uuid;
 
 use super::audit::AuditEvent;
 use super::{
+    error::{AccountError, Result},
     passwords::PasswordHash,
-    service::*,
+    principal::ClientInfo,
     tokens::{self, Purpose},
 };
 use crate::values::{EmailAddress, Username};
@@ -16,6 +19,29 @@ use crate::{
     config::Settings,
     entities::{audit_log, one_time_token, user},
 };
+
+/// The time now, for every row the account domain writes.
+pub(super) fn now() -> DateTime<Utc> {
+    Utc::now()
+}
+
+/// `d` from now (the far future when `d` overflows).
+pub(super) fn after(d: std::time::Duration) -> DateTime<Utc> {
+    now() + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+/// The constraint a unique violation names, if `e` is one.
+pub(super) fn is_unique_violation(e: &DbErr) -> Option<String> {
+    match e.sql_err() {
+        Some(SqlErr::UniqueConstraintViolation(msg)) => Some(msg),
+        _ => None,
+    }
+}
+
+/// At most `max` characters of `s`.
+pub(super) fn truncate(s: Option<String>, max: usize) -> Option<String> {
+    s.map(|s| s.chars().take(max).collect())
+}
 
 /// Finds a user by email (case-insensitive) or by id.
 pub async fn find_user_by_ident(

@@ -1,24 +1,12 @@
 //! Opaque random tokens (stored only as SHA-256 hashes) and signed access JWTs.
 
-use base64::Engine as _;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 pub use crate::entities::one_time_token::Purpose;
 
-/// 256 random bits, URL-safe base64 without padding (43 characters).
-pub fn new_opaque_token() -> String {
-    let bytes: [u8; 32] = rand::random();
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
-/// The form a token is stored and looked up in. SHA-256 is enough: the input has 256 bits of
-/// entropy, so there is nothing for a slow hash to protect.
-pub fn hash_token(raw: &str) -> String {
-    hex::encode(Sha256::digest(raw.as_bytes()))
-}
+pub use crate::opaque::{hash_token, new_opaque_token};
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct AccessClaims {

@@ -10,6 +10,8 @@ pub struct MailSettings {
     pub smtp: Option<SmtpSettings>,
     pub from_email: String,
     pub from_name: String,
+    /// `MAIL_TEMPLATES_DIR`: template files that replace the built-in ones of the same name.
+    pub templates_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone)]
@@ -70,10 +72,21 @@ impl MailSettings {
                 format!("expected an email address, got {from_email:?}"),
             ));
         }
+        let templates_dir = match r.raw("MAIL_TEMPLATES_DIR") {
+            None => None,
+            Some(dir) if std::path::Path::new(&dir).is_dir() => Some(dir.into()),
+            Some(dir) => {
+                return Err(ConfigError::new(
+                    "MAIL_TEMPLATES_DIR",
+                    format!("expected a directory of mail templates, got {dir:?}"),
+                ));
+            }
+        };
         Ok(Self {
             smtp,
             from_email,
             from_name: r.string("FROM_NAME", "Keel"),
+            templates_dir,
         })
     }
 }
@@ -89,6 +102,20 @@ mod tests {
     #[test]
     fn without_a_host_mail_goes_to_the_log() {
         assert!(read(&[]).unwrap().smtp.is_none());
+    }
+
+    #[test]
+    fn templates_come_from_a_directory_that_exists() {
+        assert!(read(&[]).unwrap().templates_dir.is_none());
+        let dir = std::env::temp_dir();
+        let set = read(&[("MAIL_TEMPLATES_DIR", dir.to_str().unwrap())]).unwrap();
+        assert_eq!(set.templates_dir, Some(dir));
+        assert_eq!(
+            read(&[("MAIL_TEMPLATES_DIR", "/nonexistent/keel-mails")])
+                .unwrap_err()
+                .var,
+            "MAIL_TEMPLATES_DIR"
+        );
     }
 
     #[test]

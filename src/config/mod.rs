@@ -19,6 +19,7 @@ mod rabbitmq;
 mod rate_limit;
 mod reader;
 mod redis;
+mod schedule;
 mod security;
 mod websockets;
 

@@ -138,7 +138,7 @@ pub fn bearer_token(req: &Request) -> Option<String> {
 /// The caller's address and user agent, for the audit log and the session list.
 pub fn client_info(req: &Request) -> ClientInfo {
     ClientInfo {
-        ip: Some(super::middleware::client_addr::client_ip(req)).filter(|ip| !ip.is_empty()),
+        ip: Some(super::client_addr::client_ip(req)).filter(|ip| !ip.is_empty()),
         user_agent: req
             .headers()
             .get(poem::http::header::USER_AGENT)

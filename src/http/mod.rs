@@ -3,6 +3,7 @@
 //! Handlers parse, call a domain service and map the answer; nothing here holds a rule.
 
 pub mod api;
+pub mod client_addr;
 pub mod error;
 pub mod extractors;
 pub mod middleware;
@@ -23,7 +24,7 @@ pub use server::BoundServer;
 
 use crate::db;
 use crate::jobs::Jobs;
-use middleware::{SecurityConfig, client_addr, input, rate_limit, request_id, security};
+use middleware::{SecurityConfig, input, rate_limit, request_id, security};
 use state::AppState;
 
 /// The whole route tree with its middleware.
@@ -56,7 +57,7 @@ pub fn routes(state: AppState) -> impl Endpoint<Output = Response> + 'static {
         .at("/metrics", poem::get(metrics))
         .nest("/docs", docs)
         .at("/openapi.json", openapi_json);
-    let inner = pages::mount(inner, &state.settings);
+    let inner = pages::mount(inner, &state.settings, &state.mails);
     let tree = if prefix.is_empty() {
         inner
     } else {

@@ -13,7 +13,7 @@ use crate::{
     db,
     http::startup::Startup,
     jobs::{self, JobQueue, Jobs, Registry, Runner, rabbit::Publisher},
-    mail::Mailer,
+    mail::{Mailer, Mails},
 };
 
 /// Everything a request handler can reach.
@@ -39,6 +39,8 @@ pub struct AppState {
     pub oidc: crate::oidc::Oidc,
     /// The mail transport, for the health report (mails themselves go through jobs).
     pub mailer: Mailer,
+    /// The mails, from their templates.
+    pub mails: Mails,
 }
 
 impl AppState {
@@ -58,9 +60,10 @@ impl AppState {
         let db = db::connect_lazy(&settings.database).await?;
         let hasher = PasswordHasher::new(settings.auth.password_hash_concurrency)?;
         let mailer = Mailer::new(&settings.mail)?;
+        let mails = crate::app::mails(&settings)?;
         let jobs = JobQueue::new(settings.jobs.clone());
         let cache = build_cache_connecting(&settings).await?;
-        let registry = job_registry(&db, &mailer, settings.clone(), &jobs, &cache);
+        let registry = job_registry(&db, &mailer, settings.clone(), &jobs, &cache, &mails);
         let publisher = settings
             .rabbitmq
             .enabled
@@ -76,6 +79,7 @@ impl AppState {
             hasher,
             jobs.clone(),
             cache.clone(),
+            mails.clone(),
         )?;
         if settings.rate_limit.enabled {
             accounts = accounts.throttling_logins(limiter.clone());
@@ -124,6 +128,7 @@ impl AppState {
             startup: Startup::new(),
             oidc,
             mailer,
+            mails,
         })
     }
 

@@ -14,6 +14,7 @@ pub mod retention;
 mod runner;
 pub mod schedule;
 pub mod stats;
+mod watch;
 
 use std::{collections::HashMap, future::Future, pin::Pin, sync::Arc, time::Duration};
 
@@ -25,7 +26,8 @@ pub use control::{Cancelled, Jobs, Retried};
 pub use kind::{Deps, Job, Registration, Scheduled, job, kind, periodic};
 pub use mask::masked;
 pub use outbox::{CHANNEL, JobQueue, NewJob, Publication, Submitted, announce, listen};
-pub use runner::{Outcome, PROGRESS_EVERY, Progress, Runner};
+pub use runner::{Outcome, Runner};
+pub use watch::{PROGRESS_EVERY, Progress};
 
 pub use crate::config::JobSettings;
 

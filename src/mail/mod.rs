@@ -2,6 +2,8 @@
 
 pub mod templates;
 
+pub use templates::{LinkPage, Mail, Mails, TemplateError};
+
 use lettre::{
     AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor,
     message::{Mailbox, MultiPart},

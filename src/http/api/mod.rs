@@ -11,11 +11,13 @@ pub mod integrations;
 pub mod mfa;
 pub mod models;
 pub mod oidc;
+pub mod oidc_schemas;
 pub mod payload;
 pub mod root;
 pub mod sessions;
 pub mod submission;
 pub mod system;
+pub mod task_schemas;
 pub mod tasks;
 pub mod users;
 

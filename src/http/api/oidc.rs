@@ -2,16 +2,15 @@
 //! with a one-time login code, and native apps' ID tokens), the provider identities of an
 //! account, and a first password for an account a provider made.
 
-use chrono::{DateTime, Utc};
 use poem::{Request, web::Data};
 use poem_openapi::{
-    ApiResponse, Object, OpenApi,
+    ApiResponse, OpenApi,
     param::{Cookie, Path, Query},
     payload::{Form, Json},
 };
-use serde::Deserialize;
 use uuid::Uuid;
 
+pub use super::oidc_schemas::*;
 use super::{
     ApiTags,
     auth::{Tokens, tokens_response},
@@ -21,7 +20,6 @@ use crate::http::extractors::{Auth, client_info};
 use crate::{
     accounts::{ClientInfo, PendingAuthorization, VerifiedIdentity, tokens},
     config::ResponseMode,
-    entities::identity,
     http::error::{ApiError, ApiResult},
     http::state::AppState,
     oidc::{ExpectedNonce, IdClaims},
@@ -45,76 +43,6 @@ impl Redirect {
     fn to(location: String, cookie: Option<String>) -> Self {
         Self::Found(location, cookie, "no-store".into())
     }
-}
-
-/// What a provider sends back with `response_mode=form_post`.
-#[derive(Object, Deserialize, Debug)]
-pub struct CallbackForm {
-    #[oai(nullable)]
-    pub code: Option<String>,
-    #[oai(nullable)]
-    pub state: Option<String>,
-    #[oai(nullable)]
-    pub error: Option<String>,
-    #[oai(nullable)]
-    pub error_description: Option<String>,
-    /// Apple sends the name once, as JSON, on the first sign-in; it is not used.
-    #[oai(nullable)]
-    pub user: Option<String>,
-}
-
-#[derive(Object, Debug)]
-pub struct ExchangeRequest {
-    /// The `login_code` the callback added to the redirect URI (single use, 60 seconds).
-    #[oai(validator(min_length = 1, max_length = 128))]
-    pub login_code: String,
-}
-
-#[derive(Object, Debug)]
-pub struct NativeTokenRequest {
-    /// The ID token the app got from the provider's SDK.
-    #[oai(validator(min_length = 1, max_length = 16384))]
-    pub id_token: String,
-    /// The raw nonce the app generated and gave the SDK (the token may carry it as is or as
-    /// its SHA-256 in hex). Each serves one sign-in.
-    #[oai(validator(min_length = 16, max_length = 256))]
-    pub nonce: String,
-}
-
-#[derive(Object, Debug)]
-pub struct IdentityOut {
-    pub id: Uuid,
-    /// The provider's name as configured (`google`, `apple`, …).
-    pub provider: String,
-    /// The address the provider asserted at the last sign-in.
-    #[oai(nullable)]
-    pub email: Option<String>,
-    pub created_at: DateTime<Utc>,
-    pub last_sign_in_at: DateTime<Utc>,
-}
-
-impl From<identity::Model> for IdentityOut {
-    fn from(i: identity::Model) -> Self {
-        Self {
-            id: i.id,
-            provider: i.provider,
-            email: i.email,
-            created_at: i.created_at,
-            last_sign_in_at: i.last_sign_in_at,
-        }
-    }
-}
-
-#[derive(Object, Debug)]
-pub struct IdentityList {
-    pub identities: Vec<IdentityOut>,
-}
-
-#[derive(Object, Debug)]
-pub struct SetPasswordRequest {
-    /// The password rules of registration.
-    #[oai(write_only)]
-    pub new_password: String,
 }
 
 fn verified(provider: &str, claims: IdClaims) -> VerifiedIdentity {

@@ -51,7 +51,7 @@ impl<'a, T: ParseFromJSON + Type> ApiExtractor<'a> for OptionalJson<T> {
         }
         match request.content_type() {
             None => return Err(ContentTypeError::ExpectContentType.into()),
-            Some(ct) if !crate::http::middleware::security::is_json(ct) => {
+            Some(ct) if !is_json(ct) => {
                 return Err(ContentTypeError::NotSupported {
                     content_type: ct.to_string(),
                 }
@@ -98,4 +98,15 @@ impl<T: Send> IntoResponse for EncodedJson<T> {
             .content_type("application/json; charset=utf-8")
             .body(self.0)
     }
+}
+/// `application/json`, or any `application/*+json` type, whatever its parameters.
+pub fn is_json(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
 }

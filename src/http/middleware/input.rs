@@ -60,7 +60,7 @@ enum BodyKind {
 
 fn body_kind(req: &Request) -> Option<BodyKind> {
     let content_type = req.headers().get(header::CONTENT_TYPE)?.to_str().ok()?;
-    if crate::http::middleware::security::is_json(content_type) {
+    if crate::http::api::payload::is_json(content_type) {
         return Some(BodyKind::Json);
     }
     let essence = content_type.split(';').next()?.trim();

@@ -1,7 +1,6 @@
 //! The HTTP middleware, one concern per file. `http::routes` stacks them; its comment lists
 //! the order, outermost first.
 
-pub mod client_addr;
 pub mod input;
 pub mod rate_limit;
 pub mod request_id;

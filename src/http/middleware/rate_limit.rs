@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use poem::{Endpoint, IntoResponse, Request, Response, http::HeaderValue};
 
-use super::client_addr::client_ip;
+use crate::http::client_addr::client_ip;
 use crate::{
     http::error::ApiError,
     metrics::metrics,

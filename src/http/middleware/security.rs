@@ -11,7 +11,8 @@ use poem::{
     http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header},
 };
 
-use super::client_addr::client_ip;
+use crate::http::api::payload::is_json;
+use crate::http::client_addr::client_ip;
 use crate::{config::SecuritySettings, http::error::ApiError};
 
 /// The strict policy for API responses.
@@ -203,17 +204,6 @@ fn content_length(headers: &HeaderMap) -> Length {
             None => Length::Invalid,
         },
     }
-}
-
-/// `application/json`, or any `application/*+json` type, whatever its parameters.
-pub fn is_json(content_type: &str) -> bool {
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    essence == JSON || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 fn has_body(req: &Request) -> bool {

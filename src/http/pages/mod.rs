@@ -11,9 +11,10 @@ use std::sync::Arc;
 use poem::{Endpoint, Response, Route, get, http::header};
 
 use crate::config::Settings;
-use crate::mail::templates::escape;
+use crate::mail::{LinkPage, Mails, templates::escape};
 
-/// One page: where it is, what it says and which operation its button calls.
+/// One page: where it is, what it says and which operation its button calls; its HTML is the
+/// `link_page.html` template of the mails (replaceable from `MAIL_TEMPLATES_DIR`).
 struct Page {
     path: &'static str,
     title: &'static str,
@@ -147,38 +148,17 @@ fn console_page(settings: &Settings) -> String {
         .replace("{project}", &escape(&settings.project_name))
 }
 
-fn render(page: &Page, settings: &Settings) -> String {
-    let prefix = escape(&settings.http.api_prefix);
-    let project = escape(&settings.project_name);
-    let password_fields = if page.password {
-        "<label for=\"new_password\">New password</label>\
-         <input id=\"new_password\" name=\"new_password\" type=\"password\" autocomplete=\"new-password\" required minlength=\"8\" maxlength=\"128\" aria-describedby=\"rules\">\
-         <p class=\"hint\" id=\"rules\">8 to 128 characters, with an upper- and a lower-case letter, a digit and one other character.</p>\
-         <label for=\"repeat_password\">The same password again</label>\
-         <input id=\"repeat_password\" name=\"repeat_password\" type=\"password\" autocomplete=\"new-password\" required minlength=\"8\" maxlength=\"128\">"
-    } else {
-        ""
-    };
-    format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <meta name=\"robots\" content=\"noindex\">\
-         <title>{title} · {project}</title>\
-         <link rel=\"stylesheet\" href=\"{prefix}/assets/keel.css\">\
-         <script src=\"{prefix}/assets/account.js\" defer></script></head>\
-         <body><main data-api=\"{prefix}\" data-endpoint=\"{endpoint}\" data-done=\"{done}\">\
-         <p class=\"brand\">{project}</p><h1>{title}</h1><p class=\"lead\">{lead}</p>\
-         <form id=\"action\" novalidate>{password_fields}<button type=\"submit\"{class}>{button}</button></form>\
-         <div id=\"result\" class=\"result\" role=\"status\" aria-live=\"polite\" tabindex=\"-1\" hidden></div>\
-         <noscript><p class=\"result failed\">This page needs JavaScript to send your request.</p></noscript>\
-         </main></body></html>\n",
-        title = escape(page.title),
-        lead = escape(&page.lead),
-        endpoint = page.endpoint,
-        done = escape(page.done),
-        button = escape(page.button),
-        class = if page.danger { " class=\"danger\"" } else { "" },
-    )
+fn render(page: &Page, settings: &Settings, mails: &Mails) -> String {
+    mails.link_page(LinkPage {
+        prefix: &settings.http.api_prefix,
+        title: page.title,
+        lead: &page.lead,
+        button: page.button,
+        endpoint: page.endpoint,
+        done: page.done,
+        password: page.password,
+        danger: page.danger,
+    })
 }
 
 fn respond(content_type: &'static str, body: Arc<str>, cache: &'static str) -> Response {
@@ -189,9 +169,9 @@ fn respond(content_type: &'static str, body: Arc<str>, cache: &'static str) -> R
 }
 
 /// Adds the pages and their files to `route`, rendered once at start-up.
-pub fn mount(mut route: Route, settings: &Settings) -> Route {
+pub fn mount(mut route: Route, settings: &Settings, mails: &Mails) -> Route {
     for page in pages(settings) {
-        let html: Arc<str> = render(&page, settings).into();
+        let html: Arc<str> = render(&page, settings, mails).into();
         route = route.at(
             page.path,
             get(endpoint(move || {
@@ -235,7 +215,7 @@ mod tests {
         let listed = paths(&settings);
         for page in pages(&settings) {
             assert!(listed.contains(&page.path), "{}", page.path);
-            let html = render(&page, &settings);
+            let html = render(&page, &settings, &Mails::built_in("Keel"));
             assert!(
                 html.contains(page.endpoint) && !html.contains("<script>"),
                 "{html}"
@@ -243,7 +223,11 @@ mod tests {
         }
         let mut settings = settings;
         settings.project_name = "<b>Keel</b>".into();
-        let html = render(&pages(&settings)[0], &settings);
+        let html = render(
+            &pages(&settings)[0],
+            &settings,
+            &Mails::built_in(&settings.project_name),
+        );
         assert!(html.contains("&lt;b&gt;Keel") && !html.contains("<b>Keel"));
     }
 }

@@ -11,16 +11,16 @@ use std::{
 };
 
 use base64::Engine as _;
-use jsonwebtoken::{
-    Algorithm, DecodingKey, Header, Validation,
-    errors::ErrorKind,
-    jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm, PublicKeyUse},
-};
+use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation, errors::ErrorKind, jwk::JwkSet};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 
 use crate::config::{OidcProvider, OidcSettings, ResponseMode};
+
+mod jwks;
+
+use jwks::pick_key;
 
 /// The clock skew tolerated on `exp` and `iat`.
 pub const CLOCK_SKEW_SECS: u64 = 60;
@@ -150,7 +150,7 @@ pub struct Oidc {
 
 /// A fresh PKCE pair (RFC 7636): the verifier kept by Keel, the S256 challenge sent along.
 pub fn pkce_pair() -> (String, String) {
-    let verifier = crate::accounts::tokens::new_opaque_token();
+    let verifier = crate::opaque::new_opaque_token();
     let challenge = s256(&verifier);
     (verifier, challenge)
 }
@@ -466,53 +466,6 @@ async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, OidcErr
         body.extend_from_slice(&chunk);
     }
     Ok(body)
-}
-
-/// The key of `set` for `header`: by `kid`, or the only key of the right type when the token
-/// names none. `None` when the set has no such key; an error when the key it names is not a
-/// signing key for the token's algorithm.
-fn pick_key(set: &JwkSet, header: &Header) -> Result<Option<DecodingKey>, OidcError> {
-    let fits = |jwk: &Jwk| {
-        let type_fits = match (&jwk.algorithm, header.alg) {
-            (AlgorithmParameters::RSA(_), Algorithm::RS256) => true,
-            (AlgorithmParameters::EllipticCurve(ec), Algorithm::ES256) => {
-                ec.curve == EllipticCurve::P256
-            }
-            _ => false,
-        };
-        let use_fits = jwk
-            .common
-            .public_key_use
-            .as_ref()
-            .is_none_or(|u| *u == PublicKeyUse::Signature);
-        let alg_fits = jwk.common.key_algorithm.is_none_or(|a| {
-            matches!(
-                (a, header.alg),
-                (KeyAlgorithm::RS256, Algorithm::RS256) | (KeyAlgorithm::ES256, Algorithm::ES256)
-            )
-        });
-        type_fits && use_fits && alg_fits
-    };
-    let found = match &header.kid {
-        Some(kid) => match set.find(kid) {
-            None => return Ok(None),
-            Some(jwk) if fits(jwk) => Some(jwk),
-            Some(_) => return Err(OidcError::TokenInvalid(TokenProblem::UnsupportedAlgorithm)),
-        },
-        None => {
-            let mut candidates = set.keys.iter().filter(|k| fits(k));
-            match (candidates.next(), candidates.next()) {
-                (Some(only), None) => Some(only),
-                _ => None,
-            }
-        }
-    };
-    found
-        .map(|jwk| {
-            DecodingKey::from_jwk(jwk)
-                .map_err(|_| OidcError::TokenInvalid(TokenProblem::UnknownKey))
-        })
-        .transpose()
 }
 
 #[cfg(test)]
