@@ -159,6 +159,17 @@ cargo fmt --all -- --check
 log "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --quiet -- -D warnings
 
+# Dependencies: permissive licenses only, crates.io only, no OpenSSL (deny.toml). Offline: the
+# advisories check needs the RustSec database, which is not reachable here.
+CARGO_DENY_VERSION=0.20.2
+if ! cargo deny --version 2>/dev/null | grep -q " $CARGO_DENY_VERSION$"; then
+  log "installing cargo-deny $CARGO_DENY_VERSION (once; a few minutes)"
+  cargo install --locked --quiet cargo-deny --version "$CARGO_DENY_VERSION"
+fi
+log "cargo deny check bans licenses sources"
+# Errors only: the duplicate versions it warns about come from dependencies' own releases.
+cargo deny --log-level error --offline check bans licenses sources
+
 extra=()
 if [ "${1:-}" = "--" ]; then shift; extra=("$@"); fi
 # Tests marked #[ignore] restart a service every other test shares (RabbitMQ): they run after
