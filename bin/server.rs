@@ -120,7 +120,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         let _ = checks.await;
     }
     if let Some(e) = reason.lock().unwrap_or_else(|p| p.into_inner()).take() {
-        return Err(e);
+        return Err(e.into());
     }
     tracing::info!("stopped");
     Ok(())

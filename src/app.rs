@@ -57,19 +57,40 @@ pub fn check_env() -> Result<Settings, Vec<ConfigError>> {
     Ok(settings)
 }
 
+/// Why a process could not be assembled from its settings, or its start-up checks failed. Each
+/// reads as the failure underneath it (with its causes).
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Database(#[from] db::DbError),
+    #[error(transparent)]
+    Redis(#[from] fred::error::Error),
+    #[error(transparent)]
+    Mail(#[from] crate::mail::MailError),
+    #[error(transparent)]
+    Templates(#[from] TemplateError),
+    #[error(transparent)]
+    Accounts(#[from] accounts::AccountError),
+    #[error(transparent)]
+    Hasher(#[from] accounts::passwords::HashError),
+    /// The HTTP client for the sign-in providers.
+    #[error(transparent)]
+    Http(#[from] reqwest::Error),
+}
+
 /// The cache every process shares: on Redis when `ENABLE_REDIS` is on. Waits (briefly) for
 /// Redis's first connection; `build_cache_connecting` does not.
-pub async fn build_cache(settings: &Settings) -> anyhow::Result<Cache> {
+pub async fn build_cache(settings: &Settings) -> Result<Cache, BuildError> {
     cache(settings, true).await
 }
 
 /// The cache, Redis connecting in the background: commands sent meanwhile wait for the
 /// connection (within `REDIS_TIMEOUT`, after which callers go to the database as ever).
-pub async fn build_cache_connecting(settings: &Settings) -> anyhow::Result<Cache> {
+pub async fn build_cache_connecting(settings: &Settings) -> Result<Cache, BuildError> {
     cache(settings, false).await
 }
 
-async fn cache(settings: &Settings, wait: bool) -> anyhow::Result<Cache> {
+async fn cache(settings: &Settings, wait: bool) -> Result<Cache, BuildError> {
     let redis = if settings.redis.enabled {
         Some(Redis::connect(&settings.redis, wait).await?)
     } else {

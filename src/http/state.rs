@@ -7,7 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     accounts::{Accounts, passwords::PasswordHasher},
-    app::{build_cache_connecting, job_registry},
+    app::{BuildError, build_cache_connecting, job_registry},
     cache::Cache,
     config::Settings,
     db,
@@ -46,7 +46,7 @@ pub struct AppState {
 impl AppState {
     /// Connects to the database, applies migrations when `AUTO_MIGRATE` is on, and creates the
     /// first superuser when one is configured.
-    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+    pub async fn build(settings: Settings) -> Result<Self, BuildError> {
         let state = Self::assemble(settings).await?;
         state.prepare().await?;
         Ok(state)
@@ -55,7 +55,7 @@ impl AppState {
     /// Everything `build` makes, without waiting for the database or Redis: a PostgreSQL pool
     /// opens its first connection when first used, Redis connects in the background. The
     /// server listens at once and runs `prepare` beside it.
-    pub async fn assemble(settings: Settings) -> anyhow::Result<Self> {
+    pub async fn assemble(settings: Settings) -> Result<Self, BuildError> {
         let settings = Arc::new(settings);
         let db = db::connect_lazy(&settings.database).await?;
         let hasher = PasswordHasher::new(settings.auth.password_hash_concurrency)?;
@@ -135,14 +135,18 @@ impl AppState {
     /// The start-up checks: the database answers (within `DATABASE_CONNECT_TIMEOUT`), its
     /// schema is current (or is migrated, with `AUTO_MIGRATE`), the first superuser exists when
     /// one is configured. Requests wait for them; their outcome is `startup`'s.
-    pub async fn prepare(&self) -> anyhow::Result<()> {
+    pub async fn prepare(&self) -> Result<(), BuildError> {
         let outcome = self.checks().await;
-        self.startup
-            .finish(outcome.as_ref().map(|_| ()).map_err(|e| format!("{e:#}")));
+        self.startup.finish(
+            outcome
+                .as_ref()
+                .map(|_| ())
+                .map_err(|e| crate::telemetry::cause_chain(e)),
+        );
         outcome
     }
 
-    async fn checks(&self) -> anyhow::Result<()> {
+    async fn checks(&self) -> Result<(), BuildError> {
         let settings = &self.settings.database;
         db::wait_connected(&self.db, settings).await?;
         if settings.auto_migrate {

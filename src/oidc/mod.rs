@@ -160,7 +160,7 @@ fn s256(verifier: &str) -> String {
 }
 
 impl Oidc {
-    pub fn new(settings: &OidcSettings) -> anyhow::Result<Self> {
+    pub fn new(settings: &OidcSettings) -> Result<Self, reqwest::Error> {
         let http = crate::net::http_client()
             .timeout(settings.http_timeout)
             .user_agent(concat!("keel/", env!("CARGO_PKG_VERSION")))

@@ -260,3 +260,16 @@ fn no_source_file_is_over_500_lines() {
     }
     assert!(long.is_empty(), "{long:#?}");
 }
+
+/// The library's errors are typed: `anyhow` is for the binaries' `main`s only.
+#[test]
+fn anyhow_stays_in_the_binaries() {
+    let users: Vec<String> = rust_files(&src())
+        .into_iter()
+        .filter(|f| code(f).contains("anyhow"))
+        .map(|f| f.display().to_string())
+        .collect();
+    assert!(users.is_empty(), "{users:#?}");
+    let bins = rust_files(&Path::new(env!("CARGO_MANIFEST_DIR")).join("bin"));
+    assert!(bins.iter().any(|f| code(f).contains("anyhow")));
+}
