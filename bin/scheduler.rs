@@ -4,12 +4,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use keel::{
+    app::{App, Role},
     config::Settings,
     db,
-    jobs::{
-        JobQueue,
-        schedule::{self, Periodic},
-    },
+    jobs::schedule::{self, Periodic},
     probes,
 };
 use tokio_util::sync::CancellationToken;
@@ -116,7 +114,12 @@ async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
         }
     }
     // The scheduler runs no jobs: its enqueues are announced to the processes that do.
-    let queue = JobQueue::new(settings.jobs.clone()).announcing();
+    let App {
+        settings,
+        db: conn,
+        queue,
+        ..
+    } = App::build(settings, conn, Role::Scheduler).await?;
     if let Some(job) = cli.once {
         let id = schedule::fire_once(&conn, &queue, &job).await?;
         println!("enqueued {job} as job {id}");

@@ -4,11 +4,10 @@ use std::{process::ExitCode, sync::Arc};
 
 use clap::{Parser, Subcommand};
 use keel::{
-    app::job_registry,
+    app::{App, Role},
     config::Settings,
     db,
     jobs::{self, Runner, rabbit::Publisher},
-    mail::Mailer,
     probes,
 };
 use tokio_util::sync::CancellationToken;
@@ -132,13 +131,13 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
             return Ok(());
         }
     }
-    let mailer = Mailer::new(&settings.mail)?;
-    let settings = Arc::new(settings);
     // Jobs that queue further jobs (mails) wake the relay below to publish them at once.
-    let queue = jobs::JobQueue::new(settings.jobs.clone());
-    let cache = keel::app::build_cache(&settings).await?;
-    let mails = keel::app::mails(&settings)?;
-    let registry = job_registry(&conn, &mailer, settings.clone(), &queue, &cache, &mails);
+    let App {
+        settings,
+        queue,
+        registry,
+        ..
+    } = App::build(settings, conn.clone(), Role::Worker).await?;
     let worker_id = jobs::worker_id("worker");
     let runner = Arc::new(
         Runner::new(

@@ -57,6 +57,93 @@ pub fn check_env() -> Result<Settings, Vec<ConfigError>> {
     Ok(settings)
 }
 
+/// Which process is being assembled: what it shares and how it starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The HTTP server: starts listening at once, Redis connecting in the background.
+    Server,
+    /// A `worker`: runs jobs from RabbitMQ.
+    Worker,
+    /// The `scheduler`: enqueues periodic jobs, announced to the processes that run them; it
+    /// reads no cache.
+    Scheduler,
+    /// The `admin` CLI: its writes reach the servers' shared cache, its enqueues are
+    /// announced.
+    Cli,
+}
+
+/// What every process builds from its settings, once, in the same way: the four binaries (and
+/// the server's `AppState`) call `App::build` and take what they need.
+#[derive(Clone)]
+pub struct App {
+    pub settings: Arc<Settings>,
+    pub db: db::Connection,
+    /// The mail transport (SMTP, or the log).
+    pub mailer: Mailer,
+    /// The mails, from their templates.
+    pub mails: Mails,
+    /// The user-page cache and session revocations: Redis when enabled, else memory.
+    pub cache: Cache,
+    /// Where jobs are submitted.
+    pub queue: JobQueue,
+    /// The handler of every job in `JOBS`.
+    pub registry: Registry,
+}
+
+impl App {
+    /// Assembles a process of `role` over `db` (connected the way the process needs).
+    pub async fn build(
+        settings: Settings,
+        db: db::Connection,
+        role: Role,
+    ) -> Result<Self, BuildError> {
+        let settings = Arc::new(settings);
+        let mailer = Mailer::new(&settings.mail)?;
+        let mails = mails(&settings)?;
+        let queue = JobQueue::new(settings.jobs.clone());
+        let queue = match role {
+            Role::Scheduler | Role::Cli => queue.announcing(),
+            Role::Server | Role::Worker => queue,
+        };
+        let cache = match role {
+            Role::Server => build_cache_connecting(&settings).await?,
+            Role::Worker | Role::Cli => build_cache(&settings).await?,
+            Role::Scheduler => Cache::new(
+                None,
+                settings.redis.cache_ttl,
+                settings.auth.access_token_ttl,
+            ),
+        };
+        let registry = job_registry(&db, &mailer, settings.clone(), &queue, &cache, &mails);
+        Ok(Self {
+            settings,
+            db,
+            mailer,
+            mails,
+            cache,
+            queue,
+            registry,
+        })
+    }
+
+    /// The account services, hashing passwords `concurrency` at a time.
+    pub fn accounts(&self, concurrency: usize) -> Result<accounts::Accounts, BuildError> {
+        Ok(accounts::Accounts::new(
+            self.db.clone(),
+            self.settings.clone(),
+            accounts::passwords::PasswordHasher::new(concurrency)?,
+            self.queue.clone(),
+            self.cache.clone(),
+            self.mails.clone(),
+        )?)
+    }
+
+    /// The job service: submit, find, cancel, retry; queue statistics.
+    pub fn jobs(&self) -> crate::jobs::Jobs {
+        crate::jobs::Jobs::new(self.db.clone(), self.queue.clone(), self.registry.clone())
+    }
+}
+
 /// Why a process could not be assembled from its settings, or its start-up checks failed. Each
 /// reads as the failure underneath it (with its causes).
 #[derive(Debug, thiserror::Error)]

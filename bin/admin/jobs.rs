@@ -69,8 +69,8 @@ pub async fn exec(cx: &Context, command: JobsCommand) -> Outcome {
         let (success, failed) = match older_than {
             Some(age) => (age, age),
             None => (
-                cx.settings.jobs.retention_success,
-                cx.settings.jobs.retention_failed,
+                cx.app.settings.jobs.retention_success,
+                cx.app.settings.jobs.retention_failed,
             ),
         };
         let pruned = jobs.prune(success, failed).await?;

@@ -6,16 +6,15 @@
 use std::{
     io::{BufRead, IsTerminal, Write},
     process::ExitCode,
-    sync::Arc,
 };
 
 use clap::{Parser, Subcommand, ValueEnum};
 use keel::{
-    accounts::{Accounts, directory::Directory, passwords::PasswordHasher},
-    cache::Cache,
+    accounts::{Accounts, directory::Directory},
+    app::{App, Role},
     config::Settings,
     db,
-    jobs::{JobQueue, Jobs},
+    jobs::Jobs,
 };
 
 mod config;
@@ -88,41 +87,22 @@ type Outcome = Result<(), Failure>;
 
 /// What the account and job commands work with, built once from the settings.
 struct Context {
-    settings: Settings,
-    conn: db::Connection,
-    cache: Cache,
-    queue: JobQueue,
+    /// What every process builds; the CLI's own role (`Role::Cli`).
+    app: App,
     format: Format,
 }
 
 impl Context {
     fn accounts(&self) -> Result<Accounts, Failure> {
-        let hasher = PasswordHasher::new(1)?;
-        Ok(Accounts::new(
-            self.conn.clone(),
-            Arc::new(self.settings.clone()),
-            hasher,
-            self.queue.clone(),
-            self.cache.clone(),
-            keel::app::mails(&self.settings)?,
-        )?)
+        Ok(self.app.accounts(1)?)
     }
 
     fn directory(&self) -> Directory {
-        Directory::new(self.conn.clone(), self.cache.clone())
+        Directory::new(self.app.db.clone(), self.app.cache.clone())
     }
 
     fn jobs(&self) -> Result<Jobs, Failure> {
-        let mailer = keel::mail::Mailer::new(&self.settings.mail)?;
-        let registry = keel::app::job_registry(
-            &self.conn,
-            &mailer,
-            Arc::new(self.settings.clone()),
-            &self.queue,
-            &self.cache,
-            &keel::app::mails(&self.settings)?,
-        );
-        Ok(Jobs::new(self.conn.clone(), self.queue.clone(), registry))
+        Ok(self.app.jobs())
     }
 }
 
@@ -152,17 +132,10 @@ async fn run(command: Command, settings: Settings, format: Format) -> Outcome {
         other => other,
     };
     db::require_migrated(&conn).await?;
-    // Writes from the CLI invalidate the servers' shared cache too.
-    let cache = keel::app::build_cache(&settings).await?;
-    // The CLI runs no jobs: its enqueues are announced to the processes that do.
-    let queue = JobQueue::new(settings.jobs.clone()).announcing();
-    let cx = Context {
-        settings,
-        conn,
-        cache,
-        queue,
-        format,
-    };
+    // Writes from the CLI invalidate the servers' shared cache too; it runs no jobs: its
+    // enqueues are announced to the processes that do.
+    let app = App::build(settings, conn, Role::Cli).await?;
+    let cx = Context { app, format };
     match command {
         Command::Users(command) => users::exec(&cx, command).await,
         Command::Jobs(command) => jobs::exec(&cx, command).await,

@@ -224,7 +224,7 @@ pub async fn exec(cx: &Context, command: UsersCommand) -> Outcome {
         }
         UsersCommand::ScheduleDeletion { user, days } => {
             let found = find(&directory, &user).await?;
-            let days = days.unwrap_or(cx.settings.auth.deletion_grace_period_days);
+            let days = days.unwrap_or(cx.app.settings.auth.deletion_grace_period_days);
             let at = chrono::Utc::now() + chrono::Duration::days(i64::from(days));
             let u = cx
                 .accounts()?

@@ -6,13 +6,13 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    accounts::{Accounts, passwords::PasswordHasher},
-    app::{BuildError, build_cache_connecting, job_registry},
+    accounts::Accounts,
+    app::{App, BuildError, Role},
     cache::Cache,
     config::Settings,
     db,
     http::startup::Startup,
-    jobs::{self, JobQueue, Jobs, Registry, Runner, rabbit::Publisher},
+    jobs::{self, Jobs, Registry, Runner, rabbit::Publisher},
     mail::{Mailer, Mails},
 };
 
@@ -56,14 +56,17 @@ impl AppState {
     /// opens its first connection when first used, Redis connects in the background. The
     /// server listens at once and runs `prepare` beside it.
     pub async fn assemble(settings: Settings) -> Result<Self, BuildError> {
-        let settings = Arc::new(settings);
         let db = db::connect_lazy(&settings.database).await?;
-        let hasher = PasswordHasher::new(settings.auth.password_hash_concurrency)?;
-        let mailer = Mailer::new(&settings.mail)?;
-        let mails = crate::app::mails(&settings)?;
-        let jobs = JobQueue::new(settings.jobs.clone());
-        let cache = build_cache_connecting(&settings).await?;
-        let registry = job_registry(&db, &mailer, settings.clone(), &jobs, &cache, &mails);
+        let app = App::build(settings, db, Role::Server).await?;
+        let App {
+            settings,
+            db,
+            mailer,
+            mails,
+            cache,
+            queue: jobs,
+            registry,
+        } = app.clone();
         let publisher = settings
             .rabbitmq
             .enabled
@@ -73,14 +76,7 @@ impl AppState {
             settings.rate_limit.fail_open,
             crate::ratelimit::Rules::new(&settings.rate_limit.budgets),
         );
-        let mut accounts = Accounts::new(
-            db.clone(),
-            settings.clone(),
-            hasher,
-            jobs.clone(),
-            cache.clone(),
-            mails.clone(),
-        )?;
+        let mut accounts = app.accounts(settings.auth.password_hash_concurrency)?;
         if settings.rate_limit.enabled {
             accounts = accounts.throttling_logins(limiter.clone());
         }
