@@ -138,7 +138,6 @@ fn handler<J: Job>(deps: Arc<Deps>) -> Handler {
             }
         },
         J::scrub,
-        J::TIMEOUT,
     )
 }
 

@@ -16,7 +16,7 @@ pub mod schedule;
 pub mod stats;
 mod watch;
 
-use std::{collections::HashMap, future::Future, pin::Pin, sync::Arc, time::Duration};
+use std::{collections::HashMap, future::Future, pin::Pin, sync::Arc};
 
 use serde_json::Value;
 use uuid::Uuid;
@@ -88,12 +88,10 @@ pub struct Handler {
     run: HandlerFn,
     /// Rewrites the stored payload once the job has ended, to drop secrets (mailed tokens).
     scrub: fn(&Value) -> Option<Value>,
-    /// The kind's own time limit; `None`: `JOB_TIMEOUT_SECONDS`.
-    timeout: Option<Duration>,
 }
 
 impl Handler {
-    fn new<F, Fut>(f: F, scrub: fn(&Value) -> Option<Value>, timeout: Option<Duration>) -> Self
+    fn new<F, Fut>(f: F, scrub: fn(&Value) -> Option<Value>) -> Self
     where
         F: Fn(JobContext) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = JobResult> + Send + 'static,
@@ -101,7 +99,6 @@ impl Handler {
         Self {
             run: Arc::new(move |ctx| Box::pin(f(ctx))),
             scrub,
-            timeout,
         }
     }
 
@@ -109,11 +106,6 @@ impl Handler {
     /// cancelled); `None` when it carries nothing to remove.
     pub fn scrubbed(&self, payload: &Value) -> Option<Value> {
         (self.scrub)(payload)
-    }
-
-    /// How long one run may take, where the kind sets it.
-    pub fn timeout(&self) -> Option<Duration> {
-        self.timeout
     }
 }
 
@@ -146,7 +138,7 @@ impl RegistryBuilder {
         F: Fn(JobContext) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = JobResult> + Send + 'static,
     {
-        self.handler(name, Handler::new(f, |_| None, None))
+        self.handler(name, Handler::new(f, |_| None))
     }
 
     fn handler(mut self, name: &str, handler: Handler) -> Self {

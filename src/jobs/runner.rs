@@ -234,7 +234,8 @@ impl Runner {
                         reports: Some(self.progress.clone()),
                     },
                 };
-                let limit = handler.timeout().unwrap_or(self.settings.timeout);
+                // The kind's own limit where it declares one (`Job::TIMEOUT`).
+                let limit = self.settings.timeout_of(&row.name);
                 let work = tokio::time::timeout(limit, (handler.run)(ctx));
                 tokio::select! {
                     result = work => Ran::Done(result.unwrap_or_else(|_| {

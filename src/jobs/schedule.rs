@@ -35,6 +35,17 @@ pub async fn fire(
         .kind(job)
         .and_then(|k| k.schedule)
         .map_or(serde_json::Value::Null, |s| (s.payload)(slot));
+    enqueue_slot(db, queue, job, payload, slot).await
+}
+
+/// The run of `job` for `slot`, carrying `payload`: once per slot (its dedupe key).
+async fn enqueue_slot(
+    db: &DatabaseConnection,
+    queue: &JobQueue,
+    job: &str,
+    payload: serde_json::Value,
+    slot: DateTime<Utc>,
+) -> Result<Uuid, DbErr> {
     let new = NewJob::new(job, payload).dedupe(dedupe_key(job, slot));
     queue.enqueue(db, new).await
 }
@@ -82,8 +93,7 @@ pub async fn run(
         }
         // Every schedule due at this slot fires (several may share it).
         for (_, p) in due.iter().filter(|(t, _)| *t == slot) {
-            let new = NewJob::new(p.job, (p.payload)(slot)).dedupe(dedupe_key(p.job, slot));
-            match queue.enqueue(&db, new).await {
+            match enqueue_slot(&db, &queue, p.job, (p.payload)(slot), slot).await {
                 Ok(id) => {
                     tracing::info!(job = %p.job, %slot, job_id = %id, "scheduled job enqueued")
                 }
