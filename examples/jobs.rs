@@ -125,6 +125,8 @@ struct Worker {
     db: sea_orm::DatabaseConnection,
     queue: JobQueue,
     runner: Runner,
+    /// Looks jobs up as the API and the CLI do.
+    jobs: keel::jobs::Jobs,
     file: std::path::PathBuf,
 }
 
@@ -157,11 +159,13 @@ async fn worker(env: &[(&str, &str)]) -> Worker {
     let registry = Registry::builder()
         .jobs(&jobs(), Deps::default().with(db.clone()))
         .build();
+    let jobs = keel::jobs::Jobs::new(db.clone(), queue.clone(), registry.clone());
     let runner = Runner::new(db.clone(), registry, settings.jobs, "example".into());
     Worker {
         db,
         queue,
         runner,
+        jobs,
         file,
     }
 }
@@ -175,6 +179,8 @@ async fn main() {
     });
     let id = w.queue.submit(&w.db, job).await.expect("submit").id();
     println!("word_count: {:?}", w.runner.run(id).await.expect("run"));
+    let done = w.jobs.find(id).await.expect("find").expect("the job");
+    println!("word_count result: {}", done.result.unwrap_or_default());
     let slot = chrono::Utc::now();
     let id = jobs::schedule::fire(&w.db, &w.queue, WeeklyReport::NAME, slot)
         .await
@@ -184,19 +190,13 @@ async fn main() {
 
 #[cfg(test)]
 mod tests {
-    use keel::entities::job;
-    use keel::jobs::{JobStatus, NewJob, Outcome, Queue, Submitted};
-    use sea_orm::EntityTrait;
+    use keel::jobs::{JobStatus, JobView, NewJob, Outcome, Queue, Submitted};
     use serde_json::json;
 
     use super::*;
 
-    async fn row(w: &Worker, id: uuid::Uuid) -> job::Model {
-        job::Entity::find_by_id(id)
-            .one(&w.db)
-            .await
-            .unwrap()
-            .unwrap()
+    async fn row(w: &Worker, id: uuid::Uuid) -> JobView {
+        w.jobs.find(id).await.unwrap().unwrap()
     }
 
     /// The job is routed, limited and run as its type declares, with its unique key.

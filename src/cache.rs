@@ -7,6 +7,7 @@
 //! (re)connection. Readers that cannot reach Redis go to the database.
 
 use std::{
+    any::Any,
     collections::HashMap,
     future::Future,
     sync::{
@@ -24,12 +25,15 @@ use fred::{
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use crate::{entities::user, metrics::metrics, redis::Redis};
+use crate::{metrics::metrics, redis::Redis};
 
 /// Pages kept in memory at most, without Redis.
 const MEMORY_PAGES: usize = 2_000;
 /// Signed-in users whose account rows are remembered between requests (with Redis).
 const SNAPSHOTS: usize = 10_000;
+
+/// A user as the account domain last read it, and the users version it read it at.
+type Snapshot = (u64, Arc<dyn Any + Send + Sync>);
 /// List totals remembered at most (by filter and users version).
 const TOTALS: usize = 1_000;
 /// Session checks answered by one Redis command at most.
@@ -92,7 +96,9 @@ struct Inner {
     /// This process's copies of pages (the whole cache without Redis), by key.
     pages: Mutex<HashMap<String, (Instant, Entry)>>,
     in_flight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    snapshots: Mutex<HashMap<Uuid, (u64, user::Model)>>,
+    /// The account domain's view of each recently seen user, at the users version it was read
+    /// at (the cache stores it without knowing its type).
+    snapshots: Mutex<HashMap<Uuid, Snapshot>>,
     /// How many accounts each filter selected, and at which users version.
     totals: Mutex<HashMap<String, (u64, u64)>>,
     /// Feeds the task that asks Redis about sessions; started on first use.
@@ -371,20 +377,21 @@ impl Cache {
         }
     }
 
-    /// The account row remembered for `user_id` at this users version.
-    pub fn snapshot(&self, user_id: Uuid, version: u64) -> Option<user::Model> {
+    /// The account remembered for `user_id` at this users version.
+    pub fn snapshot<T: Clone + 'static>(&self, user_id: Uuid, version: u64) -> Option<T> {
         lock(&self.inner.snapshots)
             .get(&user_id)
             .filter(|(v, _)| *v == version)
-            .map(|(_, u)| u.clone())
+            .and_then(|(_, u)| u.downcast_ref::<T>().cloned())
     }
 
-    pub fn remember(&self, user: &user::Model, version: u64) {
+    /// Remembers `user` (the account with this id) as read at this users version.
+    pub fn remember<T: Send + Sync + 'static>(&self, user_id: Uuid, user: T, version: u64) {
         let mut snapshots = lock(&self.inner.snapshots);
         if snapshots.len() >= SNAPSHOTS {
             snapshots.clear();
         }
-        snapshots.insert(user.id, (version, user.clone()));
+        snapshots.insert(user_id, (version, Arc::new(user)));
     }
 
     /// How many accounts `filter` selected at this users version, when this process counted

@@ -1,6 +1,9 @@
 //! Keel: accounts, sessions, email and an OpenAPI-first HTTP API, as a library that the four
 //! binaries (`server`, `worker`, `scheduler`, `admin`) compose.
 
+// A row reaching past its domain would be reachable but unnameable (`entities` is private).
+#![deny(unnameable_types)]
+
 pub mod accounts;
 pub mod app;
 pub mod argon2_memory;
@@ -8,7 +11,7 @@ pub mod cache;
 pub mod config;
 pub mod db;
 pub mod demo;
-pub mod entities;
+pub(crate) mod entities;
 pub mod http;
 pub mod jobs;
 pub mod mail;

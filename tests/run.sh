@@ -167,6 +167,9 @@ if ! cargo deny --version 2>/dev/null | grep -q " $CARGO_DENY_VERSION$"; then
   cargo install --locked --quiet cargo-deny --version "$CARGO_DENY_VERSION"
 fi
 log "cargo deny check bans licenses sources"
+# cargo-deny reads the metadata of every platform's dependencies: fetch them all first (a build
+# downloads only this platform's), then check without the network.
+cargo fetch --locked --quiet
 # Errors only: the duplicate versions it warns about come from dependencies' own releases.
 cargo deny --log-level error --offline check bans licenses sources
 

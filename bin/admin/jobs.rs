@@ -2,10 +2,7 @@
 //! masks it), per-queue figures, retries and pruning.
 
 use clap::Subcommand;
-use keel::{
-    entities::job,
-    jobs::{JobStatus, Jobs, Retried},
-};
+use keel::jobs::{JobStatus, JobView, Jobs, Retried};
 use serde_json::json;
 
 use super::{Context, EXIT_NOT_FOUND, EXIT_REFUSED, Failure, Format, Outcome, print_table};
@@ -89,7 +86,7 @@ pub async fn exec(cx: &Context, command: JobsCommand) -> Outcome {
 }
 
 async fn run(jobs: &Jobs, cmd: JobsCommand, format: Format) -> Outcome {
-    let list = |rows: Vec<job::Model>| match format {
+    let list = |rows: Vec<JobView>| match format {
         Format::Json => {
             let items: Vec<_> = rows.iter().map(job_json).collect();
             println!("{}", serde_json::Value::Array(items));
@@ -206,10 +203,10 @@ async fn run(jobs: &Jobs, cmd: JobsCommand, format: Format) -> Outcome {
 }
 
 /// A job as `list` and `show` print it: the payload masked as the API masks it.
-fn job_json(j: &job::Model) -> serde_json::Value {
+fn job_json(j: &JobView) -> serde_json::Value {
     json!({
         "id": j.id, "name": j.name, "status": j.status.as_str(), "attempts": j.attempts,
-        "max_attempts": j.max_attempts, "payload": keel::jobs::masked(j.payload.clone()), "result": j.result, "error": j.error,
+        "max_attempts": j.max_attempts, "payload": j.payload, "result": j.result, "error": j.error,
         "owner_id": j.owner_id, "created_at": j.created_at, "started_at": j.started_at,
         "finished_at": j.finished_at, "run_at": j.run_at, "queue": j.queue,
         "priority": j.priority, "unique_key": j.unique_key, "progress": j.progress,

@@ -6,10 +6,10 @@ use std::io::BufRead;
 use clap::Subcommand;
 use keel::{
     accounts::{
+        User,
         admin::Actor,
         directory::{Deleted, Directory, Listed, Position, UserQuery},
     },
-    entities::user,
     jobs::Jobs,
 };
 use serde_json::json;
@@ -228,7 +228,7 @@ pub async fn exec(cx: &Context, command: UsersCommand) -> Outcome {
             let at = chrono::Utc::now() + chrono::Duration::days(i64::from(days));
             let u = cx
                 .accounts()?
-                .schedule_deletion(found, at, "admin-cli")
+                .schedule_deletion(found.id, at, "admin-cli")
                 .await
                 .map_err(|e| refused_or_failed(&e))?;
             format.emit(
@@ -338,7 +338,7 @@ fn refused_or_failed(e: &keel::accounts::AccountError) -> Failure {
     }
 }
 
-async fn find(directory: &Directory, ident: &str) -> Result<user::Model, Failure> {
+async fn find(directory: &Directory, ident: &str) -> Result<User, Failure> {
     directory
         .by_ident(ident)
         .await?
@@ -403,7 +403,7 @@ fn user_json(u: &Listed) -> serde_json::Value {
 }
 
 /// An account a command acted on.
-fn account_json(u: &user::Model) -> serde_json::Value {
+fn account_json(u: &User) -> serde_json::Value {
     json!({
         "id": u.id, "email": u.email, "username": u.username, "is_superuser": u.is_superuser,
         "is_verified": u.is_verified, "created_at": u.created_at,

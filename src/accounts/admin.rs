@@ -2,6 +2,7 @@
 //! these, and with them the rule that an administrator cannot demote, unverify or delete
 //! themselves.
 
+use crate::entities::View;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, PaginatorTrait,
     QueryFilter, QuerySelect, Set,
@@ -9,6 +10,7 @@ use sea_orm::{
 use serde_json::json;
 use uuid::Uuid;
 
+use super::User;
 use super::audit::AuditEvent;
 use super::{
     AccountError, Accounts, ClientInfo, NewAccount, Result,
@@ -173,7 +175,7 @@ impl Accounts {
         is_superuser: bool,
         is_verified: bool,
         actor: Actor,
-    ) -> Result<user::Model> {
+    ) -> Result<User> {
         let (email, username, password) = self.check_new_account(new).await?;
         let hash = self.hasher().hash(&password).await?;
         let txn = db::begin_write(self.db()).await?;
@@ -188,7 +190,7 @@ impl Accounts {
         .await?;
         txn.commit().await?;
         self.users_changed().await;
-        Ok(user)
+        Ok(user.view())
     }
 
     /// Applies an administrator's changes; a new password ends every session of the account.
@@ -197,7 +199,7 @@ impl Accounts {
         id: Uuid,
         changes: UserChanges,
         actor: Actor,
-    ) -> Result<user::Model> {
+    ) -> Result<User> {
         if changes.is_superuser == Some(false) {
             actor.refuse_self(id, "remove superuser rights from")?;
         }
@@ -262,7 +264,7 @@ impl Accounts {
             changed.push("password");
         }
         if changed.is_empty() {
-            return Ok(user);
+            return Ok(user.view());
         }
         active.updated_at = Set(now());
         let updated = active
@@ -287,10 +289,10 @@ impl Accounts {
         .await?;
         txn.commit().await?;
         self.users_changed().await;
-        Ok(updated)
+        Ok(updated.view())
     }
 
-    pub async fn set_superuser(&self, id: Uuid, value: bool, actor: Actor) -> Result<user::Model> {
+    pub async fn set_superuser(&self, id: Uuid, value: bool, actor: Actor) -> Result<User> {
         self.admin_update_user(
             id,
             UserChanges {
@@ -302,7 +304,7 @@ impl Accounts {
         .await
     }
 
-    pub async fn set_verified(&self, id: Uuid, value: bool, actor: Actor) -> Result<user::Model> {
+    pub async fn set_verified(&self, id: Uuid, value: bool, actor: Actor) -> Result<User> {
         self.admin_update_user(
             id,
             UserChanges {
@@ -321,7 +323,7 @@ impl Accounts {
         id: Uuid,
         reason: Option<String>,
         actor: Actor,
-    ) -> Result<user::Model> {
+    ) -> Result<User> {
         actor.refuse_self(id, "delete")?;
         let reason = reason
             .map(|r| r.trim().chars().take(500).collect::<String>())
@@ -350,11 +352,11 @@ impl Accounts {
         .await?;
         txn.commit().await?;
         self.users_changed().await;
-        Ok(user)
+        Ok(user.view())
     }
 
     /// Undoes a soft delete; the user signs in again (their old sessions stay ended).
-    pub async fn restore(&self, id: Uuid, actor: Actor) -> Result<user::Model> {
+    pub async fn restore(&self, id: Uuid, actor: Actor) -> Result<User> {
         let txn = db::begin_write(self.db()).await?;
         let user = super::find_user(&txn, id).await?;
         if !user.is_deleted {
@@ -371,7 +373,7 @@ impl Accounts {
             .await?;
         txn.commit().await?;
         self.users_changed().await;
-        Ok(user)
+        Ok(user.view())
     }
 
     /// Hard delete: the account and everything hanging off it go at once; the audit log keeps the

@@ -1,5 +1,6 @@
 //! API keys: `sk_` + 256 random bits, shown once, stored as a SHA-256 hash, limited to scopes.
 
+use crate::entities::View;
 use chrono::{DateTime, Duration, Utc};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set,
@@ -8,7 +9,9 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::audit::AuditEvent;
-use super::{AccountError, ClientInfo, Credential, FieldProblem, Principal, Result, tokens};
+use super::{
+    AccountError, ApiKey, ClientInfo, Credential, FieldProblem, Principal, Result, tokens,
+};
 use crate::{db, entities::api_key, entities::user};
 
 pub const KEY_PREFIX: &str = "sk_";
@@ -62,7 +65,7 @@ async fn insert(
     label: String,
     scopes: String,
     expires_at: Option<DateTime<Utc>>,
-) -> Result<(api_key::Model, String)> {
+) -> Result<(ApiKey, String)> {
     let raw = format!("{KEY_PREFIX}{}", tokens::new_opaque_token());
     let model = api_key::ActiveModel {
         id: Set(Uuid::new_v4()),
@@ -78,7 +81,7 @@ async fn insert(
     }
     .insert(conn)
     .await?;
-    Ok((model, raw))
+    Ok((model.view(), raw))
 }
 
 impl super::Accounts {
@@ -88,7 +91,7 @@ impl super::Accounts {
         principal: &Principal,
         new: NewApiKey,
         client: &ClientInfo,
-    ) -> Result<(api_key::Model, String)> {
+    ) -> Result<(ApiKey, String)> {
         let (label, scopes) = validate(&new)?;
         let txn = db::begin_write(self.db()).await?;
         let created = insert(&txn, principal.user.id, label, scopes, new.expires_at).await?;
@@ -104,12 +107,13 @@ impl super::Accounts {
         Ok(created)
     }
 
-    pub async fn list_api_keys(&self, user_id: Uuid) -> Result<Vec<api_key::Model>> {
-        Ok(api_key::Entity::find()
+    pub async fn list_api_keys(&self, user_id: Uuid) -> Result<Vec<ApiKey>> {
+        let keys = api_key::Entity::find()
             .filter(api_key::Column::UserId.eq(user_id))
             .order_by_desc(api_key::Column::CreatedAt)
             .all(self.db())
-            .await?)
+            .await?;
+        Ok(keys.into_iter().map(View::view).collect())
     }
 
     async fn own_live_key(&self, user_id: Uuid, id: Uuid) -> Result<api_key::Model> {
@@ -152,7 +156,7 @@ impl super::Accounts {
         principal: &Principal,
         id: Uuid,
         client: &ClientInfo,
-    ) -> Result<(api_key::Model, String)> {
+    ) -> Result<(ApiKey, String)> {
         let old = self.own_live_key(principal.user.id, id).await?;
         let txn = db::begin_write(self.db()).await?;
         let revoked = api_key::Entity::update_many()
@@ -214,7 +218,7 @@ impl super::Accounts {
                 .await?;
         }
         Ok(Principal {
-            user,
+            user: user.view(),
             credential: Credential::ApiKey {
                 key_id: key.id,
                 // A scope this version does not know grants nothing.

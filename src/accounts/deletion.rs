@@ -1,6 +1,7 @@
 //! Account deletion with a grace period: request → mailed confirmation → scheduled deletion
 //! (cancellable, with reminders) → permanent deletion by the `purge_deleted_accounts` job.
 
+use crate::entities::View;
 use chrono::{DateTime, Duration, Utc};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set, sea_query::Expr,
@@ -8,6 +9,7 @@ use sea_orm::{
 use serde_json::json;
 use uuid::Uuid;
 
+use super::User;
 use super::audit::AuditEvent;
 use super::{
     AccountError, Accounts, ClientInfo, Result,
@@ -52,7 +54,7 @@ pub(super) async fn new_cancel_token(
 
 impl Accounts {
     /// A signed-in user asks to delete their account: mails a single-use confirmation link.
-    pub async fn request_deletion(&self, user: &user::Model, client: &ClientInfo) -> Result<()> {
+    pub async fn request_deletion(&self, user: &User, client: &ClientInfo) -> Result<()> {
         if let Some(at) = user.deletion_scheduled_for {
             return Err(AccountError::DeletionAlreadyScheduled { at });
         }
@@ -65,17 +67,13 @@ impl Accounts {
             super::EmailAddress::parse(email).map_err(|p| AccountError::Validation(vec![p]))?;
         match super::find_user_by_email(self.db(), &email).await? {
             Some(user) if !user.is_deleted && user.deletion_scheduled_for.is_none() => {
-                self.send_deletion_confirmation(&user, client).await
+                self.send_deletion_confirmation(&user.view(), client).await
             }
             _ => Ok(()),
         }
     }
 
-    async fn send_deletion_confirmation(
-        &self,
-        user: &user::Model,
-        client: &ClientInfo,
-    ) -> Result<()> {
+    async fn send_deletion_confirmation(&self, user: &User, client: &ClientInfo) -> Result<()> {
         let settings = self.settings();
         let txn = db::begin_write(self.db()).await?;
         let raw = self
@@ -114,7 +112,7 @@ impl Accounts {
 
     /// Confirms a deletion with the mailed token: the account is deleted for good once the grace
     /// period is over, and keeps working until then.
-    pub async fn confirm_deletion(&self, raw: &str, client: &ClientInfo) -> Result<user::Model> {
+    pub async fn confirm_deletion(&self, raw: &str, client: &ClientInfo) -> Result<User> {
         let txn = db::begin_write(self.db()).await?;
         let user_id = self
             .consume_one_time_token(&txn, raw, Purpose::ConfirmDeletion)
@@ -127,16 +125,17 @@ impl Accounts {
         let user = self.schedule_in(&txn, user, at, client, "user").await?;
         self.commit_and_dispatch(txn).await?;
         self.users_changed().await;
-        Ok(user)
+        Ok(user.view())
     }
 
     /// Schedules the deletion directly (operator CLI: support acting on a user's request).
     pub async fn schedule_deletion(
         &self,
-        user: user::Model,
+        user_id: Uuid,
         at: DateTime<Utc>,
         actor: &str,
-    ) -> Result<user::Model> {
+    ) -> Result<User> {
+        let user = super::find_user(self.db(), user_id).await?;
         if user.is_deleted {
             return Err(AccountError::AccountDeleted);
         }
@@ -146,7 +145,7 @@ impl Accounts {
             .await?;
         self.commit_and_dispatch(txn).await?;
         self.users_changed().await;
-        Ok(user)
+        Ok(user.view())
     }
 
     async fn schedule_in(
@@ -194,20 +193,16 @@ impl Accounts {
         user_id: Uuid,
         client: &ClientInfo,
         actor: &str,
-    ) -> Result<user::Model> {
+    ) -> Result<User> {
         let txn = db::begin_write(self.db()).await?;
         let user = self.cancel_in(&txn, user_id, client, actor).await?;
         self.commit_and_dispatch(txn).await?;
         self.users_changed().await;
-        Ok(user)
+        Ok(user.view())
     }
 
     /// Cancels a scheduled deletion with the token from a deletion mail.
-    pub async fn cancel_deletion_with_token(
-        &self,
-        raw: &str,
-        client: &ClientInfo,
-    ) -> Result<user::Model> {
+    pub async fn cancel_deletion_with_token(&self, raw: &str, client: &ClientInfo) -> Result<User> {
         let txn = db::begin_write(self.db()).await?;
         let user_id = self
             .consume_one_time_token(&txn, raw, Purpose::CancelDeletion)
@@ -215,7 +210,7 @@ impl Accounts {
         let user = self.cancel_in(&txn, user_id, client, "user").await?;
         self.commit_and_dispatch(txn).await?;
         self.users_changed().await;
-        Ok(user)
+        Ok(user.view())
     }
 
     async fn cancel_in(
@@ -265,7 +260,7 @@ impl Accounts {
         Ok(user)
     }
 
-    pub fn deletion_status(&self, user: &user::Model) -> DeletionStatus {
+    pub fn deletion_status(&self, user: &User) -> DeletionStatus {
         let requested =
             user.deletion_requested_at.is_some() || user.deletion_scheduled_for.is_some();
         DeletionStatus {

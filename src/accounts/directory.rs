@@ -1,11 +1,12 @@
 //! Finding accounts: the filters behind `/users`, `/users/search`, `/users/deleted` and
 //! `/admin/users`, by page number or by cursor.
 
+use crate::entities::View;
 use sea_orm::{DatabaseConnection, DbErr, QueryFilter, QuerySelect, sea_query::Expr};
 use uuid::Uuid;
 
-use super::{AccountError, admin::Statistics};
-use crate::{cache::Cache, entities::user};
+use super::{AccountError, User, admin::Statistics};
+use crate::cache::Cache;
 
 /// Reading accounts: the lists, one account, the counts. Writes go through `Accounts`.
 #[derive(Clone)]
@@ -116,13 +117,15 @@ impl Directory {
     }
 
     /// The account, deleted or not; `NotFound` when there is none.
-    pub async fn user(&self, id: Uuid) -> Result<user::Model, AccountError> {
-        super::find_user(&self.db, id).await
+    pub async fn user(&self, id: Uuid) -> Result<User, AccountError> {
+        Ok(super::find_user(&self.db, id).await?.view())
     }
 
     /// The account an operator names: by id, or by email address (any case).
-    pub async fn by_ident(&self, ident: &str) -> Result<Option<user::Model>, AccountError> {
-        super::find_user_by_ident(&self.db, ident).await
+    pub async fn by_ident(&self, ident: &str) -> Result<Option<User>, AccountError> {
+        Ok(super::find_user_by_ident(&self.db, ident)
+            .await?
+            .map(View::view))
     }
 
     pub async fn statistics(&self) -> Result<Statistics, DbErr> {

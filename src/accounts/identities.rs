@@ -3,6 +3,7 @@
 //! one-time login codes handed to web apps, the identities an account has, and a first
 //! password for an account a provider made. The protocol itself is `crate::oidc`'s.
 
+use crate::entities::View;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set,
 };
@@ -10,6 +11,7 @@ use uuid::Uuid;
 
 use super::audit::AuditEvent;
 use super::{
+    Identity, User,
     passwords::PasswordHash,
     service::*,
     storage::*,
@@ -147,6 +149,14 @@ impl Accounts {
     /// (provider-verified) address, linked now if that account verified the address too;
     /// else a new, verified account without a password.
     pub async fn account_for_identity(
+        &self,
+        identity: &VerifiedIdentity,
+        client: &ClientInfo,
+    ) -> Result<User> {
+        Ok(self.identity_account(identity, client).await?.view())
+    }
+
+    async fn identity_account(
         &self,
         identity: &VerifiedIdentity,
         client: &ClientInfo,
@@ -322,7 +332,7 @@ impl Accounts {
         identity: &VerifiedIdentity,
         client: &ClientInfo,
     ) -> Result<TokenPair> {
-        let user = self.account_for_identity(identity, client).await?;
+        let user = self.identity_account(identity, client).await?;
         self.finish_sign_in(
             &user,
             client,
@@ -354,12 +364,13 @@ impl Accounts {
     }
 
     /// The provider identities linked to the caller's account, oldest first.
-    pub async fn identities(&self, principal: &Principal) -> Result<Vec<identity::Model>> {
-        Ok(identity::Entity::find()
+    pub async fn identities(&self, principal: &Principal) -> Result<Vec<Identity>> {
+        let linked = identity::Entity::find()
             .filter(identity::Column::UserId.eq(principal.user.id))
             .order_by_asc(identity::Column::CreatedAt)
             .all(&self.db)
-            .await?)
+            .await?;
+        Ok(linked.into_iter().map(View::view).collect())
     }
 
     /// Unlinks one identity, unless it is the account's last way to sign in.

@@ -6,9 +6,11 @@
 //! or `SECRET_KEY` without one, bound to the account's id); recovery codes and challenge tokens
 //! only as SHA-256 hashes.
 
+use crate::entities::View;
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set, sea_query::Expr};
 use uuid::Uuid;
 
+use super::User;
 use super::admin::Actor;
 use super::audit::AuditEvent;
 use super::totp::{
@@ -381,7 +383,7 @@ impl Accounts {
 
     /// An operator turns an account's second factor off (the user lost the device and the
     /// codes). Every session of the account ends.
-    pub async fn reset_mfa(&self, id: Uuid, actor: Actor) -> Result<user::Model> {
+    pub async fn reset_mfa(&self, id: Uuid, actor: Actor) -> Result<User> {
         actor.refuse_self(id, "reset the second factor of")?;
         let user = find_user(&self.db, id).await?;
         if !user.mfa_enabled && self.factor(&self.db, id).await?.is_none() {
@@ -407,6 +409,6 @@ impl Accounts {
         .await?;
         self.commit_and_dispatch(txn).await?;
         self.users_changed().await;
-        find_user(&self.db, id).await
+        Ok(find_user(&self.db, id).await?.view())
     }
 }

@@ -24,6 +24,7 @@ mod sessions;
 mod storage;
 pub mod totp;
 mod user_query;
+mod views;
 
 pub use crate::values::{EmailAddress, FieldProblem, Password, Username};
 pub use audit::AuditEvent;
@@ -36,4 +37,5 @@ pub use identities::{
 pub use passwords::PasswordHash;
 pub use purge::*;
 pub use service::*;
-pub use storage::{find_user, find_user_by_email, find_user_by_ident};
+use storage::{find_user, find_user_by_email, find_user_by_ident};
+pub use views::{ApiKey, Identity, Session, User};

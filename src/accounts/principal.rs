@@ -3,7 +3,7 @@
 
 use uuid::Uuid;
 
-use crate::entities::user;
+use super::User;
 
 /// Where a request came from, for the audit log and the session list.
 #[derive(Debug, Clone, Default)]
@@ -24,7 +24,7 @@ pub enum Credential {
 /// Who is making an authenticated request.
 #[derive(Debug, Clone)]
 pub struct Principal {
-    pub user: user::Model,
+    pub user: User,
     pub credential: Credential,
     /// The users version Redis reported while authenticating, when it did: the request's view
     /// of the user cache, fresh as of the request's start.

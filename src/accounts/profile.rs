@@ -1,22 +1,20 @@
 //! The signed-in user's own profile.
 
+use crate::entities::View;
 use sea_orm::{ActiveModelTrait, Set};
 
+use super::User;
 use super::audit::AuditEvent;
 use super::{service::*, storage::*};
 use crate::values::Username;
 use crate::{db, entities::user};
 
 impl Accounts {
-    pub async fn update_username(
-        &self,
-        principal: &Principal,
-        username: &str,
-    ) -> Result<user::Model> {
+    pub async fn update_username(&self, principal: &Principal, username: &str) -> Result<User> {
         let username = Username::parse(username).map_err(AccountError::Validation)?;
         let user = find_user(&self.db, principal.user.id).await?;
         if user.username == username.as_str() {
-            return Ok(user);
+            return Ok(user.view());
         }
         let mut active: user::ActiveModel = user.into();
         active.username_lower = Set(username.as_str().to_lowercase());
@@ -30,11 +28,11 @@ impl Accounts {
                 None => e.into(),
             })?;
         self.users_changed().await;
-        Ok(user)
+        Ok(user.view())
     }
 
     /// Creates the configured first superuser (verified) unless that email already exists.
-    pub async fn ensure_first_superuser(&self) -> Result<Option<user::Model>> {
+    pub async fn ensure_first_superuser(&self) -> Result<Option<User>> {
         let Some(first) = self.settings.auth.first_superuser.clone() else {
             return Ok(None);
         };
@@ -53,7 +51,7 @@ impl Accounts {
         )
         .await?;
         self.users_changed().await;
-        Ok(Some(user))
+        Ok(Some(user.view()))
     }
 
     /// Creates a verified superuser after checking every account rule (operator CLI).
@@ -62,7 +60,7 @@ impl Accounts {
         email: &str,
         username: &str,
         password: String,
-    ) -> Result<user::Model> {
+    ) -> Result<User> {
         let (email, username, password) = self
             .check_new_account(NewAccount {
                 email: email.to_string(),
@@ -83,6 +81,6 @@ impl Accounts {
         .await?;
         txn.commit().await?;
         self.users_changed().await;
-        Ok(user)
+        Ok(user.view())
     }
 }

@@ -1,10 +1,12 @@
 //! Registration and email verification.
 
+use crate::entities::View;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set, sea_query::Expr,
 };
 use uuid::Uuid;
 
+use super::User;
 use super::audit::AuditEvent;
 use super::{
     service::*,
@@ -56,7 +58,7 @@ impl Accounts {
         Ok((email, username, password))
     }
 
-    pub async fn register(&self, new: NewAccount, client: &ClientInfo) -> Result<user::Model> {
+    pub async fn register(&self, new: NewAccount, client: &ClientInfo) -> Result<User> {
         let (email, username, password) = self.check_new_account(new).await?;
         let hash = self.hasher.hash(&password).await?;
         let txn = db::begin_write(&self.db).await?;
@@ -70,7 +72,7 @@ impl Accounts {
             .await?;
         self.commit_and_dispatch(txn).await?;
         self.users_changed().await;
-        Ok(user)
+        Ok(user.view())
     }
 
     fn verification_mail(&self, user: &user::Model, raw: &str) -> Email {
@@ -145,7 +147,7 @@ impl Accounts {
         Ok(token.user_id)
     }
 
-    pub async fn verify_email(&self, raw: &str, client: &ClientInfo) -> Result<user::Model> {
+    pub async fn verify_email(&self, raw: &str, client: &ClientInfo) -> Result<User> {
         let txn = db::begin_write(&self.db).await?;
         let user_id = self
             .consume_one_time_token(&txn, raw, Purpose::VerifyEmail)
@@ -173,7 +175,7 @@ impl Accounts {
         }
         self.commit_and_dispatch(txn).await?;
         self.users_changed().await;
-        Ok(user)
+        Ok(user.view())
     }
 
     /// Sends a fresh verification mail when the account exists and is unverified; says nothing

@@ -1,6 +1,7 @@
 //! Signing in and the sessions it opens: login (and its throttle), refresh-token rotation,
 //! logout, revocation, and authenticating access tokens and API keys.
 
+use crate::entities::View;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter,
     QueryOrder, QuerySelect, Set, sea_query::Expr,
@@ -9,6 +10,7 @@ use uuid::Uuid;
 
 use super::audit::AuditEvent;
 use super::{
+    Session, User,
     service::*,
     storage::*,
     tokens::{self, AccessClaims, JwtError},
@@ -342,7 +344,7 @@ impl Accounts {
             if revoked {
                 return Err(AccountError::SessionRevoked);
             }
-            if let Some(user) = self.cache.snapshot(claims.sub, version) {
+            if let Some(user) = self.cache.snapshot::<User>(claims.sub, version) {
                 return Ok(Principal {
                     user,
                     credential: Credential::Session(claims.sid),
@@ -363,8 +365,9 @@ impl Accounts {
             .await?
             .filter(|u| !u.is_deleted)
             .ok_or(AccountError::SessionRevoked)?;
+        let user = user.view();
         if let Some((_, version)) = state {
-            self.cache.remember(&user, version);
+            self.cache.remember(user.id, user.clone(), version);
         }
         Ok(Principal {
             user,
@@ -408,7 +411,7 @@ impl Accounts {
             .await
     }
 
-    pub async fn list_sessions(&self, user_id: Uuid) -> Result<Vec<session::Model>> {
+    pub async fn list_sessions(&self, user_id: Uuid) -> Result<Vec<Session>> {
         let at = now();
         Ok(session::Entity::find()
             .filter(session::Column::UserId.eq(user_id))
@@ -418,6 +421,7 @@ impl Accounts {
             .await?
             .into_iter()
             .filter(|s| s.is_live(at))
+            .map(View::view)
             .collect())
     }
 

@@ -73,28 +73,6 @@ impl FromQueryResult for Listed {
     }
 }
 
-impl From<user::Model> for Listed {
-    fn from(u: user::Model) -> Self {
-        Self {
-            id: u.id,
-            email: u.email,
-            username: u.username,
-            username_lower: u.username_lower,
-            is_superuser: u.is_superuser,
-            is_verified: u.is_verified,
-            created_at: u.created_at,
-            updated_at: u.updated_at,
-            is_deleted: u.is_deleted,
-            deleted_at: u.deleted_at,
-            deletion_scheduled_for: u.deletion_scheduled_for,
-            deletion_requested_at: u.deletion_requested_at,
-            deletion_reason: u.deletion_reason,
-            deleted_by: u.deleted_by,
-            mfa_enabled: u.mfa_enabled,
-        }
-    }
-}
-
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Deleted {
     /// Accounts in use only.

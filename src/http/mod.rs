@@ -22,6 +22,8 @@ use poem::{
 
 pub use server::BoundServer;
 
+use poem_openapi::OpenApi;
+
 use crate::db;
 use crate::jobs::Jobs;
 use middleware::{SecurityConfig, input, rate_limit, request_id, security};
@@ -29,12 +31,21 @@ use state::AppState;
 
 /// The whole route tree with its middleware.
 pub fn routes(state: AppState) -> impl Endpoint<Output = Response> + 'static {
+    routes_with(state, ())
+}
+
+/// The route tree with `extra` route groups after Keel's (`api::service_with`), behind the
+/// same middleware, in the same spec and docs.
+pub fn routes_with<T: OpenApi + 'static>(
+    state: AppState,
+    extra: T,
+) -> impl Endpoint<Output = Response> + 'static {
     let prefix = state.settings.http.api_prefix.clone();
-    let service = api::service(&state.settings.project_name, &prefix);
+    let service = api::service_with(extra, &state.settings.project_name, &prefix);
     let docs = service.swagger_ui();
     // The spec served at `/openapi.json`, rendered once; the same spec as a routing table
     // gives `Allow` headers and the JSON type checks.
-    let spec: Arc<str> = api::spec_json(&state.settings.project_name, &prefix).into();
+    let spec: Arc<str> = api::spec_of(&service).into();
     let mut extra = vec!["/metrics", "/openapi.json"];
     extra.extend(pages::paths(&state.settings));
     let contract = Arc::new(api::contract::Contract::from_spec(&spec, &prefix, &extra));

@@ -9,7 +9,9 @@ use poem::{
 };
 use tokio_util::sync::CancellationToken;
 
-use super::{routes, state::AppState};
+use poem_openapi::OpenApi;
+
+use super::{routes_with, state::AppState};
 
 /// A server bound to its port, not yet serving: lets callers learn the port before it starts.
 pub struct BoundServer {
@@ -37,6 +39,16 @@ impl BoundServer {
         shutdown: impl std::future::Future<Output = ()> + Send,
         grace: Duration,
     ) -> std::io::Result<()> {
+        self.run_with((), shutdown, grace).await
+    }
+
+    /// `run`, serving `extra` route groups after Keel's (`http::routes_with`).
+    pub async fn run_with<T: OpenApi + 'static>(
+        self,
+        extra: T,
+        shutdown: impl std::future::Future<Output = ()> + Send,
+        grace: Duration,
+    ) -> std::io::Result<()> {
         let stop_background = CancellationToken::new();
         let background = self.state.spawn_background(stop_background.clone());
         let hub = self.state.hub.clone();
@@ -52,7 +64,7 @@ impl BoundServer {
             }
         };
         let served = Server::new_with_acceptor(self.acceptor)
-            .run_with_graceful_shutdown(routes(self.state), shutdown, Some(grace))
+            .run_with_graceful_shutdown(routes_with(self.state, extra), shutdown, Some(grace))
             .await;
         stop_background.cancel();
         if tokio::time::timeout(grace + Duration::from_secs(1), background)

@@ -9,10 +9,10 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::{JobQueue, JobStatus, NewJob, Queue, Registry, Submitted};
+use super::{JobQueue, JobStatus, JobView, NewJob, Queue, Registry, Submitted};
 use crate::{
     db::{self, Page},
-    entities::job,
+    entities::{View, job},
 };
 
 /// What cancelling a job did.
@@ -20,9 +20,9 @@ use crate::{
 pub enum Cancelled {
     /// It is REVOKED now (or was already): a pending job never runs, a running one is
     /// interrupted.
-    Revoked(job::Model),
+    Revoked(JobView),
     /// It had finished before; nothing changed.
-    AlreadyFinished(job::Model),
+    AlreadyFinished(JobView),
     NotFound,
 }
 
@@ -65,13 +65,19 @@ impl Jobs {
         self.queue.submit(&self.db, job).await
     }
 
-    pub async fn find(&self, id: Uuid) -> Result<Option<job::Model>, DbErr> {
+    pub async fn find(&self, id: Uuid) -> Result<Option<JobView>, DbErr> {
+        Ok(self.row(id).await?.map(View::view))
+    }
+
+    async fn row(&self, id: Uuid) -> Result<Option<job::Model>, DbErr> {
         job::Entity::find_by_id(id).one(&self.db).await
     }
 
-    /// Revokes `found` (a job the caller has just looked up) unless it has finished.
-    pub async fn cancel(&self, found: &job::Model) -> Result<Cancelled, DbErr> {
-        let id = found.id;
+    /// Revokes the job unless it has finished.
+    pub async fn cancel(&self, id: Uuid) -> Result<Cancelled, DbErr> {
+        let Some(found) = self.row(id).await? else {
+            return Ok(Cancelled::NotFound);
+        };
         let now = Utc::now();
         let mut revoke = job::Entity::update_many()
             .col_expr(
@@ -124,7 +130,7 @@ impl Jobs {
             self.queue.dispatch(&self.db).await?;
             return Ok(Retried::Queued);
         }
-        Ok(match self.find(id).await? {
+        Ok(match self.row(id).await? {
             None => Retried::NotFound,
             Some(j) => Retried::NotRetryable { status: j.status },
         })
@@ -151,12 +157,13 @@ impl Jobs {
         queue: Option<Queue>,
         page: u64,
         size: u64,
-    ) -> Result<Page<job::Model>, DbErr> {
+    ) -> Result<Page<JobView>, DbErr> {
         let mut query = self.newest(status);
         if let Some(queue) = queue {
             query = query.filter(job::Column::Queue.eq(queue.as_str()));
         }
-        db::page(query, &self.db, page, size).await
+        let page = db::page(query, &self.db, page, size).await?;
+        Ok(page.map(View::view))
     }
 
     /// The `limit` newest jobs, optionally only those in one state.
@@ -164,8 +171,9 @@ impl Jobs {
         &self,
         status: Option<JobStatus>,
         limit: u64,
-    ) -> Result<Vec<job::Model>, DbErr> {
-        self.newest(status).limit(limit).all(&self.db).await
+    ) -> Result<Vec<JobView>, DbErr> {
+        let rows = self.newest(status).limit(limit).all(&self.db).await?;
+        Ok(rows.into_iter().map(View::view).collect())
     }
 
     fn newest(&self, status: Option<JobStatus>) -> sea_orm::Select<job::Entity> {
@@ -187,13 +195,14 @@ impl Jobs {
     }
 
     /// Failed jobs (whose messages went to the dead-letter queue), most recent first.
-    pub async fn dead_letters(&self, limit: u64) -> Result<Vec<job::Model>, DbErr> {
-        job::Entity::find()
+    pub async fn dead_letters(&self, limit: u64) -> Result<Vec<JobView>, DbErr> {
+        let rows = job::Entity::find()
             .filter(job::Column::Status.eq(JobStatus::Failure.as_str()))
             .order_by_desc(job::Column::FinishedAt)
             .limit(limit)
             .all(&self.db)
-            .await
+            .await?;
+        Ok(rows.into_iter().map(View::view).collect())
     }
 
     /// How many jobs wait or run, by state (PENDING, RETRY, STARTED).

@@ -14,6 +14,7 @@ pub mod retention;
 mod runner;
 pub mod schedule;
 pub mod stats;
+mod view;
 mod watch;
 
 use std::{collections::HashMap, future::Future, pin::Pin, sync::Arc};
@@ -27,6 +28,7 @@ pub use kind::{Deps, Job, Registration, Scheduled, job, kind, periodic};
 pub use mask::masked;
 pub use outbox::{CHANNEL, JobQueue, NewJob, Publication, Submitted, announce, listen};
 pub use runner::{Outcome, Runner};
+pub use view::JobView;
 pub use watch::{PROGRESS_EVERY, Progress};
 
 pub use crate::config::JobSettings;

@@ -26,7 +26,7 @@ use uuid::Uuid;
 
 use super::watch::{Progress, lock, revoked_among, watch_cancellations, write_progress};
 use super::{JobContext, JobError, JobSettings, JobStatus, Registry};
-use crate::entities::job;
+use crate::entities::job::{self, Model as Row};
 
 /// Outcomes written by one statement at most.
 const OUTCOMES_PER_BATCH: usize = 256;
@@ -67,7 +67,7 @@ enum Ran {
 
 /// A finished run waiting to be stored, and who waits for the answer.
 type Finished = (
-    job::Model,
+    Row,
     Ran,
     Option<Value>,
     oneshot::Sender<Result<Outcome, String>>,
@@ -148,7 +148,7 @@ impl Runner {
     /// Marks as STARTED by this worker those of `ids` that are PENDING or RETRY (or, with
     /// `takeover`, STARTED by a worker whose message was redelivered), in one statement, and
     /// returns their rows. Jobs not returned are another worker's, finished or cancelled.
-    pub async fn claim(&self, ids: &[Uuid], takeover: bool) -> Result<Vec<job::Model>, DbErr> {
+    pub(crate) async fn claim(&self, ids: &[Uuid], takeover: bool) -> Result<Vec<Row>, DbErr> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -192,7 +192,7 @@ impl Runner {
     }
 
     /// Drops the secrets of a job that ended without its handler finishing.
-    async fn scrub(&self, row: &job::Model) -> Result<(), DbErr> {
+    async fn scrub(&self, row: &Row) -> Result<(), DbErr> {
         let Some(payload) = self
             .registry
             .get(&row.name)
@@ -210,7 +210,7 @@ impl Runner {
 
     /// Runs a claimed job's handler, within the job timeout and until it is cancelled, and
     /// stores its outcome.
-    pub async fn execute(&self, row: job::Model) -> Result<Outcome, DbErr> {
+    pub(crate) async fn execute(&self, row: Row) -> Result<Outcome, DbErr> {
         let started = Instant::now();
         // Starts the outcome and cancellation tasks with the first job.
         let outcomes = self.outcome_task().clone();
@@ -300,10 +300,7 @@ impl Runner {
 }
 
 /// Marks FAILURE the STARTED jobs `which` selects that have no attempts left, and returns them.
-async fn fail_abandoned(
-    db: &DatabaseConnection,
-    which: Condition,
-) -> Result<Vec<job::Model>, DbErr> {
+async fn fail_abandoned(db: &DatabaseConnection, which: Condition) -> Result<Vec<Row>, DbErr> {
     let now = Utc::now();
     job::Entity::update_many()
         .col_expr(
@@ -429,7 +426,7 @@ impl Outcomes {
     /// worker that lost its claim (cancelled, or taken over after a redelivery) writes nothing.
     async fn store_one(
         &self,
-        row: &job::Model,
+        row: &Row,
         ran: Ran,
         scrubbed: Option<Value>,
     ) -> Result<Outcome, DbErr> {

@@ -2,11 +2,9 @@
 
 use crate::common;
 
+use crate::entities::{audit_log, one_time_token, session, user};
 use common::{Backend, TestApp, TestUser, mail, problem};
-use keel::{
-    accounts::tokens::{AccessClaims, JwtKeys},
-    entities::{audit_log, one_time_token, session, user},
-};
+use keel::accounts::tokens::{AccessClaims, JwtKeys};
 use reqwest::StatusCode;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr};
 use serde_json::{Value, json};

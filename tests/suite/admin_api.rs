@@ -3,8 +3,8 @@
 
 use crate::common;
 
+use crate::entities::audit_log;
 use common::{Backend, TestApp, TestUser, Tokens, problem};
-use keel::entities::audit_log;
 use reqwest::{Method, StatusCode};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde_json::{Value, json};

@@ -8,8 +8,8 @@ use std::{
     time::Duration,
 };
 
+use crate::entities::{audit_log, user};
 use common::{Backend, TestApp, TestUser, problem};
-use keel::entities::{audit_log, user};
 use reqwest::StatusCode;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde_json::{Value, json};
@@ -440,7 +440,7 @@ async fn prune_removes_finished_jobs_and_never_waiting_or_running_ones() {
     // A job that may only start tomorrow waits the whole time.
     let waiting = uuid::Uuid::new_v4();
     let tomorrow = chrono::Utc::now() + chrono::Duration::days(1);
-    keel::entities::job::ActiveModel {
+    crate::entities::job::ActiveModel {
         id: Set(waiting),
         max_attempts: Set(1),
         run_at: Set(tomorrow),
@@ -466,8 +466,8 @@ async fn prune_removes_finished_jobs_and_never_waiting_or_running_ones() {
 
     // Every finished job: the two tasks and the sign-up's mails.
     use keel::jobs::JobStatus;
-    let finished = keel::entities::job::Entity::find()
-        .filter(keel::entities::job::Column::Status.is_in([
+    let finished = crate::entities::job::Entity::find()
+        .filter(crate::entities::job::Column::Status.is_in([
             JobStatus::Success,
             JobStatus::Failure,
             JobStatus::Revoked,
@@ -494,7 +494,7 @@ async fn prune_removes_finished_jobs_and_never_waiting_or_running_ones() {
         task_status(&app, t, &running).await,
         (StatusCode::OK, json!("STARTED"))
     );
-    let still = keel::entities::job::Entity::find_by_id(waiting)
+    let still = crate::entities::job::Entity::find_by_id(waiting)
         .one(&app.state.db)
         .await
         .unwrap()
@@ -591,7 +591,7 @@ async fn jobs_show_masks_what_the_api_masks() {
     let (user, tokens) = app.signed_in_user().await;
     let owner = common::user_id(&app, &user.email).await;
     let id = uuid::Uuid::new_v4();
-    keel::entities::job::ActiveModel {
+    crate::entities::job::ActiveModel {
         id: Set(id),
         owner_id: Set(Some(owner)),
         // Tomorrow: it waits, with its payload as it was submitted.

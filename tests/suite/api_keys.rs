@@ -4,8 +4,8 @@ use crate::common;
 
 use std::time::Duration;
 
+use crate::entities::{api_key, audit_log};
 use common::{Backend, TestApp, problem};
-use keel::entities::{api_key, audit_log};
 use reqwest::StatusCode;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr};
 use serde_json::{Value, json};

@@ -44,11 +44,11 @@ async fn a_superuser_retries_a_failed_job_and_watches_it_succeed(backend: Backen
     // A job that failed for good (its handler would succeed now: retrying is worth it).
     let mut row = common::job_row(json!({"message": "from the console", "fail_attempts": 0}));
     let id = *row.id.as_ref();
-    row.status = sea_orm::Set(keel::jobs::JobStatus::Failure);
+    row.status = sea_orm::Set(crate::entities::job::JobStatus::Failure);
     row.attempts = sea_orm::Set(5);
     row.error = sea_orm::Set(Some("SMTP server went away".into()));
     row.finished_at = sea_orm::Set(Some(chrono::Utc::now()));
-    keel::entities::job::Entity::insert(row)
+    crate::entities::job::Entity::insert(row)
         .exec_without_returning(app.state.accounts.db())
         .await
         .unwrap();
@@ -85,12 +85,12 @@ async fn a_superuser_retries_a_failed_job_and_watches_it_succeed(backend: Backen
     browser
         .screenshot(&format!("console-job-success-{tag}"))
         .await;
-    let job = keel::entities::job::Entity::find_by_id(id)
+    let job = crate::entities::job::Entity::find_by_id(id)
         .one(app.state.accounts.db())
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(job.status, keel::jobs::JobStatus::Success);
+    assert_eq!(job.status, crate::entities::job::JobStatus::Success);
     // Only failed or cancelled tasks are retried; and only by superusers.
     let root = app.login(ROOT_EMAIL, ROOT_PASSWORD).await;
     let again = app

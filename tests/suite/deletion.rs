@@ -5,9 +5,9 @@ use crate::common;
 
 use std::{process::Command, time::Duration};
 
+use crate::entities::{api_key, audit_log, job, session, user};
 use chrono::{DateTime, Utc};
 use common::{Backend, TestApp, TestUser, Tokens, eventually, mail, problem};
-use keel::entities::{api_key, audit_log, job, session, user};
 use reqwest::StatusCode;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr};
 use serde_json::{Value, json};

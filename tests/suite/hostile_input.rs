@@ -4,8 +4,8 @@
 
 use crate::common;
 
+use crate::entities::{api_key, audit_log, job, one_time_token, refresh_token, session, user};
 use common::{Backend, TestApp};
-use keel::entities::{api_key, audit_log, job, one_time_token, refresh_token, session, user};
 use reqwest::Method;
 use sea_orm::{EntityTrait, PaginatorTrait};
 use serde_json::{Map, Value, json};

@@ -10,11 +10,11 @@ use std::{
     time::Duration,
 };
 
+use crate::entities::job;
 use common::{
     Backend, KeelProcess, TestApp, Tokens, eventually, mail, problem, submit_task as submit,
     task_json as status, wait_task_status as wait_status,
 };
-use keel::entities::job;
 use reqwest::StatusCode;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde_json::{Value, json};
@@ -803,7 +803,7 @@ async fn embedded_recovers_jobs_of_a_dead_server(backend: Backend) {
         let id = uuid::Uuid::new_v4();
         job::ActiveModel {
             id: Set(id),
-            status: Set(keel::jobs::JobStatus::Started),
+            status: Set(job::JobStatus::Started),
             attempts: Set(1),
             run_at: Set(started),
             locked_by: Set(Some(locked_by.into())),
@@ -840,7 +840,7 @@ async fn embedded_recovers_jobs_of_a_dead_server(backend: Backend) {
 }
 
 async fn cleanup_job_removes_spent_tokens(backend: Backend) {
-    use keel::entities::one_time_token;
+    use crate::entities::one_time_token;
     use sea_orm::sea_query::Expr;
     let app = TestApp::start(backend).await;
     let (user, _) = app.signed_in_user().await;

@@ -3,8 +3,8 @@
 
 use crate::common;
 
+use crate::entities::user;
 use common::{Backend, TestApp, TestUser, problem};
-use keel::entities::user;
 use reqwest::StatusCode;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr};
 use serde_json::Value;

@@ -5,9 +5,9 @@ use crate::common;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::entities::{audit_log, totp_factor};
 use common::{Backend, TestApp, TestUser, Tokens, mail, problem};
 use hmac::{Hmac, Mac};
-use keel::entities::{audit_log, totp_factor};
 use reqwest::{Method, StatusCode};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde_json::{Value, json};

@@ -5,13 +5,13 @@ use crate::common;
 
 use std::{collections::HashSet, time::Duration};
 
+use crate::entities::job;
 use chrono::{DateTime, Utc};
 use common::{
     Backend, KeelProcess, TestApp, TestUser, eventually, mail, task_json as status,
     wait_task_status as wait_status,
 };
 use futures_util::StreamExt;
-use keel::entities::job;
 use reqwest::StatusCode;
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set};
 use serde_json::{Value, json};

@@ -272,3 +272,19 @@ async fn a_budget_from_the_settings_is_enforced() {
         "{body}"
     );
 }
+
+/// A limited route answers its own errors as an unlimited one does: a parameter out of range
+/// is `invalid_parameter` naming it, a missing token `not_authenticated`, each with the
+/// route's `RateLimit-*` headers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limited_route_keeps_its_error_codes() {
+    let app = start(&env(&[], false)).await;
+    let (_, tokens) = app.signed_in_user().await;
+    let resp = app.get("/users?size=101", Some(&tokens.access)).await;
+    assert!(header(&resp, "ratelimit-limit").is_some(), "{resp:?}");
+    let body = problem(resp, 400, "invalid_parameter").await;
+    assert!(body["detail"].as_str().unwrap().contains("size"), "{body}");
+    let resp = app.get("/users", None).await;
+    assert!(header(&resp, "ratelimit-limit").is_some(), "{resp:?}");
+    problem(resp, 401, "not_authenticated").await;
+}

@@ -7,8 +7,8 @@ use std::{
     time::Duration,
 };
 
+use crate::entities::job;
 use common::{Backend, TestApp};
-use keel::entities::job;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 
 fn scheduler(app: &TestApp, args: &[&str], every_second: bool) -> Command {

@@ -273,3 +273,41 @@ fn anyhow_stays_in_the_binaries() {
     let bins = rust_files(&Path::new(env!("CARGO_MANIFEST_DIR")).join("bin"));
     assert!(bins.iter().any(|f| code(f).contains("anyhow")));
 }
+
+/// Rows stay in their domains: only `accounts/` and `jobs/` (and the entities themselves) name
+/// `entities`; everything else, the binaries included, gets the domains' views. The library
+/// keeps the module private and denies `unnameable_types`, so a row returned by a public
+/// function does not compile either.
+#[test]
+fn only_the_domains_touch_rows() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let domains = ["accounts", "jobs", "entities"].map(|d| src().join(d));
+    let mut reaching = Vec::new();
+    let mut owners = BTreeSet::new();
+    for file in rust_files(&src())
+        .into_iter()
+        .chain(rust_files(&root.join("bin")))
+    {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let named = ["crate::", "keel::", "super::"]
+            .iter()
+            .any(|prefix| heads(&text, prefix).iter().any(|h| h == "entities"));
+        if !named {
+            continue;
+        }
+        match domains.iter().find(|d| file.starts_with(d)) {
+            Some(domain) => {
+                owners.insert(domain.file_name().unwrap().to_string_lossy().to_string());
+            }
+            None => reaching.push(file.display().to_string()),
+        }
+    }
+    assert!(reaching.is_empty(), "{reaching:#?}");
+    assert_eq!(owners, BTreeSet::from(["accounts".into(), "jobs".into()]));
+    let lib = std::fs::read_to_string(src().join("lib.rs")).unwrap();
+    assert!(
+        lib.contains("pub(crate) mod entities;"),
+        "entities is private"
+    );
+    assert!(lib.contains("#![deny(unnameable_types)]"));
+}

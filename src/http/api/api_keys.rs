@@ -8,7 +8,9 @@ use uuid::Uuid;
 use super::{ApiTags, models::Message};
 use crate::http::extractors::{Auth, client_info};
 use crate::{
-    accounts::api_keys::NewApiKey, entities::api_key, http::error::ApiResult, http::state::AppState,
+    accounts::{ApiKey, api_keys::NewApiKey},
+    http::error::ApiResult,
+    http::state::AppState,
 };
 
 #[derive(Object, Debug)]
@@ -41,11 +43,11 @@ pub struct ApiKeyOut {
     pub is_active: bool,
 }
 
-impl From<api_key::Model> for ApiKeyOut {
-    fn from(k: api_key::Model) -> Self {
-        let is_active = k.revoked_at.is_none() && k.expires_at.is_none_or(|at| at > Utc::now());
+impl From<ApiKey> for ApiKeyOut {
+    fn from(k: ApiKey) -> Self {
         Self {
-            scopes: k.scope_list(),
+            is_active: k.is_active(Utc::now()),
+            scopes: k.scopes,
             id: k.id,
             label: k.label,
             prefix: k.prefix,
@@ -53,7 +55,6 @@ impl From<api_key::Model> for ApiKeyOut {
             expires_at: k.expires_at,
             last_used_at: k.last_used_at,
             revoked_at: k.revoked_at,
-            is_active,
         }
     }
 }

@@ -21,7 +21,7 @@ pub mod task_schemas;
 pub mod tasks;
 pub mod users;
 
-use poem_openapi::{LicenseObject, OpenApiService, Tags};
+use poem_openapi::{LicenseObject, OpenApi, OpenApiService, Tags};
 use serde_json::{Value, json};
 
 use crate::VERSION;
@@ -77,9 +77,20 @@ route_groups!(
 );
 
 /// The OpenAPI service for all route groups; `prefix` is `API_PREFIX` (empty by default).
-pub fn service(project_name: &str, prefix: &str) -> OpenApiService<Apis, ()> {
+/// Keel's route groups.
+pub fn service(project_name: &str, prefix: &str) -> OpenApiService<(Apis, ()), ()> {
+    service_with((), project_name, prefix)
+}
+
+/// Keel's route groups followed by `extra`: route groups kept outside the crate (the endpoint
+/// example of docs/extending.md); `()` for none. A fork adds its own to `route_groups!`.
+pub fn service_with<T: OpenApi>(
+    extra: T,
+    project_name: &str,
+    prefix: &str,
+) -> OpenApiService<(Apis, T), ()> {
     let service = OpenApiService::new(
-        apis(),
+        (apis(), extra),
         project_name,
         VERSION,
     )
@@ -108,9 +119,12 @@ pub fn service(project_name: &str, prefix: &str) -> OpenApiService<Apis, ()> {
 /// - media types lose poem-openapi's `; charset=utf-8`, which several generators do not
 ///   recognise as JSON (JSON is UTF-8 by definition, RFC 8259).
 pub fn spec_json(project_name: &str, prefix: &str) -> String {
-    let raw = service(project_name, prefix)
-        .spec()
-        .replace("; charset=utf-8", "");
+    spec_of(&service(project_name, prefix))
+}
+
+/// The spec of `service` as `/openapi.json` serves it and `openapi/openapi.json` holds it.
+pub fn spec_of<T: OpenApi>(service: &OpenApiService<T, ()>) -> String {
+    let raw = service.spec().replace("; charset=utf-8", "");
     let mut spec = match serde_json::from_str::<Value>(&raw) {
         Ok(mut doc) => {
             finish_spec(&mut doc);

@@ -5,8 +5,10 @@ use poem_openapi::{ApiResponse, Object, payload::Json};
 use uuid::Uuid;
 
 use crate::{
-    accounts::directory::{Cursor, Listed, Listing, Position, UserQuery},
-    entities::user,
+    accounts::{
+        User,
+        directory::{Cursor, Listed, Listing, Position, UserQuery},
+    },
     http::error::{ApiError, ApiResult},
 };
 
@@ -28,9 +30,20 @@ pub struct UserOut {
     pub deletion_scheduled_for: Option<DateTime<Utc>>,
 }
 
-impl From<user::Model> for UserOut {
-    fn from(u: user::Model) -> Self {
-        Listed::from(u).into()
+impl From<User> for UserOut {
+    fn from(u: User) -> Self {
+        Self {
+            id: u.id,
+            email: u.email,
+            username: u.username,
+            is_superuser: u.is_superuser,
+            is_verified: u.is_verified,
+            created_at: u.created_at,
+            updated_at: u.updated_at,
+            is_deleted: u.is_deleted,
+            deleted_at: u.deleted_at,
+            deletion_scheduled_for: u.deletion_scheduled_for,
+        }
     }
 }
 
@@ -63,11 +76,11 @@ pub struct Me {
     pub has_password: bool,
 }
 
-impl From<user::Model> for Me {
-    fn from(u: user::Model) -> Self {
+impl From<User> for Me {
+    fn from(u: User) -> Self {
         Self {
             mfa_enabled: u.mfa_enabled,
-            has_password: u.has_password(),
+            has_password: u.has_password,
             user: u.into(),
         }
     }
@@ -91,9 +104,15 @@ pub struct AdminUser {
     pub mfa_enabled: bool,
 }
 
-impl From<user::Model> for AdminUser {
-    fn from(u: user::Model) -> Self {
-        Listed::from(u).into()
+impl From<User> for AdminUser {
+    fn from(mut u: User) -> Self {
+        Self {
+            deletion_requested_at: u.deletion_requested_at,
+            deletion_reason: u.deletion_reason.take(),
+            deleted_by: u.deleted_by,
+            mfa_enabled: u.mfa_enabled,
+            user: u.into(),
+        }
     }
 }
 

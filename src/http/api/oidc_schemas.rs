@@ -6,7 +6,7 @@ use poem_openapi::Object;
 use serde::Deserialize;
 use uuid::Uuid;
 
-use crate::entities::identity;
+use crate::accounts::Identity;
 
 /// What a provider sends back with `response_mode=form_post`.
 #[derive(Object, Deserialize, Debug)]
@@ -54,8 +54,8 @@ pub struct IdentityOut {
     pub last_sign_in_at: DateTime<Utc>,
 }
 
-impl From<identity::Model> for IdentityOut {
-    fn from(i: identity::Model) -> Self {
+impl From<Identity> for IdentityOut {
+    fn from(i: Identity) -> Self {
         Self {
             id: i.id,
             provider: i.provider,

@@ -7,10 +7,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::models::PageMetadata;
-use crate::{
-    entities::job,
-    jobs::{JobStatus, Queue},
-};
+use crate::jobs::{JobStatus, JobView, Queue};
 
 /// A task's state, as Celery names them.
 #[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,7 +80,7 @@ impl From<TaskQueue> for Queue {
     }
 }
 
-fn queue_of(row: &job::Model) -> TaskQueue {
+fn queue_of(row: &JobView) -> TaskQueue {
     Queue::parse(&row.queue).unwrap_or(Queue::Default).into()
 }
 
@@ -125,7 +122,7 @@ pub struct TaskAccepted {
 
 impl TaskAccepted {
     /// An unfinished task that already holds the submission's unique key.
-    pub(super) fn of(row: job::Model) -> Self {
+    pub(super) fn of(row: JobView) -> Self {
         Self {
             task_id: row.id,
             queue: queue_of(&row),
@@ -169,8 +166,8 @@ pub struct TaskInfo {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
-impl From<job::Model> for TaskInfo {
-    fn from(j: job::Model) -> Self {
+impl From<JobView> for TaskInfo {
+    fn from(j: JobView) -> Self {
         Self {
             task_id: j.id,
             status: j.status.into(),
@@ -182,7 +179,7 @@ impl From<job::Model> for TaskInfo {
             result: j.result,
             error: j.error,
             attempts: j.attempts,
-            payload: crate::jobs::masked(j.payload),
+            payload: j.payload,
             created_at: j.created_at,
             started_at: j.started_at,
             finished_at: j.finished_at,

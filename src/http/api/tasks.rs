@@ -21,10 +21,9 @@ use crate::http::extractors::Auth;
 use crate::{
     accounts::{EmailAddress, Principal, api_keys::Scope},
     demo as tasks,
-    entities::job,
     http::error::{ApiError, ApiResult},
     http::state::AppState,
-    jobs::{self, Cancelled, JobStatus, NewJob, Queue, Retried},
+    jobs::{self, Cancelled, JobStatus, JobView, NewJob, Queue, Retried},
     mail::Email,
 };
 
@@ -78,12 +77,12 @@ async fn submit(
 
 /// Whether the caller may see the job: its owner and superusers may; to others it does not
 /// exist.
-fn visible(principal: &Principal, job: &job::Model) -> bool {
+fn visible(principal: &Principal, job: &JobView) -> bool {
     principal.user.is_superuser || job.owner_id == Some(principal.user.id)
 }
 
 /// The job, if the caller may see it.
-async fn visible_job(state: &AppState, principal: &Principal, id: Uuid) -> ApiResult<job::Model> {
+async fn visible_job(state: &AppState, principal: &Principal, id: Uuid) -> ApiResult<JobView> {
     match state.jobs.find(id).await? {
         Some(j) if visible(principal, &j) => Ok(j),
         _ => Err(no_such_task()),
@@ -277,7 +276,7 @@ impl TasksApi {
     ) -> ApiResult<Json<TaskInfo>> {
         let principal = auth.scoped(WRITE)?;
         let job = visible_job(&state, principal, task_id.0).await?;
-        match state.jobs.cancel(&job).await? {
+        match state.jobs.cancel(job.id).await? {
             Cancelled::Revoked(job) => Ok(Json(job.into())),
             Cancelled::AlreadyFinished(job) => Err(ApiError::new(
                 StatusCode::CONFLICT,

@@ -5,9 +5,10 @@ use std::sync::Arc;
 
 use poem::{Endpoint, IntoResponse, Request, Response, http::HeaderValue};
 
+use super::request_id::problem_response;
 use crate::http::client_addr::client_ip;
 use crate::{
-    http::error::ApiError,
+    http::error::{ApiError, problem_for_poem_error},
     metrics::metrics,
     ratelimit::{Decision, Limiter, Rule, Rules},
 };
@@ -87,9 +88,13 @@ pub async fn enforce<E: Endpoint>(
         );
         return Ok(too_many(rule, &decision, detail));
     }
+    // The answer gets the rate-limit headers, so an error becomes its problem here: the code
+    // and detail of a parse or authorization error (`invalid_parameter`, ...) survive as they
+    // do on a route without a limit.
     let mut resp = match next.call(req).await {
         Ok(r) => r.into_response(),
-        Err(e) => e.into_response(),
+        Err(e) if e.is_from_response() => e.into_response(),
+        Err(e) => problem_response(&problem_for_poem_error(&e)),
     };
     set_headers(&mut resp, &decision);
     Ok(resp)

@@ -37,7 +37,8 @@ fn is_problem(resp: &Response) -> bool {
         .is_some_and(|v| v.starts_with(PROBLEM_CONTENT_TYPE))
 }
 
-fn problem_response(problem: &Problem) -> Response {
+/// `problem` as an answer, with `WWW-Authenticate` on a 401.
+pub(super) fn problem_response(problem: &Problem) -> Response {
     let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let body = serde_json::to_vec(problem).unwrap_or_default();
     let mut resp = Response::builder()

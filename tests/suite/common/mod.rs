@@ -404,10 +404,10 @@ pub async fn stop_with_worker(app: TestApp, worker: Option<(KeelProcess, String)
 }
 
 /// The account row of `email`.
-pub async fn user_row(app: &TestApp, email: &str) -> keel::entities::user::Model {
+pub async fn user_row(app: &TestApp, email: &str) -> crate::entities::user::Model {
     use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
-    keel::entities::user::Entity::find()
-        .filter(keel::entities::user::Column::Email.eq(email))
+    crate::entities::user::Entity::find()
+        .filter(crate::entities::user::Column::Email.eq(email))
         .one(&app.state.db)
         .await
         .unwrap()
@@ -656,14 +656,14 @@ pub async fn wait_task_status(
 /// A job row as written straight into the table (for states the API cannot make): a PENDING
 /// `test_task` due now with `payload`, in its queue at the default priority; tests change the
 /// fields they need.
-pub fn job_row(payload: Value) -> keel::entities::job::ActiveModel {
+pub fn job_row(payload: Value) -> crate::entities::job::ActiveModel {
     use sea_orm::Set;
     let now = chrono::Utc::now();
-    keel::entities::job::ActiveModel {
+    crate::entities::job::ActiveModel {
         id: Set(uuid::Uuid::new_v4()),
         name: Set("test_task".into()),
         payload: Set(payload),
-        status: Set(keel::jobs::JobStatus::Pending),
+        status: Set(crate::entities::job::JobStatus::Pending),
         attempts: Set(0),
         max_attempts: Set(5),
         run_at: Set(now),

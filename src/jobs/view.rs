@@ -1,0 +1,64 @@
+//! A job as people see it: the HTTP API and `admin jobs` get this view, never the row, so both
+//! show the same fields with the same secrets masked.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::{JobStatus, masked};
+use crate::entities::{View, job};
+
+/// A job without the worker's bookkeeping (its lock, publication and dedupe key), its payload's
+/// secrets masked (`masked`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobView {
+    pub id: Uuid,
+    pub name: String,
+    /// The queue it runs in (`email`, `default`, `maintenance`).
+    pub queue: String,
+    /// 0 to 9; within its queue a higher priority starts first.
+    pub priority: i32,
+    pub status: JobStatus,
+    pub attempts: i32,
+    pub max_attempts: i32,
+    /// The input with its secrets masked as `***`.
+    pub payload: Value,
+    pub result: Option<Value>,
+    /// The last failure's message.
+    pub error: Option<String>,
+    pub owner_id: Option<Uuid>,
+    pub unique_key: Option<String>,
+    /// What the handler last reported while it ran.
+    pub progress: Option<Value>,
+    /// When it may start (its next attempt's time while in RETRY).
+    pub run_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl View for job::Model {
+    type Of = JobView;
+    fn view(self) -> JobView {
+        let j = self;
+        JobView {
+            id: j.id,
+            name: j.name,
+            queue: j.queue,
+            priority: j.priority,
+            status: j.status,
+            attempts: j.attempts,
+            max_attempts: j.max_attempts,
+            payload: masked(j.payload),
+            result: j.result,
+            error: j.error,
+            owner_id: j.owner_id,
+            unique_key: j.unique_key,
+            progress: j.progress,
+            run_at: j.run_at,
+            created_at: j.created_at,
+            started_at: j.started_at,
+            finished_at: j.finished_at,
+        }
+    }
+}
