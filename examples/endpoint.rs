@@ -58,7 +58,11 @@ mod greetings {
         ) -> ApiResult<Json<Greeting>> {
             // Parse and authorise here; the rules live in the domain service.
             let principal = auth.session()?;
-            let sessions = state.accounts.list_sessions(principal.user.id).await?;
+            let sessions = state
+                .accounts
+                .sessions()
+                .list_sessions(principal.user.id)
+                .await?;
             let salutation = salutation.0.unwrap_or_else(|| "Hello".into());
             Ok(Json(Greeting {
                 message: format!("{salutation}, {}!", principal.user.username),
@@ -156,6 +160,7 @@ mod tests {
         served
             .state
             .accounts
+            .admin()
             .create_superuser("greeted@example.com", "greeted", PASSWORD.into())
             .await
             .expect("account");

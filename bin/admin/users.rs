@@ -148,6 +148,7 @@ pub async fn exec(cx: &Context, command: UsersCommand) -> Outcome {
             };
             let user = cx
                 .accounts()?
+                .admin()
                 .create_superuser(&email, &username, password)
                 .await
                 .map_err(|e| refused_or_failed(&e))?;
@@ -172,6 +173,7 @@ pub async fn exec(cx: &Context, command: UsersCommand) -> Outcome {
             }
             let u = cx
                 .accounts()?
+                .admin()
                 .set_verified(found.id, true, Actor::Cli)
                 .await
                 .map_err(|e| refused_or_failed(&e))?;
@@ -202,11 +204,13 @@ pub async fn exec(cx: &Context, command: UsersCommand) -> Outcome {
             let accounts = cx.accounts()?;
             if hard {
                 accounts
+                    .admin()
                     .hard_delete(found.id, Actor::Cli)
                     .await
                     .map_err(|e| refused_or_failed(&e))?;
             } else {
                 accounts
+                    .admin()
                     .soft_delete(found.id, reason, Actor::Cli)
                     .await
                     .map_err(|e| refused_or_failed(&e))?;
@@ -228,6 +232,7 @@ pub async fn exec(cx: &Context, command: UsersCommand) -> Outcome {
             let at = chrono::Utc::now() + chrono::Duration::days(i64::from(days));
             let u = cx
                 .accounts()?
+                .deletion()
                 .schedule_deletion(found.id, at, "admin-cli")
                 .await
                 .map_err(|e| refused_or_failed(&e))?;
@@ -246,6 +251,7 @@ pub async fn exec(cx: &Context, command: UsersCommand) -> Outcome {
             let found = find(&directory, &user).await?;
             let u = cx
                 .accounts()?
+                .deletion()
                 .cancel_deletion(found.id, &Default::default(), "admin-cli")
                 .await
                 .map_err(|e| refused_or_failed(&e))?;
@@ -259,6 +265,7 @@ pub async fn exec(cx: &Context, command: UsersCommand) -> Outcome {
             let found = find(&directory, &user).await?;
             let u = cx
                 .accounts()?
+                .mfa()
                 .reset_mfa(found.id, Actor::Cli)
                 .await
                 .map_err(|e| refused_or_failed(&e))?;

@@ -2,7 +2,6 @@
 //! these, and with them the rule that an administrator cannot demote, unverify or delete
 //! themselves.
 
-use crate::entities::View;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, PaginatorTrait,
     QueryFilter, QuerySelect, Set,
@@ -16,12 +15,12 @@ use super::{
     AccountError, Accounts, ClientInfo, NewAccount, Result,
     deletion::erase_account,
     service::{is_unique_violation, now},
-    storage::insert_user,
+    storage::{find_user_by_email, insert_user},
 };
 use crate::values::{EmailAddress, Password, Username};
 use crate::{
     db,
-    entities::{job, session, user},
+    entities::{View, job, session, user},
     jobs::JobStatus,
 };
 
@@ -167,7 +166,9 @@ impl Accounts {
         )
         .await
     }
+}
 
+impl super::Admin<'_> {
     /// Creates an account with every registration rule checked; no verification mail is sent.
     pub async fn admin_create_user(
         &self,
@@ -416,5 +417,60 @@ impl Accounts {
             outcomes.push((id, outcome));
         }
         outcomes
+    }
+}
+
+impl super::Admin<'_> {
+    /// Creates the configured first superuser (verified) unless that email already exists.
+    pub async fn ensure_first_superuser(&self) -> Result<Option<User>> {
+        let Some(first) = self.settings.auth.first_superuser.clone() else {
+            return Ok(None);
+        };
+        // The settings hold parsed values: the first superuser obeys every account rule.
+        if find_user_by_email(&self.db, &first.email).await?.is_some() {
+            return Ok(None);
+        }
+        let hash = self.hasher.hash(&first.password).await?;
+        let user = insert_user(&self.db, &first.email, &first.username, hash, true, true).await?;
+        self.audit(
+            &self.db,
+            Some(user.id),
+            AuditEvent::SuperuserCreated,
+            &ClientInfo::default(),
+            None,
+        )
+        .await?;
+        self.users_changed().await;
+        Ok(Some(user.view()))
+    }
+
+    /// Creates a verified superuser after checking every account rule (operator CLI).
+    pub async fn create_superuser(
+        &self,
+        email: &str,
+        username: &str,
+        password: String,
+    ) -> Result<User> {
+        let (email, username, password) = self
+            .check_new_account(NewAccount {
+                email: email.to_string(),
+                username: username.to_string(),
+                password,
+            })
+            .await?;
+        let hash = self.hasher.hash(&password).await?;
+        let txn = db::begin_write(&self.db).await?;
+        let user = insert_user(&txn, &email, &username, hash, true, true).await?;
+        self.audit(
+            &txn,
+            Some(user.id),
+            AuditEvent::SuperuserCreated,
+            &ClientInfo::default(),
+            None,
+        )
+        .await?;
+        txn.commit().await?;
+        self.users_changed().await;
+        Ok(user.view())
     }
 }

@@ -1,6 +1,5 @@
 //! API keys: `sk_` + 256 random bits, shown once, stored as a SHA-256 hash, limited to scopes.
 
-use crate::entities::View;
 use chrono::{DateTime, Duration, Utc};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set,
@@ -12,7 +11,11 @@ use super::audit::AuditEvent;
 use super::{
     AccountError, ApiKey, ClientInfo, Credential, FieldProblem, Principal, Result, tokens,
 };
-use crate::{db, entities::api_key, entities::user};
+use crate::{
+    db,
+    entities::user,
+    entities::{View, api_key},
+};
 
 pub const KEY_PREFIX: &str = "sk_";
 pub use super::principal::{SCOPES, Scope};
@@ -85,6 +88,16 @@ async fn insert(
 }
 
 impl super::Accounts {
+    async fn own_live_key(&self, user_id: Uuid, id: Uuid) -> Result<api_key::Model> {
+        api_key::Entity::find_by_id(id)
+            .one(self.db())
+            .await?
+            .filter(|k| k.user_id == user_id && k.revoked_at.is_none())
+            .ok_or(AccountError::NotFound)
+    }
+}
+
+impl super::ApiKeys<'_> {
     /// Creates a key for the signed-in user; the raw key is returned once and never stored.
     pub async fn create_api_key(
         &self,
@@ -114,14 +127,6 @@ impl super::Accounts {
             .all(self.db())
             .await?;
         Ok(keys.into_iter().map(View::view).collect())
-    }
-
-    async fn own_live_key(&self, user_id: Uuid, id: Uuid) -> Result<api_key::Model> {
-        api_key::Entity::find_by_id(id)
-            .one(self.db())
-            .await?
-            .filter(|k| k.user_id == user_id && k.revoked_at.is_none())
-            .ok_or(AccountError::NotFound)
     }
 
     pub async fn revoke_api_key(

@@ -1,7 +1,6 @@
 //! Account deletion with a grace period: request → mailed confirmation → scheduled deletion
 //! (cancellable, with reminders) → permanent deletion by the `purge_deleted_accounts` job.
 
-use crate::entities::View;
 use chrono::{DateTime, Duration, Utc};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set, sea_query::Expr,
@@ -20,7 +19,7 @@ use super::{
 use crate::{
     config::Settings,
     db,
-    entities::{audit_log, job, user},
+    entities::{View, audit_log, job, user},
     jobs::JobStatus,
     mail::Mail,
 };
@@ -53,26 +52,6 @@ pub(super) async fn new_cancel_token(
 }
 
 impl Accounts {
-    /// A signed-in user asks to delete their account: mails a single-use confirmation link.
-    pub async fn request_deletion(&self, user: &User, client: &ClientInfo) -> Result<()> {
-        if let Some(at) = user.deletion_scheduled_for {
-            return Err(AccountError::DeletionAlreadyScheduled { at });
-        }
-        self.send_deletion_confirmation(user, client).await
-    }
-
-    /// The same by email address, answering the same whether or not the account exists.
-    pub async fn request_deletion_by_email(&self, email: &str, client: &ClientInfo) -> Result<()> {
-        let email =
-            super::EmailAddress::parse(email).map_err(|p| AccountError::Validation(vec![p]))?;
-        match super::find_user_by_email(self.db(), &email).await? {
-            Some(user) if !user.is_deleted && user.deletion_scheduled_for.is_none() => {
-                self.send_deletion_confirmation(&user.view(), client).await
-            }
-            _ => Ok(()),
-        }
-    }
-
     async fn send_deletion_confirmation(&self, user: &User, client: &ClientInfo) -> Result<()> {
         let settings = self.settings();
         let txn = db::begin_write(self.db()).await?;
@@ -108,44 +87,6 @@ impl Accounts {
         )
         .await?;
         self.commit_and_dispatch(txn).await
-    }
-
-    /// Confirms a deletion with the mailed token: the account is deleted for good once the grace
-    /// period is over, and keeps working until then.
-    pub async fn confirm_deletion(&self, raw: &str, client: &ClientInfo) -> Result<User> {
-        let txn = db::begin_write(self.db()).await?;
-        let user_id = self
-            .consume_one_time_token(&txn, raw, Purpose::ConfirmDeletion)
-            .await?;
-        let user = super::find_user(&txn, user_id).await?;
-        if user.is_deleted {
-            return Err(AccountError::TokenInvalid);
-        }
-        let at = now() + Duration::days(i64::from(self.settings().auth.deletion_grace_period_days));
-        let user = self.schedule_in(&txn, user, at, client, "user").await?;
-        self.commit_and_dispatch(txn).await?;
-        self.users_changed().await;
-        Ok(user.view())
-    }
-
-    /// Schedules the deletion directly (operator CLI: support acting on a user's request).
-    pub async fn schedule_deletion(
-        &self,
-        user_id: Uuid,
-        at: DateTime<Utc>,
-        actor: &str,
-    ) -> Result<User> {
-        let user = super::find_user(self.db(), user_id).await?;
-        if user.is_deleted {
-            return Err(AccountError::AccountDeleted);
-        }
-        let txn = db::begin_write(self.db()).await?;
-        let user = self
-            .schedule_in(&txn, user, at, &ClientInfo::default(), actor)
-            .await?;
-        self.commit_and_dispatch(txn).await?;
-        self.users_changed().await;
-        Ok(user.view())
     }
 
     async fn schedule_in(
@@ -185,32 +126,6 @@ impl Accounts {
         )
         .await?;
         Ok(user)
-    }
-
-    /// Cancels the signed-in user's pending deletion.
-    pub async fn cancel_deletion(
-        &self,
-        user_id: Uuid,
-        client: &ClientInfo,
-        actor: &str,
-    ) -> Result<User> {
-        let txn = db::begin_write(self.db()).await?;
-        let user = self.cancel_in(&txn, user_id, client, actor).await?;
-        self.commit_and_dispatch(txn).await?;
-        self.users_changed().await;
-        Ok(user.view())
-    }
-
-    /// Cancels a scheduled deletion with the token from a deletion mail.
-    pub async fn cancel_deletion_with_token(&self, raw: &str, client: &ClientInfo) -> Result<User> {
-        let txn = db::begin_write(self.db()).await?;
-        let user_id = self
-            .consume_one_time_token(&txn, raw, Purpose::CancelDeletion)
-            .await?;
-        let user = self.cancel_in(&txn, user_id, client, "user").await?;
-        self.commit_and_dispatch(txn).await?;
-        self.users_changed().await;
-        Ok(user.view())
     }
 
     async fn cancel_in(
@@ -258,6 +173,92 @@ impl Accounts {
             .await?;
         }
         Ok(user)
+    }
+}
+
+impl super::Deletion<'_> {
+    /// A signed-in user asks to delete their account: mails a single-use confirmation link.
+    pub async fn request_deletion(&self, user: &User, client: &ClientInfo) -> Result<()> {
+        if let Some(at) = user.deletion_scheduled_for {
+            return Err(AccountError::DeletionAlreadyScheduled { at });
+        }
+        self.send_deletion_confirmation(user, client).await
+    }
+
+    /// The same by email address, answering the same whether or not the account exists.
+    pub async fn request_deletion_by_email(&self, email: &str, client: &ClientInfo) -> Result<()> {
+        let email =
+            super::EmailAddress::parse(email).map_err(|p| AccountError::Validation(vec![p]))?;
+        match super::find_user_by_email(self.db(), &email).await? {
+            Some(user) if !user.is_deleted && user.deletion_scheduled_for.is_none() => {
+                self.send_deletion_confirmation(&user.view(), client).await
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Confirms a deletion with the mailed token: the account is deleted for good once the grace
+    /// period is over, and keeps working until then.
+    pub async fn confirm_deletion(&self, raw: &str, client: &ClientInfo) -> Result<User> {
+        let txn = db::begin_write(self.db()).await?;
+        let user_id = self
+            .consume_one_time_token(&txn, raw, Purpose::ConfirmDeletion)
+            .await?;
+        let user = super::find_user(&txn, user_id).await?;
+        if user.is_deleted {
+            return Err(AccountError::TokenInvalid);
+        }
+        let at = now() + Duration::days(i64::from(self.settings().auth.deletion_grace_period_days));
+        let user = self.schedule_in(&txn, user, at, client, "user").await?;
+        self.commit_and_dispatch(txn).await?;
+        self.users_changed().await;
+        Ok(user.view())
+    }
+
+    /// Schedules the deletion directly (operator CLI: support acting on a user's request).
+    pub async fn schedule_deletion(
+        &self,
+        user_id: Uuid,
+        at: DateTime<Utc>,
+        actor: &str,
+    ) -> Result<User> {
+        let user = super::find_user(self.db(), user_id).await?;
+        if user.is_deleted {
+            return Err(AccountError::AccountDeleted);
+        }
+        let txn = db::begin_write(self.db()).await?;
+        let user = self
+            .schedule_in(&txn, user, at, &ClientInfo::default(), actor)
+            .await?;
+        self.commit_and_dispatch(txn).await?;
+        self.users_changed().await;
+        Ok(user.view())
+    }
+
+    /// Cancels the signed-in user's pending deletion.
+    pub async fn cancel_deletion(
+        &self,
+        user_id: Uuid,
+        client: &ClientInfo,
+        actor: &str,
+    ) -> Result<User> {
+        let txn = db::begin_write(self.db()).await?;
+        let user = self.cancel_in(&txn, user_id, client, actor).await?;
+        self.commit_and_dispatch(txn).await?;
+        self.users_changed().await;
+        Ok(user.view())
+    }
+
+    /// Cancels a scheduled deletion with the token from a deletion mail.
+    pub async fn cancel_deletion_with_token(&self, raw: &str, client: &ClientInfo) -> Result<User> {
+        let txn = db::begin_write(self.db()).await?;
+        let user_id = self
+            .consume_one_time_token(&txn, raw, Purpose::CancelDeletion)
+            .await?;
+        let user = self.cancel_in(&txn, user_id, client, "user").await?;
+        self.commit_and_dispatch(txn).await?;
+        self.users_changed().await;
+        Ok(user.view())
     }
 
     pub fn deletion_status(&self, user: &User) -> DeletionStatus {

@@ -1,12 +1,12 @@
 //! Finding accounts: the filters behind `/users`, `/users/search`, `/users/deleted` and
 //! `/admin/users`, by page number or by cursor.
 
-use crate::entities::View;
 use sea_orm::{DatabaseConnection, DbErr, QueryFilter, QuerySelect, sea_query::Expr};
 use uuid::Uuid;
 
 use super::{AccountError, User, admin::Statistics};
 use crate::cache::Cache;
+use crate::entities::View;
 
 /// Reading accounts: the lists, one account, the counts. Writes go through `Accounts`.
 #[derive(Clone)]

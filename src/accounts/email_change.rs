@@ -18,6 +18,29 @@ use crate::{
 pub const REVERT_TTL: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
 
 impl Accounts {
+    async fn set_email(
+        &self,
+        conn: &impl ConnectionTrait,
+        user_id: Uuid,
+        email: &str,
+    ) -> Result<()> {
+        user::Entity::update_many()
+            .col_expr(user::Column::Email, Expr::value(email))
+            .col_expr(user::Column::IsVerified, Expr::value(true))
+            .col_expr(user::Column::UpdatedAt, Expr::value(now()))
+            .filter(user::Column::Id.eq(user_id))
+            .exec(conn)
+            .await
+            .map_err(|e| match is_unique_violation(&e) {
+                // Taken by a registration since the request.
+                Some(_) => AccountError::EmailTaken,
+                None => e.into(),
+            })?;
+        Ok(())
+    }
+}
+
+impl super::Profile<'_> {
     /// Mails a confirmation link to `new_email`; nothing changes until it is followed. The
     /// answer is the same whether the address is free or taken: a taken one gets a notice
     /// instead of a link.
@@ -224,27 +247,6 @@ impl Accounts {
         .await?;
         self.commit_and_dispatch(txn).await?;
         self.users_changed().await;
-        Ok(())
-    }
-
-    async fn set_email(
-        &self,
-        conn: &impl ConnectionTrait,
-        user_id: Uuid,
-        email: &str,
-    ) -> Result<()> {
-        user::Entity::update_many()
-            .col_expr(user::Column::Email, Expr::value(email))
-            .col_expr(user::Column::IsVerified, Expr::value(true))
-            .col_expr(user::Column::UpdatedAt, Expr::value(now()))
-            .filter(user::Column::Id.eq(user_id))
-            .exec(conn)
-            .await
-            .map_err(|e| match is_unique_violation(&e) {
-                // Taken by a registration since the request.
-                Some(_) => AccountError::EmailTaken,
-                None => e.into(),
-            })?;
         Ok(())
     }
 }

@@ -3,7 +3,6 @@
 //! one-time login codes handed to web apps, the identities an account has, and a first
 //! password for an account a provider made. The protocol itself is `crate::oidc`'s.
 
-use crate::entities::View;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set,
 };
@@ -20,7 +19,7 @@ use super::{
 use crate::values::{EmailAddress, Password, Username};
 use crate::{
     db,
-    entities::{identity, oidc_authorization, oidc_used_nonce, user},
+    entities::{View, identity, oidc_authorization, oidc_used_nonce, user},
     mail::Mail,
 };
 
@@ -55,107 +54,6 @@ pub struct NewAuthorization {
 }
 
 impl Accounts {
-    /// Records a web sign-in about to go to `provider`; `binding` is the browser's cookie
-    /// value, so that the answer is taken only from the browser that asked.
-    pub async fn begin_oidc_authorization(
-        &self,
-        provider: &str,
-        redirect_uri: &str,
-        binding: &str,
-    ) -> Result<NewAuthorization> {
-        let state = tokens::new_opaque_token();
-        let nonce = tokens::new_opaque_token();
-        let (code_verifier, code_challenge) = crate::oidc::pkce_pair();
-        oidc_authorization::Entity::insert(oidc_authorization::ActiveModel {
-            id: Set(Uuid::new_v4()),
-            provider: Set(provider.to_string()),
-            state_hash: Set(tokens::hash_token(&state)),
-            binding_hash: Set(tokens::hash_token(binding)),
-            nonce: Set(nonce.clone()),
-            code_verifier: Set(code_verifier),
-            redirect_uri: Set(redirect_uri.to_string()),
-            created_at: Set(now()),
-            expires_at: Set(after(AUTHORIZATION_TTL)),
-        })
-        .exec_without_returning(&self.db)
-        .await?;
-        Ok(NewAuthorization {
-            state,
-            nonce,
-            code_challenge,
-        })
-    }
-
-    /// Takes the web sign-in `state` names, once: a second callback with the same state (a
-    /// replay) finds nothing.
-    pub async fn take_oidc_authorization(
-        &self,
-        provider: &str,
-        state: &str,
-        binding: Option<&str>,
-    ) -> Result<PendingAuthorization> {
-        let found = oidc_authorization::Entity::find()
-            .filter(oidc_authorization::Column::StateHash.eq(tokens::hash_token(state)))
-            .one(&self.db)
-            .await?
-            .ok_or(AccountError::OidcStateInvalid)?;
-        let taken = oidc_authorization::Entity::delete_many()
-            .filter(oidc_authorization::Column::Id.eq(found.id))
-            .exec(&self.db)
-            .await?
-            .rows_affected
-            == 1;
-        let same_browser = binding.is_some_and(|b| tokens::hash_token(b) == found.binding_hash);
-        if !taken || !same_browser || found.provider != provider {
-            return Err(AccountError::OidcStateInvalid);
-        }
-        if found.expires_at <= now() {
-            return Err(AccountError::OidcStateExpired);
-        }
-        Ok(PendingAuthorization {
-            nonce: found.nonce,
-            code_verifier: found.code_verifier,
-            redirect_uri: found.redirect_uri,
-        })
-    }
-
-    /// Notes the nonce of a native app's ID token as used until the token expires; a second
-    /// sign-in with it is refused.
-    pub async fn use_native_nonce(
-        &self,
-        provider: &str,
-        nonce: &str,
-        token_expires_at: i64,
-    ) -> Result<()> {
-        let expires_at = chrono::DateTime::from_timestamp(
-            token_expires_at.saturating_add(crate::oidc::CLOCK_SKEW_SECS as i64),
-            0,
-        )
-        .unwrap_or_else(now);
-        let inserted = oidc_used_nonce::Entity::insert(oidc_used_nonce::ActiveModel {
-            nonce_hash: Set(tokens::hash_token(&format!("{provider}\n{nonce}"))),
-            expires_at: Set(expires_at),
-        })
-        .exec_without_returning(&self.db)
-        .await;
-        match inserted {
-            Ok(_) => Ok(()),
-            Err(e) if is_unique_violation(&e).is_some() => Err(AccountError::NonceReused),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// The account `identity` signs in to: the one it is linked to; else the account with its
-    /// (provider-verified) address, linked now if that account verified the address too;
-    /// else a new, verified account without a password.
-    pub async fn account_for_identity(
-        &self,
-        identity: &VerifiedIdentity,
-        client: &ClientInfo,
-    ) -> Result<User> {
-        Ok(self.identity_account(identity, client).await?.view())
-    }
-
     async fn identity_account(
         &self,
         identity: &VerifiedIdentity,
@@ -324,6 +222,109 @@ impl Accounts {
         }
         Err(AccountError::UsernameTaken)
     }
+}
+
+impl super::Identities<'_> {
+    /// Records a web sign-in about to go to `provider`; `binding` is the browser's cookie
+    /// value, so that the answer is taken only from the browser that asked.
+    pub async fn begin_oidc_authorization(
+        &self,
+        provider: &str,
+        redirect_uri: &str,
+        binding: &str,
+    ) -> Result<NewAuthorization> {
+        let state = tokens::new_opaque_token();
+        let nonce = tokens::new_opaque_token();
+        let (code_verifier, code_challenge) = crate::oidc::pkce_pair();
+        oidc_authorization::Entity::insert(oidc_authorization::ActiveModel {
+            id: Set(Uuid::new_v4()),
+            provider: Set(provider.to_string()),
+            state_hash: Set(tokens::hash_token(&state)),
+            binding_hash: Set(tokens::hash_token(binding)),
+            nonce: Set(nonce.clone()),
+            code_verifier: Set(code_verifier),
+            redirect_uri: Set(redirect_uri.to_string()),
+            created_at: Set(now()),
+            expires_at: Set(after(AUTHORIZATION_TTL)),
+        })
+        .exec_without_returning(&self.db)
+        .await?;
+        Ok(NewAuthorization {
+            state,
+            nonce,
+            code_challenge,
+        })
+    }
+
+    /// Takes the web sign-in `state` names, once: a second callback with the same state (a
+    /// replay) finds nothing.
+    pub async fn take_oidc_authorization(
+        &self,
+        provider: &str,
+        state: &str,
+        binding: Option<&str>,
+    ) -> Result<PendingAuthorization> {
+        let found = oidc_authorization::Entity::find()
+            .filter(oidc_authorization::Column::StateHash.eq(tokens::hash_token(state)))
+            .one(&self.db)
+            .await?
+            .ok_or(AccountError::OidcStateInvalid)?;
+        let taken = oidc_authorization::Entity::delete_many()
+            .filter(oidc_authorization::Column::Id.eq(found.id))
+            .exec(&self.db)
+            .await?
+            .rows_affected
+            == 1;
+        let same_browser = binding.is_some_and(|b| tokens::hash_token(b) == found.binding_hash);
+        if !taken || !same_browser || found.provider != provider {
+            return Err(AccountError::OidcStateInvalid);
+        }
+        if found.expires_at <= now() {
+            return Err(AccountError::OidcStateExpired);
+        }
+        Ok(PendingAuthorization {
+            nonce: found.nonce,
+            code_verifier: found.code_verifier,
+            redirect_uri: found.redirect_uri,
+        })
+    }
+
+    /// Notes the nonce of a native app's ID token as used until the token expires; a second
+    /// sign-in with it is refused.
+    pub async fn use_native_nonce(
+        &self,
+        provider: &str,
+        nonce: &str,
+        token_expires_at: i64,
+    ) -> Result<()> {
+        let expires_at = chrono::DateTime::from_timestamp(
+            token_expires_at.saturating_add(crate::oidc::CLOCK_SKEW_SECS as i64),
+            0,
+        )
+        .unwrap_or_else(now);
+        let inserted = oidc_used_nonce::Entity::insert(oidc_used_nonce::ActiveModel {
+            nonce_hash: Set(tokens::hash_token(&format!("{provider}\n{nonce}"))),
+            expires_at: Set(expires_at),
+        })
+        .exec_without_returning(&self.db)
+        .await;
+        match inserted {
+            Ok(_) => Ok(()),
+            Err(e) if is_unique_violation(&e).is_some() => Err(AccountError::NonceReused),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The account `identity` signs in to: the one it is linked to; else the account with its
+    /// (provider-verified) address, linked now if that account verified the address too;
+    /// else a new, verified account without a password.
+    pub async fn account_for_identity(
+        &self,
+        identity: &VerifiedIdentity,
+        client: &ClientInfo,
+    ) -> Result<User> {
+        Ok(self.identity_account(identity, client).await?.view())
+    }
 
     /// Signs in with a verified identity: its account (found, linked or made), then the
     /// session or, with a second factor on, `MfaRequired`.
@@ -364,7 +365,7 @@ impl Accounts {
     }
 
     /// The provider identities linked to the caller's account, oldest first.
-    pub async fn identities(&self, principal: &Principal) -> Result<Vec<Identity>> {
+    pub async fn list(&self, principal: &Principal) -> Result<Vec<Identity>> {
         let linked = identity::Entity::find()
             .filter(identity::Column::UserId.eq(principal.user.id))
             .order_by_asc(identity::Column::CreatedAt)

@@ -6,7 +6,6 @@
 //! or `SECRET_KEY` without one, bound to the account's id); recovery codes and challenge tokens
 //! only as SHA-256 hashes.
 
-use crate::entities::View;
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set, sea_query::Expr};
 use uuid::Uuid;
 
@@ -20,7 +19,7 @@ use super::totp::{
 use super::{service::*, storage::*};
 use crate::{
     db,
-    entities::{mfa_challenge, recovery_code, totp_factor, user},
+    entities::{View, mfa_challenge, recovery_code, totp_factor, user},
     mail::Mail,
 };
 
@@ -240,7 +239,9 @@ impl Accounts {
         )
         .await
     }
+}
 
+impl super::Mfa<'_> {
     /// Starts setting up a TOTP factor: a new secret, not in force until confirmed with a code.
     /// Asking again replaces an unconfirmed secret.
     pub async fn totp_setup(

@@ -8,6 +8,38 @@ use crate::values::{EmailAddress, Password};
 use crate::{db, entities::user, mail::Mail};
 
 impl Accounts {
+    /// The account's current password, for a change to how it signs in; `during` names the
+    /// change in the audit log when the password is wrong.
+    pub(super) async fn check_password(
+        &self,
+        user: &user::Model,
+        password: String,
+        during: &str,
+        client: &ClientInfo,
+    ) -> Result<()> {
+        if !user.has_password() {
+            return Err(AccountError::PasswordNotSet);
+        }
+        if self
+            .hasher
+            .verify(password, user.password_hash.clone())
+            .await?
+        {
+            return Ok(());
+        }
+        self.audit(
+            &self.db,
+            Some(user.id),
+            AuditEvent::PasswordChangeFailed,
+            client,
+            Some(serde_json::json!({"during": during})),
+        )
+        .await?;
+        Err(AccountError::WrongPassword)
+    }
+}
+
+impl super::Passwords<'_> {
     pub async fn forgot_password(&self, email: &str, client: &ClientInfo) -> Result<()> {
         // A malformed address is the caller's mistake, said as such; whether an account has a
         // well-formed one is never told.
@@ -78,36 +110,6 @@ impl Accounts {
         self.commit_and_dispatch(txn).await?;
         self.users_changed().await;
         Ok(())
-    }
-
-    /// The account's current password, for a change to how it signs in; `during` names the
-    /// change in the audit log when the password is wrong.
-    pub(super) async fn check_password(
-        &self,
-        user: &user::Model,
-        password: String,
-        during: &str,
-        client: &ClientInfo,
-    ) -> Result<()> {
-        if !user.has_password() {
-            return Err(AccountError::PasswordNotSet);
-        }
-        if self
-            .hasher
-            .verify(password, user.password_hash.clone())
-            .await?
-        {
-            return Ok(());
-        }
-        self.audit(
-            &self.db,
-            Some(user.id),
-            AuditEvent::PasswordChangeFailed,
-            client,
-            Some(serde_json::json!({"during": during})),
-        )
-        .await?;
-        Err(AccountError::WrongPassword)
     }
 
     pub async fn change_password(

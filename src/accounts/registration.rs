@@ -1,6 +1,5 @@
 //! Registration and email verification.
 
-use crate::entities::View;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set, sea_query::Expr,
 };
@@ -16,7 +15,7 @@ use super::{
 use crate::values::{EmailAddress, Password, Username};
 use crate::{
     db,
-    entities::{one_time_token, user},
+    entities::{View, one_time_token, user},
     mail::{Email, Mail},
 };
 
@@ -56,23 +55,6 @@ impl Accounts {
             return Err(AccountError::UsernameTaken);
         }
         Ok((email, username, password))
-    }
-
-    pub async fn register(&self, new: NewAccount, client: &ClientInfo) -> Result<User> {
-        let (email, username, password) = self.check_new_account(new).await?;
-        let hash = self.hasher.hash(&password).await?;
-        let txn = db::begin_write(&self.db).await?;
-        let user = insert_user(&txn, &email, &username, hash, false, false).await?;
-        let raw = self
-            .issue_one_time_token(&txn, user.id, Purpose::VerifyEmail)
-            .await?;
-        self.audit(&txn, Some(user.id), AuditEvent::Register, client, None)
-            .await?;
-        self.queue_mail(&txn, self.verification_mail(&user, &raw))
-            .await?;
-        self.commit_and_dispatch(txn).await?;
-        self.users_changed().await;
-        Ok(user.view())
     }
 
     fn verification_mail(&self, user: &user::Model, raw: &str) -> Email {
@@ -145,6 +127,25 @@ impl Accounts {
             return Err(AccountError::TokenInvalid);
         }
         Ok(token.user_id)
+    }
+}
+
+impl super::Registration<'_> {
+    pub async fn register(&self, new: NewAccount, client: &ClientInfo) -> Result<User> {
+        let (email, username, password) = self.check_new_account(new).await?;
+        let hash = self.hasher.hash(&password).await?;
+        let txn = db::begin_write(&self.db).await?;
+        let user = insert_user(&txn, &email, &username, hash, false, false).await?;
+        let raw = self
+            .issue_one_time_token(&txn, user.id, Purpose::VerifyEmail)
+            .await?;
+        self.audit(&txn, Some(user.id), AuditEvent::Register, client, None)
+            .await?;
+        self.queue_mail(&txn, self.verification_mail(&user, &raw))
+            .await?;
+        self.commit_and_dispatch(txn).await?;
+        self.users_changed().await;
+        Ok(user.view())
     }
 
     pub async fn verify_email(&self, raw: &str, client: &ClientInfo) -> Result<User> {

@@ -45,6 +45,54 @@ impl Accounts {
         Ok(raw)
     }
 
+    /// Counts a wrong code: towards the challenge's limit and the account's login throttle.
+    async fn mfa_failure(
+        &self,
+        challenge: &mfa_challenge::Model,
+        subjects: &[String],
+        client: &ClientInfo,
+    ) -> Result<AccountError> {
+        let txn = db::begin_write(&self.db).await?;
+        mfa_challenge::Entity::update_many()
+            .col_expr(
+                mfa_challenge::Column::FailedAttempts,
+                Expr::col(mfa_challenge::Column::FailedAttempts).add(1),
+            )
+            .filter(mfa_challenge::Column::Id.eq(challenge.id))
+            .exec(&txn)
+            .await?;
+        let ended = mfa_challenge::Entity::update_many()
+            .col_expr(mfa_challenge::Column::UsedAt, Expr::value(now()))
+            .filter(mfa_challenge::Column::Id.eq(challenge.id))
+            .filter(mfa_challenge::Column::FailedAttempts.gte(MAX_CHALLENGE_FAILURES))
+            .filter(mfa_challenge::Column::UsedAt.is_null())
+            .exec(&txn)
+            .await?
+            .rows_affected
+            == 1;
+        self.audit(
+            &txn,
+            Some(challenge.user_id),
+            AuditEvent::LoginFailed,
+            client,
+            Some(serde_json::json!({"reason": "wrong_mfa_code", "challenge_ended": ended})),
+        )
+        .await?;
+        txn.commit().await?;
+        if let Some(limiter) = &self.login_throttle {
+            for subject in subjects {
+                let _ = limiter
+                    .check(limiter.rules().account_failures, subject, true)
+                    .await;
+            }
+        }
+        Ok(AccountError::MfaCodeRejected {
+            challenge_ended: ended,
+        })
+    }
+}
+
+impl super::Sessions<'_> {
     /// The second step of a sign-in: the `mfa_token` and a current TOTP code or an unused
     /// recovery code give the token pair. Wrong codes count towards the account's login
     /// throttle; the fifth for one token ends it.
@@ -129,51 +177,5 @@ impl Accounts {
             }
         }
         Ok(pair)
-    }
-
-    /// Counts a wrong code: towards the challenge's limit and the account's login throttle.
-    async fn mfa_failure(
-        &self,
-        challenge: &mfa_challenge::Model,
-        subjects: &[String],
-        client: &ClientInfo,
-    ) -> Result<AccountError> {
-        let txn = db::begin_write(&self.db).await?;
-        mfa_challenge::Entity::update_many()
-            .col_expr(
-                mfa_challenge::Column::FailedAttempts,
-                Expr::col(mfa_challenge::Column::FailedAttempts).add(1),
-            )
-            .filter(mfa_challenge::Column::Id.eq(challenge.id))
-            .exec(&txn)
-            .await?;
-        let ended = mfa_challenge::Entity::update_many()
-            .col_expr(mfa_challenge::Column::UsedAt, Expr::value(now()))
-            .filter(mfa_challenge::Column::Id.eq(challenge.id))
-            .filter(mfa_challenge::Column::FailedAttempts.gte(MAX_CHALLENGE_FAILURES))
-            .filter(mfa_challenge::Column::UsedAt.is_null())
-            .exec(&txn)
-            .await?
-            .rows_affected
-            == 1;
-        self.audit(
-            &txn,
-            Some(challenge.user_id),
-            AuditEvent::LoginFailed,
-            client,
-            Some(serde_json::json!({"reason": "wrong_mfa_code", "challenge_ended": ended})),
-        )
-        .await?;
-        txn.commit().await?;
-        if let Some(limiter) = &self.login_throttle {
-            for subject in subjects {
-                let _ = limiter
-                    .check(limiter.rules().account_failures, subject, true)
-                    .await;
-            }
-        }
-        Ok(AccountError::MfaCodeRejected {
-            challenge_ended: ended,
-        })
     }
 }

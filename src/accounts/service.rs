@@ -37,7 +37,10 @@ pub struct NewAccount {
     pub password: String,
 }
 
-/// The account operations, shared by the HTTP API, the CLI and the start-up bootstrap.
+/// The account domain: what its services share (the database, the settings, the password
+/// hasher, the signing keys, the job queue, the cache and the mails), and the services
+/// themselves, each a handful of operations on one concern (`accounts.sessions().login(..)`).
+/// The HTTP API, the CLI and the start-up bootstrap all go through them.
 #[derive(Clone)]
 pub struct Accounts {
     pub(super) db: DatabaseConnection,
@@ -212,4 +215,52 @@ impl Accounts {
     ) -> Result<()> {
         write_audit(conn, user_id, event, client, details).await
     }
+}
+
+/// Declares the services: each borrows the shared `Accounts` (and reads through to it), and
+/// `Accounts` gives each out by its accessor.
+macro_rules! services {
+    ($($(#[doc = $doc:literal])+ $name:ident => $accessor:ident;)+) => {$(
+        $(#[doc = $doc])+
+        #[derive(Clone, Copy)]
+        pub struct $name<'a>(&'a Accounts);
+
+        impl std::ops::Deref for $name<'_> {
+            type Target = Accounts;
+
+            fn deref(&self) -> &Accounts {
+                self.0
+            }
+        }
+
+        impl Accounts {
+            $(#[doc = $doc])+
+            pub fn $accessor(&self) -> $name<'_> {
+                $name(self)
+            }
+        }
+    )+};
+}
+
+services! {
+    /// Making an account and proving its address (`registration.rs`).
+    Registration => registration;
+    /// Signing in (the password, then a second factor when the account has one), refreshing,
+    /// authenticating access tokens, signing out and the session list (`sessions.rs`,
+    /// `second_step.rs`).
+    Sessions => sessions;
+    /// Forgotten and changed passwords (`recovery.rs`).
+    Passwords => passwords;
+    /// Two-factor sign-in: TOTP factors and recovery codes (`mfa.rs`).
+    Mfa => mfa;
+    /// Signing in with OpenID Connect providers and the identities they link (`identities.rs`).
+    Identities => identities;
+    /// Keys for scripts and integrations (`api_keys.rs`).
+    ApiKeys => api_keys;
+    /// Deleting one's account after a grace period, and cancelling it (`deletion.rs`).
+    Deletion => deletion;
+    /// What administrators and operators do to accounts (`admin.rs`).
+    Admin => admin;
+    /// One's own username and email address (`profile.rs`, `email_change.rs`).
+    Profile => profile;
 }

@@ -1,7 +1,6 @@
 //! Signing in and the sessions it opens: login (and its throttle), refresh-token rotation,
 //! logout, revocation, and authenticating access tokens and API keys.
 
-use crate::entities::View;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter,
     QueryOrder, QuerySelect, Set, sea_query::Expr,
@@ -18,7 +17,7 @@ use super::{
 use crate::values::EmailAddress;
 use crate::{
     db,
-    entities::{refresh_token, session, user},
+    entities::{View, refresh_token, session, user},
     ratelimit::{self},
 };
 
@@ -42,36 +41,6 @@ pub(super) async fn refuse_throttled(limiter: &ratelimit::Limiter, subject: &str
 }
 
 impl Accounts {
-    /// Signs in with an email address or username and the password. With a login throttle,
-    /// an account with too many recent failures is refused before its password is checked.
-    pub async fn login(
-        &self,
-        identifier: &str,
-        password: String,
-        client: &ClientInfo,
-    ) -> Result<TokenPair> {
-        let Some(limiter) = &self.login_throttle else {
-            return self.login_unthrottled(identifier, password, client).await;
-        };
-        let account = ratelimit::account_subject(identifier);
-        refuse_throttled(limiter, &account).await?;
-        let outcome = self.login_unthrottled(identifier, password, client).await;
-        match &outcome {
-            Err(AccountError::InvalidCredentials) => {
-                let _ = limiter
-                    .check(limiter.rules().account_failures, &account, true)
-                    .await;
-            }
-            Ok(_) => {
-                limiter
-                    .reset(limiter.rules().account_failures, &account)
-                    .await
-            }
-            Err(_) => {}
-        }
-        outcome
-    }
-
     async fn login_unthrottled(
         &self,
         identifier: &str,
@@ -266,6 +235,38 @@ impl Accounts {
             expires_in: ttl,
             session_id: session.id,
         })
+    }
+}
+
+impl super::Sessions<'_> {
+    /// Signs in with an email address or username and the password. With a login throttle,
+    /// an account with too many recent failures is refused before its password is checked.
+    pub async fn login(
+        &self,
+        identifier: &str,
+        password: String,
+        client: &ClientInfo,
+    ) -> Result<TokenPair> {
+        let Some(limiter) = &self.login_throttle else {
+            return self.login_unthrottled(identifier, password, client).await;
+        };
+        let account = ratelimit::account_subject(identifier);
+        refuse_throttled(limiter, &account).await?;
+        let outcome = self.login_unthrottled(identifier, password, client).await;
+        match &outcome {
+            Err(AccountError::InvalidCredentials) => {
+                let _ = limiter
+                    .check(limiter.rules().account_failures, &account, true)
+                    .await;
+            }
+            Ok(_) => {
+                limiter
+                    .reset(limiter.rules().account_failures, &account)
+                    .await
+            }
+            Err(_) => {}
+        }
+        outcome
     }
 
     /// Exchanges a refresh token for a new pair. A token that was already exchanged means it was

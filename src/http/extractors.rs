@@ -109,9 +109,9 @@ async fn check_bearer(req: &Request, bearer: Bearer) -> poem::Result<Principal> 
 /// one is a 401.
 pub async fn authenticate_token(state: &AppState, token: &str) -> ApiResult<Principal> {
     let principal = if token.starts_with(KEY_PREFIX) {
-        state.accounts.authenticate_api_key(token).await
+        state.accounts.api_keys().authenticate_api_key(token).await
     } else {
-        state.accounts.authenticate(token).await
+        state.accounts.sessions().authenticate(token).await
     }
     .map_err(|e| ApiError::from(e).as_auth_failure())?;
     note_request_user(&principal);

@@ -150,7 +150,7 @@ impl AppState {
         } else {
             db::wait_for_schema(&self.db, settings.schema_wait).await?;
         }
-        if let Some(user) = self.accounts.ensure_first_superuser().await? {
+        if let Some(user) = self.accounts.admin().ensure_first_superuser().await? {
             tracing::info!(user_id = %user.id, "created the first superuser from FIRST_SUPERUSER_EMAIL");
         }
         Ok(())

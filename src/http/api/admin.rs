@@ -196,6 +196,7 @@ impl AdminApi {
         let b = body.0;
         let user = state
             .accounts
+            .admin()
             .admin_create_user(
                 NewAccount {
                     email: b.email,
@@ -244,6 +245,7 @@ impl AdminApi {
         let b = body.0;
         let user = state
             .accounts
+            .admin()
             .admin_update_user(
                 user_id.0,
                 UserChanges {
@@ -278,6 +280,7 @@ impl AdminApi {
         let actor = auth.admin()?;
         let user = state
             .accounts
+            .admin()
             .soft_delete(user_id.0, reason.0, actor)
             .await?;
         Ok(Json(user.into()))
@@ -299,6 +302,7 @@ impl AdminApi {
         let user = state.accounts.directory().user(user_id.0).await?;
         let user = state
             .accounts
+            .admin()
             .set_superuser(user.id, !user.is_superuser, actor)
             .await?;
         Ok(Json(user.into()))
@@ -320,6 +324,7 @@ impl AdminApi {
         let user = state.accounts.directory().user(user_id.0).await?;
         let user = state
             .accounts
+            .admin()
             .set_verified(user.id, !user.is_verified, actor)
             .await?;
         Ok(Json(user.into()))
@@ -341,7 +346,7 @@ impl AdminApi {
         user_id: Path<Uuid>,
     ) -> ApiResult<Json<AdminUser>> {
         let actor = auth.admin()?;
-        let user = state.accounts.reset_mfa(user_id.0, actor).await?;
+        let user = state.accounts.mfa().reset_mfa(user_id.0, actor).await?;
         Ok(Json(user.into()))
     }
 
@@ -391,6 +396,7 @@ impl AdminApi {
         let mut failed = Vec::new();
         for (user_id, outcome) in state
             .accounts
+            .admin()
             .bulk(&b.user_ids, b.operation.into(), actor)
             .await
         {

@@ -101,6 +101,7 @@ impl ApiKeysApi {
         let body = body.0;
         let (key, raw_key) = state
             .accounts
+            .api_keys()
             .create_api_key(
                 auth.session()?,
                 NewApiKey {
@@ -130,6 +131,7 @@ impl ApiKeysApi {
     ) -> ApiResult<Json<ApiKeyList>> {
         let keys: Vec<ApiKeyOut> = state
             .accounts
+            .api_keys()
             .list_api_keys(auth.session()?.user.id)
             .await?
             .into_iter()
@@ -156,6 +158,7 @@ impl ApiKeysApi {
     ) -> ApiResult<Json<Message>> {
         state
             .accounts
+            .api_keys()
             .revoke_api_key(auth.session()?, key_id.0, &client_info(req))
             .await?;
         Ok(Json(Message::new("API key revoked")))
@@ -178,6 +181,7 @@ impl ApiKeysApi {
     ) -> ApiResult<KeyCreated> {
         let (key, raw_key) = state
             .accounts
+            .api_keys()
             .rotate_api_key(auth.session()?, key_id.0, &client_info(req))
             .await?;
         Ok(KeyCreated::Created(Json(CreatedApiKey {

@@ -138,6 +138,7 @@ impl AuthApi {
         let body = body.0;
         let user = state
             .accounts
+            .registration()
             .register(
                 NewAccount {
                     email: body.email,
@@ -165,6 +166,7 @@ impl AuthApi {
         let form = form.0;
         let outcome = state
             .accounts
+            .sessions()
             .login(&form.username, form.password, &client_info(req))
             .await;
         Ok(tokens_response(&state, outcome?))
@@ -194,6 +196,7 @@ impl AuthApi {
             })?;
         let pair = state
             .accounts
+            .sessions()
             .refresh(&token, &client_info(req))
             .await
             .map_err(|e| ApiError::from(e).as_auth_failure())?;
@@ -216,17 +219,20 @@ impl AuthApi {
         if let Some(token) = body.0.and_then(|b| b.refresh_token).or(cookie.0) {
             state
                 .accounts
+                .sessions()
                 .logout_with_refresh(&token, &client)
                 .await
                 .map_err(|e| ApiError::from(e).as_auth_failure())?;
         } else if let Some(bearer) = bearer_token(req) {
             let principal = state
                 .accounts
+                .sessions()
                 .authenticate(&bearer)
                 .await
                 .map_err(|e| ApiError::from(e).as_auth_failure())?;
             state
                 .accounts
+                .sessions()
                 .logout_session(
                     principal.user.id,
                     principal.session_id().unwrap_or_default(),

@@ -66,6 +66,7 @@ impl CredentialsApi {
         let body = body.0;
         state
             .accounts
+            .passwords()
             .change_password(
                 auth.session()?,
                 body.current_password,
@@ -90,6 +91,7 @@ impl CredentialsApi {
     ) -> ApiResult<Json<Verified>> {
         state
             .accounts
+            .registration()
             .verify_email(&body.0.token, &client_info(req))
             .await?;
         Ok(Json(Verified { verified: true }))
@@ -106,7 +108,11 @@ impl CredentialsApi {
         state: Data<&AppState>,
         body: Json<EmailRequest>,
     ) -> ApiResult<Accepted> {
-        state.accounts.resend_verification(&body.0.email).await?;
+        state
+            .accounts
+            .registration()
+            .resend_verification(&body.0.email)
+            .await?;
         Ok(Accepted::Accepted(Json(Message::new(
             "if an unverified account exists for this address, a verification mail is on its way",
         ))))
@@ -126,6 +132,7 @@ impl CredentialsApi {
     ) -> ApiResult<Accepted> {
         state
             .accounts
+            .passwords()
             .forgot_password(&body.0.email, &client_info(req))
             .await?;
         Ok(Accepted::Accepted(Json(Message::new(
@@ -150,6 +157,7 @@ impl CredentialsApi {
         let body = body.0;
         state
             .accounts
+            .passwords()
             .reset_password(&body.token, body.new_password, &client_info(req))
             .await?;
         Ok(Json(Message::new(
@@ -191,6 +199,7 @@ impl EmailChangeApi {
         let body = body.0;
         state
             .accounts
+            .profile()
             .request_email_change(
                 auth.session()?,
                 &body.new_email,
@@ -220,6 +229,7 @@ impl EmailChangeApi {
     ) -> ApiResult<Json<Message>> {
         state
             .accounts
+            .profile()
             .confirm_email_change(&body.0.token, &client_info(req))
             .await?;
         Ok(Json(Message::new("the email address was changed")))
@@ -242,6 +252,7 @@ impl EmailChangeApi {
     ) -> ApiResult<Json<Message>> {
         state
             .accounts
+            .profile()
             .revert_email_change(&body.0.token, &client_info(req))
             .await?;
         Ok(Json(Message::new(

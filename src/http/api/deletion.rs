@@ -67,6 +67,7 @@ async fn optional_user(state: &AppState, req: &Request) -> ApiResult<Option<Prin
     };
     let principal = state
         .accounts
+        .sessions()
         .authenticate(&token)
         .await
         .map_err(|e| ApiError::from(e).as_auth_failure())?;
@@ -112,12 +113,14 @@ impl DeletionApi {
         if let Some(principal) = optional_user(&state, req).await? {
             state
                 .accounts
+                .deletion()
                 .request_deletion(&principal.user, &client)
                 .await?;
         } else {
             let email = email.ok_or_else(|| missing("email", "is required when not signed in"))?;
             state
                 .accounts
+                .deletion()
                 .request_deletion_by_email(&email, &client)
                 .await?;
         }
@@ -143,6 +146,7 @@ impl DeletionApi {
     ) -> ApiResult<Json<DeletionScheduled>> {
         let user = state
             .accounts
+            .deletion()
             .confirm_deletion(&body.0.token, &client_info(req))
             .await?;
         let deletion_scheduled_for = user
@@ -171,6 +175,7 @@ impl DeletionApi {
         if let Some(principal) = optional_user(&state, req).await? {
             state
                 .accounts
+                .deletion()
                 .cancel_deletion(principal.user.id, &client, "user")
                 .await?;
         } else {
@@ -180,6 +185,7 @@ impl DeletionApi {
                 .ok_or_else(|| missing("token", "is required when not signed in"))?;
             state
                 .accounts
+                .deletion()
                 .cancel_deletion_with_token(&token, &client)
                 .await?;
         }
@@ -199,7 +205,10 @@ impl DeletionApi {
         state: Data<&AppState>,
         auth: Auth,
     ) -> ApiResult<Json<DeletionStatusOut>> {
-        let s = state.accounts.deletion_status(&auth.session()?.user);
+        let s = state
+            .accounts
+            .deletion()
+            .deletion_status(&auth.session()?.user);
         Ok(Json(DeletionStatusOut {
             deletion_requested: s.requested,
             deletion_confirmed: s.confirmed,

@@ -82,6 +82,7 @@ impl MfaApi {
     ) -> ApiResult<Json<TotpSetupResponse>> {
         let setup = state
             .accounts
+            .mfa()
             .totp_setup(auth.session()?, body.0.password, &client_info(req))
             .await?;
         Ok(Json(TotpSetupResponse {
@@ -109,6 +110,7 @@ impl MfaApi {
     ) -> ApiResult<Json<RecoveryCodes>> {
         let recovery_codes = state
             .accounts
+            .mfa()
             .totp_confirm(auth.session()?, &body.0.code, &client_info(req))
             .await?;
         Ok(Json(RecoveryCodes { recovery_codes }))
@@ -129,6 +131,7 @@ impl MfaApi {
         let body = body.0;
         let pair = state
             .accounts
+            .sessions()
             .mfa_verify(&body.mfa_token, &body.code, &client_info(req))
             .await?;
         Ok(tokens_response(&state, pair))
@@ -152,6 +155,7 @@ impl MfaApi {
     ) -> ApiResult<Json<RecoveryCodes>> {
         let recovery_codes = state
             .accounts
+            .mfa()
             .regenerate_recovery_codes(auth.session()?, &body.0.code, &client_info(req))
             .await?;
         Ok(Json(RecoveryCodes { recovery_codes }))
@@ -176,6 +180,7 @@ impl MfaApi {
         let body = body.0;
         state
             .accounts
+            .mfa()
             .totp_disable(
                 auth.session()?,
                 body.password,

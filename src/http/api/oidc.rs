@@ -126,9 +126,14 @@ async fn finish_web_sign_in(
         .await?;
     let user = state
         .accounts
+        .identities()
         .account_for_identity(&verified(provider, claims), client)
         .await?;
-    Ok(state.accounts.issue_login_code(user.id).await?)
+    Ok(state
+        .accounts
+        .identities()
+        .issue_login_code(user.id)
+        .await?)
 }
 
 async fn callback(
@@ -146,6 +151,7 @@ async fn callback(
     // Until the state checks out, nothing says where the browser may safely go: a problem.
     let pending = state
         .accounts
+        .identities()
         .take_oidc_authorization(provider, &st, binding.as_deref())
         .await?;
     let client = client_info(req);
@@ -238,6 +244,7 @@ impl OidcApi {
             .unwrap_or_else(tokens::new_opaque_token);
         let started = state
             .accounts
+            .identities()
             .begin_oidc_authorization(&provider, &redirect_uri, &binding)
             .await?;
         let location = state
@@ -332,6 +339,7 @@ impl OidcApi {
     ) -> ApiResult<Tokens> {
         let pair = state
             .accounts
+            .identities()
             .exchange_login_code(&body.0.login_code, &client_info(req))
             .await?;
         Ok(tokens_response(&state, pair))
@@ -372,11 +380,13 @@ impl OidcApi {
             .await?;
         state
             .accounts
+            .identities()
             .use_native_nonce(&provider, &claims.nonce, claims.expires_at)
             .await?;
         let client = client_info(req);
         let pair = state
             .accounts
+            .identities()
             .sign_in_with_identity(&verified(&provider, claims), &client)
             .await?;
         Ok(tokens_response(&state, pair))
@@ -393,7 +403,7 @@ impl OidcApi {
         state: Data<&AppState>,
         auth: Auth,
     ) -> ApiResult<Json<IdentityList>> {
-        let identities = state.accounts.identities(auth.session()?).await?;
+        let identities = state.accounts.identities().list(auth.session()?).await?;
         Ok(Json(IdentityList {
             identities: identities.into_iter().map(Into::into).collect(),
         }))
@@ -417,6 +427,7 @@ impl OidcApi {
     ) -> ApiResult<Json<Message>> {
         state
             .accounts
+            .identities()
             .unlink_identity(auth.session()?, id.0, &client_info(req))
             .await?;
         Ok(Json(Message::new("sign-in provider removed")))
@@ -441,6 +452,7 @@ impl OidcApi {
     ) -> ApiResult<Json<Message>> {
         state
             .accounts
+            .identities()
             .set_password(auth.session()?, body.0.new_password, &client_info(req))
             .await?;
         Ok(Json(Message::new("password set")))

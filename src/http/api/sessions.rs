@@ -49,6 +49,7 @@ impl SessionsApi {
         let current = principal.session_id();
         let sessions: Vec<SessionOut> = state
             .accounts
+            .sessions()
             .list_sessions(principal.user.id)
             .await?
             .into_iter()
@@ -82,6 +83,7 @@ impl SessionsApi {
     ) -> ApiResult<Json<Message>> {
         state
             .accounts
+            .sessions()
             .revoke_session(auth.session()?, session_id.0, &client_info(req))
             .await?;
         Ok(Json(Message::new("session revoked")))
@@ -101,6 +103,7 @@ impl SessionsApi {
     ) -> ApiResult<Json<RevokedSessions>> {
         let revoked = state
             .accounts
+            .sessions()
             .revoke_other_sessions(auth.session()?, &client_info(req))
             .await?;
         Ok(Json(RevokedSessions {

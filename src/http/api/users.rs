@@ -236,6 +236,7 @@ impl UsersApi {
         };
         let user = state
             .accounts
+            .profile()
             .update_username(auth.session()?, &username)
             .await
             .map_err(ApiError::from)?;
@@ -298,6 +299,7 @@ impl UsersApi {
         let actor = auth.admin()?;
         let user = state
             .accounts
+            .admin()
             .soft_delete(user_id.0, reason.0, actor)
             .await?;
         Ok(Json(user.into()))
@@ -316,7 +318,7 @@ impl UsersApi {
         user_id: Path<Uuid>,
     ) -> ApiResult<Json<AdminUser>> {
         let actor = auth.admin()?;
-        let user = state.accounts.restore(user_id.0, actor).await?;
+        let user = state.accounts.admin().restore(user_id.0, actor).await?;
         Ok(Json(user.into()))
     }
 
@@ -336,7 +338,7 @@ impl UsersApi {
         user_id: Path<Uuid>,
     ) -> ApiResult<Json<Message>> {
         let actor = auth.admin()?;
-        state.accounts.hard_delete(user_id.0, actor).await?;
+        state.accounts.admin().hard_delete(user_id.0, actor).await?;
         Ok(Json(Message::new("the account was deleted permanently")))
     }
 }
