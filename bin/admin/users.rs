@@ -6,7 +6,7 @@ use std::io::BufRead;
 use clap::Subcommand;
 use keel::{
     accounts::{
-        User,
+        AccountError, AdminError, DeletionError, MfaError, User,
         admin::Actor,
         directory::{Deleted, Directory, Listed, Position, UserQuery},
     },
@@ -320,28 +320,62 @@ fn list(users: &[Listed], total: u64, page: u64, size: u64, format: Format) {
     }
 }
 
-fn refused_or_failed(e: &keel::accounts::AccountError) -> Failure {
-    use keel::accounts::AccountError as E;
-    match e {
-        E::Validation(problems) => Failure(
-            EXIT_REFUSED,
-            problems
-                .iter()
-                .map(|p| format!("{} {}", p.field, p.message))
-                .collect::<Vec<_>>()
-                .join("; "),
-        ),
-        E::EmailTaken
-        | E::UsernameTaken
-        | E::DeletionAlreadyScheduled { .. }
-        | E::AccountDeleted
-        | E::DeletionNotRequested
-        | E::AlreadySoftDeleted
-        | E::NotSoftDeleted
-        | E::MfaNotEnabled
-        | E::CannotModifySelf(_) => Failure(EXIT_REFUSED, e.to_string()),
-        E::NotFound => Failure(EXIT_NOT_FOUND, e.to_string()),
-        other => Failure(EXIT_FAILURE, keel::telemetry::cause_chain(other)),
+/// How an account service's error ends a command: refused (a rule said no), not found, or
+/// failed.
+fn refused_or_failed(e: &impl Refusal) -> Failure {
+    e.failure()
+}
+
+trait Refusal {
+    fn failure(&self) -> Failure;
+}
+
+impl Refusal for AccountError {
+    fn failure(&self) -> Failure {
+        use AccountError as E;
+        match self {
+            E::Validation(problems) => Failure(
+                EXIT_REFUSED,
+                problems
+                    .iter()
+                    .map(|p| format!("{} {}", p.field, p.message))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ),
+            E::EmailTaken | E::UsernameTaken | E::AccountDeleted => {
+                Failure(EXIT_REFUSED, self.to_string())
+            }
+            E::NotFound => Failure(EXIT_NOT_FOUND, self.to_string()),
+            other => Failure(EXIT_FAILURE, keel::telemetry::cause_chain(other)),
+        }
+    }
+}
+
+impl Refusal for AdminError {
+    fn failure(&self) -> Failure {
+        match self {
+            AdminError::Account(e) => e.failure(),
+            refused => Failure(EXIT_REFUSED, refused.to_string()),
+        }
+    }
+}
+
+impl Refusal for DeletionError {
+    fn failure(&self) -> Failure {
+        match self {
+            DeletionError::Account(e) => e.failure(),
+            refused => Failure(EXIT_REFUSED, refused.to_string()),
+        }
+    }
+}
+
+impl Refusal for MfaError {
+    fn failure(&self) -> Failure {
+        match self {
+            MfaError::Account(e) => e.failure(),
+            MfaError::Admin(e) => e.failure(),
+            refused => Failure(EXIT_REFUSED, refused.to_string()),
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::User;
 use super::audit::AuditEvent;
 use super::{
-    AccountError, Accounts, ClientInfo, NewAccount, Result,
+    AccountError, Accounts, AdminError, ClientInfo, NewAccount, Result,
     deletion::erase_account,
     service::{is_unique_violation, now},
     storage::{find_user_by_email, insert_user},
@@ -48,9 +48,9 @@ impl Actor {
         }
     }
 
-    pub(super) fn refuse_self(self, target: Uuid, what: &str) -> Result<()> {
+    pub(super) fn refuse_self(self, target: Uuid, what: &str) -> Result<(), AdminError> {
         if self == Actor::User(target) {
-            return Err(AccountError::CannotModifySelf(format!(
+            return Err(AdminError::CannotModifySelf(format!(
                 "administrators cannot {what} their own account; ask another administrator"
             )));
         }
@@ -176,7 +176,7 @@ impl super::Admin<'_> {
         is_superuser: bool,
         is_verified: bool,
         actor: Actor,
-    ) -> Result<User> {
+    ) -> Result<User, AdminError> {
         let (email, username, password) = self.check_new_account(new).await?;
         let hash = self.hasher().hash(&password).await?;
         let txn = db::begin_write(self.db()).await?;
@@ -200,7 +200,7 @@ impl super::Admin<'_> {
         id: Uuid,
         changes: UserChanges,
         actor: Actor,
-    ) -> Result<User> {
+    ) -> Result<User, AdminError> {
         if changes.is_superuser == Some(false) {
             actor.refuse_self(id, "remove superuser rights from")?;
         }
@@ -233,7 +233,7 @@ impl super::Admin<'_> {
             None => None,
         };
         if !problems.is_empty() {
-            return Err(AccountError::Validation(problems));
+            return Err(AccountError::Validation(problems).into());
         }
         let hash = match &password {
             Some(p) => Some(self.hasher().hash(p).await?),
@@ -293,7 +293,12 @@ impl super::Admin<'_> {
         Ok(updated.view())
     }
 
-    pub async fn set_superuser(&self, id: Uuid, value: bool, actor: Actor) -> Result<User> {
+    pub async fn set_superuser(
+        &self,
+        id: Uuid,
+        value: bool,
+        actor: Actor,
+    ) -> Result<User, AdminError> {
         self.admin_update_user(
             id,
             UserChanges {
@@ -305,7 +310,12 @@ impl super::Admin<'_> {
         .await
     }
 
-    pub async fn set_verified(&self, id: Uuid, value: bool, actor: Actor) -> Result<User> {
+    pub async fn set_verified(
+        &self,
+        id: Uuid,
+        value: bool,
+        actor: Actor,
+    ) -> Result<User, AdminError> {
         self.admin_update_user(
             id,
             UserChanges {
@@ -324,7 +334,7 @@ impl super::Admin<'_> {
         id: Uuid,
         reason: Option<String>,
         actor: Actor,
-    ) -> Result<User> {
+    ) -> Result<User, AdminError> {
         actor.refuse_self(id, "delete")?;
         let reason = reason
             .map(|r| r.trim().chars().take(500).collect::<String>())
@@ -332,7 +342,7 @@ impl super::Admin<'_> {
         let txn = db::begin_write(self.db()).await?;
         let user = super::find_user(&txn, id).await?;
         if user.is_deleted {
-            return Err(AccountError::AlreadySoftDeleted);
+            return Err(AdminError::AlreadySoftDeleted);
         }
         let mut active: user::ActiveModel = user.into();
         active.is_deleted = Set(true);
@@ -357,11 +367,11 @@ impl super::Admin<'_> {
     }
 
     /// Undoes a soft delete; the user signs in again (their old sessions stay ended).
-    pub async fn restore(&self, id: Uuid, actor: Actor) -> Result<User> {
+    pub async fn restore(&self, id: Uuid, actor: Actor) -> Result<User, AdminError> {
         let txn = db::begin_write(self.db()).await?;
         let user = super::find_user(&txn, id).await?;
         if !user.is_deleted {
-            return Err(AccountError::NotSoftDeleted);
+            return Err(AdminError::NotSoftDeleted);
         }
         let mut active: user::ActiveModel = user.into();
         active.is_deleted = Set(false);
@@ -379,11 +389,11 @@ impl super::Admin<'_> {
 
     /// Hard delete: the account and everything hanging off it go at once; the audit log keeps the
     /// event with the user id and no personal data.
-    pub async fn hard_delete(&self, id: Uuid, actor: Actor) -> Result<()> {
+    pub async fn hard_delete(&self, id: Uuid, actor: Actor) -> Result<(), AdminError> {
         actor.refuse_self(id, "delete")?;
         let txn = db::begin_write(self.db()).await?;
         if !erase_account(&txn, id, None).await? {
-            return Err(AccountError::NotFound);
+            return Err(AccountError::NotFound.into());
         }
         self.operator_audit(&txn, id, AuditEvent::AccountDeleted, actor, json!({}))
             .await?;
@@ -398,7 +408,7 @@ impl super::Admin<'_> {
         ids: &[Uuid],
         operation: BulkOperation,
         actor: Actor,
-    ) -> Vec<(Uuid, Result<()>)> {
+    ) -> Vec<(Uuid, Result<(), AdminError>)> {
         let mut outcomes = Vec::with_capacity(ids.len());
         for &id in ids {
             if outcomes.iter().any(|(seen, _)| *seen == id) {

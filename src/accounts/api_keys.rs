@@ -9,7 +9,8 @@ use uuid::Uuid;
 
 use super::audit::AuditEvent;
 use super::{
-    AccountError, ApiKey, ClientInfo, Credential, FieldProblem, Principal, Result, tokens,
+    AccountError, ApiKey, ClientInfo, Credential, FieldProblem, Principal, Result, SignInError,
+    tokens,
 };
 use crate::{
     db,
@@ -194,7 +195,7 @@ impl super::ApiKeys<'_> {
     }
 
     /// Resolves a raw `sk_` key to its user and scopes.
-    pub async fn authenticate_api_key(&self, raw: &str) -> Result<Principal> {
+    pub async fn authenticate_api_key(&self, raw: &str) -> Result<Principal, SignInError> {
         let key = api_key::Entity::find()
             .filter(api_key::Column::KeyHash.eq(tokens::hash_token(raw.trim())))
             .one(self.db())
@@ -202,16 +203,16 @@ impl super::ApiKeys<'_> {
             .ok_or(AccountError::TokenInvalid)?;
         let now = Utc::now();
         if key.revoked_at.is_some() {
-            return Err(AccountError::ApiKeyRevoked);
+            return Err(SignInError::ApiKeyRevoked);
         }
         if key.expires_at.is_some_and(|at| at <= now) {
-            return Err(AccountError::TokenExpired);
+            return Err(AccountError::TokenExpired.into());
         }
         let user = user::Entity::find_by_id(key.user_id)
             .one(self.db())
             .await?
             .filter(|u| !u.is_deleted)
-            .ok_or(AccountError::ApiKeyRevoked)?;
+            .ok_or(SignInError::ApiKeyRevoked)?;
         if key
             .last_used_at
             .is_none_or(|at| now - at > LAST_USED_RESOLUTION)

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::User;
 use super::audit::AuditEvent;
 use super::{
-    AccountError, Accounts, ClientInfo, Result,
+    AccountError, Accounts, ClientInfo, DeletionError, Result,
     service::now,
     storage::{insert_one_time_token, retire_tokens},
     tokens::Purpose,
@@ -134,10 +134,10 @@ impl Accounts {
         user_id: Uuid,
         client: &ClientInfo,
         actor: &str,
-    ) -> Result<user::Model> {
+    ) -> Result<user::Model, DeletionError> {
         let user = super::find_user(txn, user_id).await?;
         if user.deletion_requested_at.is_none() && user.deletion_scheduled_for.is_none() {
-            return Err(AccountError::DeletionNotRequested);
+            return Err(DeletionError::NotRequested);
         }
         let was_scheduled = user.deletion_scheduled_for.is_some();
         let mut active: user::ActiveModel = user.into();
@@ -178,35 +178,50 @@ impl Accounts {
 
 impl super::Deletion<'_> {
     /// A signed-in user asks to delete their account: mails a single-use confirmation link.
-    pub async fn request_deletion(&self, user: &User, client: &ClientInfo) -> Result<()> {
+    pub async fn request_deletion(
+        &self,
+        user: &User,
+        client: &ClientInfo,
+    ) -> Result<(), DeletionError> {
         if let Some(at) = user.deletion_scheduled_for {
-            return Err(AccountError::DeletionAlreadyScheduled { at });
+            return Err(DeletionError::AlreadyScheduled { at });
         }
-        self.send_deletion_confirmation(user, client).await
+        self.send_deletion_confirmation(user, client)
+            .await
+            .map_err(Into::into)
     }
 
     /// The same by email address, answering the same whether or not the account exists.
-    pub async fn request_deletion_by_email(&self, email: &str, client: &ClientInfo) -> Result<()> {
+    pub async fn request_deletion_by_email(
+        &self,
+        email: &str,
+        client: &ClientInfo,
+    ) -> Result<(), DeletionError> {
         let email =
             super::EmailAddress::parse(email).map_err(|p| AccountError::Validation(vec![p]))?;
         match super::find_user_by_email(self.db(), &email).await? {
-            Some(user) if !user.is_deleted && user.deletion_scheduled_for.is_none() => {
-                self.send_deletion_confirmation(&user.view(), client).await
-            }
+            Some(user) if !user.is_deleted && user.deletion_scheduled_for.is_none() => self
+                .send_deletion_confirmation(&user.view(), client)
+                .await
+                .map_err(Into::into),
             _ => Ok(()),
         }
     }
 
     /// Confirms a deletion with the mailed token: the account is deleted for good once the grace
     /// period is over, and keeps working until then.
-    pub async fn confirm_deletion(&self, raw: &str, client: &ClientInfo) -> Result<User> {
+    pub async fn confirm_deletion(
+        &self,
+        raw: &str,
+        client: &ClientInfo,
+    ) -> Result<User, DeletionError> {
         let txn = db::begin_write(self.db()).await?;
         let user_id = self
             .consume_one_time_token(&txn, raw, Purpose::ConfirmDeletion)
             .await?;
         let user = super::find_user(&txn, user_id).await?;
         if user.is_deleted {
-            return Err(AccountError::TokenInvalid);
+            return Err(AccountError::TokenInvalid.into());
         }
         let at = now() + Duration::days(i64::from(self.settings().auth.deletion_grace_period_days));
         let user = self.schedule_in(&txn, user, at, client, "user").await?;
@@ -221,10 +236,10 @@ impl super::Deletion<'_> {
         user_id: Uuid,
         at: DateTime<Utc>,
         actor: &str,
-    ) -> Result<User> {
+    ) -> Result<User, DeletionError> {
         let user = super::find_user(self.db(), user_id).await?;
         if user.is_deleted {
-            return Err(AccountError::AccountDeleted);
+            return Err(AccountError::AccountDeleted.into());
         }
         let txn = db::begin_write(self.db()).await?;
         let user = self
@@ -241,7 +256,7 @@ impl super::Deletion<'_> {
         user_id: Uuid,
         client: &ClientInfo,
         actor: &str,
-    ) -> Result<User> {
+    ) -> Result<User, DeletionError> {
         let txn = db::begin_write(self.db()).await?;
         let user = self.cancel_in(&txn, user_id, client, actor).await?;
         self.commit_and_dispatch(txn).await?;
@@ -250,7 +265,11 @@ impl super::Deletion<'_> {
     }
 
     /// Cancels a scheduled deletion with the token from a deletion mail.
-    pub async fn cancel_deletion_with_token(&self, raw: &str, client: &ClientInfo) -> Result<User> {
+    pub async fn cancel_deletion_with_token(
+        &self,
+        raw: &str,
+        client: &ClientInfo,
+    ) -> Result<User, DeletionError> {
         let txn = db::begin_write(self.db()).await?;
         let user_id = self
             .consume_one_time_token(&txn, raw, Purpose::CancelDeletion)

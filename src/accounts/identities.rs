@@ -1,7 +1,7 @@
-//! Signing in with OpenID Connect providers, as account rules: the web sign-ins in flight,
-//! which account a verified provider identity signs in to (found, linked or made), the
-//! one-time login codes handed to web apps, the identities an account has, and a first
-//! password for an account a provider made. The protocol itself is `crate::oidc`'s.
+//! Signing in with OpenID Connect providers, as account rules: which account a verified
+//! provider identity signs in to (found, linked or made), the one-time login codes handed to
+//! web apps, the identities an account has, and a first password for an account a provider
+//! made. The sign-ins in flight are `provider_flow`'s; the protocol is `crate::oidc`'s.
 
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set,
@@ -9,22 +9,13 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::audit::AuditEvent;
-use super::{
-    Identity, User,
-    passwords::PasswordHash,
-    service::*,
-    storage::*,
-    tokens::{self, Purpose},
-};
+use super::{Identity, User, passwords::PasswordHash, service::*, storage::*, tokens::Purpose};
 use crate::values::{EmailAddress, Password, Username};
 use crate::{
     db,
-    entities::{View, identity, oidc_authorization, oidc_used_nonce, user},
+    entities::{View, identity, user},
     mail::Mail,
 };
-
-/// How long a web sign-in may stay at the provider.
-pub const AUTHORIZATION_TTL: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// What a provider vouched for in a verified ID token.
 #[derive(Debug, Clone)]
@@ -37,33 +28,21 @@ pub struct VerifiedIdentity {
     pub preferred_username: Option<String>,
 }
 
-/// A web sign-in started here, back from the provider.
-#[derive(Debug, Clone)]
-pub struct PendingAuthorization {
-    pub nonce: String,
-    pub code_verifier: String,
-    pub redirect_uri: String,
-}
-
-/// A web sign-in to send to the provider.
-#[derive(Debug, Clone)]
-pub struct NewAuthorization {
-    pub state: String,
-    pub nonce: String,
-    pub code_challenge: String,
-}
-
 impl Accounts {
     async fn identity_account(
         &self,
         identity: &VerifiedIdentity,
         client: &ClientInfo,
-    ) -> Result<user::Model> {
+    ) -> Result<user::Model, IdentityError> {
         match self.resolve_identity(identity, client).await {
             // Two first sign-ins of one person racing: the other one linked or made the
             // account a moment ago, so looking again finds it.
-            Err(AccountError::EmailTaken) => self.resolve_identity(identity, client).await,
-            Err(AccountError::Db(e)) if is_unique_violation(&e).is_some() => {
+            Err(IdentityError::Account(AccountError::EmailTaken)) => {
+                self.resolve_identity(identity, client).await
+            }
+            Err(IdentityError::Account(AccountError::Db(e)))
+                if is_unique_violation(&e).is_some() =>
+            {
                 self.resolve_identity(identity, client).await
             }
             other => other,
@@ -74,7 +53,7 @@ impl Accounts {
         &self,
         identity: &VerifiedIdentity,
         client: &ClientInfo,
-    ) -> Result<user::Model> {
+    ) -> Result<user::Model, IdentityError> {
         if let Some(linked) = identity::Entity::find()
             .filter(identity::Column::Provider.eq(&identity.provider))
             .filter(identity::Column::Subject.eq(&identity.subject))
@@ -83,7 +62,7 @@ impl Accounts {
         {
             let user = find_user(&self.db, linked.user_id).await?;
             if user.is_deleted {
-                return Err(AccountError::AccountDeleted);
+                return Err(AccountError::AccountDeleted.into());
             }
             identity::Entity::update_many()
                 .col_expr(identity::Column::LastSignInAt, now().into())
@@ -98,14 +77,14 @@ impl Accounts {
             .as_deref()
             .filter(|_| identity.email_verified)
             .and_then(|e| EmailAddress::parse(e).ok())
-            .ok_or(AccountError::ProviderEmailUnverified)?;
+            .ok_or(IdentityError::ProviderEmailUnverified)?;
         if let Some(existing) = find_user_by_email(&self.db, &email).await? {
             if existing.is_deleted {
-                return Err(AccountError::AccountDeleted);
+                return Err(AccountError::AccountDeleted.into());
             }
             // No takeover through an address the account never proved it owns.
             if !existing.is_verified {
-                return Err(AccountError::AccountExistsUnverified);
+                return Err(IdentityError::AccountExistsUnverified);
             }
             let txn = db::begin_write(&self.db).await?;
             let id = self.insert_identity(&txn, existing.id, identity).await?;
@@ -133,6 +112,7 @@ impl Accounts {
         }
         self.create_account_for_identity(identity, &email, client)
             .await
+            .map_err(Into::into)
     }
 
     async fn create_account_for_identity(
@@ -225,96 +205,6 @@ impl Accounts {
 }
 
 impl super::Identities<'_> {
-    /// Records a web sign-in about to go to `provider`; `binding` is the browser's cookie
-    /// value, so that the answer is taken only from the browser that asked.
-    pub async fn begin_oidc_authorization(
-        &self,
-        provider: &str,
-        redirect_uri: &str,
-        binding: &str,
-    ) -> Result<NewAuthorization> {
-        let state = tokens::new_opaque_token();
-        let nonce = tokens::new_opaque_token();
-        let (code_verifier, code_challenge) = crate::oidc::pkce_pair();
-        oidc_authorization::Entity::insert(oidc_authorization::ActiveModel {
-            id: Set(Uuid::new_v4()),
-            provider: Set(provider.to_string()),
-            state_hash: Set(tokens::hash_token(&state)),
-            binding_hash: Set(tokens::hash_token(binding)),
-            nonce: Set(nonce.clone()),
-            code_verifier: Set(code_verifier),
-            redirect_uri: Set(redirect_uri.to_string()),
-            created_at: Set(now()),
-            expires_at: Set(after(AUTHORIZATION_TTL)),
-        })
-        .exec_without_returning(&self.db)
-        .await?;
-        Ok(NewAuthorization {
-            state,
-            nonce,
-            code_challenge,
-        })
-    }
-
-    /// Takes the web sign-in `state` names, once: a second callback with the same state (a
-    /// replay) finds nothing.
-    pub async fn take_oidc_authorization(
-        &self,
-        provider: &str,
-        state: &str,
-        binding: Option<&str>,
-    ) -> Result<PendingAuthorization> {
-        let found = oidc_authorization::Entity::find()
-            .filter(oidc_authorization::Column::StateHash.eq(tokens::hash_token(state)))
-            .one(&self.db)
-            .await?
-            .ok_or(AccountError::OidcStateInvalid)?;
-        let taken = oidc_authorization::Entity::delete_many()
-            .filter(oidc_authorization::Column::Id.eq(found.id))
-            .exec(&self.db)
-            .await?
-            .rows_affected
-            == 1;
-        let same_browser = binding.is_some_and(|b| tokens::hash_token(b) == found.binding_hash);
-        if !taken || !same_browser || found.provider != provider {
-            return Err(AccountError::OidcStateInvalid);
-        }
-        if found.expires_at <= now() {
-            return Err(AccountError::OidcStateExpired);
-        }
-        Ok(PendingAuthorization {
-            nonce: found.nonce,
-            code_verifier: found.code_verifier,
-            redirect_uri: found.redirect_uri,
-        })
-    }
-
-    /// Notes the nonce of a native app's ID token as used until the token expires; a second
-    /// sign-in with it is refused.
-    pub async fn use_native_nonce(
-        &self,
-        provider: &str,
-        nonce: &str,
-        token_expires_at: i64,
-    ) -> Result<()> {
-        let expires_at = chrono::DateTime::from_timestamp(
-            token_expires_at.saturating_add(crate::oidc::CLOCK_SKEW_SECS as i64),
-            0,
-        )
-        .unwrap_or_else(now);
-        let inserted = oidc_used_nonce::Entity::insert(oidc_used_nonce::ActiveModel {
-            nonce_hash: Set(tokens::hash_token(&format!("{provider}\n{nonce}"))),
-            expires_at: Set(expires_at),
-        })
-        .exec_without_returning(&self.db)
-        .await;
-        match inserted {
-            Ok(_) => Ok(()),
-            Err(e) if is_unique_violation(&e).is_some() => Err(AccountError::NonceReused),
-            Err(e) => Err(e.into()),
-        }
-    }
-
     /// The account `identity` signs in to: the one it is linked to; else the account with its
     /// (provider-verified) address, linked now if that account verified the address too;
     /// else a new, verified account without a password.
@@ -322,7 +212,7 @@ impl super::Identities<'_> {
         &self,
         identity: &VerifiedIdentity,
         client: &ClientInfo,
-    ) -> Result<User> {
+    ) -> Result<User, IdentityError> {
         Ok(self.identity_account(identity, client).await?.view())
     }
 
@@ -332,7 +222,7 @@ impl super::Identities<'_> {
         &self,
         identity: &VerifiedIdentity,
         client: &ClientInfo,
-    ) -> Result<TokenPair> {
+    ) -> Result<TokenPair, IdentityError> {
         let user = self.identity_account(identity, client).await?;
         self.finish_sign_in(
             &user,
@@ -340,17 +230,23 @@ impl super::Identities<'_> {
             serde_json::json!({"method": "oidc", "provider": identity.provider}),
         )
         .await
+        .map_err(Into::into)
     }
 
     /// Hands a web app the account after a web sign-in: a one-time code (60 s) for
     /// `/auth/oidc/exchange`, so that no token travels in a URL.
-    pub async fn issue_login_code(&self, user_id: Uuid) -> Result<String> {
+    pub async fn issue_login_code(&self, user_id: Uuid) -> Result<String, IdentityError> {
         self.issue_one_time_token(&self.db, user_id, Purpose::OidcLogin)
             .await
+            .map_err(Into::into)
     }
 
     /// Trades a login code for a session (or, with a second factor on, an `mfa_required`).
-    pub async fn exchange_login_code(&self, code: &str, client: &ClientInfo) -> Result<TokenPair> {
+    pub async fn exchange_login_code(
+        &self,
+        code: &str,
+        client: &ClientInfo,
+    ) -> Result<TokenPair, IdentityError> {
         let txn = db::begin_write(&self.db).await?;
         let user_id = self
             .consume_one_time_token(&txn, code.trim(), Purpose::OidcLogin)
@@ -358,14 +254,15 @@ impl super::Identities<'_> {
         txn.commit().await?;
         let user = find_user(&self.db, user_id).await?;
         if user.is_deleted {
-            return Err(AccountError::AccountDeleted);
+            return Err(AccountError::AccountDeleted.into());
         }
         self.finish_sign_in(&user, client, serde_json::json!({"method": "oidc"}))
             .await
+            .map_err(Into::into)
     }
 
     /// The provider identities linked to the caller's account, oldest first.
-    pub async fn list(&self, principal: &Principal) -> Result<Vec<Identity>> {
+    pub async fn list(&self, principal: &Principal) -> Result<Vec<Identity>, IdentityError> {
         let linked = identity::Entity::find()
             .filter(identity::Column::UserId.eq(principal.user.id))
             .order_by_asc(identity::Column::CreatedAt)
@@ -380,7 +277,7 @@ impl super::Identities<'_> {
         principal: &Principal,
         id: Uuid,
         client: &ClientInfo,
-    ) -> Result<()> {
+    ) -> Result<(), IdentityError> {
         let txn = db::begin_write(&self.db).await?;
         let user = find_user(&txn, principal.user.id).await?;
         let linked = identity::Entity::find()
@@ -392,7 +289,7 @@ impl super::Identities<'_> {
             .find(|i| i.id == id)
             .ok_or(AccountError::NotFound)?;
         if !user.has_password() && linked.len() == 1 {
-            return Err(AccountError::LastSignInMethod);
+            return Err(IdentityError::LastSignInMethod);
         }
         identity::Entity::delete_by_id(id).exec(&txn).await?;
         self.audit(
@@ -414,7 +311,7 @@ impl super::Identities<'_> {
             ),
         )
         .await?;
-        self.commit_and_dispatch(txn).await
+        self.commit_and_dispatch(txn).await.map_err(Into::into)
     }
 
     /// A first password for an account a provider made; sessions stay, a notice is mailed.
@@ -423,18 +320,18 @@ impl super::Identities<'_> {
         principal: &Principal,
         new_password: String,
         client: &ClientInfo,
-    ) -> Result<()> {
+    ) -> Result<(), IdentityError> {
         let new_password =
             Password::parse("new_password", new_password).map_err(AccountError::Validation)?;
         if find_user(&self.db, principal.user.id).await?.has_password() {
-            return Err(AccountError::PasswordAlreadySet);
+            return Err(IdentityError::PasswordAlreadySet);
         }
         let hash = self.hasher.hash(&new_password).await?;
         let txn = db::begin_write(&self.db).await?;
         // Re-read in the transaction: two first passwords racing, the second is refused.
         let user = find_user(&txn, principal.user.id).await?;
         if user.has_password() {
-            return Err(AccountError::PasswordAlreadySet);
+            return Err(IdentityError::PasswordAlreadySet);
         }
         let mut active: user::ActiveModel = user.into();
         active.password_hash = Set(hash.into_string());

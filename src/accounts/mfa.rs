@@ -143,18 +143,18 @@ impl Accounts {
         user_id: Uuid,
         code: &str,
         recovery: bool,
-    ) -> Result<()> {
+    ) -> Result<(), MfaError> {
         let factor = self
             .factor(conn, user_id)
             .await?
             .filter(|f| f.confirmed_at.is_some())
-            .ok_or(AccountError::MfaNotEnabled)?;
+            .ok_or(MfaError::NotEnabled)?;
         match self
             .accept_second_factor(conn, &factor, code, recovery)
             .await?
         {
             Some(_) => Ok(()),
-            None => Err(AccountError::WrongMfaCode),
+            None => Err(MfaError::WrongCode),
         }
     }
 
@@ -249,11 +249,11 @@ impl super::Mfa<'_> {
         principal: &Principal,
         password: String,
         client: &ClientInfo,
-    ) -> Result<TotpSetup> {
+    ) -> Result<TotpSetup, MfaError> {
         let user = find_user(&self.db, principal.user.id).await?;
         self.check_password(&user, password, "mfa", client).await?;
         if user.mfa_enabled {
-            return Err(AccountError::MfaAlreadyEnabled);
+            return Err(MfaError::AlreadyEnabled);
         }
         let secret: [u8; 20] = rand::random();
         let encoded = data_encoding::BASE32_NOPAD.encode(&secret);
@@ -292,18 +292,18 @@ impl super::Mfa<'_> {
         principal: &Principal,
         code: &str,
         client: &ClientInfo,
-    ) -> Result<Vec<String>> {
+    ) -> Result<Vec<String>, MfaError> {
         let user = find_user(&self.db, principal.user.id).await?;
         if user.mfa_enabled {
-            return Err(AccountError::MfaAlreadyEnabled);
+            return Err(MfaError::AlreadyEnabled);
         }
         let txn = db::begin_write(&self.db).await?;
         let factor = self
             .factor(&txn, user.id)
             .await?
-            .ok_or(AccountError::MfaSetupRequired)?;
+            .ok_or(MfaError::SetupRequired)?;
         if !self.accept_totp(&txn, &factor, code).await? {
-            return Err(AccountError::WrongMfaCode);
+            return Err(MfaError::WrongCode);
         }
         totp_factor::Entity::update_many()
             .col_expr(totp_factor::Column::ConfirmedAt, Expr::value(now()))
@@ -330,7 +330,7 @@ impl super::Mfa<'_> {
         principal: &Principal,
         code: &str,
         client: &ClientInfo,
-    ) -> Result<Vec<String>> {
+    ) -> Result<Vec<String>, MfaError> {
         let user = find_user(&self.db, principal.user.id).await?;
         let txn = db::begin_write(&self.db).await?;
         self.prove_factor(&txn, user.id, code, false).await?;
@@ -364,7 +364,7 @@ impl super::Mfa<'_> {
         password: String,
         code: &str,
         client: &ClientInfo,
-    ) -> Result<()> {
+    ) -> Result<(), MfaError> {
         let user = find_user(&self.db, principal.user.id).await?;
         self.check_password(&user, password, "mfa", client).await?;
         let txn = db::begin_write(&self.db).await?;
@@ -384,11 +384,11 @@ impl super::Mfa<'_> {
 
     /// An operator turns an account's second factor off (the user lost the device and the
     /// codes). Every session of the account ends.
-    pub async fn reset_mfa(&self, id: Uuid, actor: Actor) -> Result<User> {
+    pub async fn reset_mfa(&self, id: Uuid, actor: Actor) -> Result<User, MfaError> {
         actor.refuse_self(id, "reset the second factor of")?;
         let user = find_user(&self.db, id).await?;
         if !user.mfa_enabled && self.factor(&self.db, id).await?.is_none() {
-            return Err(AccountError::MfaNotEnabled);
+            return Err(MfaError::NotEnabled);
         }
         let txn = db::begin_write(&self.db).await?;
         self.remove_factor(&txn, id).await?;

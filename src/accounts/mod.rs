@@ -15,6 +15,7 @@ mod identities;
 pub mod mfa;
 pub mod principal;
 mod profile;
+mod provider_flow;
 mod purge;
 mod recovery;
 mod registration;
@@ -30,11 +31,11 @@ pub use crate::values::{EmailAddress, FieldProblem, Password, Username};
 pub use audit::AuditEvent;
 pub use cleanup::*;
 pub use deletion::*;
-pub use identities::{
-    AUTHORIZATION_TTL as OIDC_AUTHORIZATION_TTL, NewAuthorization, PendingAuthorization,
-    VerifiedIdentity,
-};
+pub use identities::VerifiedIdentity;
 pub use passwords::PasswordHash;
+pub use provider_flow::{
+    AUTHORIZATION_TTL as OIDC_AUTHORIZATION_TTL, NewAuthorization, PendingAuthorization,
+};
 pub use purge::*;
 pub use service::*;
 use storage::{find_user, find_user_by_email, find_user_by_ident};

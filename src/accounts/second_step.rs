@@ -51,7 +51,7 @@ impl Accounts {
         challenge: &mfa_challenge::Model,
         subjects: &[String],
         client: &ClientInfo,
-    ) -> Result<AccountError> {
+    ) -> Result<SignInError> {
         let txn = db::begin_write(&self.db).await?;
         mfa_challenge::Entity::update_many()
             .col_expr(
@@ -86,7 +86,7 @@ impl Accounts {
                     .await;
             }
         }
-        Ok(AccountError::MfaCodeRejected {
+        Ok(SignInError::MfaCodeRejected {
             challenge_ended: ended,
         })
     }
@@ -101,21 +101,21 @@ impl super::Sessions<'_> {
         mfa_token: &str,
         code: &str,
         client: &ClientInfo,
-    ) -> Result<TokenPair> {
+    ) -> Result<TokenPair, SignInError> {
         let challenge = mfa_challenge::Entity::find()
             .filter(mfa_challenge::Column::TokenHash.eq(tokens::hash_token(mfa_token.trim())))
             .one(&self.db)
             .await?
             .filter(|c| c.used_at.is_none())
-            .ok_or(AccountError::MfaTokenInvalid)?;
+            .ok_or(SignInError::MfaTokenInvalid)?;
         if challenge.expires_at <= now() {
-            return Err(AccountError::MfaTokenExpired);
+            return Err(SignInError::MfaTokenExpired);
         }
         let user = user::Entity::find_by_id(challenge.user_id)
             .one(&self.db)
             .await?
             .filter(|u| !u.is_deleted && u.mfa_enabled)
-            .ok_or(AccountError::MfaTokenInvalid)?;
+            .ok_or(SignInError::MfaTokenInvalid)?;
         let subjects = [
             ratelimit::account_subject(&user.email),
             ratelimit::account_subject(&user.username),
@@ -130,7 +130,7 @@ impl super::Sessions<'_> {
             .factor(&txn, user.id)
             .await?
             .filter(|f| f.confirmed_at.is_some())
-            .ok_or(AccountError::MfaTokenInvalid)?;
+            .ok_or(SignInError::MfaTokenInvalid)?;
         let Some(proof) = self.accept_second_factor(&txn, &factor, code, true).await? else {
             drop(txn);
             return Err(self.mfa_failure(&challenge, &subjects, client).await?);
@@ -143,7 +143,7 @@ impl super::Sessions<'_> {
             .exec(&txn)
             .await?;
         if claimed.rows_affected != 1 {
-            return Err(AccountError::MfaTokenInvalid);
+            return Err(SignInError::MfaTokenInvalid);
         }
         let pair = self.open_session(&txn, &user, client).await?;
         let method = match proof {

@@ -8,7 +8,9 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-pub use super::error::{AccountError, Result};
+pub use super::error::{
+    AccountError, AdminError, DeletionError, IdentityError, MfaError, Result, SignInError,
+};
 pub use super::principal::{ClientInfo, Credential, Principal};
 pub(super) use super::storage::{after, is_unique_violation, now, truncate};
 

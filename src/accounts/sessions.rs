@@ -23,11 +23,14 @@ use crate::{
 
 /// Refuses a sign-in for an account (`subject`) with too many recent failures, without
 /// counting this attempt.
-pub(super) async fn refuse_throttled(limiter: &ratelimit::Limiter, subject: &str) -> Result<()> {
+pub(super) async fn refuse_throttled(
+    limiter: &ratelimit::Limiter,
+    subject: &str,
+) -> Result<(), SignInError> {
     let d = limiter
         .check(limiter.rules().account_failures, subject, false)
         .await
-        .map_err(|_| AccountError::LimiterUnavailable)?;
+        .map_err(|_| SignInError::LimiterUnavailable)?;
     if d.allowed {
         return Ok(());
     }
@@ -35,7 +38,7 @@ pub(super) async fn refuse_throttled(limiter: &ratelimit::Limiter, subject: &str
         .rate_limited
         .with_label_values(&[limiter.rules().account_failures.name])
         .inc();
-    Err(AccountError::TooManyFailedLogins {
+    Err(SignInError::TooManyFailedLogins {
         retry_after_secs: d.retry_after_secs,
     })
 }
@@ -46,7 +49,7 @@ impl Accounts {
         identifier: &str,
         password: String,
         client: &ClientInfo,
-    ) -> Result<TokenPair> {
+    ) -> Result<TokenPair, SignInError> {
         let identifier = identifier.trim();
         let found = if identifier.contains('@') {
             // An address that breaks the rules belongs to no account: a dummy check follows.
@@ -70,7 +73,7 @@ impl Accounts {
                 Some(serde_json::json!({"reason": "unknown_account"})),
             )
             .await?;
-            return Err(AccountError::InvalidCredentials);
+            return Err(SignInError::InvalidCredentials);
         };
         if !user.has_password() {
             // Made by a provider sign-in: no password is right, and it takes as long to say.
@@ -83,7 +86,7 @@ impl Accounts {
                 Some(serde_json::json!({"reason": "no_password"})),
             )
             .await?;
-            return Err(AccountError::InvalidCredentials);
+            return Err(SignInError::InvalidCredentials);
         }
         if !self
             .hasher
@@ -98,7 +101,7 @@ impl Accounts {
                 Some(serde_json::json!({"reason": "wrong_password"})),
             )
             .await?;
-            return Err(AccountError::InvalidCredentials);
+            return Err(SignInError::InvalidCredentials);
         }
         if self.settings.auth.require_email_verification && !user.is_verified {
             self.audit(
@@ -109,7 +112,7 @@ impl Accounts {
                 Some(serde_json::json!({"reason": "email_not_verified"})),
             )
             .await?;
-            return Err(AccountError::EmailNotVerified);
+            return Err(SignInError::EmailNotVerified);
         }
         self.finish_sign_in(&user, client, serde_json::json!({"method": "password"}))
             .await
@@ -122,10 +125,10 @@ impl Accounts {
         user: &user::Model,
         client: &ClientInfo,
         mut details: serde_json::Value,
-    ) -> Result<TokenPair> {
+    ) -> Result<TokenPair, SignInError> {
         if user.mfa_enabled {
             let mfa_token = self.open_mfa_challenge(user, client).await?;
-            return Err(AccountError::MfaRequired { mfa_token });
+            return Err(SignInError::MfaRequired { mfa_token });
         }
         let txn = db::begin_write(&self.db).await?;
         let pair = self.open_session(&txn, user, client).await?;
@@ -246,7 +249,7 @@ impl super::Sessions<'_> {
         identifier: &str,
         password: String,
         client: &ClientInfo,
-    ) -> Result<TokenPair> {
+    ) -> Result<TokenPair, SignInError> {
         let Some(limiter) = &self.login_throttle else {
             return self.login_unthrottled(identifier, password, client).await;
         };
@@ -254,7 +257,7 @@ impl super::Sessions<'_> {
         refuse_throttled(limiter, &account).await?;
         let outcome = self.login_unthrottled(identifier, password, client).await;
         match &outcome {
-            Err(AccountError::InvalidCredentials) => {
+            Err(SignInError::InvalidCredentials) => {
                 let _ = limiter
                     .check(limiter.rules().account_failures, &account, true)
                     .await;
@@ -271,7 +274,7 @@ impl super::Sessions<'_> {
 
     /// Exchanges a refresh token for a new pair. A token that was already exchanged means it was
     /// copied: the whole session is revoked, so neither the thief nor the user can go on with it.
-    pub async fn refresh(&self, raw: &str, client: &ClientInfo) -> Result<TokenPair> {
+    pub async fn refresh(&self, raw: &str, client: &ClientInfo) -> Result<TokenPair, SignInError> {
         let txn = db::begin_write(&self.db).await?;
         let token = refresh_token::Entity::find()
             .filter(refresh_token::Column::TokenHash.eq(tokens::hash_token(raw.trim())))
@@ -309,17 +312,17 @@ impl super::Sessions<'_> {
                 .await?;
                 txn.commit().await?;
             }
-            return Err(AccountError::TokenInvalid);
+            return Err(AccountError::TokenInvalid.into());
         }
         if !session.is_live(at) {
-            return Err(AccountError::SessionRevoked);
+            return Err(SignInError::SessionRevoked);
         }
         if token.expires_at <= at {
-            return Err(AccountError::TokenExpired);
+            return Err(AccountError::TokenExpired.into());
         }
         let user = find_user(&txn, session.user_id).await?;
         if user.is_deleted {
-            return Err(AccountError::SessionRevoked);
+            return Err(SignInError::SessionRevoked);
         }
         let mut active: session::ActiveModel = session.into();
         active.last_used_at = Set(at);
@@ -333,7 +336,7 @@ impl super::Sessions<'_> {
     }
 
     /// Resolves an access token to its user, refusing it at once when its session has ended.
-    pub async fn authenticate(&self, access_token: &str) -> Result<Principal> {
+    pub async fn authenticate(&self, access_token: &str) -> Result<Principal, SignInError> {
         let claims = self.jwt.verify(access_token).map_err(|e| match e {
             JwtError::Expired => AccountError::TokenExpired,
             JwtError::Invalid => AccountError::TokenInvalid,
@@ -343,7 +346,7 @@ impl super::Sessions<'_> {
         let state = self.cache.session_state(claims.sid).await;
         if let Some((revoked, version)) = state {
             if revoked {
-                return Err(AccountError::SessionRevoked);
+                return Err(SignInError::SessionRevoked);
             }
             if let Some(user) = self.cache.snapshot::<User>(claims.sub, version) {
                 return Ok(Principal {
@@ -359,13 +362,13 @@ impl super::Sessions<'_> {
             .filter(|s| s.user_id == claims.sub)
             .ok_or(AccountError::TokenInvalid)?;
         if !session.is_live(now()) {
-            return Err(AccountError::SessionRevoked);
+            return Err(SignInError::SessionRevoked);
         }
         let user = user::Entity::find_by_id(claims.sub)
             .one(&self.db)
             .await?
             .filter(|u| !u.is_deleted)
-            .ok_or(AccountError::SessionRevoked)?;
+            .ok_or(SignInError::SessionRevoked)?;
         let user = user.view();
         if let Some((_, version)) = state {
             self.cache.remember(user.id, user.clone(), version);
@@ -382,7 +385,7 @@ impl super::Sessions<'_> {
         user_id: Uuid,
         session_id: Uuid,
         client: &ClientInfo,
-    ) -> Result<()> {
+    ) -> Result<(), SignInError> {
         let txn = db::begin_write(&self.db).await?;
         self.revoke_session_row(&txn, session_id, "logout").await?;
         self.audit(
@@ -398,7 +401,11 @@ impl super::Sessions<'_> {
     }
 
     /// Logs out the session a refresh token belongs to; an unknown token is refused.
-    pub async fn logout_with_refresh(&self, raw: &str, client: &ClientInfo) -> Result<()> {
+    pub async fn logout_with_refresh(
+        &self,
+        raw: &str,
+        client: &ClientInfo,
+    ) -> Result<(), SignInError> {
         let token = refresh_token::Entity::find()
             .filter(refresh_token::Column::TokenHash.eq(tokens::hash_token(raw.trim())))
             .one(&self.db)
@@ -412,7 +419,7 @@ impl super::Sessions<'_> {
             .await
     }
 
-    pub async fn list_sessions(&self, user_id: Uuid) -> Result<Vec<Session>> {
+    pub async fn list_sessions(&self, user_id: Uuid) -> Result<Vec<Session>, SignInError> {
         let at = now();
         Ok(session::Entity::find()
             .filter(session::Column::UserId.eq(user_id))
@@ -432,7 +439,7 @@ impl super::Sessions<'_> {
         principal: &Principal,
         session_id: Uuid,
         client: &ClientInfo,
-    ) -> Result<()> {
+    ) -> Result<(), SignInError> {
         let session = session::Entity::find_by_id(session_id)
             .one(&self.db)
             .await?
@@ -458,7 +465,7 @@ impl super::Sessions<'_> {
         &self,
         principal: &Principal,
         client: &ClientInfo,
-    ) -> Result<u64> {
+    ) -> Result<u64, SignInError> {
         let txn = db::begin_write(&self.db).await?;
         let n = self
             .revoke_sessions(

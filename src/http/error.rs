@@ -7,7 +7,9 @@ use poem::http::StatusCode;
 use poem_openapi::{ApiResponse, Object, payload::Json};
 use serde::Serialize;
 
-use crate::accounts::{AccountError, FieldProblem};
+use crate::accounts::{
+    AccountError, AdminError, DeletionError, FieldProblem, IdentityError, MfaError, SignInError,
+};
 
 pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
 
@@ -311,27 +313,48 @@ impl From<AccountError> for ApiError {
             E::Validation(problems) => {
                 Self::validation(problems.into_iter().map(Into::into).collect())
             }
-            E::EmailTaken => {
-                let mut p =
-                    Problem::new(StatusCode::CONFLICT, "email_already_exists", e.to_string());
-                p.errors = Some(vec![FieldError {
-                    field: "email".into(),
-                    message: "is already registered".into(),
-                }]);
-                Self::from_problem(p)
-            }
-            E::UsernameTaken => {
-                let mut p = Problem::new(
-                    StatusCode::CONFLICT,
-                    "username_already_exists",
-                    e.to_string(),
-                );
-                p.errors = Some(vec![FieldError {
-                    field: "username".into(),
-                    message: "is already taken".into(),
-                }]);
-                Self::from_problem(p)
-            }
+            E::EmailTaken => taken(
+                e.to_string(),
+                "email_already_exists",
+                "email",
+                "is already registered",
+            ),
+            E::UsernameTaken => taken(
+                e.to_string(),
+                "username_already_exists",
+                "username",
+                "is already taken",
+            ),
+            // The request is well formed; the credential in it is refused.
+            E::WrongPassword => Self::new(
+                StatusCode::FORBIDDEN,
+                "invalid_current_password",
+                e.to_string(),
+            ),
+            E::PasswordNotSet => Self::new(StatusCode::CONFLICT, "password_not_set", e.to_string()),
+            E::TokenInvalid => Self::new(StatusCode::BAD_REQUEST, "token_invalid", e.to_string()),
+            E::TokenExpired => Self::new(StatusCode::BAD_REQUEST, "token_expired", e.to_string()),
+            E::NotFound => Self::not_found("no such resource"),
+            E::AccountDeleted => Self::new(StatusCode::CONFLICT, "account_deleted", e.to_string()),
+            E::Db(_) | E::Hash(_) | E::Signing(_) => Self::internal_error(&e),
+        }
+    }
+}
+
+/// A 409 for a name already in use, pointing at its field.
+fn taken(detail: String, code: &str, field: &str, message: &str) -> ApiError {
+    let mut p = Problem::new(StatusCode::CONFLICT, code, detail);
+    p.errors = Some(vec![FieldError {
+        field: field.into(),
+        message: message.into(),
+    }]);
+    ApiError::from_problem(p)
+}
+
+impl From<SignInError> for ApiError {
+    fn from(e: SignInError) -> Self {
+        use SignInError as E;
+        match e {
             E::InvalidCredentials => Self::unauthorized("invalid_credentials", e.to_string()),
             E::TooManyFailedLogins { retry_after_secs } => {
                 Self::too_many_requests(e.to_string(), retry_after_secs)
@@ -340,28 +363,72 @@ impl From<AccountError> for ApiError {
             E::EmailNotVerified => {
                 Self::new(StatusCode::FORBIDDEN, "email_not_verified", e.to_string())
             }
-            // The request is well formed; the credential in it is refused.
-            E::WrongPassword => Self::new(
-                StatusCode::FORBIDDEN,
-                "invalid_current_password",
-                e.to_string(),
-            ),
-            E::TokenInvalid => Self::new(StatusCode::BAD_REQUEST, "token_invalid", e.to_string()),
-            E::TokenExpired => Self::new(StatusCode::BAD_REQUEST, "token_expired", e.to_string()),
             E::SessionRevoked => Self::unauthorized("session_revoked", e.to_string()),
             E::ApiKeyRevoked => Self::unauthorized("api_key_revoked", e.to_string()),
-            E::NotFound => Self::not_found("no such resource"),
-            E::DeletionAlreadyScheduled { .. } => Self::new(
-                StatusCode::CONFLICT,
-                "deletion_already_scheduled",
-                e.to_string(),
-            ),
-            E::AccountDeleted => Self::new(StatusCode::CONFLICT, "account_deleted", e.to_string()),
-            E::DeletionNotRequested => Self::new(
-                StatusCode::CONFLICT,
-                "deletion_not_requested",
-                e.to_string(),
-            ),
+            E::MfaRequired { ref mfa_token } => {
+                let mut p = Problem::new(StatusCode::UNAUTHORIZED, "mfa_required", e.to_string());
+                p.mfa_token = Some(mfa_token.clone());
+                Self::from_problem(p)
+            }
+            E::MfaCodeRejected { .. } => Self::unauthorized("invalid_mfa_code", e.to_string()),
+            E::MfaTokenInvalid => Self::unauthorized("mfa_token_invalid", e.to_string()),
+            E::MfaTokenExpired => Self::unauthorized("mfa_token_expired", e.to_string()),
+            E::Account(e) => e.into(),
+        }
+    }
+}
+
+impl From<MfaError> for ApiError {
+    fn from(e: MfaError) -> Self {
+        use MfaError as E;
+        let code = match e {
+            E::WrongCode => {
+                return Self::new(StatusCode::FORBIDDEN, "invalid_mfa_code", e.to_string());
+            }
+            E::AlreadyEnabled => "mfa_already_enabled",
+            E::NotEnabled => "mfa_not_enabled",
+            E::SetupRequired => "mfa_setup_required",
+            E::Admin(e) => return e.into(),
+            E::Account(e) => return e.into(),
+        };
+        Self::new(StatusCode::CONFLICT, code, e.to_string())
+    }
+}
+
+impl From<IdentityError> for ApiError {
+    fn from(e: IdentityError) -> Self {
+        use IdentityError as E;
+        let (status, code) = match e {
+            E::AccountExistsUnverified => (StatusCode::CONFLICT, "account_exists_unverified"),
+            E::ProviderEmailUnverified => (StatusCode::FORBIDDEN, "provider_email_unverified"),
+            E::StateInvalid => (StatusCode::BAD_REQUEST, "oidc_state_invalid"),
+            E::StateExpired => (StatusCode::BAD_REQUEST, "oidc_state_expired"),
+            E::NonceReused => return Self::unauthorized("nonce_reused", e.to_string()),
+            E::LastSignInMethod => (StatusCode::CONFLICT, "last_sign_in_method"),
+            E::PasswordAlreadySet => (StatusCode::CONFLICT, "password_already_set"),
+            E::SignIn(e) => return e.into(),
+            E::Account(e) => return e.into(),
+        };
+        Self::new(status, code, e.to_string())
+    }
+}
+
+impl From<DeletionError> for ApiError {
+    fn from(e: DeletionError) -> Self {
+        use DeletionError as E;
+        let code = match e {
+            E::AlreadyScheduled { .. } => "deletion_already_scheduled",
+            E::NotRequested => "deletion_not_requested",
+            E::Account(e) => return e.into(),
+        };
+        Self::new(StatusCode::CONFLICT, code, e.to_string())
+    }
+}
+
+impl From<AdminError> for ApiError {
+    fn from(e: AdminError) -> Self {
+        use AdminError as E;
+        match e {
             E::AlreadySoftDeleted => {
                 Self::new(StatusCode::CONFLICT, "already_deleted", e.to_string())
             }
@@ -369,47 +436,7 @@ impl From<AccountError> for ApiError {
             E::CannotModifySelf(detail) => {
                 Self::new(StatusCode::FORBIDDEN, "cannot_modify_self", detail)
             }
-            E::MfaRequired { ref mfa_token } => {
-                let mut p = Problem::new(StatusCode::UNAUTHORIZED, "mfa_required", e.to_string());
-                p.mfa_token = Some(mfa_token.clone());
-                Self::from_problem(p)
-            }
-            E::MfaCodeRejected { .. } => Self::unauthorized("invalid_mfa_code", e.to_string()),
-            E::WrongMfaCode => Self::new(StatusCode::FORBIDDEN, "invalid_mfa_code", e.to_string()),
-            E::MfaTokenInvalid => Self::unauthorized("mfa_token_invalid", e.to_string()),
-            E::MfaTokenExpired => Self::unauthorized("mfa_token_expired", e.to_string()),
-            E::MfaAlreadyEnabled => {
-                Self::new(StatusCode::CONFLICT, "mfa_already_enabled", e.to_string())
-            }
-            E::MfaNotEnabled => Self::new(StatusCode::CONFLICT, "mfa_not_enabled", e.to_string()),
-            E::MfaSetupRequired => {
-                Self::new(StatusCode::CONFLICT, "mfa_setup_required", e.to_string())
-            }
-            E::AccountExistsUnverified => Self::new(
-                StatusCode::CONFLICT,
-                "account_exists_unverified",
-                e.to_string(),
-            ),
-            E::ProviderEmailUnverified => Self::new(
-                StatusCode::FORBIDDEN,
-                "provider_email_unverified",
-                e.to_string(),
-            ),
-            E::OidcStateInvalid => {
-                Self::new(StatusCode::BAD_REQUEST, "oidc_state_invalid", e.to_string())
-            }
-            E::OidcStateExpired => {
-                Self::new(StatusCode::BAD_REQUEST, "oidc_state_expired", e.to_string())
-            }
-            E::NonceReused => Self::unauthorized("nonce_reused", e.to_string()),
-            E::LastSignInMethod => {
-                Self::new(StatusCode::CONFLICT, "last_sign_in_method", e.to_string())
-            }
-            E::PasswordNotSet => Self::new(StatusCode::CONFLICT, "password_not_set", e.to_string()),
-            E::PasswordAlreadySet => {
-                Self::new(StatusCode::CONFLICT, "password_already_set", e.to_string())
-            }
-            E::Db(_) | E::Hash(_) | E::Signing(_) => Self::internal_error(&e),
+            E::Account(e) => e.into(),
         }
     }
 }

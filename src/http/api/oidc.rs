@@ -147,7 +147,7 @@ async fn callback(
     let st = answer
         .state
         .filter(|s| !s.is_empty())
-        .ok_or(crate::accounts::AccountError::OidcStateInvalid)?;
+        .ok_or(crate::accounts::IdentityError::StateInvalid)?;
     // Until the state checks out, nothing says where the browser may safely go: a problem.
     let pending = state
         .accounts
