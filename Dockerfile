@@ -12,7 +12,7 @@ RUN mkdir -p src bin/admin migration/src bench examples \
  && touch src/lib.rs migration/src/lib.rs \
  && for target in bin/server.rs bin/worker.rs bin/scheduler.rs bin/admin/main.rs \
       bench/argon2_rate.rs bench/ws_fanout.rs bench/broker_rate.rs bench/jobs_load.rs \
-      examples/jobs.rs; do echo 'fn main() {}' > "$target"; done \
+      examples/jobs.rs examples/endpoint.rs; do echo 'fn main() {}' > "$target"; done \
  && cargo build --release --bins --locked \
  && rm -rf src bin migration/src bench examples
 COPY . .

@@ -30,12 +30,19 @@ async fn an_operator_rewords_a_mail_and_rebrands_the_link_pages() {
         ),
         (
             "link_page.html",
-            "<!doctype html><title>Club · {{ title }}</title><main data-api=\"{{ prefix }}\" data-endpoint=\"{{ endpoint }}\">{{ lead }}</main>",
+            "<!doctype html><title>Club · {{ title }}</title><main data-api=\"{{ prefix }}\" data-endpoint=\"{{ endpoint }}\" data-done=\"{{ done }}\">{{ lead }}<button>{{ button }}</button></main>",
+        ),
+        (
+            "page_cancel_deletion.txt",
+            "Title: Stay in the club\nButton: Stay\nDone: You stay.\n\nYou have {{ grace_days }} days\n& a <choice>.\n",
         ),
     ]);
     let app = TestApp::start_with(
         Backend::Sqlite,
-        &[("MAIL_TEMPLATES_DIR", dir.to_str().unwrap())],
+        &[
+            ("MAIL_TEMPLATES_DIR", dir.to_str().unwrap()),
+            ("ACCOUNT_DELETION_GRACE_PERIOD_DAYS", "12"),
+        ],
     )
     .await;
     let user = TestUser::new();
@@ -76,7 +83,21 @@ async fn an_operator_rewords_a_mail_and_rebrands_the_link_pages() {
     let page = page.text().await.unwrap();
     assert!(
         page.starts_with("<!doctype html><title>Club · Verify your email address</title>")
-            && page.contains("data-endpoint=\"/auth/verify-email\""),
+            && page.contains("data-endpoint=\"/auth/verify-email\"")
+            && page.contains("<button>Verify my email address</button>"),
+        "{page}"
+    );
+    // A page's wording is its own file, its values escaped in the HTML.
+    let page = app
+        .get("/cancel-deletion", None)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.starts_with("<!doctype html><title>Club · Stay in the club</title>")
+            && page.contains("data-done=\"You stay.\">You have 12 days &amp; a &lt;choice&gt;.")
+            && page.contains("<button>Stay</button>"),
         "{page}"
     );
     app.stop().await;
@@ -125,6 +146,32 @@ fn a_broken_template_stops_every_process_naming_its_file() {
     assert_eq!(
         report["invalid"][0]["name"], "MAIL_TEMPLATES_DIR",
         "{report}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A link page's wording without its `Title:`, `Button:` and `Done:` lines stops the server at
+/// start-up, naming the file.
+#[test]
+fn a_page_without_its_header_lines_stops_the_server() {
+    let dir = templates_dir(&[(
+        "page_verify_email.txt",
+        "Title: Verify\n\nPress the button.\n",
+    )]);
+    let file = dir.join("page_verify_email.txt").display().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_server"))
+        .env("MAIL_TEMPLATES_DIR", dir.to_str().unwrap())
+        .env("DATABASE_URL", "sqlite::memory:")
+        .current_dir(std::env::temp_dir())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.starts_with(&format!(
+            "invalid configuration: MAIL_TEMPLATES_DIR: mail template {file}:"
+        )) && err.contains("`Title:`, `Button:` and `Done:`"),
+        "{err}"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -41,7 +41,7 @@ impl IntegrationsApi {
     ///
     /// Upgrade to a WebSocket. Anonymous unless `WS_REQUIRE_AUTH=true`; a token may be sent as
     /// `?token=` or `Authorization: Bearer`. Text frames are JSON messages with a `type`: `echo`,
-    /// `broadcast`, `room`, `leave`, `room_broadcast`, `status`, `ping` (see the README); any
+    /// `broadcast`, `room`, `leave`, `room_broadcast`, `status`, `ping` (see docs/realtime.md); any
     /// other text is echoed. Every connection starts in room `default`.
     #[oai(
         path = "/ws/demo",

@@ -13,104 +13,68 @@ use poem::{Endpoint, Response, Route, get, http::header};
 use crate::config::Settings;
 use crate::mail::{LinkPage, Mails, templates::escape};
 
-/// One page: where it is, what it says and which operation its button calls; its HTML is the
-/// `link_page.html` template of the mails (replaceable from `MAIL_TEMPLATES_DIR`).
+/// One page: where it is, its template (`page_<name>.txt` says what it shows; its HTML is
+/// `link_page.html`, both replaceable from `MAIL_TEMPLATES_DIR`) and which operation its
+/// button calls.
 struct Page {
     path: &'static str,
-    title: &'static str,
-    lead: String,
-    button: &'static str,
+    name: &'static str,
     endpoint: &'static str,
-    done: &'static str,
     /// The reset page asks for the new password (twice).
     password: bool,
     /// The button does something that is hard to take back: it looks it.
     danger: bool,
 }
 
-fn pages(settings: &Settings) -> Vec<Page> {
-    let grace = settings.auth.deletion_grace_period_days;
-    vec![
-        Page {
-            path: "/verify-email",
-            title: "Verify your email address",
-            lead: "Press the button to confirm that this address belongs to your account.".into(),
-            button: "Verify my email address",
-            endpoint: "/auth/verify-email",
-            done: "Your email address is verified. You can close this page and sign in.",
-            password: false,
-            danger: false,
-        },
-        Page {
-            path: "/reset-password",
-            title: "Choose a new password",
-            lead: "Type a new password for your account. Every device signed in with the old one \
-                   is signed out."
-                .into(),
-            button: "Set the new password",
-            endpoint: "/auth/reset-password",
-            done: "Your password is changed. Sign in with the new one.",
-            password: true,
-            danger: false,
-        },
-        Page {
-            path: "/confirm-deletion",
-            title: "Delete your account",
-            lead: format!(
-                "Pressing the button schedules your account for permanent deletion in {grace} \
-                 days. Until then it works as before, and the link in the mail we send next \
-                 cancels the deletion."
-            ),
-            button: "Delete my account",
-            endpoint: "/auth/confirm-deletion",
-            done: "Your account is scheduled for deletion. A mail with a link to cancel it is on \
-                   its way.",
-            password: false,
-            danger: true,
-        },
-        Page {
-            path: "/cancel-deletion",
-            title: "Keep your account",
-            lead: "Press the button to cancel the scheduled deletion of your account.".into(),
-            button: "Cancel the deletion",
-            endpoint: "/auth/cancel-deletion",
-            done: "The deletion is cancelled: your account stays as it is.",
-            password: false,
-            danger: false,
-        },
-        Page {
-            path: "/confirm-email-change",
-            title: "Confirm your new email address",
-            lead: "Press the button to make this address the email address of your account. The \
-                   old address is told, and can undo the change for 7 days."
-                .into(),
-            button: "Confirm the new address",
-            endpoint: "/auth/confirm-email-change",
-            done: "Your account's email address is changed.",
-            password: false,
-            danger: false,
-        },
-        Page {
-            path: "/revert-email-change",
-            title: "Undo the email change",
-            lead: "Press the button to put this address back on your account. Every device is \
-                   signed out, and a password reset is mailed here, in case someone else made \
-                   the change."
-                .into(),
-            button: "Put my address back",
-            endpoint: "/auth/revert-email-change",
-            done: "Your address is back and every device is signed out. Check this mailbox for \
-                   the password reset.",
-            password: false,
-            danger: false,
-        },
-    ]
-}
+const PAGES: [Page; 6] = [
+    Page {
+        path: "/verify-email",
+        name: "verify_email",
+        endpoint: "/auth/verify-email",
+        password: false,
+        danger: false,
+    },
+    Page {
+        path: "/reset-password",
+        name: "reset_password",
+        endpoint: "/auth/reset-password",
+        password: true,
+        danger: false,
+    },
+    Page {
+        path: "/confirm-deletion",
+        name: "confirm_deletion",
+        endpoint: "/auth/confirm-deletion",
+        password: false,
+        danger: true,
+    },
+    Page {
+        path: "/cancel-deletion",
+        name: "cancel_deletion",
+        endpoint: "/auth/cancel-deletion",
+        password: false,
+        danger: false,
+    },
+    Page {
+        path: "/confirm-email-change",
+        name: "confirm_email_change",
+        endpoint: "/auth/confirm-email-change",
+        password: false,
+        danger: false,
+    },
+    Page {
+        path: "/revert-email-change",
+        name: "revert_email_change",
+        endpoint: "/auth/revert-email-change",
+        password: false,
+        danger: false,
+    },
+];
 
 /// The paths `mount` serves (without `API_PREFIX`): the pages, their files, and the console
 /// when it is on.
 pub fn paths(settings: &Settings) -> Vec<&'static str> {
-    let mut paths: Vec<&'static str> = pages(settings).iter().map(|p| p.path).collect();
+    let mut paths: Vec<&'static str> = PAGES.iter().map(|p| p.path).collect();
     paths.extend(ASSETS.iter().map(|a| a.0));
     if settings.http.console {
         paths.push("/console");
@@ -150,14 +114,12 @@ fn console_page(settings: &Settings) -> String {
 
 fn render(page: &Page, settings: &Settings, mails: &Mails) -> String {
     mails.link_page(LinkPage {
+        name: page.name,
         prefix: &settings.http.api_prefix,
-        title: page.title,
-        lead: &page.lead,
-        button: page.button,
         endpoint: page.endpoint,
-        done: page.done,
         password: page.password,
         danger: page.danger,
+        grace_days: settings.auth.deletion_grace_period_days,
     })
 }
 
@@ -170,8 +132,8 @@ fn respond(content_type: &'static str, body: Arc<str>, cache: &'static str) -> R
 
 /// Adds the pages and their files to `route`, rendered once at start-up.
 pub fn mount(mut route: Route, settings: &Settings, mails: &Mails) -> Route {
-    for page in pages(settings) {
-        let html: Arc<str> = render(&page, settings, mails).into();
+    for page in &PAGES {
+        let html: Arc<str> = render(page, settings, mails).into();
         route = route.at(
             page.path,
             get(endpoint(move || {
@@ -213,9 +175,9 @@ mod tests {
     fn every_page_is_listed_and_escapes_what_it_shows() {
         let settings = Settings::from_map(&Default::default(), &crate::app::kinds()).unwrap();
         let listed = paths(&settings);
-        for page in pages(&settings) {
+        for page in &PAGES {
             assert!(listed.contains(&page.path), "{}", page.path);
-            let html = render(&page, &settings, &Mails::built_in("Keel"));
+            let html = render(page, &settings, &Mails::built_in("Keel"));
             assert!(
                 html.contains(page.endpoint) && !html.contains("<script>"),
                 "{html}"
@@ -224,7 +186,7 @@ mod tests {
         let mut settings = settings;
         settings.project_name = "<b>Keel</b>".into();
         let html = render(
-            &pages(&settings)[0],
+            &PAGES[0],
             &settings,
             &Mails::built_in(&settings.project_name),
         );

@@ -234,18 +234,30 @@ pub(super) const SAMPLES: &[Mail<'static>] = &[
     },
 ];
 
-/// What a page for a mailed link shows, and the operation its button calls.
+/// A page for a mailed link: what it says is the template `page_<name>.txt` (`Title:`,
+/// `Button:` and `Done:` lines, a blank line, the lead paragraph); the operation its button
+/// calls is code.
 #[derive(Debug, Clone, Copy)]
 pub struct LinkPage<'a> {
+    /// The page's template is `page_<name>.txt`.
+    pub name: &'a str,
     /// `API_PREFIX`.
     pub prefix: &'a str,
-    pub title: &'a str,
-    pub lead: &'a str,
-    pub button: &'a str,
     pub endpoint: &'a str,
-    pub done: &'a str,
     /// The reset page asks for the new password (twice).
     pub password: bool,
     /// The button does something that is hard to take back: it looks it.
     pub danger: bool,
+    /// `DELETION_GRACE_PERIOD_DAYS`, which the deletion page names.
+    pub grace_days: u32,
 }
+
+/// Every link page's name, for the start-up check.
+pub const PAGES: [&str; 6] = [
+    "verify_email",
+    "reset_password",
+    "confirm_deletion",
+    "cancel_deletion",
+    "confirm_email_change",
+    "revert_email_change",
+];

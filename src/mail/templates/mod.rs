@@ -19,9 +19,10 @@ use minijinja::{
 use super::Email;
 
 mod catalog;
+mod link_pages;
 
-use catalog::SAMPLES;
 pub use catalog::{LinkPage, Mail};
+use catalog::{PAGES, SAMPLES};
 
 /// Every built-in template file, by name.
 const BUILT_IN: &[(&str, &str)] = &[
@@ -29,6 +30,30 @@ const BUILT_IN: &[(&str, &str)] = &[
     ("macros.html", include_str!("macros.html")),
     ("plain_text.html", include_str!("plain_text.html")),
     ("link_page.html", include_str!("link_page.html")),
+    (
+        "page_verify_email.txt",
+        include_str!("page_verify_email.txt"),
+    ),
+    (
+        "page_reset_password.txt",
+        include_str!("page_reset_password.txt"),
+    ),
+    (
+        "page_confirm_deletion.txt",
+        include_str!("page_confirm_deletion.txt"),
+    ),
+    (
+        "page_cancel_deletion.txt",
+        include_str!("page_cancel_deletion.txt"),
+    ),
+    (
+        "page_confirm_email_change.txt",
+        include_str!("page_confirm_email_change.txt"),
+    ),
+    (
+        "page_revert_email_change.txt",
+        include_str!("page_revert_email_change.txt"),
+    ),
     ("verify_email.txt", include_str!("verify_email.txt")),
     ("verify_email.html", include_str!("verify_email.html")),
     ("password_reset.txt", include_str!("password_reset.txt")),
@@ -217,17 +242,17 @@ impl Mails {
             .get_template("plain_text.html")
             .and_then(|t| t.render(context! {text => "x"}))
             .map_err(|e| failure("plain_text.html", dir, &e))?;
-        self.render_link_page(LinkPage {
-            prefix: "/api",
-            title: "Verify",
-            lead: "Press the button.",
-            button: "Verify",
-            endpoint: "/auth/verify-email",
-            done: "Done.",
-            password: true,
-            danger: true,
-        })
-        .map_err(|e| failure("link_page.html", dir, &e))?;
+        for name in PAGES {
+            self.render_link_page(LinkPage {
+                name,
+                prefix: "/api",
+                endpoint: "/auth/verify-email",
+                password: true,
+                danger: true,
+                grace_days: 30,
+            })
+            .map_err(|(file, e)| failure(&file, dir, &e))?;
+        }
         Ok(())
     }
 
@@ -275,35 +300,6 @@ impl Mails {
                     .unwrap_or_else(|(file, e)| panic!("built-in mail template {file}: {e}"))
             }
         }
-    }
-
-    /// One of the pages the mailed links open (`link_page.html`), with the strings it shows.
-    pub fn link_page(&self, page: LinkPage<'_>) -> String {
-        self.render_link_page(page).unwrap_or_else(|e| {
-            tracing::error!(template = "link_page.html", error = %e, "page template failed; serving the built-in one");
-            Self::built_in(&self.project)
-                .render_link_page(page)
-                .unwrap_or_else(|e| panic!("built-in link_page.html: {e}"))
-        })
-    }
-
-    fn render_link_page(&self, page: LinkPage<'_>) -> Result<String, minijinja::Error> {
-        let LinkPage {
-            prefix,
-            title,
-            lead,
-            button,
-            endpoint,
-            done,
-            password,
-            danger,
-        } = page;
-        self.templates
-            .get_template("link_page.html")?
-            .render(context! {
-                project => self.project.as_str(), prefix, title, lead, button, endpoint, done,
-                password, danger,
-            })
     }
 
     /// A plain-text body as an HTML part, escaped, its line breaks kept (`plain_text.html`).
