@@ -1,8 +1,22 @@
-//! Logging set-up shared by the four binaries.
+//! Logging set-up shared by the four binaries, and the request a piece of work belongs to.
 
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 use crate::config::{LogFormat, Settings};
+
+tokio::task_local! {
+    /// The `X-Request-Id` of the request being served, or of the request a running job comes
+    /// from: for error bodies, logs, and the jobs submitted meanwhile (they inherit it).
+    pub static REQUEST_ID: String;
+}
+
+/// The request the current work belongs to, when it belongs to one.
+pub fn current_request_id() -> Option<String> {
+    REQUEST_ID
+        .try_with(Clone::clone)
+        .ok()
+        .filter(|id| !id.is_empty())
+}
 
 /// Installs the global subscriber, writing to stdout: `RUST_LOG` wins over `LOG_LEVEL` when
 /// both are set.

@@ -35,6 +35,8 @@ pub struct Model {
     pub unique_key: Option<String>,
     /// What its handler last reported, while it runs.
     pub progress: Option<Json>,
+    /// The `X-Request-Id` of the request that submitted it, or of the job that did.
+    pub request_id: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -13,13 +13,14 @@ use crate::accounts::{
 
 pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
 
+pub use crate::telemetry::REQUEST_ID;
+
 tokio::task_local! {
-    /// The id of the request being served, for error bodies and logs.
-    pub static REQUEST_ID: String;
     /// The authenticated user of the request being served, once known, for the request log.
     pub static REQUEST_USER: std::cell::Cell<Option<uuid::Uuid>>;
 }
 
+/// The id of the request being served; empty outside one.
 pub fn current_request_id() -> String {
     REQUEST_ID.try_with(Clone::clone).unwrap_or_default()
 }

@@ -319,6 +319,7 @@ impl JobQueue {
             priority: Set(i32::from(priority)),
             unique_key: Set(job.unique_key),
             progress: Set(None),
+            request_id: Set(crate::telemetry::current_request_id()),
         }
     }
 

@@ -211,6 +211,12 @@ impl Runner {
     /// Runs a claimed job's handler, within the job timeout and until it is cancelled, and
     /// stores its outcome.
     pub(crate) async fn execute(&self, row: Row) -> Result<Outcome, DbErr> {
+        let (span, request) = super::watch::attempt_span(&row);
+        let attempt = crate::telemetry::REQUEST_ID.scope(request, self.attempt(row));
+        tracing::Instrument::instrument(attempt, span).await
+    }
+
+    async fn attempt(&self, row: Row) -> Result<Outcome, DbErr> {
         let started = Instant::now();
         // Starts the outcome and cancellation tasks with the first job.
         let outcomes = self.outcome_task().clone();

@@ -35,6 +35,8 @@ pub struct JobView {
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// The `X-Request-Id` of the request that submitted it (or of the job that did).
+    pub request_id: Option<String>,
 }
 
 impl View for job::Model {
@@ -59,6 +61,7 @@ impl View for job::Model {
             created_at: j.created_at,
             started_at: j.started_at,
             finished_at: j.finished_at,
+            request_id: j.request_id,
         }
     }
 }

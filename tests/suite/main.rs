@@ -31,6 +31,7 @@ mod production;
 mod queues;
 mod ratelimit;
 mod redis;
+mod request_ids;
 mod scheduler;
 mod security;
 mod structure;

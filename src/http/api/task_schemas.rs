@@ -164,6 +164,10 @@ pub struct TaskInfo {
     pub started_at: Option<DateTime<Utc>>,
     #[oai(nullable)]
     pub finished_at: Option<DateTime<Utc>>,
+    /// The `X-Request-Id` of the request that submitted it (or of the job that did): the
+    /// server's and the worker's log lines about it carry the same id.
+    #[oai(nullable)]
+    pub request_id: Option<String>,
 }
 
 impl From<JobView> for TaskInfo {
@@ -183,6 +187,7 @@ impl From<JobView> for TaskInfo {
             created_at: j.created_at,
             started_at: j.started_at,
             finished_at: j.finished_at,
+            request_id: j.request_id,
         }
     }
 }

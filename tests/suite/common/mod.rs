@@ -681,5 +681,6 @@ pub fn job_row(payload: Value) -> crate::entities::job::ActiveModel {
         priority: Set(5),
         unique_key: Set(None),
         progress: Set(None),
+        request_id: Set(None),
     }
 }
