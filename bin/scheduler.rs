@@ -59,7 +59,7 @@ async fn main() -> ExitCode {
         list(&settings);
         return ExitCode::SUCCESS;
     }
-    keel::telemetry::init(&settings);
+    let _traces = keel::telemetry::init(&settings, "keel-scheduler");
     if let Some(job) = &cli.once
         && !settings.jobs.periodic_kinds().any(|k| k.name == job)
     {

@@ -55,7 +55,7 @@ async fn main() -> ExitCode {
         let path = format!("{}/system/health/ready", settings.http.api_prefix);
         return keel::probes::healthcheck(addr, &path).await;
     }
-    keel::telemetry::init(&settings);
+    let _traces = keel::telemetry::init(&settings, "keel-server");
     match run(settings).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

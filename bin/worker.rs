@@ -70,7 +70,7 @@ async fn main() -> ExitCode {
         );
         return ExitCode::from(2);
     }
-    keel::telemetry::init(&settings);
+    let _traces = keel::telemetry::init(&settings, "keel-worker");
     match run(settings).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

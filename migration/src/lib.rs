@@ -16,7 +16,7 @@ mod m20261202_000010_users_listing_index;
 mod m20261203_000011_mfa;
 mod m20261203_000012_email_changes;
 mod m20261203_000013_oidc;
-mod m20261207_000014_job_request_id;
+mod m20261207_000014_job_origin;
 
 pub struct Migrator;
 
@@ -37,7 +37,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000011_mfa::Migration),
             Box::new(m20261203_000012_email_changes::Migration),
             Box::new(m20261203_000013_oidc::Migration),
-            Box::new(m20261207_000014_job_request_id::Migration),
+            Box::new(m20261207_000014_job_origin::Migration),
         ]
     }
 }

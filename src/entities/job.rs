@@ -37,6 +37,9 @@ pub struct Model {
     pub progress: Option<Json>,
     /// The `X-Request-Id` of the request that submitted it, or of the job that did.
     pub request_id: Option<String>,
+    /// The submitting span's W3C trace context (`traceparent`, then `tracestate` after a line
+    /// break), when it was traced: the job's run continues that trace.
+    pub trace_context: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -3,6 +3,7 @@
 //! (`local`). This module knows no job's meaning; handlers live beside their domains and are
 //! declared on their payload types beside their domains (`Job`) and listed once in `app`.
 
+mod attempt;
 mod control;
 pub mod heartbeat;
 mod kind;
@@ -23,11 +24,12 @@ use serde_json::Value;
 use uuid::Uuid;
 
 pub use crate::queues::{JobKind, Lane, Queue};
+pub use attempt::Outcome;
 pub use control::{Cancelled, Jobs, Retried};
 pub use kind::{Deps, Job, Registration, Scheduled, job, kind, periodic};
 pub use mask::masked;
 pub use outbox::{CHANNEL, JobQueue, NewJob, Publication, Submitted, announce, listen};
-pub use runner::{Outcome, Runner};
+pub use runner::Runner;
 pub use view::JobView;
 pub use watch::{PROGRESS_EVERY, Progress};
 

@@ -320,6 +320,7 @@ impl JobQueue {
             unique_key: Set(job.unique_key),
             progress: Set(None),
             request_id: Set(crate::telemetry::current_request_id()),
+            trace_context: Set(crate::telemetry::otel::current_context()),
         }
     }
 

@@ -24,6 +24,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use super::attempt::{Outcome, attempt_span, record_outcome};
 use super::watch::{Progress, lock, revoked_among, watch_cancellations, write_progress};
 use super::{JobContext, JobError, JobSettings, JobStatus, Registry};
 use crate::entities::job::{self, Model as Row};
@@ -33,32 +34,6 @@ const OUTCOMES_PER_BATCH: usize = 256;
 /// The error of a job whose worker died during its last attempt.
 const ABANDONED: &str =
     "its worker stopped (killed or crashed) during the last attempt; no attempts left";
-
-/// What happened to a job a transport handed over.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Succeeded,
-    /// Failed, and scheduled to run again.
-    WillRetry,
-    /// Failed for good: attempts exhausted or a fatal error.
-    Failed,
-    Revoked,
-    /// Not run: already finished, cancelled, or being run by another worker.
-    Skipped,
-}
-
-impl Outcome {
-    /// The name in metrics and logs; spelled out, since `Debug` output is no stable format.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Succeeded => "succeeded",
-            Self::WillRetry => "will_retry",
-            Self::Failed => "failed",
-            Self::Revoked => "revoked",
-            Self::Skipped => "skipped",
-        }
-    }
-}
 
 enum Ran {
     Done(Result<Value, JobError>),
@@ -211,9 +186,11 @@ impl Runner {
     /// Runs a claimed job's handler, within the job timeout and until it is cancelled, and
     /// stores its outcome.
     pub(crate) async fn execute(&self, row: Row) -> Result<Outcome, DbErr> {
-        let (span, request) = super::watch::attempt_span(&row);
+        let (span, request) = attempt_span(&row);
         let attempt = crate::telemetry::REQUEST_ID.scope(request, self.attempt(row));
-        tracing::Instrument::instrument(attempt, span).await
+        let outcome = tracing::Instrument::instrument(attempt, span.clone()).await;
+        record_outcome(&span, &outcome);
+        outcome
     }
 
     async fn attempt(&self, row: Row) -> Result<Outcome, DbErr> {
@@ -262,17 +239,14 @@ impl Runner {
             .await
             .unwrap_or_else(|_| Err("the outcome task stopped".into()))
             .map_err(DbErr::Custom)?;
-        crate::metrics::metrics().observe_job(
-            &name,
-            outcome.as_str(),
-            started.elapsed().as_secs_f64(),
-        );
+        let secs = started.elapsed().as_secs_f64();
+        crate::metrics::metrics().observe_job(&name, outcome.as_str(), secs);
         tracing::info!(
             job_id = %id,
             job = %name,
             attempt,
             outcome = outcome.as_str(),
-            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+            duration_ms = secs * 1000.0,
             "job finished"
         );
         Ok(outcome)

@@ -46,8 +46,10 @@ async fn enqueue_slot(
     payload: serde_json::Value,
     slot: DateTime<Utc>,
 ) -> Result<Uuid, DbErr> {
+    // One span per firing: the run it enqueues starts its trace here.
+    let span = tracing::info_span!("schedule.fire", job, slot = %slot.to_rfc3339());
     let new = NewJob::new(job, payload).dedupe(dedupe_key(job, slot));
-    queue.enqueue(db, new).await
+    tracing::Instrument::instrument(queue.enqueue(db, new), span).await
 }
 
 /// `scheduler --once <job>`: one run now, deduplicated per minute.

@@ -119,19 +119,3 @@ pub(super) async fn watch_cancellations(
         }
     }
 }
-
-/// The span one attempt of the job in `row` runs in, whose fields every log line inside it
-/// carries (the job, its kind, queue and attempt, the request it comes from), and that request,
-/// to make the current one while it runs: the jobs it submits inherit it.
-pub(super) fn attempt_span(row: &job::Model) -> (tracing::Span, String) {
-    let request = row.request_id.clone().unwrap_or_default();
-    let span = tracing::info_span!(
-        "job",
-        job_id = %row.id,
-        job = %row.name,
-        queue = %row.queue,
-        attempt = row.attempts,
-        request_id = %request,
-    );
-    (span, request)
-}

@@ -102,7 +102,22 @@ impl Mailer {
         }
     }
 
+    /// Sends `email`, in a `mail.send` span (failed when the mail was not accepted).
     pub async fn send(&self, email: &Email) -> Result<(), MailError> {
+        let span = tracing::info_span!(
+            "mail.send",
+            mail.transport = self.transport_name(),
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+        );
+        let sent = tracing::Instrument::instrument(self.deliver(email), span.clone()).await;
+        if sent.is_err() {
+            span.record("otel.status_code", "ERROR");
+        }
+        sent
+    }
+
+    async fn deliver(&self, email: &Email) -> Result<(), MailError> {
         match self {
             Mailer::Log { from } => {
                 tracing::info!(

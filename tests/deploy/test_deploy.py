@@ -177,6 +177,17 @@ def test_keel_services_build_probe_and_stop_gracefully():
     assert "curl" not in (ROOT / "compose.yaml").read_text()
 
 
+def test_jaeger_runs_only_with_the_tracing_profile(tmp_path):
+    """`--profile tracing` adds Jaeger, which takes OTLP/HTTP on 4318; the stack never needs it."""
+    services = compose_source()["services"]
+    jaeger = services["jaeger"]
+    assert jaeger["profiles"] == ["tracing"]
+    assert jaeger["image"].startswith("jaegertracing/all-in-one:")
+    assert all("jaeger" not in s.get("depends_on", {}) for s in services.values())
+    example = (ROOT / ".env.example").read_text()
+    assert "# OTEL_EXPORTER_OTLP_ENDPOINT=http://jaeger:4318" in example
+
+
 # --- the image ---------------------------------------------------------------------------------
 
 def ignored(path, patterns):

@@ -35,4 +35,5 @@ mod request_ids;
 mod scheduler;
 mod security;
 mod structure;
+mod traces;
 mod websockets;

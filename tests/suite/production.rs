@@ -324,7 +324,7 @@ fn admin_migrate_status_down_and_up() {
     assert_eq!(
         out.lines().collect::<Vec<_>>(),
         [
-            "reverted m20261207_000014_job_request_id",
+            "reverted m20261207_000014_job_origin",
             "reverted m20261203_000013_oidc"
         ]
     );
@@ -336,7 +336,7 @@ fn admin_migrate_status_down_and_up() {
         out.lines().collect::<Vec<_>>(),
         [
             "applied m20261203_000013_oidc",
-            "applied m20261207_000014_job_request_id"
+            "applied m20261207_000014_job_origin"
         ]
     );
     let _ = std::fs::remove_dir_all(&dir);

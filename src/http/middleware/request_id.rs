@@ -63,15 +63,37 @@ pub async fn problem_and_request_id<E: Endpoint>(
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let started = std::time::Instant::now();
-    let (outcome, user_id) = REQUEST_ID
-        .scope(
+    // One span per request, a child of the caller's trace when it sends one (`traceparent`),
+    // named by its method and route (OpenTelemetry takes the name when the span starts); its
+    // status is known once it is answered.
+    let guessed = crate::metrics::route_label(&path, &security.prefix, false);
+    let span = tracing::info_span!(
+        "http.request",
+        otel.name = format!("{method} {guessed}").as_str(),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = %method,
+        http.route = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+        url.path = %path,
+        request_id = %request_id,
+    );
+    crate::telemetry::otel::continue_from(&span, req.headers());
+    let (outcome, user_id) = tracing::Instrument::instrument(
+        REQUEST_ID.scope(
             request_id.clone(),
             REQUEST_USER.scope(std::cell::Cell::new(None), async {
-                let outcome = next.call(req).await;
+                // Boxed: the route tree's type is deep enough without this middleware's
+                // futures nested around it (rustc's layout depth limit).
+                let call: std::pin::Pin<Box<dyn Future<Output = _> + Send + '_>> =
+                    Box::pin(next.call(req));
+                let outcome = call.await;
                 (outcome, REQUEST_USER.with(std::cell::Cell::get))
             }),
-        )
-        .await;
+        ),
+        span.clone(),
+    )
+    .await;
     // A path no route matched, as opposed to a route answering 404 for a missing resource.
     let unmatched = matches!(&outcome, Err(e) if e.is::<poem::error::NotFoundError>());
     let mut resp = REQUEST_ID.sync_scope(request_id.clone(), || {
@@ -101,12 +123,19 @@ pub async fn problem_and_request_id<E: Endpoint>(
     }
     security.apply_headers(&path, &mut resp);
     let status = resp.status().as_u16();
+    let route = crate::metrics::route_label(&path, &security.prefix, unmatched);
     crate::metrics::metrics().observe_request(
         method.as_str(),
-        &crate::metrics::route_label(&path, &security.prefix, unmatched),
+        &route,
         status,
         started.elapsed().as_secs_f64(),
     );
+    span.record("http.route", route.as_str());
+    span.record("http.response.status_code", status);
+    if status >= 500 {
+        span.record("otel.status_code", "ERROR");
+    }
+    let _inside = span.enter();
     tracing::info!(
         request_id = %request_id,
         method = %method,

@@ -105,7 +105,7 @@ impl TestApp {
             .or_insert_with(|| std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()));
         let settings = Settings::from_map(&env, &keel::app::kinds()).expect("test settings");
         let saved_env = env.clone();
-        keel::telemetry::init(&settings);
+        drop(keel::telemetry::init(&settings, "keel-test"));
         let state = AppState::build(settings).await.expect("build app state");
         let server = BoundServer::bind(state.clone(), "127.0.0.1:0".parse().unwrap())
             .await
@@ -682,5 +682,6 @@ pub fn job_row(payload: Value) -> crate::entities::job::ActiveModel {
         unique_key: Set(None),
         progress: Set(None),
         request_id: Set(None),
+        trace_context: Set(None),
     }
 }

@@ -1,4 +1,7 @@
-//! Logging set-up shared by the four binaries, and the request a piece of work belongs to.
+//! Logging and tracing set-up shared by the four binaries (`otel`: OpenTelemetry), and the
+//! request a piece of work belongs to.
+
+pub mod otel;
 
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
@@ -19,24 +22,51 @@ pub fn current_request_id() -> Option<String> {
 }
 
 /// Installs the global subscriber, writing to stdout: `RUST_LOG` wins over `LOG_LEVEL` when
-/// both are set.
-pub fn init(settings: &Settings) {
-    init_with(settings, std::io::stdout);
+/// both are set. With the OpenTelemetry settings (`otel`), spans are exported too, as
+/// `service` unless `OTEL_SERVICE_NAME` says otherwise; keep the answer until the process
+/// ends, so the last spans are sent.
+pub fn init(settings: &Settings, service: &str) -> Traces {
+    let provider = otel::provider(service);
+    init_with(settings, std::io::stdout, provider.as_ref());
+    Traces(provider)
 }
 
 /// The same, writing to stderr: for the CLI, whose stdout is its output.
 pub fn init_stderr(settings: &Settings) {
-    init_with(settings, std::io::stderr);
+    init_with(settings, std::io::stderr, None);
 }
 
-fn init_with<W>(settings: &Settings, writer: W)
-where
+/// The exporting side of tracing: sends what is left when dropped.
+pub struct Traces(Option<opentelemetry_sdk::trace::SdkTracerProvider>);
+
+impl Drop for Traces {
+    fn drop(&mut self) {
+        if let Some(provider) = self.0.take()
+            && let Err(e) = provider.shutdown()
+        {
+            eprintln!("OpenTelemetry: the last spans were not all sent: {e}");
+        }
+    }
+}
+
+fn init_with<W>(
+    settings: &Settings,
+    writer: W,
+    provider: Option<&opentelemetry_sdk::trace::SdkTracerProvider>,
+) where
     W: for<'w> fmt::MakeWriter<'w> + Send + Sync + 'static,
 {
     let filter = EnvFilter::try_from_env("RUST_LOG")
         .or_else(|_| EnvFilter::try_new(&settings.log_level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let registry = tracing_subscriber::registry().with(filter);
+    // The log level filters the log lines only: Keel's spans reach OpenTelemetry at any
+    // `LOG_LEVEL`.
+    let traced = provider.map(|p| {
+        otel::layer(p).with_filter(
+            tracing_subscriber::filter::Targets::new().with_target("keel", tracing::Level::INFO),
+        )
+    });
+    let registry = tracing_subscriber::registry().with(traced);
     let result = match settings.log_format {
         LogFormat::Json => registry
             .with(
@@ -44,11 +74,17 @@ where
                     .with_writer(writer)
                     .json()
                     .flatten_event(true)
-                    .with_current_span(true),
+                    .with_current_span(true)
+                    .with_filter(filter),
             )
             .try_init(),
         LogFormat::Pretty => registry
-            .with(fmt::layer().with_writer(writer).with_target(false))
+            .with(
+                fmt::layer()
+                    .with_writer(writer)
+                    .with_target(false)
+                    .with_filter(filter),
+            )
             .try_init(),
     };
     // A second init (tests start several servers in one process) keeps the first subscriber.

@@ -1,0 +1,164 @@
+//! OpenTelemetry, configured the standard way: with `OTEL_EXPORTER_OTLP_ENDPOINT` (or
+//! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) set, spans are batched and exported over OTLP/HTTP
+//! (protobuf) from a thread of their own, never on a request's path; `OTEL_SERVICE_NAME`
+//! (default `keel-<process>`), `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER` and
+//! `OTEL_TRACES_SAMPLER_ARG` are the SDK's own. Unset, nothing is installed: no layer, no cost.
+//! W3C trace context (`traceparent`, `tracestate`) carries a trace into the server and, through
+//! the job row, from a request to its jobs.
+
+use std::collections::HashMap;
+
+use opentelemetry::{
+    propagation::{Extractor, Injector, TextMapPropagator},
+    trace::TracerProvider as _,
+};
+use opentelemetry_http::{Bytes, HttpClient, HttpError, Request, Response};
+use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _};
+use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+/// Whether the environment asks for traces.
+pub fn configured() -> bool {
+    [
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+    ]
+    .iter()
+    .any(|name| std::env::var(name).is_ok_and(|v| !v.trim().is_empty()))
+        && std::env::var("OTEL_SDK_DISABLED").map_or(true, |v| !v.eq_ignore_ascii_case("true"))
+}
+
+/// The tracer provider for `service` (the default `service.name`), exporting over OTLP/HTTP;
+/// `None` when the environment does not ask for traces or the exporter cannot be built (said
+/// on stderr: logging is not set up yet).
+pub fn provider(service: &str) -> Option<SdkTracerProvider> {
+    if !configured() {
+        return None;
+    }
+    let client = ReqwestClient::new()?;
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+        .with_http_client(client)
+        .build();
+    let exporter = match exporter {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("OpenTelemetry is off: the OTLP exporter cannot be built: {e}");
+            return None;
+        }
+    };
+    let mut resource = Resource::builder();
+    if std::env::var("OTEL_SERVICE_NAME").map_or(true, |v| v.trim().is_empty()) {
+        resource = resource.with_service_name(service.to_string());
+    }
+    resource = resource.with_attribute(opentelemetry::KeyValue::new(
+        "service.version",
+        crate::VERSION,
+    ));
+    Some(
+        SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(resource.build())
+            .build(),
+    )
+}
+
+/// The `tracing` layer that turns spans into OpenTelemetry spans of `provider`.
+pub fn layer<S>(provider: &SdkTracerProvider) -> impl tracing_subscriber::Layer<S>
+where
+    S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
+{
+    tracing_opentelemetry::layer().with_tracer(provider.tracer("keel"))
+}
+
+/// Makes the trace context in `headers` (`traceparent`, `tracestate`) the parent of `span`.
+pub fn continue_from(span: &tracing::Span, headers: &poem::http::HeaderMap) {
+    struct Headers<'a>(&'a poem::http::HeaderMap);
+    impl Extractor for Headers<'_> {
+        fn get(&self, key: &str) -> Option<&str> {
+            self.0.get(key).and_then(|v| v.to_str().ok())
+        }
+        fn keys(&self) -> Vec<&str> {
+            self.0.keys().map(|k| k.as_str()).collect()
+        }
+    }
+    let parent = TraceContextPropagator::new().extract(&Headers(headers));
+    let _ = span.set_parent(parent);
+}
+
+/// The current span's trace context as a `traceparent` value (with `tracestate` after a
+/// newline when there is one); `None` outside a sampled trace.
+pub fn current_context() -> Option<String> {
+    let mut fields: HashMap<String, String> = HashMap::new();
+    struct Fields<'a>(&'a mut HashMap<String, String>);
+    impl Injector for Fields<'_> {
+        fn set(&mut self, key: &str, value: String) {
+            self.0.insert(key.to_string(), value);
+        }
+    }
+    let cx = tracing::Span::current().context();
+    TraceContextPropagator::new().inject_context(&cx, &mut Fields(&mut fields));
+    let parent = fields.remove("traceparent")?;
+    Some(
+        match fields.remove("tracestate").filter(|s| !s.is_empty()) {
+            Some(state) => format!("{parent}\n{state}"),
+            None => parent,
+        },
+    )
+}
+
+/// Makes a stored trace context (`current_context`'s) the parent of `span`.
+pub fn continue_stored(span: &tracing::Span, stored: &str) {
+    let mut headers = poem::http::HeaderMap::new();
+    let (parent, state) = stored.split_once('\n').unwrap_or((stored, ""));
+    for (name, value) in [("traceparent", parent), ("tracestate", state)] {
+        if let Ok(v) = poem::http::HeaderValue::from_str(value) {
+            headers.insert(name, v);
+        }
+    }
+    continue_from(span, &headers);
+}
+
+/// OTLP's HTTP client: our reqwest, its requests run on the runtime the process started the
+/// exporter from (the batch exporter's own thread has none).
+#[derive(Debug)]
+struct ReqwestClient {
+    client: reqwest::Client,
+    runtime: tokio::runtime::Handle,
+}
+
+impl ReqwestClient {
+    fn new() -> Option<Self> {
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
+        let client = crate::net::http_client()
+            .timeout(std::time::Duration::from_secs(10))
+            .build()
+            .ok()?;
+        Some(Self { client, runtime })
+    }
+}
+
+#[async_trait::async_trait]
+impl HttpClient for ReqwestClient {
+    async fn send_bytes(&self, request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
+        let client = self.client.clone();
+        let (parts, body) = request.into_parts();
+        let sent = self.runtime.spawn(async move {
+            let mut req = client
+                .request(parts.method, parts.uri.to_string())
+                .body(body);
+            for (name, value) in &parts.headers {
+                req = req.header(name, value);
+            }
+            let resp = req.send().await?;
+            let status = resp.status();
+            let bytes = resp.bytes().await?;
+            Ok::<_, reqwest::Error>((status, bytes))
+        });
+        let (status, bytes) = sent.await??;
+        let mut response = Response::new(bytes);
+        *response.status_mut() = status;
+        Ok(response)
+    }
+}

@@ -1,0 +1,218 @@
+//! Traces over OTLP/HTTP: with `OTEL_EXPORTER_OTLP_ENDPOINT` set, the server and the worker
+//! export their spans, and one trace runs from the caller's `traceparent` through the request,
+//! the job (through the jobs table and RabbitMQ) to the mail it sends. The collector is a
+//! receiver written here, decoding the protobuf requests.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use opentelemetry_proto::tonic::{
+    collector::trace::v1::ExportTraceServiceRequest, common::v1::any_value::Value as Any,
+};
+use poem::{Route, Server, listener::TcpListener, post};
+use prost::Message as _;
+use serde_json::{Value, json};
+
+use crate::common::{self, Backend, KeelProcess};
+
+/// One exported span: the service that sent it, its name, ids (hex) and attributes.
+#[derive(Debug, Clone)]
+struct Exported {
+    service: String,
+    name: String,
+    trace_id: String,
+    span_id: String,
+    parent: String,
+    attributes: HashMap<String, String>,
+}
+
+type Spans = Arc<Mutex<Vec<Exported>>>;
+
+fn text(value: Option<&opentelemetry_proto::tonic::common::v1::AnyValue>) -> String {
+    match value.and_then(|v| v.value.as_ref()) {
+        Some(Any::StringValue(s)) => s.clone(),
+        Some(Any::IntValue(i)) => i.to_string(),
+        Some(Any::BoolValue(b)) => b.to_string(),
+        Some(Any::DoubleValue(d)) => d.to_string(),
+        _ => String::new(),
+    }
+}
+
+/// An OTLP/HTTP receiver on a free port; answers its address and what it received.
+async fn receiver() -> (String, Spans) {
+    let spans: Spans = Arc::default();
+    let port = common::free_port();
+    let kept = spans.clone();
+    let route = Route::new().at(
+        "/v1/traces",
+        post(poem::endpoint::make(move |req: poem::Request| {
+            let kept = kept.clone();
+            async move {
+                let bytes = req.into_body().into_bytes().await.unwrap_or_default();
+                let export = ExportTraceServiceRequest::decode(bytes.as_ref())
+                    .expect("an OTLP protobuf export");
+                let mut got = kept.lock().unwrap();
+                for resource in export.resource_spans {
+                    let service = resource
+                        .resource
+                        .iter()
+                        .flat_map(|r| &r.attributes)
+                        .find(|a| a.key == "service.name")
+                        .map(|a| text(a.value.as_ref()))
+                        .unwrap_or_default();
+                    for span in resource.scope_spans.into_iter().flat_map(|s| s.spans) {
+                        got.push(Exported {
+                            service: service.clone(),
+                            name: span.name,
+                            trace_id: hex::encode(span.trace_id),
+                            span_id: hex::encode(span.span_id),
+                            parent: hex::encode(span.parent_span_id),
+                            attributes: span
+                                .attributes
+                                .iter()
+                                .map(|a| (a.key.clone(), text(a.value.as_ref())))
+                                .collect(),
+                        });
+                    }
+                }
+                poem::Response::builder()
+                    .content_type("application/x-protobuf")
+                    .body(Vec::<u8>::new())
+            }
+        })),
+    );
+    tokio::spawn(Server::new(TcpListener::bind(format!("127.0.0.1:{port}"))).run(route));
+    (format!("http://127.0.0.1:{port}"), spans)
+}
+
+/// Waits until `found` picks what it needs out of the received spans.
+async fn until<T>(spans: &Spans, what: &str, found: impl Fn(&[Exported]) -> Option<T>) -> T {
+    for _ in 0..150 {
+        if let Some(t) = found(&spans.lock().unwrap()) {
+            return t;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{what}: {:#?}", spans.lock().unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_trace_runs_from_the_request_through_the_job_to_the_mail() {
+    let (endpoint, spans) = receiver().await;
+    let queue = common::unique_queue();
+    let mut env = common::base_settings(&common::fresh_database_url(Backend::Postgres).await);
+    env.extend(common::rabbit_overrides(&queue));
+    let port = common::free_port();
+    for (k, v) in [
+        ("PORT", port.to_string()),
+        ("FIRST_SUPERUSER_EMAIL", "root@example.com".into()),
+        ("FIRST_SUPERUSER_PASSWORD", "SuperSecret123!".into()),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.clone()),
+        // Export every 100 ms rather than every 5 s.
+        ("OTEL_BSP_SCHEDULE_DELAY", "100".into()),
+    ] {
+        env.insert(k.to_string(), v);
+    }
+    let _server = KeelProcess::spawn_binary(env!("CARGO_BIN_EXE_server"), &[], &env);
+    let _worker = KeelProcess::spawn(&env);
+    let client = keel::net::http_client().build().unwrap();
+    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
+    let mut ready = false;
+    for _ in 0..200 {
+        if let Ok(r) = client.get(url("/system/health/ready")).send().await
+            && r.status().is_success()
+        {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ready, "the server did not start");
+    let login: Value = client
+        .post(url("/auth/login"))
+        .form(&[
+            ("username", "root@example.com"),
+            ("password", "SuperSecret123!"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = login["access_token"].as_str().unwrap().to_string();
+
+    let trace = hex::encode(uuid::Uuid::new_v4().as_bytes());
+    let caller_span = &hex::encode(uuid::Uuid::new_v4().as_bytes())[..16];
+    let to = format!("traced-{}@example.com", uuid::Uuid::new_v4().simple());
+    let resp = client
+        .post(url("/system/background-tasks/send-email"))
+        .bearer_auth(&token)
+        .header("traceparent", format!("00-{trace}-{caller_span}-01"))
+        .json(&json!({"to": to, "subject": "Traced", "body": "from one trace"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    common::mail::wait_for_messages(&to, "Traced", 1).await;
+
+    // The server's span for the request is the caller's child.
+    let request = until(&spans, "the request span", |all| {
+        all.iter()
+            .find(|s| s.service == "keel-server" && s.trace_id == trace && s.parent == caller_span)
+            .cloned()
+    })
+    .await;
+    assert_eq!(
+        request.name, "POST /system/background-tasks/send-email",
+        "{request:?}"
+    );
+    assert_eq!(request.attributes["http.response.status_code"], "202");
+    assert_eq!(
+        request.attributes["http.route"],
+        "/system/background-tasks/send-email"
+    );
+    // The worker's job span and its mail span are in the same trace, the job's parent chain
+    // reaching the request span.
+    let (job, mail, all) = until(&spans, "the job and mail spans", |all| {
+        let job = all
+            .iter()
+            .find(|s| s.service == "keel-worker" && s.name == "job" && s.trace_id == trace)?;
+        let mail = all
+            .iter()
+            .find(|s| s.service == "keel-worker" && s.name == "mail.send" && s.trace_id == trace)?;
+        Some((job.clone(), mail.clone(), all.to_vec()))
+    })
+    .await;
+    assert_eq!(job.attributes["job"], "send_email", "{job:?}");
+    assert_eq!(job.attributes["queue"], "email", "{job:?}");
+    let by_id: HashMap<&str, &Exported> = all.iter().map(|s| (s.span_id.as_str(), s)).collect();
+    let mut ancestor = job.parent.as_str();
+    let mut chain = Vec::new();
+    while let Some(span) = by_id.get(ancestor) {
+        chain.push(span.name.clone());
+        if span.span_id == request.span_id {
+            break;
+        }
+        ancestor = span.parent.as_str();
+    }
+    assert!(
+        chain.contains(&request.name),
+        "the job's ancestors {chain:?} do not reach the request span"
+    );
+    // The mail span is inside the job's attempt.
+    let mut ancestor = mail.parent.as_str();
+    let mut inside_job = false;
+    while let Some(span) = by_id.get(ancestor) {
+        if span.span_id == job.span_id {
+            inside_job = true;
+            break;
+        }
+        ancestor = span.parent.as_str();
+    }
+    assert!(inside_job, "{mail:?} is not inside {job:?}");
+    common::delete_queues(&queue).await;
+}
