@@ -1,6 +1,7 @@
 //! Logging and tracing set-up shared by the four binaries (`otel`: OpenTelemetry), and the
 //! request a piece of work belongs to.
 
+mod joined;
 pub mod otel;
 
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
@@ -72,9 +73,14 @@ fn init_with<W>(
             .with(
                 fmt::layer()
                     .with_writer(writer)
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(true)
+                    .event_format(joined::Joined(
+                        fmt::format()
+                            .json()
+                            .flatten_event(true)
+                            .with_current_span(true)
+                            .with_span_list(true),
+                    ))
+                    .fmt_fields(fmt::format::JsonFields::new())
                     .with_filter(filter),
             )
             .try_init(),

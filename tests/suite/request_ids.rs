@@ -99,6 +99,8 @@ async fn a_jobs_request_id_reaches_its_status_and_the_workers_logs() {
     );
     assert_eq!(finished["span"]["job_id"], id.as_str(), "{finished}");
     assert_eq!(finished["span"]["queue"], "default", "{finished}");
+    // And at the top of the line, to search for.
+    assert_eq!(finished["request_id"], request_id.as_str(), "{finished}");
     let _ = std::fs::remove_file(&log);
 
     // A request without an `X-Request-Id` of its own gets one from the server, and the jobs it

@@ -116,8 +116,25 @@ async fn one_trace_runs_from_the_request_through_the_job_to_the_mail() {
     ] {
         env.insert(k.to_string(), v);
     }
-    let _server = KeelProcess::spawn_binary(env!("CARGO_BIN_EXE_server"), &[], &env);
-    let _worker = KeelProcess::spawn(&env);
+    // JSON logs to files, to find the lines about the traced request.
+    let logs = std::env::temp_dir().join(format!("keel-traces-{queue}"));
+    std::fs::create_dir_all(&logs).unwrap();
+    let spawn = |bin: &str, log: &str| {
+        std::process::Command::new(bin)
+            .envs(&env)
+            .env("LOG_FORMAT", "json")
+            .env("LOG_LEVEL", "info")
+            .current_dir(std::env::temp_dir())
+            .stdout(std::fs::File::create(logs.join(log)).unwrap())
+            .spawn()
+            .unwrap()
+    };
+    let _server = KeelProcess {
+        child: spawn(env!("CARGO_BIN_EXE_server"), "server.log"),
+    };
+    let _worker = KeelProcess {
+        child: spawn(env!("CARGO_BIN_EXE_worker"), "worker.log"),
+    };
     let client = keel::net::http_client().build().unwrap();
     let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
     let mut ready = false;
@@ -214,5 +231,37 @@ async fn one_trace_runs_from_the_request_through_the_job_to_the_mail() {
         ancestor = span.parent.as_str();
     }
     assert!(inside_job, "{mail:?} is not inside {job:?}");
+
+    // The server's line for the request and the worker's for the job carry the same trace and
+    // request ids.
+    let lines = |log: &str| -> Vec<Value> {
+        std::fs::read_to_string(logs.join(log))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    };
+    let served = lines("server.log")
+        .into_iter()
+        .find(|l| l["message"] == "request" && l["trace_id"] == trace.as_str())
+        .unwrap_or_else(|| panic!("no server line in trace {trace}: {:?}", lines("server.log")));
+    assert_eq!(served["span_id"], request.span_id.as_str(), "{served}");
+    assert_eq!(served["path"], "/system/background-tasks/send-email");
+    let mut ran = None;
+    for _ in 0..50 {
+        ran = lines("worker.log")
+            .into_iter()
+            .find(|l| l["message"] == "job finished" && l["trace_id"] == trace.as_str());
+        if ran.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ran =
+        ran.unwrap_or_else(|| panic!("no worker line in trace {trace}: {:?}", lines("worker.log")));
+    assert_eq!(ran["request_id"], served["request_id"], "{ran} / {served}");
+    assert_eq!(ran["span_id"], job.span_id.as_str(), "{ran}");
+    assert_eq!(ran["job"], "send_email");
+    let _ = std::fs::remove_dir_all(&logs);
     common::delete_queues(&queue).await;
 }
