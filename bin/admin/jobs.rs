@@ -210,6 +210,6 @@ fn job_json(j: &JobView) -> serde_json::Value {
         "owner_id": j.owner_id, "created_at": j.created_at, "started_at": j.started_at,
         "finished_at": j.finished_at, "run_at": j.run_at, "queue": j.queue,
         "priority": j.priority, "unique_key": j.unique_key, "progress": j.progress,
-        "request_id": j.request_id,
+        "request_id": j.request_id, "trace_id": j.trace_id,
     })
 }

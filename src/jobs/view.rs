@@ -37,6 +37,8 @@ pub struct JobView {
     pub finished_at: Option<DateTime<Utc>>,
     /// The `X-Request-Id` of the request that submitted it (or of the job that did).
     pub request_id: Option<String>,
+    /// The trace it runs in, when it was queued inside a traced span.
+    pub trace_id: Option<String>,
 }
 
 impl View for job::Model {
@@ -62,6 +64,27 @@ impl View for job::Model {
             started_at: j.started_at,
             finished_at: j.finished_at,
             request_id: j.request_id,
+            trace_id: j.trace_context.as_deref().and_then(trace_id_of),
         }
+    }
+}
+
+/// The trace id of a stored trace context (`00-<trace id>-<span id>-<flags>`, W3C).
+fn trace_id_of(context: &str) -> Option<String> {
+    let mut parts = context.lines().next()?.split('-');
+    let (_version, trace) = (parts.next()?, parts.next()?);
+    (trace.len() == 32 && trace.bytes().all(|b| b.is_ascii_hexdigit())).then(|| trace.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_trace_id_is_read_from_the_traceparent() {
+        let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\nvendor=x";
+        assert_eq!(
+            super::trace_id_of(parent).as_deref(),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+        assert_eq!(super::trace_id_of("garbage"), None);
     }
 }

@@ -174,7 +174,22 @@ async fn one_trace_runs_from_the_request_through_the_job_to_the_mail() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 202);
+    let task = resp.json::<Value>().await.unwrap()["task_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     common::mail::wait_for_messages(&to, "Traced", 1).await;
+    // The task's status names its trace.
+    let status: Value = client
+        .get(url(&format!("/system/background-tasks/task-status/{task}")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["trace_id"], trace.as_str(), "{status}");
 
     // The server's span for the request is the caller's child.
     let request = until(&spans, "the request span", |all| {

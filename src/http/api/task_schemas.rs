@@ -168,6 +168,9 @@ pub struct TaskInfo {
     /// server's and the worker's log lines about it carry the same id.
     #[oai(nullable)]
     pub request_id: Option<String>,
+    /// The OpenTelemetry trace the task runs in (the submitting request's, with traces on).
+    #[oai(nullable)]
+    pub trace_id: Option<String>,
 }
 
 impl From<JobView> for TaskInfo {
@@ -188,6 +191,7 @@ impl From<JobView> for TaskInfo {
             started_at: j.started_at,
             finished_at: j.finished_at,
             request_id: j.request_id,
+            trace_id: j.trace_id,
         }
     }
 }
