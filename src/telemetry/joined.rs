@@ -59,6 +59,9 @@ fn join(fields: &mut Map<String, Value>) {
             fields.insert(name.to_string(), value.clone());
         }
     }
+    if !super::otel::installed() {
+        return;
+    }
     let context = tracing::Span::current().context();
     let span = opentelemetry::trace::TraceContextExt::span(&context);
     let ids = span.span_context();

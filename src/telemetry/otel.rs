@@ -6,7 +6,10 @@
 //! W3C trace context (`traceparent`, `tracestate`) carries a trace into the server and, through
 //! the job row, from a request to its jobs.
 
-use std::collections::HashMap;
+use std::{
+    collections::HashMap,
+    sync::atomic::{AtomicBool, Ordering},
+};
 
 use opentelemetry::{
     propagation::{Extractor, Injector, TextMapPropagator},
@@ -16,6 +19,14 @@ use opentelemetry_http::{Bytes, HttpClient, HttpError, Request, Response};
 use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _};
 use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+/// Whether this process exports traces: until then, no trace context is read or written.
+static INSTALLED: AtomicBool = AtomicBool::new(false);
+
+/// Whether this process exports traces.
+pub fn installed() -> bool {
+    INSTALLED.load(Ordering::Acquire)
+}
 
 /// Whether the environment asks for traces.
 pub fn configured() -> bool {
@@ -56,6 +67,7 @@ pub fn provider(service: &str) -> Option<SdkTracerProvider> {
         "service.version",
         crate::VERSION,
     ));
+    INSTALLED.store(true, Ordering::Release);
     Some(
         SdkTracerProvider::builder()
             .with_batch_exporter(exporter)
@@ -74,6 +86,9 @@ where
 
 /// Makes the trace context in `headers` (`traceparent`, `tracestate`) the parent of `span`.
 pub fn continue_from(span: &tracing::Span, headers: &poem::http::HeaderMap) {
+    if !INSTALLED.load(Ordering::Acquire) {
+        return;
+    }
     struct Headers<'a>(&'a poem::http::HeaderMap);
     impl Extractor for Headers<'_> {
         fn get(&self, key: &str) -> Option<&str> {
@@ -90,6 +105,9 @@ pub fn continue_from(span: &tracing::Span, headers: &poem::http::HeaderMap) {
 /// The current span's trace context as a `traceparent` value (with `tracestate` after a
 /// newline when there is one); `None` outside a sampled trace.
 pub fn current_context() -> Option<String> {
+    if !INSTALLED.load(Ordering::Acquire) {
+        return None;
+    }
     let mut fields: HashMap<String, String> = HashMap::new();
     struct Fields<'a>(&'a mut HashMap<String, String>);
     impl Injector for Fields<'_> {

@@ -114,6 +114,11 @@ impl Contract {
     }
 
     /// The `Allow` header's value for `path`, when the spec knows it.
+    /// Whether `path` is one of the routes.
+    pub fn knows(&self, path: &str) -> bool {
+        self.route(path).is_some()
+    }
+
     pub fn allow(&self, path: &str) -> Option<String> {
         let route = self.route(path)?;
         Some(

@@ -64,9 +64,11 @@ pub async fn problem_and_request_id<E: Endpoint>(
     let path = req.uri().path().to_string();
     let started = std::time::Instant::now();
     // One span per request, a child of the caller's trace when it sends one (`traceparent`),
-    // named by its method and route (OpenTelemetry takes the name when the span starts); its
-    // status is known once it is answered.
-    let guessed = crate::metrics::route_label(&path, &security.prefix, false);
+    // named by its method and route (OpenTelemetry takes the name when the span starts, so the
+    // contract says whether the path is a route: a scanner's paths share one name); its status
+    // is known once it is answered.
+    let known = contract.knows(&path);
+    let guessed = crate::metrics::route_label(&path, &security.prefix, !known);
     let span = tracing::info_span!(
         "http.request",
         otel.name = format!("{method} {guessed}").as_str(),
