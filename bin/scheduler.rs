@@ -101,7 +101,15 @@ async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
                 })
             };
             let routes = probes::routes(poem::Route::new().at("/health/ready", poem::get(ready)));
-            Some(probes::serve(addr, routes, probes_stop.clone(), "scheduler").await?)
+            Some(
+                probes::serve(
+                    addr,
+                    routes,
+                    probes_stop.clone(),
+                    "scheduler health endpoints",
+                )
+                .await?,
+            )
         }
         _ => None,
     };

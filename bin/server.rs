@@ -77,6 +77,15 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
     let bound = server.local_addr().unwrap_or(addr);
     tracing::info!(%bound, "listening; API docs at http://{bound}/docs");
+    // Metrics apart from the API: served until the process ends, through the drain.
+    let metrics_stop = tokio_util::sync::CancellationToken::new();
+    let _metrics_stopped = metrics_stop.clone().drop_guard();
+    if let Some(at) = state.settings.http.metrics_addr {
+        let routes = poem::Route::new().at("/metrics", keel::http::server_metrics(&state));
+        keel::probes::serve(at, routes, metrics_stop, "metrics")
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {at} (METRICS_ADDR): {e}"))?;
+    }
     // The start-up checks run beside the listening server (requests wait for them); should one
     // fail, the server stops as on a signal, and the failure is why it exits.
     let (failed, failure) = tokio::sync::oneshot::channel();

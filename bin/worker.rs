@@ -120,7 +120,15 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
                     "/metrics",
                     poem::get(keel::http::metrics_endpoint(control, conn.clone())),
                 ));
-            Some(probes::serve(addr, routes, probes_stop.clone(), "worker").await?)
+            Some(
+                probes::serve(
+                    addr,
+                    routes,
+                    probes_stop.clone(),
+                    "worker health endpoints and metrics",
+                )
+                .await?,
+            )
         }
     };
     // Started beside the server on a new release, the worker waits for its migrations.

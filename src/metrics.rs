@@ -1,5 +1,8 @@
 //! Prometheus metrics: one process-wide registry, filled by the HTTP middleware and the job
-//! runner, and rendered at `GET /metrics` (the worker serves its own on `WORKER_METRICS_ADDR`).
+//! runner, and rendered at `GET /metrics` (the worker serves its own on `WORKER_METRICS_ADDR`),
+//! with the process's own figures (`process_*`) and `keel_build_info`.
+
+mod process;
 
 use std::sync::OnceLock;
 
@@ -10,14 +13,17 @@ use prometheus::{
 /// Readings taken at scrape time from outside this module (the jobs table, the pool).
 #[derive(Debug, Default)]
 pub struct Gauges {
-    /// Jobs waiting or running, by state name; a state left out keeps its last value.
-    pub queue_depth: Vec<(&'static str, u64)>,
+    /// Jobs waiting or running, by queue and state name, every series there is (one left out
+    /// is gone); `None` (the database did not answer) keeps the last values.
+    pub queue_depth: Option<Vec<(String, &'static str, u64)>>,
     pub pool_size: u32,
     pub pool_idle: usize,
 }
 
 pub struct Metrics {
     registry: Registry,
+    /// The process's own figures, under their usual unprefixed names (`process_*`).
+    process: Registry,
     pub http_requests: IntCounterVec,
     pub http_duration: HistogramVec,
     pub jobs: IntCounterVec,
@@ -33,6 +39,8 @@ pub struct Metrics {
     pub ws_messages: IntCounterVec,
     /// 1 while a dependency answers, 0 while it does not; absent while it is switched off.
     pub dependency_up: IntGaugeVec,
+    /// Finished spans that never reached the trace collector, by reason.
+    pub spans_dropped: IntCounterVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -67,8 +75,11 @@ impl Metrics {
             &["name"],
         )?;
         let queue_depth = IntGaugeVec::new(
-            Opts::new("jobs_queue_depth", "Jobs waiting or running, by status"),
-            &["status"],
+            Opts::new(
+                "jobs_queue_depth",
+                "Jobs waiting or running, by queue and status",
+            ),
+            &["queue", "status"],
         )?;
         let db_pool = IntGaugeVec::new(
             Opts::new("db_pool_connections", "Database pool connections by state"),
@@ -110,6 +121,20 @@ impl Metrics {
             ),
             &["dependency"],
         )?;
+        let spans_dropped = IntCounterVec::new(
+            Opts::new(
+                "trace_spans_dropped_total",
+                "Finished spans never exported, by reason (queue_full: the export queue was full; export_failed: the collector did not take them)",
+            ),
+            &["reason"],
+        )?;
+        let build_info = prometheus::IntGaugeVec::new(
+            Opts::new("build_info", "Always 1, labelled with the running version"),
+            &["version"],
+        )?;
+        build_info.with_label_values(&[crate::VERSION]).set(1);
+        registry.register(Box::new(build_info))?;
+        registry.register(Box::new(spans_dropped.clone()))?;
         registry.register(Box::new(dependency_up.clone()))?;
         registry.register(Box::new(cache.clone()))?;
         registry.register(Box::new(rate_limited.clone()))?;
@@ -122,8 +147,11 @@ impl Metrics {
         registry.register(Box::new(job_duration.clone()))?;
         registry.register(Box::new(queue_depth.clone()))?;
         registry.register(Box::new(db_pool.clone()))?;
+        let process = Registry::new();
+        process.register(Box::new(process::ProcessCollector::new()))?;
         Ok(Self {
             registry,
+            process,
             http_requests,
             http_duration,
             jobs,
@@ -136,6 +164,7 @@ impl Metrics {
             ws_connections,
             ws_messages,
             dependency_up,
+            spans_dropped,
         })
     }
 
@@ -171,10 +200,13 @@ impl Metrics {
 
     /// Sets the gauges read at scrape time, then renders the text format.
     pub fn render(&self, gauges: Gauges) -> String {
-        for (status, n) in gauges.queue_depth {
-            self.queue_depth
-                .with_label_values(&[status])
-                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        if let Some(depth) = gauges.queue_depth {
+            self.queue_depth.reset();
+            for (queue, status, n) in depth {
+                self.queue_depth
+                    .with_label_values(&[queue.as_str(), status])
+                    .set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
         }
         let idle = i64::try_from(gauges.pool_idle).unwrap_or(0);
         self.db_pool.with_label_values(&["idle"]).set(idle);
@@ -182,7 +214,9 @@ impl Metrics {
             .with_label_values(&["in_use"])
             .set(i64::from(gauges.pool_size) - idle);
         let mut out = Vec::new();
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        let mut families = self.registry.gather();
+        families.extend(self.process.gather());
+        let _ = TextEncoder::new().encode(&families, &mut out);
         String::from_utf8(out).unwrap_or_default()
     }
 }

@@ -69,7 +69,8 @@ pub fn routes(extra: Route) -> Route {
     )
 }
 
-/// Serves `routes` on `addr` until `stop` is cancelled.
+/// Serves `routes` on `addr` until `stop` is cancelled; `what` names them in the log (`worker
+/// health endpoints`).
 pub async fn serve(
     addr: SocketAddr,
     routes: impl Endpoint + 'static,
@@ -85,14 +86,14 @@ pub async fn serve(
         .first()
         .and_then(|a| a.as_socket_addr().copied())
         .unwrap_or(addr);
-    tracing::info!(%bound, "{what} health endpoints at http://{bound}/health/live");
+    tracing::info!(%bound, "{what} at http://{bound}");
     let routes = routes.map_to_response();
     Ok(tokio::spawn(async move {
         let served = poem::Server::new_with_acceptor(acceptor)
             .run_with_graceful_shutdown(routes, async move { stop.cancelled().await }, None)
             .await;
         if let Err(e) = served {
-            tracing::error!(error = %e, "{what} health server failed");
+            tracing::error!(error = %e, "{what}: the listener failed");
         }
     }))
 }

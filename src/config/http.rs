@@ -1,7 +1,10 @@
 //! `http`: where the server listens, under which prefix, whom it lets call it from a browser
 //! and which proxies it believes.
 
-use std::{net::IpAddr, time::Duration};
+use std::{
+    net::{IpAddr, SocketAddr},
+    time::Duration,
+};
 
 use super::reader::{ConfigError, Reader, SECOND};
 use crate::net::TrustedProxies;
@@ -26,6 +29,9 @@ pub struct HttpSettings {
     pub public_url: String,
     /// The operator console at `/console` (`ENABLE_CONSOLE`).
     pub console: bool,
+    /// Where `/metrics` is served instead of beside the API (`METRICS_ADDR`), so that metrics
+    /// need not be public; unset, the API's own port serves them.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl HttpSettings {
@@ -78,6 +84,7 @@ impl HttpSettings {
             port,
             public_url: public_url.trim_end_matches('/').to_string(),
             console: r.bool("ENABLE_CONSOLE", true)?,
+            metrics_addr: r.address("METRICS_ADDR", "0.0.0.0:9090")?,
             api_prefix: normalise_prefix(&r.string("API_PREFIX", ""))?,
             shutdown_timeout: r.duration("SHUTDOWN_TIMEOUT", SECOND, 30, 0, 3600)?,
             shutdown_drain: r.duration("SHUTDOWN_DRAIN_SECONDS", SECOND, 5, 0, 3600)?,

@@ -49,8 +49,8 @@ impl JobSettings {
                 "must not be less than JOB_RETRY_BASE_MS",
             ));
         }
-        let worker_metrics_addr = address(r, "WORKER_METRICS_ADDR", "0.0.0.0:9091")?;
-        let scheduler_health_addr = address(r, "SCHEDULER_HEALTH_ADDR", "0.0.0.0:9092")?;
+        let worker_metrics_addr = r.address("WORKER_METRICS_ADDR", "0.0.0.0:9091")?;
+        let scheduler_health_addr = r.address("SCHEDULER_HEALTH_ADDR", "0.0.0.0:9092")?;
         let worker_concurrency = r.ranged("WORKER_CONCURRENCY", 4, 1, 1000)? as usize;
         let mut queue_concurrency = Vec::new();
         for (queue, var) in [
@@ -144,18 +144,6 @@ impl JobSettings {
 }
 
 /// An optional listening address such as `example`.
-fn address(r: &Reader, var: &str, example: &str) -> Result<Option<SocketAddr>, ConfigError> {
-    match r.raw(var) {
-        None => Ok(None),
-        Some(v) => v.parse().map(Some).map_err(|_| {
-            ConfigError::new(
-                var,
-                format!("expected an address such as {example}, got {v:?}"),
-            )
-        }),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use chrono::{DateTime, Utc};

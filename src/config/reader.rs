@@ -2,7 +2,7 @@
 //! variable. Sections get a `Reader` so they can be parsed (and tested) without the process
 //! environment.
 
-use std::{fmt, str::FromStr, time::Duration};
+use std::{fmt, net::SocketAddr, str::FromStr, time::Duration};
 
 /// A start-up configuration problem: which variable, and what is wrong with it.
 #[derive(Debug, thiserror::Error)]
@@ -149,6 +149,23 @@ impl<'a> Reader<'a> {
                 Err(e) => self.invalid(
                     ConfigError::new(var, format!("{what} expected, got {v:?} ({e})")),
                     default,
+                ),
+            },
+        }
+    }
+
+    /// A socket address, when set.
+    pub fn address(&self, var: &str, example: &str) -> Result<Option<SocketAddr>, ConfigError> {
+        match self.raw(var) {
+            None => Ok(None),
+            Some(v) => match v.parse() {
+                Ok(addr) => Ok(Some(addr)),
+                Err(_) => self.invalid(
+                    ConfigError::new(
+                        var,
+                        format!("expected an address such as {example}, got {v:?}"),
+                    ),
+                    None,
                 ),
             },
         }

@@ -46,7 +46,12 @@ pub fn routes_with<T: OpenApi + 'static>(
     // The spec served at `/openapi.json`, rendered once; the same spec as a routing table
     // gives `Allow` headers and the JSON type checks.
     let spec: Arc<str> = api::spec_of(&service).into();
-    let mut extra = vec!["/metrics", "/openapi.json"];
+    // `/metrics` is served here unless `METRICS_ADDR` serves it apart.
+    let public_metrics = state.settings.http.metrics_addr.is_none();
+    let mut extra = vec!["/openapi.json"];
+    if public_metrics {
+        extra.push("/metrics");
+    }
     extra.extend(pages::paths(&state.settings));
     let contract = Arc::new(api::contract::Contract::from_spec(&spec, &prefix, &extra));
     let openapi_json = poem::endpoint::make_sync(move |_| {
@@ -54,20 +59,13 @@ pub fn routes_with<T: OpenApi + 'static>(
             .content_type("application/json")
             .body(spec.to_string())
     });
-    // A scrape also checks the dependencies, so `keel_dependency_up` is current.
-    let checked = state.clone();
-    let metrics = metrics_endpoint(state.jobs.clone(), state.db.clone()).before(move |req| {
-        let state = checked.clone();
-        async move {
-            api::system::health(&state).await;
-            Ok(req)
-        }
-    });
-    let inner = Route::new()
+    let mut inner = Route::new()
         .nest("/", service)
-        .at("/metrics", poem::get(metrics))
         .nest("/docs", docs)
         .at("/openapi.json", openapi_json);
+    if public_metrics {
+        inner = inner.at("/metrics", server_metrics(&state));
+    }
     let inner = pages::mount(inner, &state.settings, &state.mails);
     let tree = if prefix.is_empty() {
         inner
@@ -125,6 +123,21 @@ pub fn routes_with<T: OpenApi + 'static>(
         .map_to_response()
 }
 
+/// The server's `GET /metrics`, beside the API or (`METRICS_ADDR`) apart: a scrape also checks
+/// the dependencies, so `keel_dependency_up` is current.
+pub fn server_metrics(state: &AppState) -> poem::RouteMethod {
+    let checked = state.clone();
+    poem::get(
+        metrics_endpoint(state.jobs.clone(), state.db.clone()).before(move |req| {
+            let state = checked.clone();
+            async move {
+                api::system::health(&state).await;
+                Ok(req)
+            }
+        }),
+    )
+}
+
 /// `GET /metrics` in the Prometheus text format, for the server and the worker alike: the
 /// counters, plus the queue depth and the pool read at scrape time.
 pub fn metrics_endpoint(jobs: Jobs, db: db::Connection) -> impl Endpoint<Output = Response> {
@@ -135,8 +148,8 @@ pub fn metrics_endpoint(jobs: Jobs, db: db::Connection) -> impl Endpoint<Output 
             let queue_depth = jobs
                 .depth()
                 .await
-                .map(|d| d.into_iter().map(|(s, n)| (s.as_str(), n)).collect())
-                .unwrap_or_default();
+                .map(|d| d.into_iter().map(|(q, s, n)| (q, s.as_str(), n)).collect())
+                .ok();
             let (pool_size, pool_idle) = db::pool_stats(&db);
             Response::builder()
                 .content_type("text/plain; version=0.0.4")

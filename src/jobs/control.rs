@@ -4,8 +4,8 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, DatabaseConnection, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, sea_query::Expr,
+    ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    sea_query::Expr,
 };
 use uuid::Uuid;
 
@@ -205,15 +205,42 @@ impl Jobs {
         Ok(rows.into_iter().map(View::view).collect())
     }
 
-    /// How many jobs wait or run, by state (PENDING, RETRY, STARTED).
-    pub async fn depth(&self) -> Result<Vec<(JobStatus, u64)>, DbErr> {
-        let mut depth = Vec::new();
-        for status in [JobStatus::Pending, JobStatus::Retry, JobStatus::Started] {
-            let n = job::Entity::find()
-                .filter(job::Column::Status.eq(status.as_str()))
-                .count(&self.db)
-                .await?;
-            depth.push((status, n));
+    /// How many jobs wait or run, by queue and state (PENDING, RETRY, STARTED): every known
+    /// queue in every state, and any other queue a job names.
+    pub async fn depth(&self) -> Result<Vec<(String, JobStatus, u64)>, DbErr> {
+        use sea_orm::ConnectionTrait as _;
+        let backend = self.db.get_database_backend();
+        // Literal statuses, as in the partial indexes' predicates.
+        let rows = self
+            .db
+            .query_all_raw(db::numbered_statement(
+                backend,
+                "SELECT queue, status, COUNT(*) FROM jobs \
+                 WHERE status IN ('PENDING', 'RETRY', 'STARTED') GROUP BY queue, status",
+                vec![],
+            ))
+            .await?;
+        let statuses = [JobStatus::Pending, JobStatus::Retry, JobStatus::Started];
+        // Every known queue and state, at 0 unless counted.
+        let mut depth: Vec<(String, JobStatus, u64)> = Queue::ALL
+            .iter()
+            .flat_map(|q| statuses.map(|s| (q.as_str().to_string(), s, 0)))
+            .collect();
+        for row in rows {
+            let queue: String = row.try_get_by_index(0)?;
+            let status: String = row.try_get_by_index(1)?;
+            let n: i64 = row.try_get_by_index(2)?;
+            let Some(status) = statuses.into_iter().find(|s| s.as_str() == status) else {
+                continue;
+            };
+            let n = u64::try_from(n).unwrap_or(0);
+            match depth
+                .iter_mut()
+                .find(|(q, s, _)| *q == queue && *s == status)
+            {
+                Some(entry) => entry.2 = n,
+                None => depth.push((queue, status, n)),
+            }
         }
         Ok(depth)
     }

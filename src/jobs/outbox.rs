@@ -184,14 +184,16 @@ pub fn listen(
     }))
 }
 
-/// What the relay needs to publish a job: where it goes, and the name and priority its
-/// message carries.
+/// What the relay needs to publish a job: where it goes, and the name, priority and origin
+/// (the request id and trace context stored with the job) its message carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Publication {
     pub id: Uuid,
     pub name: String,
     pub queue: Queue,
     pub priority: u8,
+    pub request_id: Option<String>,
+    pub trace_context: Option<String>,
 }
 
 /// The producer side: writes jobs into the outbox table, inside the caller's transaction, and
@@ -264,11 +266,14 @@ impl JobQueue {
         let Submitted::New { id, .. } = submitted else {
             return Ok(submitted);
         };
+        // The origin `model` stored: read in the same task and span, it is the same.
         let publication = Publication {
             id,
             name,
             queue,
             priority,
+            request_id: crate::telemetry::current_request_id(),
+            trace_context: crate::telemetry::otel::current_context(),
         };
         if handoff.send(publication).is_err() {
             // The relay has stopped (shutting down): the sweep publishes it later.

@@ -1,6 +1,7 @@
 //! Logging and tracing set-up shared by the four binaries (`otel`: OpenTelemetry), and the
 //! request a piece of work belongs to.
 
+mod dropped;
 mod joined;
 pub mod otel;
 

@@ -2,7 +2,9 @@
 //! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) set, spans are batched and exported over OTLP/HTTP
 //! (protobuf) from a thread of their own, never on a request's path; `OTEL_SERVICE_NAME`
 //! (default `keel-<process>`), `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER` and
-//! `OTEL_TRACES_SAMPLER_ARG` are the SDK's own. Unset, nothing is installed: no layer, no cost.
+//! `OTEL_TRACES_SAMPLER_ARG` are the SDK's own, as are `OTEL_BSP_*` and `OTEL_EXPORTER_OTLP_TIMEOUT`;
+//! spans the collector never gets are counted (`dropped`). Unset, nothing is installed: no
+//! layer, no cost.
 //! W3C trace context (`traceparent`, `tracestate`) carries a trace into the server and, through
 //! the job row, from a request to its jobs.
 
@@ -70,7 +72,7 @@ pub fn provider(service: &str) -> Option<SdkTracerProvider> {
     INSTALLED.store(true, Ordering::Release);
     Some(
         SdkTracerProvider::builder()
-            .with_batch_exporter(exporter)
+            .with_span_processor(super::dropped::processor(exporter))
             .with_resource(resource.build())
             .build(),
     )
@@ -105,8 +107,19 @@ pub fn continue_from(span: &tracing::Span, headers: &poem::http::HeaderMap) {
 /// The current span's trace context as a `traceparent` value (with `tracestate` after a
 /// newline when there is one); `None` outside a sampled trace.
 pub fn current_context() -> Option<String> {
+    let mut fields = headers_of(&tracing::Span::current()).into_iter();
+    let (_, parent) = fields.next()?;
+    Some(match fields.next() {
+        Some((_, state)) => format!("{parent}\n{state}"),
+        None => parent,
+    })
+}
+
+/// `span`'s trace context as W3C headers: `traceparent`, then `tracestate` when there is one;
+/// none outside a sampled trace, or while this process exports no traces.
+pub fn headers_of(span: &tracing::Span) -> Vec<(&'static str, String)> {
     if !INSTALLED.load(Ordering::Acquire) {
-        return None;
+        return Vec::new();
     }
     let mut fields: HashMap<String, String> = HashMap::new();
     struct Fields<'a>(&'a mut HashMap<String, String>);
@@ -115,27 +128,51 @@ pub fn current_context() -> Option<String> {
             self.0.insert(key.to_string(), value);
         }
     }
-    let cx = tracing::Span::current().context();
-    TraceContextPropagator::new().inject_context(&cx, &mut Fields(&mut fields));
-    let parent = fields.remove("traceparent")?;
-    Some(
-        match fields.remove("tracestate").filter(|s| !s.is_empty()) {
-            Some(state) => format!("{parent}\n{state}"),
-            None => parent,
-        },
-    )
+    TraceContextPropagator::new().inject_context(&span.context(), &mut Fields(&mut fields));
+    let Some(parent) = fields.remove("traceparent") else {
+        return Vec::new();
+    };
+    let mut headers = vec![("traceparent", parent)];
+    if let Some(state) = fields.remove("tracestate").filter(|s| !s.is_empty()) {
+        headers.push(("tracestate", state));
+    }
+    headers
+}
+
+/// A stored trace context (`current_context`'s) as W3C headers.
+pub fn stored_headers(stored: &str) -> Vec<(&'static str, String)> {
+    let (parent, state) = stored.split_once('\n').unwrap_or((stored, ""));
+    [("traceparent", parent), ("tracestate", state)]
+        .into_iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| (k, v.to_string()))
+        .collect()
 }
 
 /// Makes a stored trace context (`current_context`'s) the parent of `span`.
 pub fn continue_stored(span: &tracing::Span, stored: &str) {
     let mut headers = poem::http::HeaderMap::new();
-    let (parent, state) = stored.split_once('\n').unwrap_or((stored, ""));
-    for (name, value) in [("traceparent", parent), ("tracestate", state)] {
-        if let Ok(v) = poem::http::HeaderValue::from_str(value) {
+    for (name, value) in stored_headers(stored) {
+        if let Ok(v) = poem::http::HeaderValue::from_str(&value) {
             headers.insert(name, v);
         }
     }
     continue_from(span, &headers);
+}
+
+/// How long one export may take (`OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`, then
+/// `OTEL_EXPORTER_OTLP_TIMEOUT`, in milliseconds; 10 s), as the exporter reads it.
+fn export_timeout() -> std::time::Duration {
+    [
+        "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+        "OTEL_EXPORTER_OTLP_TIMEOUT",
+    ]
+    .iter()
+    .find_map(|name| std::env::var(name).ok()?.trim().parse::<u64>().ok())
+    .map_or(
+        std::time::Duration::from_secs(10),
+        std::time::Duration::from_millis,
+    )
 }
 
 /// OTLP's HTTP client: our reqwest, its requests run on the runtime the process started the
@@ -150,7 +187,7 @@ impl ReqwestClient {
     fn new() -> Option<Self> {
         let runtime = tokio::runtime::Handle::try_current().ok()?;
         let client = crate::net::http_client()
-            .timeout(std::time::Duration::from_secs(10))
+            .timeout(export_timeout())
             .build()
             .ok()?;
         Some(Self { client, runtime })

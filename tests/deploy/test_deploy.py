@@ -299,6 +299,14 @@ def test_the_base_runs_every_process_safely():
     assert by_kind(objects, "Job")["keel-migrate"]["spec"]["template"]["spec"]["containers"][0][
         "args"] == ["admin", "migrate"]
     assert "keel-server" in by_kind(objects, "Service")
+    # The server's metrics are scraped from a port of their own that the Service leaves out.
+    env = {e["name"]: e.get("value") for e in server["env"]}
+    metrics_port = int(env["METRICS_ADDR"].rsplit(":", 1)[1])
+    annotations = deployments["keel-server"]["spec"]["template"]["metadata"]["annotations"]
+    assert int(annotations["prometheus.io/port"]) == metrics_port
+    assert metrics_port in [p["containerPort"] for p in server["ports"]]
+    service_ports = by_kind(objects, "Service")["keel-server"]["spec"]["ports"]
+    assert all(p["targetPort"] not in (metrics_port, "metrics") for p in service_ports)
 
 
 def test_secrets_are_files_read_through_their_file_settings():

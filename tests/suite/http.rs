@@ -263,7 +263,10 @@ async fn metrics_expose_requests_jobs_queue_and_pool() {
         "keel_http_requests_total{method=\"DELETE\",route=\"/auth/sessions/{id}\",status=\"404\"} 1",
         "keel_http_request_duration_seconds_bucket{method=\"POST\",route=\"/auth/login\",le=\"+Inf\"} 1",
         "keel_job_duration_seconds_count{name=\"send_email\"}",
-        "keel_jobs_queue_depth{status=\"PENDING\"}",
+        "keel_jobs_queue_depth{queue=\"default\",status=\"PENDING\"} 0",
+        "keel_jobs_queue_depth{queue=\"email\",status=\"STARTED\"} 0",
+        "keel_build_info{version=",
+        "process_resident_memory_bytes ",
         "keel_db_pool_connections{state=\"idle\"}",
         "keel_db_pool_connections{state=\"in_use\"}",
     ] {

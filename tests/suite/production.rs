@@ -129,6 +129,67 @@ async fn sigterm_fails_readiness_at_once_and_serves_through_the_drain() {
     assert_eq!(status_of(&client, &url("/system/health/live")).await, 0);
 }
 
+/// With `METRICS_ADDR`, `/metrics` is served there and not beside the API (so it need not be
+/// public), with the process's figures and the build; the listener closes with the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_can_be_served_apart_from_the_api() {
+    let db = common::fresh_database_url(Backend::Sqlite).await;
+    let (port, metrics_port) = (free_port(), free_port());
+    let mut env = common::base_settings(&db);
+    env.insert("PORT".into(), port.to_string());
+    env.insert("METRICS_ADDR".into(), format!("127.0.0.1:{metrics_port}"));
+    env.insert("SHUTDOWN_DRAIN_SECONDS".into(), "0".into());
+    let mut server = Process::spawn_binary(SERVER, &[], &env);
+    let client = client();
+    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
+    let metrics_url = format!("http://127.0.0.1:{metrics_port}/metrics");
+    eventually(
+        Duration::from_secs(20),
+        "the server to be ready",
+        || async { (status_of(&client, &url("/system/health/ready")).await == 200).then_some(()) },
+    )
+    .await;
+    let public = client.get(url("/metrics")).send().await.unwrap();
+    assert_eq!(public.status(), 404);
+    assert!(
+        public.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/problem+json")
+    );
+    let resp = client.get(&metrics_url).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.unwrap();
+    for series in [
+        format!(
+            "keel_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        ),
+        "keel_jobs_queue_depth{queue=\"email\",status=\"PENDING\"}".into(),
+        "keel_http_requests_total{method=\"GET\",route=\"unmatched\",status=\"404\"} 1".into(),
+        "process_cpu_seconds_total ".into(),
+        "process_resident_memory_bytes ".into(),
+        "process_open_fds ".into(),
+        "process_max_fds ".into(),
+        "process_start_time_seconds ".into(),
+    ] {
+        assert!(text.contains(&series), "missing {series} in\n{text}");
+    }
+    // The figures are this process's: some memory, some descriptors (the listeners at least).
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+    };
+    assert!(value("process_resident_memory_bytes") > 1_000_000.0);
+    assert!(value("process_open_fds") >= 2.0);
+
+    server.signal("TERM");
+    assert_eq!(server.wait_exit(Duration::from_secs(20)).await, Some(0));
+    assert_eq!(status_of(&client, &metrics_url).await, 0);
+}
+
 /// A worker and a scheduler started on a database no migration has touched (Kubernetes starts
 /// Deployments in no order) wait for the schema: alive, not ready, until `admin migrate`
 /// runs; then the worker consumes and both are ready, and their healthchecks say so.

@@ -1,6 +1,7 @@
 //! The request a job comes from: the `X-Request-Id` of the request that submitted it is stored
 //! with the job, shown by its status, and carried by the worker's log lines about it, so a
-//! worker's line ties back to the server's line of that request.
+//! worker's line ties back to the server's line of that request; the job's message carries it
+//! in its headers.
 
 use std::time::Duration;
 
@@ -50,6 +51,56 @@ async fn a_jobs_request_id_reaches_its_status_and_the_workers_logs() {
         .as_str()
         .unwrap()
         .to_string();
+
+    // The message waiting in the broker names the request in its headers (and is put back).
+    let conn = lapin::Connection::connect(
+        &common::rabbitmq_url(),
+        lapin::ConnectionProperties::default(),
+    )
+    .await
+    .unwrap();
+    // Until the server's relay has declared the queue, asking for it closes the channel.
+    let (_channel, message) =
+        common::eventually(Duration::from_secs(10), "the published message", || async {
+            let channel = conn.create_channel().await.ok()?;
+            let message = channel
+                .basic_get(
+                    format!("{queue}.default").as_str().into(),
+                    lapin::options::BasicGetOptions { no_ack: false },
+                )
+                .await
+                .ok()??;
+            Some((channel, message))
+        })
+        .await;
+    assert_eq!(
+        String::from_utf8(message.delivery.data.clone()).unwrap(),
+        id
+    );
+    let headers = message
+        .delivery
+        .properties
+        .headers()
+        .clone()
+        .expect("the message has headers");
+    assert_eq!(
+        headers.inner().get("x-request-id"),
+        Some(&lapin::types::AMQPValue::LongString(
+            request_id.as_str().into()
+        )),
+        "{headers:?}"
+    );
+    // No traces are exported here, and the request carried none: no trace context is made up.
+    assert!(headers.inner().get("traceparent").is_none(), "{headers:?}");
+    message
+        .delivery
+        .nack(lapin::options::BasicNackOptions {
+            requeue: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    conn.close(200, "done".into()).await.unwrap();
 
     let log = std::env::temp_dir().join(format!("keel-worker-{id}.log"));
     let mut worker = std::process::Command::new(env!("CARGO_BIN_EXE_worker"))

@@ -209,19 +209,31 @@ async fn one_trace_runs_from_the_request_through_the_job_to_the_mail() {
     );
     // The worker's job span and its mail span are in the same trace, the job's parent chain
     // reaching the request span.
-    let (job, mail, all) = until(&spans, "the job and mail spans", |all| {
+    let (job, mail, all) = until(&spans, "the job, its parent and the mail spans", |all| {
         let job = all
             .iter()
             .find(|s| s.service == "keel-worker" && s.name == "job" && s.trace_id == trace)?;
         let mail = all
             .iter()
             .find(|s| s.service == "keel-worker" && s.name == "mail.send" && s.trace_id == trace)?;
+        // And the job's parent, exported by the server.
+        all.iter().find(|s| s.span_id == job.parent)?;
         Some((job.clone(), mail.clone(), all.to_vec()))
     })
     .await;
     assert_eq!(job.attributes["job"], "send_email", "{job:?}");
     assert_eq!(job.attributes["queue"], "email", "{job:?}");
     let by_id: HashMap<&str, &Exported> = all.iter().map(|s| (s.span_id.as_str(), s)).collect();
+    // The job's parent is the server's span for publishing its message: the worker continued
+    // the trace from the message's `traceparent` header.
+    let published = by_id[job.parent.as_str()];
+    assert_eq!(published.name, "job.publish", "{published:?}");
+    assert_eq!(published.service, "keel-server", "{published:?}");
+    assert_eq!(
+        published.attributes["messaging.destination.name"],
+        format!("{queue}.email"),
+        "{published:?}"
+    );
     let mut ancestor = job.parent.as_str();
     let mut chain = Vec::new();
     while let Some(span) = by_id.get(ancestor) {
@@ -279,4 +291,78 @@ async fn one_trace_runs_from_the_request_through_the_job_to_the_mail() {
     assert_eq!(ran["job"], "send_email");
     let _ = std::fs::remove_dir_all(&logs);
     common::delete_queues(&queue).await;
+}
+
+/// A collector that takes connections and never answers: every export hangs until its
+/// timeout. Meanwhile requests are answered as ever, the spans beyond the export queue are
+/// dropped, and both kinds of loss are counted at `/metrics`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_the_collector_does_not_take_are_dropped_and_counted() {
+    let hanging = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let collector = format!("http://{}", hanging.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = hanging.accept().await {
+            held.push(socket);
+        }
+    });
+    let db = common::fresh_database_url(Backend::Sqlite).await;
+    let port = common::free_port();
+    let mut env = common::base_settings(&db);
+    for (k, v) in [
+        ("PORT", port.to_string()),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", collector),
+        ("OTEL_EXPORTER_OTLP_TIMEOUT", "1000".into()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "50".into()),
+        ("OTEL_BSP_MAX_QUEUE_SIZE", "4".into()),
+    ] {
+        env.insert(k.to_string(), v);
+    }
+    let _server = KeelProcess::spawn_binary(env!("CARGO_BIN_EXE_server"), &[], &env);
+    let client = keel::net::http_client()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
+    common::eventually(
+        Duration::from_secs(20),
+        "the server to be ready",
+        || async {
+            let ready = client.get(url("/system/health/ready")).send().await;
+            ready.is_ok_and(|r| r.status() == 200).then_some(())
+        },
+    )
+    .await;
+    // More spans than the queue holds while an export hangs: every request is still answered.
+    for _ in 0..20 {
+        let resp = client.get(url("/system/health/live")).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    let counted = |text: &str, reason: &str| -> u64 {
+        let series = format!("keel_trace_spans_dropped_total{{reason=\"{reason}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(series.as_str()))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let text = common::eventually(
+        Duration::from_secs(15),
+        "both kinds of drop counted",
+        || async {
+            let text = client
+                .get(url("/metrics"))
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            (counted(&text, "queue_full") > 0 && counted(&text, "export_failed") > 0)
+                .then_some(text)
+        },
+    )
+    .await;
+    // At most the queue (4) and the hanging export's batch got past the bound: the rest of the
+    // twenty were dropped on arrival.
+    assert!(counted(&text, "queue_full") >= 10, "{text}");
 }

@@ -335,6 +335,12 @@ async fn claim_deliveries(runner: Arc<Runner>, mut deliveries: mpsc::UnboundedRe
                             continue;
                         };
                         let runner = runner.clone();
+                        let mut row = row;
+                        // The attempt continues the trace from the span that published this
+                        // message (itself a child of the one that queued the job).
+                        if let Some(context) = super::carried_context(&delivery.properties) {
+                            row.trace_context = Some(context);
+                        }
                         tokio::spawn(async move {
                             let outcome = runner.execute(row).await;
                             settle(delivery, outcome, permit).await;

@@ -166,15 +166,20 @@ impl Publisher {
     async fn publish_batch(&self, jobs: &[Publication]) -> Result<(), (usize, RabbitError)> {
         let channel = self.channel().await.map_err(|e| (0, e))?;
         let mut confirms = Vec::with_capacity(jobs.len());
+        // One span per traced message, ended once its confirm is in.
+        let mut spans = Vec::with_capacity(jobs.len());
         for job in jobs {
             let id = job.id.to_string();
+            let routing_key = self.config.lane_queue(job.queue, Lane::of(job.priority));
+            let span = publish_span(job, &routing_key);
             let properties = BasicProperties::default()
                 .with_delivery_mode(2)
                 .with_content_type("text/plain".into())
                 .with_message_id(id.as_str().into())
                 .with_type(job.name.as_str().into())
-                .with_priority(job.priority);
-            let routing_key = self.config.lane_queue(job.queue, Lane::of(job.priority));
+                .with_priority(job.priority)
+                .with_headers(origin_headers(job, &span));
+            spans.push(span);
             let confirm = with_timeout(
                 CONFIRM_TIMEOUT,
                 channel.basic_publish(
@@ -189,16 +194,22 @@ impl Publisher {
             .map_err(|e| (0, e))?;
             confirms.push(confirm);
         }
+        let failed = |done: usize, e: RabbitError| {
+            for span in &spans[done..] {
+                span.record("otel.status_code", "ERROR");
+            }
+            (done, e)
+        };
         // Confirms arrive in order; one timeout covers the whole batch.
         let deadline = tokio::time::Instant::now() + CONFIRM_TIMEOUT;
         for (done, confirm) in confirms.into_iter().enumerate() {
             let confirmation = match tokio::time::timeout_at(deadline, confirm).await {
                 Ok(Ok(c)) => c,
-                Ok(Err(e)) => return Err((done, e.into())),
-                Err(_) => return Err((done, RabbitError::Timeout(CONFIRM_TIMEOUT))),
+                Ok(Err(e)) => return Err(failed(done, e.into())),
+                Err(_) => return Err(failed(done, RabbitError::Timeout(CONFIRM_TIMEOUT))),
             };
             if confirmation.is_nack() {
-                return Err((done, RabbitError::Nacked));
+                return Err(failed(done, RabbitError::Nacked));
             }
         }
         Ok(())
@@ -233,6 +244,67 @@ impl Publisher {
         }
         result
     }
+}
+
+/// The span of one message's publication, a child of the span that queued its job (stored
+/// with the job); none when the job has no trace, or this process exports none.
+fn publish_span(job: &Publication, routing_key: &str) -> tracing::Span {
+    let Some(context) = job
+        .trace_context
+        .as_deref()
+        .filter(|_| crate::telemetry::otel::installed())
+    else {
+        return tracing::Span::none();
+    };
+    let span = tracing::info_span!(
+        "job.publish",
+        job_id = %job.id,
+        job = %job.name,
+        queue = %job.queue,
+        otel.kind = "producer",
+        messaging.system = "rabbitmq",
+        messaging.destination.name = %routing_key,
+        otel.status_code = tracing::field::Empty,
+    );
+    crate::telemetry::otel::continue_stored(&span, context);
+    span
+}
+
+/// A message's headers: the request its job comes from (`x-request-id`) and the W3C trace
+/// context (`traceparent`, `tracestate`) of its publication, or, when this process exports no
+/// traces, the one stored with the job; a consumer continues the trace from them.
+fn origin_headers(job: &Publication, span: &tracing::Span) -> FieldTable {
+    let mut headers = FieldTable::default();
+    if let Some(request) = &job.request_id {
+        headers.insert(
+            "x-request-id".into(),
+            AMQPValue::LongString(request.as_str().into()),
+        );
+    }
+    let mut context = crate::telemetry::otel::headers_of(span);
+    if context.is_empty()
+        && let Some(stored) = &job.trace_context
+    {
+        context = crate::telemetry::otel::stored_headers(stored);
+    }
+    for (name, value) in context {
+        headers.insert(name.into(), AMQPValue::LongString(value.as_str().into()));
+    }
+    headers
+}
+
+/// The trace context a message carries (`origin_headers`'), as the jobs table stores it.
+pub(super) fn carried_context(properties: &BasicProperties) -> Option<String> {
+    let headers = properties.headers().as_ref()?;
+    let text = |name: &str| match headers.inner().get(name) {
+        Some(AMQPValue::LongString(s)) => Some(s.to_string()),
+        _ => None,
+    };
+    let parent = text("traceparent")?;
+    Some(match text("tracestate") {
+        Some(state) => format!("{parent}\n{state}"),
+        None => parent,
+    })
 }
 
 /// Capped exponential backoff with jitter for reconnect loops.

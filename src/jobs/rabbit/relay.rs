@@ -184,7 +184,7 @@ async fn claim_for_publishing(
         "UPDATE jobs SET published_at = $1 WHERE {published} AND id IN (\
          SELECT id FROM jobs WHERE {published} AND status IN ('PENDING', 'RETRY') \
          AND run_at <= $1 ORDER BY run_at LIMIT {RELAY_BATCH} {lock}) \
-         RETURNING id, name, queue, priority"
+         RETURNING id, name, queue, priority, request_id, trace_context"
     );
     let mut values: Vec<sea_orm::Value> = vec![now.into()];
     if stale {
@@ -202,6 +202,8 @@ async fn claim_for_publishing(
                 // A queue this version does not know (written by a newer one) goes to default.
                 queue: Queue::parse(&queue).unwrap_or(Queue::Default),
                 priority: u8::try_from(priority.clamp(0, 9)).unwrap_or(5),
+                request_id: row.try_get_by_index(4)?,
+                trace_context: row.try_get_by_index(5)?,
             })
         })
         .collect()
