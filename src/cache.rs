@@ -148,7 +148,10 @@ impl Cache {
             return;
         };
         if let Err(e) = redis
-            .run(redis.client().incr::<u64, _>(Self::version_key(redis)))
+            .run(
+                "INCR",
+                redis.client().incr::<u64, _>(Self::version_key(redis)),
+            )
             .await
         {
             // Made good on reconnection, when every instance bumps the version.
@@ -195,7 +198,10 @@ impl Cache {
             return Some((version, entry));
         };
         let keys = vec![Self::version_key(redis), redis.key(key)];
-        match redis.run(redis.client().mget::<Vec<Value>, _>(keys)).await {
+        match redis
+            .run("MGET", redis.client().mget::<Vec<Value>, _>(keys))
+            .await
+        {
             Ok(values) => {
                 let version = values.first().and_then(Value::as_u64).unwrap_or(0);
                 let entry = values
@@ -229,7 +235,7 @@ impl Cache {
             None,
             false,
         );
-        if let Err(e) = redis.run(set).await {
+        if let Err(e) = redis.run("SET", set).await {
             tracing::debug!(error = %e, "cache write failed");
         }
     }
@@ -367,7 +373,7 @@ impl Cache {
                 None,
                 false,
             );
-            if let Err(e) = redis.run(set).await {
+            if let Err(e) = redis.run("SET", set).await {
                 // A timed-out command is still carried out once Redis catches up (the client
                 // keeps it queued); a lost connection is made good on reconnection, from the
                 // database.
@@ -447,7 +453,10 @@ async fn answer_session_checks(redis: Redis, mut checks: mpsc::UnboundedReceiver
                 .iter()
                 .map(|(session, _)| Cache::revocation_key(&redis, *session)),
         );
-        match redis.run(redis.client().mget::<Vec<Value>, _>(keys)).await {
+        match redis
+            .run("MGET", redis.client().mget::<Vec<Value>, _>(keys))
+            .await
+        {
             Ok(values) => {
                 let version = values.first().and_then(Value::as_u64).unwrap_or(0);
                 for (i, (_, reply)) in batch.drain(..).enumerate() {

@@ -69,7 +69,7 @@ pub async fn connect_lazy(settings: &DatabaseSettings) -> Result<DatabaseConnect
     }
     let options = pg_options(settings)?;
     let pool = pg_pool_options(settings).connect_lazy_with(options);
-    Ok(SqlxPostgresConnector::from_sqlx_postgres_pool(pool))
+    Ok(traced(SqlxPostgresConnector::from_sqlx_postgres_pool(pool)))
 }
 
 /// Waits for a connection to the database, within `DATABASE_CONNECT_TIMEOUT`.
@@ -121,6 +121,18 @@ fn pg_pool_options(settings: &DatabaseSettings) -> PgPoolOptions {
 }
 
 pub async fn connect(settings: &DatabaseSettings) -> Result<DatabaseConnection, DbError> {
+    connect_plain(settings).await.map(traced)
+}
+
+/// With traces on, each statement run inside a traced request or job is a span of its own.
+fn traced(mut db: DatabaseConnection) -> DatabaseConnection {
+    if crate::telemetry::otel::installed() {
+        db.set_metric_callback(crate::telemetry::otel::record_query);
+    }
+    db
+}
+
+async fn connect_plain(settings: &DatabaseSettings) -> Result<DatabaseConnection, DbError> {
     let failed = |e: &dyn std::fmt::Display| connect_error(settings, e);
     if !is_sqlite(&settings.url) {
         let pool = pg_pool_options(settings).connect_with(pg_options(settings)?);

@@ -222,7 +222,7 @@ impl Limiter {
                 if commit { "1" } else { "0" }.to_string(),
             ],
         );
-        match redis.run(run).await {
+        match redis.run("EVALSHA", run).await {
             Ok(v) if v.len() == 4 => Ok(Decision {
                 allowed: v[0] == 1,
                 limit: rule.limit,
@@ -269,7 +269,7 @@ impl Limiter {
             }
             Some(redis) => {
                 let _ = redis
-                    .run(redis.client().del::<i64, _>(redis.key(&key)))
+                    .run("DEL", redis.client().del::<i64, _>(redis.key(&key)))
                     .await;
             }
         }

@@ -142,24 +142,44 @@ impl Redis {
         self.client.is_connected()
     }
 
-    /// Runs one command, failing at once while disconnected and after `REDIS_TIMEOUT_MS`.
-    pub async fn run<T, F>(&self, command: F) -> Result<T, RedisError>
+    /// Runs one command (`operation`, its name: `GET`, `EVALSHA`), failing at once while
+    /// disconnected and after `REDIS_TIMEOUT_MS`. Inside a traced request or job, with traces
+    /// on, the command is a client span of its own.
+    pub async fn run<T, F>(&self, operation: &'static str, command: F) -> Result<T, RedisError>
     where
         F: Future<Output = Result<T, fred::error::Error>>,
     {
         if !self.client.is_connected() {
             return Err(RedisError::Disconnected);
         }
-        match tokio::time::timeout(self.timeout, command).await {
-            Ok(result) => Ok(result?),
-            Err(_) => Err(RedisError::Timeout(self.timeout)),
+        let timed = async {
+            match tokio::time::timeout(self.timeout, command).await {
+                Ok(result) => Ok(result?),
+                Err(_) => Err(RedisError::Timeout(self.timeout)),
+            }
+        };
+        if !crate::telemetry::otel::installed() || tracing::Span::current().is_none() {
+            return timed.await;
         }
+        let span = tracing::info_span!(
+            "redis",
+            otel.name = operation,
+            otel.kind = "client",
+            db.system.name = "redis",
+            db.operation.name = operation,
+            otel.status_code = tracing::field::Empty,
+        );
+        let result = tracing::Instrument::instrument(timed, span.clone()).await;
+        if result.is_err() {
+            span.record("otel.status_code", "ERROR");
+        }
+        result
     }
 
     /// The round trip of a PING.
     pub async fn ping(&self) -> Result<Duration, RedisError> {
         let started = std::time::Instant::now();
-        self.run(self.client.ping::<String>(None)).await?;
+        self.run("PING", self.client.ping::<String>(None)).await?;
         Ok(started.elapsed())
     }
 

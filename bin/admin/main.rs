@@ -8,7 +8,7 @@ use std::{
     process::ExitCode,
 };
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand, ValueEnum};
 use keel::{
     accounts::{Accounts, directory::Directory},
     app::{App, Role},
@@ -108,17 +108,38 @@ impl Context {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let Cli { format, command } = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let Cli { format, command } = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let command = match command {
         Command::Config(command) => return config::exec(command, format),
         command => command,
     };
     let settings = keel::app::settings_or_exit();
     // Logs go to stderr, so that what a command prints (tables, JSON) stays machine-readable.
-    keel::telemetry::init_stderr(&settings);
-    match run(command, settings, format).await {
+    // With the OpenTelemetry settings, the command is a trace of its own (`admin
+    // schedule-deletion`, `admin jobs retry`), which the jobs it queues continue.
+    let _traces = keel::telemetry::init_stderr(&settings, "keel-admin");
+    let mut name = String::from("admin");
+    let mut level = &matches;
+    while let Some((word, deeper)) = level.subcommand() {
+        name.push(' ');
+        name.push_str(word);
+        level = deeper;
+    }
+    // Target `keel`: the one whose spans are exported.
+    let span = tracing::info_span!(
+        target: "keel",
+        "admin",
+        otel.name = %name,
+        command = %name,
+        otel.status_code = tracing::field::Empty,
+    );
+    let outcome =
+        tracing::Instrument::instrument(run(command, settings, format), span.clone()).await;
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure(code, message)) => {
+            span.record("otel.status_code", "ERROR");
             eprintln!("admin: {message}");
             ExitCode::from(code)
         }

@@ -97,6 +97,7 @@ impl Hub {
             }
             let _ = redis
                 .run(
+                    "HDEL",
                     redis
                         .client()
                         .hdel::<i64, _, _>(instances_key(&redis), hub.inner.instance.as_str()),
@@ -117,10 +118,13 @@ impl Hub {
         let set = redis
             .client()
             .hset::<i64, _, _>(&key, (self.inner.instance.as_str(), entry.as_str()));
-        if redis.run(set).await.is_ok() {
+        if redis.run("HSET", set).await.is_ok() {
             // The whole hash goes once no instance refreshes it.
             let _ = redis
-                .run(redis.client().pexpire::<i64, _>(&key, 60_000, None))
+                .run(
+                    "PEXPIRE",
+                    redis.client().pexpire::<i64, _>(&key, 60_000, None),
+                )
                 .await;
         }
     }
@@ -132,6 +136,7 @@ impl Hub {
         };
         let all = redis
             .run(
+                "HGETALL",
                 redis
                     .client()
                     .hgetall::<HashMap<String, String>, _>(instances_key(redis)),
@@ -171,7 +176,7 @@ impl Hub {
         let publish = redis
             .client()
             .publish::<i64, _, _>(channel(redis), envelope);
-        if let Err(e) = redis.run(publish).await {
+        if let Err(e) = redis.run("PUBLISH", publish).await {
             tracing::warn!(error = %e, room, "room broadcast reached this instance only: redis unavailable");
         }
     }
@@ -209,6 +214,7 @@ impl Hub {
         .unwrap_or_default();
         let outcome = match redis
             .run(
+                "PUBLISH",
                 redis
                     .client()
                     .publish::<i64, _, _>(channel(redis), envelope),

@@ -34,8 +34,10 @@ pub fn init(settings: &Settings, service: &str) -> Traces {
 }
 
 /// The same, writing to stderr: for the CLI, whose stdout is its output.
-pub fn init_stderr(settings: &Settings) {
-    init_with(settings, std::io::stderr, None);
+pub fn init_stderr(settings: &Settings, service: &str) -> Traces {
+    let provider = otel::provider(service);
+    init_with(settings, std::io::stderr, provider.as_ref());
+    Traces(provider)
 }
 
 /// The exporting side of tracing: sends what is left when dropped.

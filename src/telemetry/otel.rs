@@ -10,7 +10,11 @@
 
 use std::{
     collections::HashMap,
-    sync::atomic::{AtomicBool, Ordering},
+    sync::{
+        OnceLock,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::SystemTime,
 };
 
 use opentelemetry::{
@@ -24,6 +28,9 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 /// Whether this process exports traces: until then, no trace context is read or written.
 static INSTALLED: AtomicBool = AtomicBool::new(false);
+
+/// The tracer of the installed provider, for the spans made after the fact (database queries).
+static TRACER: OnceLock<opentelemetry_sdk::trace::SdkTracer> = OnceLock::new();
 
 /// Whether this process exports traces.
 pub fn installed() -> bool {
@@ -69,13 +76,64 @@ pub fn provider(service: &str) -> Option<SdkTracerProvider> {
         "service.version",
         crate::VERSION,
     ));
+    let provider = SdkTracerProvider::builder()
+        .with_span_processor(super::dropped::processor(exporter))
+        .with_resource(resource.build())
+        .build();
+    let _ = TRACER.set(provider.tracer("keel"));
     INSTALLED.store(true, Ordering::Release);
-    Some(
-        SdkTracerProvider::builder()
-            .with_span_processor(super::dropped::processor(exporter))
-            .with_resource(resource.build())
-            .build(),
-    )
+    Some(provider)
+}
+
+/// Records a database query that just ended as a client span, a child of the current span:
+/// for sea-orm's metric callback, which hears of each statement once it has run (its
+/// duration, text and failure). Queries outside a traced request or job (the relay's and the
+/// workers' polling) make no span.
+pub fn record_query(info: &sea_orm::metric::Info<'_>) {
+    use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt as _, Tracer as _};
+    let Some(tracer) = TRACER.get() else {
+        return;
+    };
+    let parent = tracing::Span::current().context();
+    if !parent.span().span_context().is_valid() {
+        return;
+    }
+    let end = SystemTime::now();
+    let start = end.checked_sub(info.elapsed).unwrap_or(end);
+    let sql = info.statement.sql.as_str();
+    let operation = sql
+        .split_whitespace()
+        .next()
+        .unwrap_or("query")
+        .to_ascii_uppercase();
+    let system = match info.statement.db_backend {
+        sea_orm::DbBackend::Postgres => "postgresql",
+        sea_orm::DbBackend::Sqlite => "sqlite",
+        _ => "other_sql",
+    };
+    // Statements hold placeholders, never values; a very long one (a batch) is cut.
+    let mut text = sql;
+    if text.len() > 2048 {
+        let mut cut = 2048;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text = &text[..cut];
+    }
+    let mut span = tracer
+        .span_builder(operation.clone())
+        .with_kind(SpanKind::Client)
+        .with_start_time(start)
+        .with_attributes([
+            opentelemetry::KeyValue::new("db.system.name", system),
+            opentelemetry::KeyValue::new("db.operation.name", operation),
+            opentelemetry::KeyValue::new("db.query.text", text.to_string()),
+        ])
+        .start_with_context(tracer, &parent);
+    if info.failed {
+        span.set_status(Status::error("the statement failed"));
+    }
+    span.end_with_timestamp(end);
 }
 
 /// The `tracing` layer that turns spans into OpenTelemetry spans of `provider`.

@@ -1,6 +1,7 @@
 //! Traces over OTLP/HTTP: with `OTEL_EXPORTER_OTLP_ENDPOINT` set, the server and the worker
 //! export their spans, and one trace runs from the caller's `traceparent` through the request,
-//! the job (through the jobs table and RabbitMQ) to the mail it sends. The collector is a
+//! the job (through the jobs table and RabbitMQ) to the mail it sends, its database
+//! statements and Redis commands spans of their own. The collector is a
 //! receiver written here, decoding the protobuf requests.
 
 use std::{
@@ -105,6 +106,9 @@ async fn one_trace_runs_from_the_request_through_the_job_to_the_mail() {
     let queue = common::unique_queue();
     let mut env = common::base_settings(&common::fresh_database_url(Backend::Postgres).await);
     env.extend(common::rabbit_overrides(&queue));
+    // Redis for the sign-in's rate limit, whose command is a span of the request.
+    env.extend(common::redis_overrides());
+    env.insert("ENABLE_RATE_LIMITING".into(), "true".into());
     let port = common::free_port();
     for (k, v) in [
         ("PORT", port.to_string()),
@@ -207,6 +211,42 @@ async fn one_trace_runs_from_the_request_through_the_job_to_the_mail() {
         request.attributes["http.route"],
         "/system/background-tasks/send-email"
     );
+    // The request's statements are spans of their own, inside it: the job's row among them.
+    let system = |s: &Exported| {
+        s.attributes
+            .get("db.system.name")
+            .cloned()
+            .unwrap_or_default()
+    };
+    let insert = until(&spans, "the job row's INSERT span", |all| {
+        all.iter()
+            .find(|s| {
+                s.parent == request.span_id
+                    && system(s) == "postgresql"
+                    && s.name == "INSERT"
+                    && s.attributes["db.query.text"].contains("\"jobs\"")
+            })
+            .cloned()
+    })
+    .await;
+    assert_eq!(insert.trace_id, trace);
+    assert_eq!(insert.attributes["db.operation.name"], "INSERT");
+    // The sign-in's rate limit asked Redis, within the sign-in's span.
+    let login = until(&spans, "the sign-in's span", |all| {
+        all.iter()
+            .find(|s| s.service == "keel-server" && s.name == "POST /auth/login")
+            .cloned()
+    })
+    .await;
+    let command = until(&spans, "the rate limit's Redis span", |all| {
+        all.iter()
+            .find(|s| s.parent == login.span_id && system(s) == "redis")
+            .cloned()
+    })
+    .await;
+    assert_eq!(command.name, "EVALSHA", "{command:?}");
+    assert_eq!(command.trace_id, login.trace_id);
+
     // The worker's job span and its mail span are in the same trace, the job's parent chain
     // reaching the request span.
     let (job, mail, all) = until(&spans, "the job, its parent and the mail spans", |all| {
@@ -365,4 +405,43 @@ async fn spans_the_collector_does_not_take_are_dropped_and_counted() {
     // At most the queue (4) and the hanging export's batch got past the bound: the rest of the
     // twenty were dropped on arrival.
     assert!(counted(&text, "queue_full") >= 10, "{text}");
+}
+
+/// An admin command is a trace of its own (`keel-admin`), which the jobs it queues continue:
+/// scheduling a deletion queues the notice mail, whose row names the command's trace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_command_starts_the_trace_its_jobs_continue() {
+    let (endpoint, spans) = receiver().await;
+    let app = common::TestApp::start(Backend::Postgres).await;
+    let (user, _) = app.signed_in_user().await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_admin"))
+        .args(["--format", "json", "schedule-deletion", &user.email])
+        .envs(&app.env)
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+        .current_dir(std::env::temp_dir())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The command flushes its spans as it exits.
+    let command = until(&spans, "the command's span", |all| {
+        all.iter()
+            .find(|s| s.service == "keel-admin" && s.name == "admin schedule-deletion")
+            .cloned()
+    })
+    .await;
+    assert_eq!(command.parent, "", "a command starts its own trace");
+    let notice = app
+        .state
+        .jobs
+        .recent(None, 20)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|j| j.name == "send_email" && j.payload["to"] == user.email.as_str())
+        .expect("the deletion notice's job");
+    assert_eq!(notice.trace_id.as_deref(), Some(command.trace_id.as_str()));
 }
