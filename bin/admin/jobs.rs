@@ -211,5 +211,6 @@ fn job_json(j: &JobView) -> serde_json::Value {
         "finished_at": j.finished_at, "run_at": j.run_at, "queue": j.queue,
         "priority": j.priority, "unique_key": j.unique_key, "progress": j.progress,
         "request_id": j.request_id, "trace_id": j.trace_id,
+        "concurrency_key": j.concurrency_key, "waiting_for": j.waiting_for.map(|w| w.as_str()),
     })
 }

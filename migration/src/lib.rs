@@ -17,6 +17,7 @@ mod m20261203_000011_mfa;
 mod m20261203_000012_email_changes;
 mod m20261203_000013_oidc;
 mod m20261207_000014_job_origin;
+mod m20261207_000015_job_limits;
 
 pub struct Migrator;
 
@@ -38,6 +39,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000012_email_changes::Migration),
             Box::new(m20261203_000013_oidc::Migration),
             Box::new(m20261207_000014_job_origin::Migration),
+            Box::new(m20261207_000015_job_limits::Migration),
         ]
     }
 }

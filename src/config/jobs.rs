@@ -3,6 +3,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
+use super::limits::{Limits, parse_queue_limits};
 use super::reader::{ConfigError, DAY, MILLISECOND, Reader, SECOND};
 use super::schedule::schedules;
 pub use super::schedule::{Periodic, parse_cron};
@@ -36,6 +37,8 @@ pub struct JobSettings {
     pub retention_success: Duration,
     /// How long failed jobs are kept after they finish.
     pub retention_failed: Duration,
+    /// Rate and concurrency limits per queue and per concurrency key.
+    pub limits: Limits,
 }
 
 impl JobSettings {
@@ -62,6 +65,11 @@ impl JobSettings {
                 queue_concurrency.push((queue, r.ranged(var, 4, 1, 1000)? as usize));
             }
         }
+        let limits = Limits {
+            queues: parse_queue_limits(&r.string("JOB_QUEUE_LIMITS", ""))
+                .map_err(|e| ConfigError::new("JOB_QUEUE_LIMITS", e))?,
+            key_concurrency: r.ranged("JOB_KEY_CONCURRENCY", 1, 1, 10_000)? as u32,
+        };
         let worker_queues = Queue::parse_list(&r.string("WORKER_QUEUES", "all"))
             .map_err(|e| ConfigError::new("WORKER_QUEUES", e))?;
         Ok(Self {
@@ -80,6 +88,7 @@ impl JobSettings {
             schedules: schedules(r, kinds)?,
             retention_success: r.span("JOB_RETENTION_SUCCESS", "7d", 3650 * DAY)?,
             retention_failed: r.span("JOB_RETENTION_FAILED", "30d", 3650 * DAY)?,
+            limits,
         })
     }
 

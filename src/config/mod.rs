@@ -13,6 +13,7 @@ pub mod catalog;
 mod database;
 mod http;
 mod jobs;
+pub mod limits;
 mod mail;
 mod oidc;
 mod rabbitmq;

@@ -40,6 +40,10 @@ pub struct Model {
     /// The submitting span's W3C trace context (`traceparent`, then `tracestate` after a line
     /// break), when it was traced: the job's run continues that trace.
     pub trace_context: Option<String>,
+    /// At most `JOB_KEY_CONCURRENCY` jobs with this key run at once.
+    pub concurrency_key: Option<String>,
+    /// Why it has not started, while a limit holds it back (`jobs::Held`).
+    pub waiting_for: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -54,6 +54,12 @@ pub trait Job: Serialize + DeserializeOwned + Send + Sync + 'static {
         None
     }
 
+    /// At most `JOB_KEY_CONCURRENCY` jobs (of any kind) with this key run at once, across every
+    /// worker: one customer's exports one at a time, customers in parallel.
+    fn concurrency_key(&self) -> Option<String> {
+        None
+    }
+
     /// What the stored payload becomes once the job has ended, when it carries secrets (a
     /// mailed token); `None`: kept as it is.
     fn scrub(_payload: &Value) -> Option<Value> {

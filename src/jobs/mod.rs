@@ -4,9 +4,11 @@
 //! declared on their payload types beside their domains (`Job`) and listed once in `app`.
 
 mod attempt;
+mod claim;
 mod control;
 pub mod heartbeat;
 mod kind;
+pub(crate) mod limits;
 pub mod local;
 mod mask;
 mod outbox;
@@ -27,6 +29,7 @@ pub use crate::queues::{JobKind, Lane, Queue};
 pub use attempt::Outcome;
 pub use control::{Cancelled, Jobs, Retried};
 pub use kind::{Deps, Job, Registration, Scheduled, job, kind, periodic};
+pub use limits::Held;
 pub use mask::masked;
 pub use outbox::{CHANNEL, JobQueue, NewJob, Publication, Submitted, announce, listen};
 pub use runner::Runner;

@@ -34,6 +34,8 @@ pub struct NewJob {
     pub run_at: Option<DateTime<Utc>>,
     /// While a job of this name and key is unfinished, submitting again gives that job.
     pub unique_key: Option<String>,
+    /// At most `JOB_KEY_CONCURRENCY` jobs with this key run at once.
+    pub concurrency_key: Option<String>,
 }
 
 /// What submitting a job did.
@@ -66,6 +68,7 @@ impl NewJob {
         job.queue = Some(J::QUEUE);
         job.priority = Some(J::PRIORITY.min(MAX_PRIORITY));
         job.unique_key = payload.unique_key();
+        job.concurrency_key = payload.concurrency_key();
         job
     }
 
@@ -79,6 +82,7 @@ impl NewJob {
             priority: None,
             run_at: None,
             unique_key: None,
+            concurrency_key: None,
         }
     }
 
@@ -97,6 +101,12 @@ impl NewJob {
     /// Not started before `at` (a time in the past means now).
     pub fn run_at(mut self, at: DateTime<Utc>) -> Self {
         self.run_at = Some(at);
+        self
+    }
+
+    /// Runs only while fewer than `JOB_KEY_CONCURRENCY` jobs with `key` run.
+    pub fn concurrency_key(mut self, key: impl Into<String>) -> Self {
+        self.concurrency_key = Some(key.into());
         self
     }
 
@@ -326,6 +336,8 @@ impl JobQueue {
             progress: Set(None),
             request_id: Set(crate::telemetry::current_request_id()),
             trace_context: Set(crate::telemetry::otel::current_context()),
+            concurrency_key: Set(job.concurrency_key),
+            waiting_for: Set(None),
         }
     }
 

@@ -25,8 +25,9 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::attempt::{Outcome, attempt_span, record_outcome};
+use super::limits;
 use super::watch::{Progress, lock, revoked_among, watch_cancellations, write_progress};
-use super::{JobContext, JobError, JobSettings, JobStatus, Registry};
+use super::{JobContext, JobError, JobSettings, JobStatus, Queue, Registry};
 use crate::entities::job::{self, Model as Row};
 
 /// Outcomes written by one statement at most.
@@ -49,10 +50,10 @@ type Finished = (
 );
 
 pub struct Runner {
-    db: DatabaseConnection,
+    pub(super) db: DatabaseConnection,
     registry: Registry,
-    settings: JobSettings,
-    worker_id: String,
+    pub(super) settings: JobSettings,
+    pub(super) worker_id: String,
     /// The jobs this runner is executing, and how to interrupt each.
     running: Arc<Mutex<HashMap<Uuid, CancellationToken>>>,
     /// The latest progress each running job reported since the last write.
@@ -63,7 +64,7 @@ pub struct Runner {
     stop: CancellationToken,
     /// Woken when a retry is scheduled: this process's relay or in-process worker must look
     /// again when it falls due.
-    wake: Option<Arc<Notify>>,
+    pub(super) wake: Option<Arc<Notify>>,
 }
 
 impl Drop for Runner {
@@ -118,39 +119,6 @@ impl Runner {
             Some(row) => self.execute(row).await,
             None => Ok(Outcome::Skipped),
         }
-    }
-
-    /// Marks as STARTED by this worker those of `ids` that are PENDING or RETRY (or, with
-    /// `takeover`, STARTED by a worker whose message was redelivered), in one statement, and
-    /// returns their rows. Jobs not returned are another worker's, finished or cancelled.
-    pub(crate) async fn claim(&self, ids: &[Uuid], takeover: bool) -> Result<Vec<Row>, DbErr> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let now = Utc::now();
-        let mut claimable = Condition::any().add(
-            job::Column::Status.is_in([JobStatus::Pending.as_str(), JobStatus::Retry.as_str()]),
-        );
-        if takeover {
-            claimable = claimable.add(job::Column::Status.eq(JobStatus::Started.as_str()));
-        }
-        job::Entity::update_many()
-            .col_expr(
-                job::Column::Status,
-                Expr::value(JobStatus::Started.as_str()),
-            )
-            .col_expr(
-                job::Column::Attempts,
-                Expr::col(job::Column::Attempts).add(1),
-            )
-            .col_expr(job::Column::StartedAt, Expr::value(now))
-            .col_expr(job::Column::UpdatedAt, Expr::value(now))
-            .col_expr(job::Column::LockedBy, Expr::value(self.worker_id.clone()))
-            .col_expr(job::Column::Progress, Expr::value(Option::<Value>::None))
-            .filter(job::Column::Id.is_in(ids.iter().copied()))
-            .filter(claimable)
-            .exec_with_returning(&self.db)
-            .await
     }
 
     /// Fails the STARTED jobs `which` selects that have no attempts left: their worker died
@@ -317,6 +285,21 @@ impl Outcomes {
             if got == 0 {
                 return;
             }
+            // Where the finished jobs free a place a limit holds others back for.
+            let finished: Vec<(Queue, Option<String>)> = batch
+                .iter()
+                .filter(|(row, ..)| {
+                    row.concurrency_key.is_some()
+                        || Queue::parse(&row.queue)
+                            .is_some_and(|q| self.settings.limits.of(q).concurrency.is_some())
+                })
+                .map(|(row, ..)| {
+                    (
+                        Queue::parse(&row.queue).unwrap_or(Queue::Default),
+                        row.concurrency_key.clone(),
+                    )
+                })
+                .collect();
             let (successes, others): (Vec<_>, Vec<_>) = batch
                 .drain(..)
                 .partition(|(_, ran, _, _)| matches!(ran, Ran::Done(Ok(_))));
@@ -337,6 +320,18 @@ impl Outcomes {
                         .await
                         .map_err(|e| e.to_string()),
                 );
+            }
+            if !finished.is_empty() {
+                match limits::hand_on(&self.db, &self.settings.limits, &finished).await {
+                    Ok(true) => {
+                        if let Some(wake) = &self.wake {
+                            wake.notify_one();
+                        }
+                    }
+                    Ok(false) => {}
+                    // The held jobs are looked at again within seconds anyway.
+                    Err(e) => tracing::warn!(error = %e, "could not hand finished jobs' places on"),
+                }
             }
         }
     }

@@ -39,6 +39,10 @@ pub struct JobView {
     pub request_id: Option<String>,
     /// The trace it runs in, when it was queued inside a traced span.
     pub trace_id: Option<String>,
+    /// At most `JOB_KEY_CONCURRENCY` jobs with this key run at once.
+    pub concurrency_key: Option<String>,
+    /// The limit it waits for, while one holds it back.
+    pub waiting_for: Option<super::Held>,
 }
 
 impl View for job::Model {
@@ -65,6 +69,13 @@ impl View for job::Model {
             finished_at: j.finished_at,
             request_id: j.request_id,
             trace_id: j.trace_context.as_deref().and_then(trace_id_of),
+            concurrency_key: j.concurrency_key,
+            // Only a job that has not started waits.
+            waiting_for: j
+                .waiting_for
+                .as_deref()
+                .and_then(super::Held::parse)
+                .filter(|_| matches!(j.status, JobStatus::Pending | JobStatus::Retry)),
         }
     }
 }

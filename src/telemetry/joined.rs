@@ -59,6 +59,12 @@ fn join(fields: &mut Map<String, Value>) {
             fields.insert(name.to_string(), value.clone());
         }
     }
+    // A line inside a request whose span is off (traces off, logs above INFO).
+    if !fields.contains_key("request_id")
+        && let Some(request) = super::current_request_id()
+    {
+        fields.insert("request_id".into(), request.into());
+    }
     if !super::otel::installed() {
         return;
     }

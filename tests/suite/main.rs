@@ -22,6 +22,7 @@ mod email_change;
 mod hostile_input;
 mod http;
 mod jobs;
+mod limits;
 mod listing;
 mod mail_templates;
 mod mfa;

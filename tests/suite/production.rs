@@ -358,19 +358,19 @@ fn admin_migrate_status_down_and_up() {
     .into();
     let (code, out, _) = run(ADMIN, &["migrate", "status"], &env);
     assert_eq!(code, Some(0));
-    assert!(out.contains("0 applied, 14 pending"), "{out}");
+    assert!(out.contains("0 applied, 15 pending"), "{out}");
     let (code, out, _) = run(ADMIN, &["migrate", "up"], &env);
     assert_eq!(code, Some(0));
     assert_eq!(
         out.lines().filter(|l| l.starts_with("applied ")).count(),
-        14,
+        15,
         "{out}"
     );
 
     let (code, out, _) = run(ADMIN, &["migrate", "status", "--format", "json"], &env);
     assert_eq!(code, Some(0));
     let status: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(status["applied"].as_array().unwrap().len(), 14);
+    assert_eq!(status["applied"].as_array().unwrap().len(), 15);
     assert_eq!(status["pending"], serde_json::json!([]));
     assert!(status["applied"][0]["applied_at"].is_string(), "{status}");
 
@@ -378,26 +378,26 @@ fn admin_migrate_status_down_and_up() {
     let (code, _, err) = run(ADMIN, &["migrate", "down"], &env);
     assert_eq!(code, Some(4), "{err}");
     let (_, out, _) = run(ADMIN, &["migrate", "status"], &env);
-    assert!(out.contains("14 applied, 0 pending"), "{out}");
+    assert!(out.contains("15 applied, 0 pending"), "{out}");
 
     let (code, out, err) = run(ADMIN, &["migrate", "down", "2", "--yes"], &env);
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(
         out.lines().collect::<Vec<_>>(),
         [
-            "reverted m20261207_000014_job_origin",
-            "reverted m20261203_000013_oidc"
+            "reverted m20261207_000015_job_limits",
+            "reverted m20261207_000014_job_origin"
         ]
     );
     let (_, out, _) = run(ADMIN, &["migrate", "status"], &env);
-    assert!(out.contains("12 applied, 2 pending"), "{out}");
+    assert!(out.contains("13 applied, 2 pending"), "{out}");
     let (code, out, _) = run(ADMIN, &["migrate"], &env);
     assert_eq!(code, Some(0));
     assert_eq!(
         out.lines().collect::<Vec<_>>(),
         [
-            "applied m20261203_000013_oidc",
-            "applied m20261207_000014_job_origin"
+            "applied m20261207_000014_job_origin",
+            "applied m20261207_000015_job_limits"
         ]
     );
     let _ = std::fs::remove_dir_all(&dir);

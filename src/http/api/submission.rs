@@ -1,5 +1,5 @@
-//! The options every task submission takes (Celery's names): `countdown` or `eta`, `priority`
-//! and `unique_key`. A malformed or out-of-range value is a 422 naming the parameter, like any
+//! The options every task submission takes (Celery's names where it has them): `countdown` or
+//! `eta`, `priority`, `unique_key` and `concurrency_key`. A malformed or out-of-range value is a 422 naming the parameter, like any
 //! other invalid field, so query parameters are read leniently (`Lenient`) and checked here.
 
 use std::borrow::Cow;
@@ -142,6 +142,7 @@ pub struct Options {
     pub eta: Option<Lenient<DateTime<Utc>>>,
     pub priority: Option<Priority>,
     pub unique_key: Option<UniqueKey>,
+    pub concurrency_key: Option<UniqueKey>,
 }
 
 impl Options {
@@ -151,12 +152,14 @@ impl Options {
         eta: Query<Option<Lenient<DateTime<Utc>>>>,
         priority: Query<Option<Priority>>,
         unique_key: Query<Option<UniqueKey>>,
+        concurrency_key: Query<Option<UniqueKey>>,
     ) -> Self {
         Self {
             countdown: countdown.0,
             eta: eta.0,
             priority: priority.0,
             unique_key: unique_key.0,
+            concurrency_key: concurrency_key.0,
         }
     }
 
@@ -229,18 +232,20 @@ impl Options {
                 None
             }
         };
-        let unique_key = match self.unique_key.map(|k| k.0) {
-            Some(Lenient::Valid(key)) => Some(key),
-            Some(Lenient::Invalid(_)) | None => None,
+        let mut key = |name: &str, given: Option<UniqueKey>| {
+            let key = match given.map(|k| k.0) {
+                Some(Lenient::Valid(key)) => Some(key),
+                Some(Lenient::Invalid(_)) | None => None,
+            };
+            if let Some(key) = &key
+                && !(1..=MAX_UNIQUE_KEY).contains(&key.chars().count())
+            {
+                bad(name, format!("must be 1 to {MAX_UNIQUE_KEY} characters"));
+            }
+            key
         };
-        if let Some(key) = &unique_key
-            && !(1..=MAX_UNIQUE_KEY).contains(&key.chars().count())
-        {
-            bad(
-                "unique_key",
-                format!("must be 1 to {MAX_UNIQUE_KEY} characters"),
-            );
-        }
+        let unique_key = key("unique_key", self.unique_key);
+        let concurrency_key = key("concurrency_key", self.concurrency_key);
         if !errors.is_empty() {
             return Err(ApiError::validation(errors));
         }
@@ -252,6 +257,9 @@ impl Options {
         }
         if let Some(key) = unique_key {
             job = job.unique(key);
+        }
+        if let Some(key) = concurrency_key {
+            job = job.concurrency_key(key);
         }
         Ok(job)
     }

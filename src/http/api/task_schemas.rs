@@ -47,6 +47,29 @@ impl From<TaskState> for JobStatus {
     }
 }
 
+/// The limit a task waits for (`JOB_QUEUE_LIMITS`, `JOB_KEY_CONCURRENCY`): it has not started
+/// and uses no attempt meanwhile.
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+#[oai(rename_all = "snake_case")]
+pub enum TaskWait {
+    /// Its queue's rate: it starts at the time reserved for it (`run_at`).
+    RateLimit,
+    /// Its queue's concurrency: it starts once fewer of its queue run.
+    QueueConcurrencyLimit,
+    /// Its `concurrency_key`'s: it starts once fewer tasks with its key run.
+    KeyConcurrencyLimit,
+}
+
+impl From<crate::jobs::Held> for TaskWait {
+    fn from(h: crate::jobs::Held) -> Self {
+        match h {
+            crate::jobs::Held::Rate => Self::RateLimit,
+            crate::jobs::Held::QueueConcurrency => Self::QueueConcurrencyLimit,
+            crate::jobs::Held::KeyConcurrency => Self::KeyConcurrencyLimit,
+        }
+    }
+}
+
 /// The queue a task runs in: each has workers of its own, so a backlog in one never delays
 /// another.
 #[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,6 +194,12 @@ pub struct TaskInfo {
     /// The OpenTelemetry trace the task runs in (the submitting request's, with traces on).
     #[oai(nullable)]
     pub trace_id: Option<String>,
+    /// At most `JOB_KEY_CONCURRENCY` tasks with this key run at once.
+    #[oai(nullable)]
+    pub concurrency_key: Option<String>,
+    /// Why it has not started yet, while a limit holds it back.
+    #[oai(nullable)]
+    pub waiting_for: Option<TaskWait>,
 }
 
 impl From<JobView> for TaskInfo {
@@ -192,6 +221,8 @@ impl From<JobView> for TaskInfo {
             finished_at: j.finished_at,
             request_id: j.request_id,
             trace_id: j.trace_id,
+            concurrency_key: j.concurrency_key,
+            waiting_for: j.waiting_for.map(Into::into),
         }
     }
 }

@@ -116,12 +116,15 @@ impl TasksApi {
         /// 1 to 128 characters: while a task of this kind holding this key is unfinished,
         /// submitting again answers that task (200, `duplicate: true`) instead of queuing another.
         unique_key: Query<Option<UniqueKey>>,
+        /// 1 to 128 characters, such as a customer id: at most `JOB_KEY_CONCURRENCY` (1) tasks
+        /// with this key run at once, across every worker; tasks with other keys are not held.
+        concurrency_key: Query<Option<UniqueKey>>,
     ) -> ApiResult<Submitted> {
         let task = tasks::TestTask {
             message: body.0.message,
             fail_attempts: body.0.fail_attempts.unwrap_or(0),
         };
-        let options = Options::new(countdown, eta, priority, unique_key);
+        let options = Options::new(countdown, eta, priority, unique_key, concurrency_key);
         submit(&state, auth.scoped(WRITE)?, NewJob::of(&task), options).await
     }
 
@@ -151,6 +154,9 @@ impl TasksApi {
         /// 1 to 128 characters: while a task of this kind holding this key is unfinished,
         /// submitting again answers that task (200, `duplicate: true`) instead of queuing another.
         unique_key: Query<Option<UniqueKey>>,
+        /// 1 to 128 characters, such as a customer id: at most `JOB_KEY_CONCURRENCY` (1) tasks
+        /// with this key run at once, across every worker; tasks with other keys are not held.
+        concurrency_key: Query<Option<UniqueKey>>,
     ) -> ApiResult<Submitted> {
         if body.0.len() > MAX_RECORDS {
             return Err(ApiError::validation(vec![crate::http::error::FieldError {
@@ -165,7 +171,7 @@ impl TasksApi {
                 .map(|r| r.into_iter().collect())
                 .collect(),
         };
-        let options = Options::new(countdown, eta, priority, unique_key);
+        let options = Options::new(countdown, eta, priority, unique_key, concurrency_key);
         submit(&state, auth.scoped(WRITE)?, NewJob::of(&task), options).await
     }
 
@@ -199,10 +205,13 @@ impl TasksApi {
         /// 1 to 128 characters: while a task of this kind holding this key is unfinished,
         /// submitting again answers that task (200, `duplicate: true`) instead of queuing another.
         unique_key: Query<Option<UniqueKey>>,
+        /// 1 to 128 characters, such as a customer id: at most `JOB_KEY_CONCURRENCY` (1) tasks
+        /// with this key run at once, across every worker; tasks with other keys are not held.
+        concurrency_key: Query<Option<UniqueKey>>,
     ) -> ApiResult<Submitted> {
         let duration = duration.0.min(MAX_DURATION_SECONDS);
         let task = tasks::LongRunning { duration };
-        let options = Options::new(countdown, eta, priority, unique_key);
+        let options = Options::new(countdown, eta, priority, unique_key, concurrency_key);
         submit(&state, auth.scoped(WRITE)?, NewJob::of(&task), options).await
     }
 
@@ -229,6 +238,9 @@ impl TasksApi {
         /// 1 to 128 characters: while a task of this kind holding this key is unfinished,
         /// submitting again answers that task (200, `duplicate: true`) instead of queuing another.
         unique_key: Query<Option<UniqueKey>>,
+        /// 1 to 128 characters, such as a customer id: at most `JOB_KEY_CONCURRENCY` (1) tasks
+        /// with this key run at once, across every worker; tasks with other keys are not held.
+        concurrency_key: Query<Option<UniqueKey>>,
     ) -> ApiResult<Submitted> {
         let principal = auth.superuser_or_scope(WRITE)?;
         let body = body.0;
@@ -241,7 +253,7 @@ impl TasksApi {
             html: state.mails.plain_text_html(&body.body),
             text: body.body,
         };
-        let options = Options::new(countdown, eta, priority, unique_key);
+        let options = Options::new(countdown, eta, priority, unique_key, concurrency_key);
         submit(&state, principal, email.into_job(), options).await
     }
 

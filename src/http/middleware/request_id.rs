@@ -67,20 +67,26 @@ pub async fn problem_and_request_id<E: Endpoint>(
     // named by its method and route (OpenTelemetry takes the name when the span starts, so the
     // contract says whether the path is a route: a scanner's paths share one name); its status
     // is known once it is answered.
-    let known = contract.knows(&path);
-    let guessed = crate::metrics::route_label(&path, &security.prefix, !known);
-    let span = tracing::info_span!(
-        "http.request",
-        otel.name = format!("{method} {guessed}").as_str(),
-        otel.kind = "server",
-        otel.status_code = tracing::field::Empty,
-        http.request.method = %method,
-        http.route = tracing::field::Empty,
-        http.response.status_code = tracing::field::Empty,
-        url.path = %path,
-        request_id = %request_id,
-    );
-    crate::telemetry::otel::continue_from(&span, req.headers());
+    // Only when someone would see it: logs at INFO, or traces (which take INFO spans).
+    let span = if tracing::enabled!(tracing::Level::INFO) {
+        let known = contract.knows(&path);
+        let guessed = crate::metrics::route_label(&path, &security.prefix, !known);
+        let span = tracing::info_span!(
+            "http.request",
+            otel.name = format!("{method} {guessed}").as_str(),
+            otel.kind = "server",
+            otel.status_code = tracing::field::Empty,
+            http.request.method = %method,
+            http.route = tracing::field::Empty,
+            http.response.status_code = tracing::field::Empty,
+            url.path = %path,
+            request_id = %request_id,
+        );
+        crate::telemetry::otel::continue_from(&span, req.headers());
+        span
+    } else {
+        tracing::Span::none()
+    };
     let (outcome, user_id) = tracing::Instrument::instrument(
         REQUEST_ID.scope(
             request_id.clone(),

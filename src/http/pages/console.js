@@ -237,6 +237,15 @@
     }
   }
 
+  // Why a task has not started, in words (`waiting_for`).
+  function waitingFor(reason) {
+    return {
+      rate_limit: "its queue's rate limit (it starts at its reserved time)",
+      queue_concurrency_limit: "its queue's concurrency limit",
+      key_concurrency_limit: "another task with its concurrency key to finish",
+    }[reason] ?? reason;
+  }
+
   function jobQuery() {
     const q = new URLSearchParams({ size: "50" });
     if ($("filter-status").value) q.set("status", $("filter-status").value);
@@ -266,6 +275,7 @@
     const rows = [
       ["Task id", job.task_id], ["Status", job.status], ["Queue", job.queue],
       ["Priority", job.priority], ["Attempts", job.attempts], ["Created", when(job.created_at)],
+      ["Waiting for", waitingFor(job.waiting_for)], ["Concurrency key", job.concurrency_key],
       ["Runs at", when(job.run_at)], ["Started", when(job.started_at)], ["Finished", when(job.finished_at)],
       ["Error", job.error], ["Payload", job.payload], ["Progress", job.progress], ["Result", job.result],
     ];

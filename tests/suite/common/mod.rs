@@ -683,5 +683,7 @@ pub fn job_row(payload: Value) -> crate::entities::job::ActiveModel {
         progress: Set(None),
         request_id: Set(None),
         trace_context: Set(None),
+        concurrency_key: Set(None),
+        waiting_for: Set(None),
     }
 }
