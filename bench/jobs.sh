@@ -7,6 +7,12 @@
 #                    PROFILE=FILE records stage 2 with perf, E2E_ONLY=1 stops after it,
 #                    EMBEDDED_ONLY=1 runs stage 5 alone)
 #
+# 0. Keel with its default settings against Celery, alternating, VS_ROUNDS=3 rounds: Celery
+#    (pinned, from PyPI into target/celery-venv; bench/celery_noop.py) runs CELERY_TASKS=10000
+#    no-op tasks on the same RabbitMQ with a Redis result backend, its worker with Celery's
+#    defaults (prefork, one process per core); Keel's one worker with its defaults takes test
+#    tasks wrk submits for VS_SECONDS=5; each round's ratio of the end-to-end rates, and the
+#    median (CELERY_ONLY=1 stops after it, VS_ROUNDS=0 skips it);
 # 1. the broker's own limit: bench/broker_rate.rs (lapin; persistent messages, confirms, manual
 #    acks, Keel's queue settings);
 # 2. Keel end to end through the API: wrk submits no-op test tasks for SECONDS_PER_RUN with one
@@ -26,6 +32,11 @@ BACKLOG=${BACKLOG:-20000}
 PORT=${PORT:-18100}
 CONCURRENCY=${WORKER_CONCURRENCY:-64}
 RATE=${STEADY_RATE:-1000}
+# Stage 0: Celery (pinned, installed from PyPI into target/celery-venv) sent CELERY_TASKS no-op
+# tasks, and Keel with its default settings fed by wrk for VS_SECONDS.
+CELERY_VERSION=5.5.3
+CELERY_TASKS=${CELERY_TASKS:-10000}
+VS_SECONDS=${VS_SECONDS:-5}
 # Keel's queues and the broker reference both use this type (quorum, Keel's default, or classic).
 QUEUE_TYPE=${QUEUE_TYPE:-quorum}
 LONE=${LONE_JOBS:-50}
@@ -49,7 +60,7 @@ cleanup() {
   for p in "${worker_pids[@]}"; do kill "$p" 2>/dev/null; done
   wait 2>/dev/null || true
   psql "$PG_ADMIN" -qc "drop database if exists $db" >/dev/null 2>&1 || true
-  for q in $(timeout 20 rabbitmqctl list_queues -q name 2>/dev/null | grep -F "$queue"); do
+  for q in $(timeout 20 rabbitmqctl list_queues -q name 2>/dev/null | grep -F -e "$queue" -e "keel.bench.celery.$$"); do
     timeout 20 rabbitmqctl delete_queue "$q" >/dev/null 2>&1 || true
   done
   rm -rf "$work"
@@ -127,6 +138,54 @@ e2e_rate() {
 }
 
 psql "$PG_ADMIN" -qc "create database $db" >/dev/null
+
+# VS_ROUNDS=0 skips stage 0; CELERY_ONLY=1 runs it alone.
+if [ "${VS_ROUNDS:-3}" != 0 ] && [ -z "${EMBEDDED_ONLY:-}" ]; then
+echo "== 0. Keel with its default settings against Celery $CELERY_VERSION on the same broker, ${VS_ROUNDS:-3} rounds"
+venv=target/celery-venv
+if ! "$venv/bin/python" -c "import celery, sys; sys.exit(celery.__version__ != '$CELERY_VERSION')" 2>/dev/null; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q "celery[redis]==$CELERY_VERSION"
+fi
+celery_queue="keel.bench.celery.$$"
+# Keel as it ships: only what the load needs (no sign-up rate limit, no verification mail
+# before the first task), the stack's addresses and this run's own names.
+defaults_env=(ENABLE_RABBITMQ=true RABBITMQ_QUEUE="$queue" ENABLE_REDIS=true
+  REDIS_KEY_PREFIX="keel:bench:$$:" ENABLE_RATE_LIMITING=false REQUIRE_EMAIL_VERIFICATION=false
+  LOG_LEVEL=warn PORT="$PORT")
+tuned_env=("${common_env[@]}")
+: >"$work/vs"
+for round in $(seq "${VS_ROUNDS:-3}"); do
+  (cd bench && exec "$OLDPWD/$venv/bin/celery" -A celery_noop worker -Q "$celery_queue" \
+     --loglevel=WARNING) >>"$work/celery.log" 2>&1 &
+  celery_pid=$!
+  sleep 5
+  celery=$(cd bench && "$OLDPWD/$venv/bin/python" celery_noop.py send "$celery_queue" "$CELERY_TASKS")
+  kill "$celery_pid"; wait "$celery_pid" 2>/dev/null || true
+  celery_rate=$(echo "$celery" | sed -E 's/.*end to end ([0-9]+) tasks.*/\1/')
+  common_env=("${defaults_env[@]}")
+  start_server "$pg_url"
+  clear_jobs
+  tok=$(token)
+  start_worker
+  sleep 0.5
+  tuned_duration=$DURATION
+  DURATION=$VS_SECONDS
+  accepted=$(submit_with_wrk "$tok")
+  DURATION=$tuned_duration
+  wait_drained
+  read -r jobs e2e < <(e2e_rate)
+  stop_workers >/dev/null
+  stop_server >/dev/null
+  common_env=("${tuned_env[@]}")
+  clear_jobs
+  echo "  round $round: Celery $celery; Keel (defaults) $jobs jobs, API $accepted/s, end to end $e2e jobs/s: $(awk -v k="$e2e" -v c="$celery_rate" 'BEGIN { printf "%.2f", k / c }') x Celery"
+  echo "$e2e $celery_rate" >>"$work/vs"
+done
+awk '{ print $1 / $2 }' "$work/vs" >"$work/vs.ratio"
+echo "  median: Keel with its defaults ran $(median "$work/vs.ratio") x Celery's rate end to end"
+[ -n "${CELERY_ONLY:-}" ] && exit 0
+fi
 
 if [ -z "${EMBEDDED_ONLY:-}" ]; then
 echo "== 1. the broker's own limit"

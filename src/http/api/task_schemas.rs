@@ -197,8 +197,8 @@ pub struct TaskInfo {
     /// At most `JOB_KEY_CONCURRENCY` tasks with this key run at once.
     #[oai(nullable)]
     pub concurrency_key: Option<String>,
-    /// Why it has not started yet, while a limit holds it back.
-    #[oai(nullable)]
+    /// Why it has not started yet: present only while a limit holds it back.
+    #[oai(skip_serializing_if_is_none)]
     pub waiting_for: Option<TaskWait>,
 }
 
