@@ -135,33 +135,14 @@ pub(super) async fn admit(
         .filter(|q| limits.of(*q).concurrency.is_some() && candidates.iter().any(|c| c.queue == *q))
         .collect();
     for queue in &limited {
-        let rows = query(
-            "SELECT COUNT(*) FROM jobs WHERE status = 'STARTED' AND queue = $1",
-            vec![queue.as_str().into()],
-        )
-        .await?;
-        let n: i64 = rows
-            .first()
-            .map(|r| r.try_get_by_index(0))
-            .transpose()?
-            .unwrap_or(0);
-        queue_running.insert(*queue, n);
+        queue_running.insert(*queue, running(tx, "queue", queue.as_str()).await?);
     }
     let mut key_running: BTreeMap<String, i64> = BTreeMap::new();
-    for key in candidates.iter().filter_map(|c| c.key.clone()) {
-        if key_running.contains_key(&key) {
-            continue;
-        }
-        let rows = query(
-            "SELECT COUNT(*) FROM jobs WHERE status = 'STARTED' AND concurrency_key = $1",
-            vec![key.clone().into()],
-        )
-        .await?;
-        let n: i64 = rows
-            .first()
-            .map(|r| r.try_get_by_index(0))
-            .transpose()?
-            .unwrap_or(0);
+    let mut keys: Vec<String> = candidates.iter().filter_map(|c| c.key.clone()).collect();
+    keys.sort();
+    keys.dedup();
+    for key in keys {
+        let n = running(tx, "concurrency_key", &key).await?;
         key_running.insert(key, n);
     }
     // Each rate-limited queue's next free start.
@@ -261,6 +242,19 @@ pub(super) async fn admit(
         query(&sql, values).await?;
     }
     Ok((admitted, held_back))
+}
+
+/// How many jobs run whose `column` (`queue`, `concurrency_key`) is `value`.
+async fn running(tx: &impl ConnectionTrait, column: &str, value: &str) -> Result<i64, DbErr> {
+    let sql = format!("SELECT COUNT(*) FROM jobs WHERE status = 'STARTED' AND {column} = $1");
+    let row = tx
+        .query_one_raw(crate::db::numbered_statement(
+            tx.get_database_backend(),
+            &sql,
+            vec![value.into()],
+        ))
+        .await?;
+    Ok(row.map(|r| r.try_get_by_index(0)).transpose()?.unwrap_or(0))
 }
 
 /// Brings forward the jobs waiting for a concurrency limit that the finished jobs (`queues`

@@ -12,23 +12,13 @@ use std::{
 
 use crate::entities::job;
 use common::{
-    Backend, KeelProcess, TestApp, Tokens, eventually, mail, problem, submit_task as submit,
-    task_json as status, wait_task_status as wait_status,
+    Backend, KeelProcess, TestApp, Tokens, eventually, mail, problem, rabbit_app,
+    submit_task as submit, task_json as status, wait_task_status as wait_status,
 };
 use reqwest::StatusCode;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
-
-async fn rabbit_app(backend: Backend, queue: &str, extra: &[(&str, &str)]) -> TestApp {
-    let mut overrides = common::rabbit_overrides(queue);
-    overrides.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    let pairs: Vec<(&str, &str)> = overrides
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    TestApp::start_with(backend, &pairs).await
-}
 
 /// The job's row once it is SUCCESS, waiting up to `within`.
 async fn row_when_succeeded(

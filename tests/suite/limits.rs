@@ -13,13 +13,7 @@ use crate::common::{self, Backend, KeelProcess, TestApp, eventually};
 use crate::entities::job;
 
 async fn rabbit_app(queue: &str, extra: &[(&str, &str)]) -> TestApp {
-    let mut overrides = common::rabbit_overrides(queue);
-    overrides.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    let pairs: Vec<(&str, &str)> = overrides
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    TestApp::start_with(Backend::Postgres, &pairs).await
+    common::rabbit_app(Backend::Postgres, queue, extra).await
 }
 
 /// The rows of the jobs called `name`, once every one of them succeeded.

@@ -47,8 +47,9 @@ impl From<TaskState> for JobStatus {
     }
 }
 
-/// The limit a task waits for (`JOB_QUEUE_LIMITS`, `JOB_KEY_CONCURRENCY`): it has not started
-/// and uses no attempt meanwhile.
+/// `waiting_for`, present only while a limit holds the task back: the limit it waits for
+/// (`JOB_QUEUE_LIMITS`, `JOB_KEY_CONCURRENCY`). It has not started and uses no attempt
+/// meanwhile.
 #[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
 #[oai(rename_all = "snake_case")]
 pub enum TaskWait {
@@ -197,7 +198,8 @@ pub struct TaskInfo {
     /// At most `JOB_KEY_CONCURRENCY` tasks with this key run at once.
     #[oai(nullable)]
     pub concurrency_key: Option<String>,
-    /// Why it has not started yet: present only while a limit holds it back.
+    // Documented on `TaskWait` (a field's own words would wrap its `$ref` in an `allOf`,
+    // which client generators refuse for an enum).
     #[oai(skip_serializing_if_is_none)]
     pub waiting_for: Option<TaskWait>,
 }

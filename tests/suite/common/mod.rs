@@ -359,6 +359,17 @@ pub fn rabbit_overrides(queue: &str) -> Vec<(String, String)> {
     ]
 }
 
+/// A server whose jobs go through RabbitMQ on `queue`, with `extra` settings.
+pub async fn rabbit_app(backend: Backend, queue: &str, extra: &[(&str, &str)]) -> TestApp {
+    let mut overrides = rabbit_overrides(queue);
+    overrides.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let pairs: Vec<(&str, &str)> = overrides
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    TestApp::start_with(backend, &pairs).await
+}
+
 pub fn redis_url() -> String {
     std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
 }
