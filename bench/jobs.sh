@@ -182,7 +182,7 @@ for round in $(seq "${VS_ROUNDS:-3}"); do
   echo "  round $round: Celery $celery; Keel (defaults) $jobs jobs, API $accepted/s, end to end $e2e jobs/s: $(awk -v k="$e2e" -v c="$celery_rate" 'BEGIN { printf "%.2f", k / c }') x Celery"
   echo "$e2e $celery_rate" >>"$work/vs"
 done
-awk '{ print $1 / $2 }' "$work/vs" >"$work/vs.ratio"
+awk '{ printf "%.2f\n", $1 / $2 }' "$work/vs" >"$work/vs.ratio"
 echo "  median: Keel with its defaults ran $(median "$work/vs.ratio") x Celery's rate end to end"
 [ -n "${CELERY_ONLY:-}" ] && exit 0
 fi
