@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use reqwest::StatusCode;
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, TransactionTrait};
 use serde_json::{Value, json};
 
 use crate::common::{self, Backend, KeelProcess, TestApp, eventually};
@@ -72,18 +72,22 @@ async fn a_queue_rate_limit_holds_across_two_workers() {
     let queue = common::unique_queue();
     let app = rabbit_app(&queue, &[("JOB_QUEUE_LIMITS", "default=rate:20/s")]).await;
     let _workers = [KeelProcess::spawn(&app.env), KeelProcess::spawn(&app.env)];
-    // Far more than 20 a second, all at once.
+    // Far more than 20 a second, all at once: one transaction, then one publication.
     let jobs = 260;
+    let tx = app.state.db.begin().await.unwrap();
     for i in 0..jobs {
         app.state
             .jobs
-            .submit(keel::jobs::NewJob::new(
-                "test_task",
-                json!({"message": i.to_string()}),
-            ))
+            .queue()
+            .enqueue(
+                &tx,
+                keel::jobs::NewJob::new("test_task", json!({"message": i.to_string()})),
+            )
             .await
             .unwrap();
     }
+    tx.commit().await.unwrap();
+    app.state.jobs.queue().wake();
     let rows = all_succeeded(&app, "test_task", jobs, Duration::from_secs(60)).await;
     let mut starts: Vec<DateTime<Utc>> = rows.iter().map(|j| j.started_at.unwrap()).collect();
     starts.sort();
