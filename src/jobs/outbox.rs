@@ -206,6 +206,23 @@ pub struct Publication {
     pub trace_context: Option<String>,
 }
 
+/// Where a job comes from, read once when it is submitted: the request it belongs to and the
+/// trace context of the span submitting it; stored with the job and carried by its message.
+#[derive(Debug, Clone)]
+struct Origin {
+    request_id: Option<String>,
+    trace_context: Option<String>,
+}
+
+impl Origin {
+    fn current() -> Self {
+        Self {
+            request_id: crate::telemetry::current_request_id(),
+            trace_context: crate::telemetry::otel::current_context(),
+        }
+    }
+}
+
 /// The producer side: writes jobs into the outbox table, inside the caller's transaction, and
 /// wakes this process's dispatcher once the caller has committed.
 #[derive(Clone)]
@@ -261,7 +278,7 @@ impl JobQueue {
             .get()
             .filter(|_| job.dedupe_key.is_none() && job.run_at.is_none_or(|at| at <= now));
         let Some(handoff) = handoff else {
-            let submitted = self.insert(db, job, None).await?;
+            let submitted = self.insert(db, job, None, Origin::current()).await?;
             if let Submitted::New { .. } = submitted {
                 self.wake();
             }
@@ -272,18 +289,18 @@ impl JobQueue {
             self.queue_of(&job),
             self.priority_of(&job),
         );
-        let submitted = self.insert(db, job, Some(now)).await?;
+        let origin = Origin::current();
+        let submitted = self.insert(db, job, Some(now), origin.clone()).await?;
         let Submitted::New { id, .. } = submitted else {
             return Ok(submitted);
         };
-        // The origin `model` stored: read in the same task and span, it is the same.
         let publication = Publication {
             id,
             name,
             queue,
             priority,
-            request_id: crate::telemetry::current_request_id(),
-            trace_context: crate::telemetry::otel::current_context(),
+            request_id: origin.request_id,
+            trace_context: origin.trace_context,
         };
         if handoff.send(publication).is_err() {
             // The relay has stopped (shutting down): the sweep publishes it later.
@@ -308,7 +325,7 @@ impl JobQueue {
             .min(MAX_PRIORITY)
     }
 
-    fn model(&self, id: Uuid, job: NewJob) -> job::ActiveModel {
+    fn model(&self, id: Uuid, job: NewJob, origin: Origin) -> job::ActiveModel {
         let now = Utc::now();
         let (queue, priority) = (self.queue_of(&job), self.priority_of(&job));
         let max_attempts = self.settings.max_attempts_of(&job.name);
@@ -334,8 +351,8 @@ impl JobQueue {
             priority: Set(i32::from(priority)),
             unique_key: Set(job.unique_key),
             progress: Set(None),
-            request_id: Set(crate::telemetry::current_request_id()),
-            trace_context: Set(crate::telemetry::otel::current_context()),
+            request_id: Set(origin.request_id),
+            trace_context: Set(origin.trace_context),
             concurrency_key: Set(job.concurrency_key),
             waiting_for: Set(None),
         }
@@ -345,7 +362,7 @@ impl JobQueue {
     /// it). With a dedupe key that already exists, or a unique key an unfinished job of its name
     /// holds, nothing is inserted and that job's id is returned.
     pub async fn enqueue(&self, conn: &impl ConnectionTrait, job: NewJob) -> Result<Uuid, DbErr> {
-        Ok(self.insert(conn, job, None).await?.id())
+        Ok(self.insert(conn, job, None, Origin::current()).await?.id())
     }
 
     async fn insert(
@@ -353,12 +370,13 @@ impl JobQueue {
         conn: &impl ConnectionTrait,
         job: NewJob,
         published_at: Option<DateTime<Utc>>,
+        origin: Origin,
     ) -> Result<Submitted, DbErr> {
         let name = job.name.clone();
         let dedupe_key = job.dedupe_key.clone();
         let unique_key = job.unique_key.clone();
         let id = Uuid::new_v4();
-        let mut model = self.model(id, job);
+        let mut model = self.model(id, job, origin);
         model.published_at = Set(published_at);
         let run_at = model.run_at.clone().unwrap();
         // ON CONFLICT DO NOTHING keeps a surrounding PostgreSQL transaction usable.

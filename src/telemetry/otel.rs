@@ -167,10 +167,16 @@ pub fn continue_from(span: &tracing::Span, headers: &poem::http::HeaderMap) {
 pub fn current_context() -> Option<String> {
     let mut fields = headers_of(&tracing::Span::current()).into_iter();
     let (_, parent) = fields.next()?;
-    Some(match fields.next() {
-        Some((_, state)) => format!("{parent}\n{state}"),
+    Some(stored(parent, fields.next().map(|(_, state)| state)))
+}
+
+/// A `traceparent` and its `tracestate` as the jobs table stores them: the state, when there is
+/// one, after a newline.
+pub fn stored(parent: String, state: Option<String>) -> String {
+    match state {
+        Some(state) => format!("{parent}\n{state}"),
         None => parent,
-    })
+    }
 }
 
 /// `span`'s trace context as W3C headers: `traceparent`, then `tracestate` when there is one;

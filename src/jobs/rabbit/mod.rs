@@ -300,11 +300,10 @@ pub(super) fn carried_context(properties: &BasicProperties) -> Option<String> {
         Some(AMQPValue::LongString(s)) => Some(s.to_string()),
         _ => None,
     };
-    let parent = text("traceparent")?;
-    Some(match text("tracestate") {
-        Some(state) => format!("{parent}\n{state}"),
-        None => parent,
-    })
+    Some(crate::telemetry::otel::stored(
+        text("traceparent")?,
+        text("tracestate"),
+    ))
 }
 
 /// Capped exponential backoff with jitter for reconnect loops.
