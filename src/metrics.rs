@@ -41,6 +41,10 @@ pub struct Metrics {
     pub dependency_up: IntGaugeVec,
     /// Finished spans that never reached the trace collector, by reason.
     pub spans_dropped: IntCounterVec,
+    /// Deliveries a worker settled with the broker, by how (ack, dead_letter, requeue).
+    pub job_settlements: IntCounterVec,
+    /// The frames those settlements took: a multiple acknowledgement settles many.
+    pub job_settlement_frames: prometheus::IntCounter,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -128,6 +132,19 @@ impl Metrics {
             ),
             &["reason"],
         )?;
+        let job_settlements = IntCounterVec::new(
+            Opts::new(
+                "job_settlements_total",
+                "Job messages a worker settled with the broker, by how (ack, dead_letter, requeue)",
+            ),
+            &["settlement"],
+        )?;
+        let job_settlement_frames = prometheus::IntCounter::new(
+            "job_settlement_frames_total",
+            "Frames that settled job messages: one multiple acknowledgement settles many",
+        )?;
+        registry.register(Box::new(job_settlements.clone()))?;
+        registry.register(Box::new(job_settlement_frames.clone()))?;
         let build_info = prometheus::IntGaugeVec::new(
             Opts::new("build_info", "Always 1, labelled with the running version"),
             &["version"],
@@ -165,6 +182,8 @@ impl Metrics {
             ws_messages,
             dependency_up,
             spans_dropped,
+            job_settlements,
+            job_settlement_frames,
         })
     }
 

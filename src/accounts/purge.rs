@@ -139,6 +139,7 @@ impl DeletionJobs {
             }
             let txn = db::begin_write(&self.db).await?;
             let mut in_batch = 0;
+            let mut mails = Vec::with_capacity(due.len());
             for user in &due {
                 if !erase_account(&txn, user.id, Some(cutoff)).await? {
                     continue;
@@ -151,20 +152,13 @@ impl DeletionJobs {
                     json!({"reason": "grace_period_over"}),
                 )
                 .await?;
-                self.queue
-                    .enqueue(
-                        &txn,
-                        self.mails
-                            .compose(
-                                &user.email,
-                                Mail::AccountDeleted {
-                                    username: &user.username,
-                                },
-                            )
-                            .into_job(),
-                    )
-                    .await?;
+                let mail = Mail::AccountDeleted {
+                    username: &user.username,
+                };
+                mails.push(self.mails.compose(&user.email, mail).into_job());
             }
+            // The batch's mails in one statement, committed with the erasures.
+            self.queue.enqueue_all(&txn, mails).await?;
             txn.commit().await?;
             self.queue.wake();
             if in_batch > 0 {

@@ -11,7 +11,7 @@ use sea_orm::{
     sea_query::{Expr, OnConflict},
 };
 use serde_json::Value;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 use uuid::Uuid;
 
 use super::{Job, JobSettings, JobStatus};
@@ -236,6 +236,21 @@ pub struct JobQueue {
     /// wake their own, which publishes the job; a second process racing for it only costs a
     /// lock at every commit.
     announcing: bool,
+    /// Feeds the task that writes submissions together (`submit`); started on first use.
+    together: Arc<OnceLock<mpsc::UnboundedSender<Together>>>,
+}
+
+/// Submissions written by one statement at most.
+const SUBMISSIONS_PER_BATCH: usize = 256;
+/// Statements writing submissions at once: while they run, the next submissions gather.
+const BATCHES_AT_ONCE: usize = 2;
+
+/// A submission waiting to be written with others: its row, its message where it is handed
+/// to the relay, and who waits for the answer.
+struct Together {
+    row: job::ActiveModel,
+    publication: Option<Publication>,
+    reply: oneshot::Sender<Result<Submitted, DbErr>>,
 }
 
 impl JobQueue {
@@ -245,6 +260,7 @@ impl JobQueue {
             wake: Arc::new(Notify::new()),
             handoff: Arc::new(OnceLock::new()),
             announcing: false,
+            together: Arc::new(OnceLock::new()),
         }
     }
 
@@ -271,42 +287,79 @@ impl JobQueue {
     /// writes it again. Should the process die before the broker confirms it, the relay's sweep
     /// publishes it again after `JOB_REPUBLISH_AFTER_SECONDS`, as for any lost publication; a
     /// failed publication unmarks it at once. A delayed job waits in the table for its time.
+    ///
+    /// Submissions made at the same moment (concurrent requests) are written together, one
+    /// statement and one commit for all of them, each answered once that commit is done: at low
+    /// load each is written alone, at once. Those with a unique or dedupe key, whose insert may
+    /// meet an existing job, and those inside a sampled trace, whose statement belongs in that
+    /// trace, are written on their own.
     pub async fn submit(&self, db: &DatabaseConnection, job: NewJob) -> Result<Submitted, DbErr> {
         let now = Utc::now();
+        let origin = Origin::current();
+        let due_now = job.run_at.is_none_or(|at| at <= now);
         let handoff = self
             .handoff
             .get()
-            .filter(|_| job.dedupe_key.is_none() && job.run_at.is_none_or(|at| at <= now));
-        let Some(handoff) = handoff else {
-            let submitted = self.insert(db, job, None, Origin::current()).await?;
+            .filter(|_| job.dedupe_key.is_none() && due_now);
+        let plain = job.dedupe_key.is_none() && job.unique_key.is_none();
+        if plain && origin.trace_context.is_none() {
+            let id = Uuid::new_v4();
+            let publication = handoff.map(|_| self.publication(id, &job, &origin));
+            let mut row = self.model(id, job, origin);
+            if publication.is_some() {
+                row.published_at = Set(Some(now));
+            }
+            let (reply, answer) = oneshot::channel();
+            let sent = self.together(db).send(Together {
+                row,
+                publication,
+                reply,
+            });
+            if sent.is_err() {
+                return Err(DbErr::Custom("the submission writer stopped".into()));
+            }
+            return answer
+                .await
+                .unwrap_or_else(|_| Err(DbErr::Custom("the submission writer stopped".into())));
+        }
+        if handoff.is_none() {
+            let submitted = self.insert(db, job, None, origin).await?;
             if let Submitted::New { .. } = submitted {
                 self.wake();
             }
             return Ok(submitted);
-        };
-        let (name, queue, priority) = (
-            job.name.clone(),
-            self.queue_of(&job),
-            self.priority_of(&job),
-        );
-        let origin = Origin::current();
-        let submitted = self.insert(db, job, Some(now), origin.clone()).await?;
-        let Submitted::New { id, .. } = submitted else {
-            return Ok(submitted);
-        };
-        let publication = Publication {
-            id,
-            name,
-            queue,
-            priority,
-            request_id: origin.request_id,
-            trace_context: origin.trace_context,
-        };
-        if handoff.send(publication).is_err() {
-            // The relay has stopped (shutting down): the sweep publishes it later.
-            tracing::warn!(job_id = %id, "no relay to hand the job to; it waits for the next sweep");
+        }
+        // The message's fields; its id is the row's, known once it is inserted.
+        let message = self.publication(Uuid::nil(), &job, &origin);
+        let submitted = self.insert(db, job, Some(now), origin).await?;
+        if let Submitted::New { id, .. } = submitted {
+            hand_over(&self.handoff, Publication { id, ..message });
         }
         Ok(submitted)
+    }
+
+    fn publication(&self, id: Uuid, job: &NewJob, origin: &Origin) -> Publication {
+        Publication {
+            id,
+            name: job.name.clone(),
+            queue: self.queue_of(job),
+            priority: self.priority_of(job),
+            request_id: origin.request_id.clone(),
+            trace_context: origin.trace_context.clone(),
+        }
+    }
+
+    /// The task writing submissions together, started on first use.
+    fn together(&self, db: &DatabaseConnection) -> &mpsc::UnboundedSender<Together> {
+        self.together.get_or_init(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let writer = Writer {
+                handoff: self.handoff.clone(),
+                wake: self.wake.clone(),
+            };
+            tokio::spawn(writer.run(db.clone(), rx));
+            tx
+        })
     }
 
     /// The queue and priority `job` gets: what it asks for, or its kind's.
@@ -363,6 +416,34 @@ impl JobQueue {
     /// holds, nothing is inserted and that job's id is returned.
     pub async fn enqueue(&self, conn: &impl ConnectionTrait, job: NewJob) -> Result<Uuid, DbErr> {
         Ok(self.insert(conn, job, None, Origin::current()).await?.id())
+    }
+
+    /// Inserts `jobs` on `conn` (a transaction), like `enqueue` for each: those without a
+    /// unique or dedupe key in one statement, the others one by one. Their ids, in order.
+    pub async fn enqueue_all(
+        &self,
+        conn: &impl ConnectionTrait,
+        jobs: Vec<NewJob>,
+    ) -> Result<Vec<Uuid>, DbErr> {
+        let origin = Origin::current();
+        let mut ids = Vec::with_capacity(jobs.len());
+        let mut plain = Vec::new();
+        for job in jobs {
+            if job.dedupe_key.is_none() && job.unique_key.is_none() {
+                let id = Uuid::new_v4();
+                plain.push(self.model(id, job, origin.clone()));
+                ids.push(id);
+            } else {
+                ids.push(self.insert(conn, job, None, origin.clone()).await?.id());
+            }
+        }
+        if !plain.is_empty() {
+            job::Entity::insert_many(plain)
+                .exec_without_returning(conn)
+                .await?;
+            self.announce_if_asked(conn).await?;
+        }
+        Ok(ids)
     }
 
     async fn insert(
@@ -456,5 +537,83 @@ impl JobQueue {
 
     pub fn wake_handle(&self) -> Arc<Notify> {
         self.wake.clone()
+    }
+}
+
+/// Writes submissions together for a `JobQueue`; holds what it needs of the queue, not the
+/// queue, so that it ends when the queue is dropped.
+#[derive(Clone)]
+struct Writer {
+    handoff: Arc<OnceLock<mpsc::UnboundedSender<Publication>>>,
+    wake: Arc<Notify>,
+}
+
+impl Writer {
+    /// Writes whatever submissions wait, as one statement, up to `BATCHES_AT_ONCE` statements
+    /// at a time; ends when the queue is dropped.
+    async fn run(self, db: DatabaseConnection, mut rx: mpsc::UnboundedReceiver<Together>) {
+        let statements = Arc::new(Semaphore::new(BATCHES_AT_ONCE));
+        loop {
+            let Ok(statement) = statements.clone().acquire_owned().await else {
+                return;
+            };
+            let mut batch = Vec::with_capacity(SUBMISSIONS_PER_BATCH);
+            if rx.recv_many(&mut batch, SUBMISSIONS_PER_BATCH).await == 0 {
+                return;
+            }
+            let (writer, db) = (self.clone(), db.clone());
+            tokio::spawn(async move {
+                writer.write(&db, batch).await;
+                drop(statement);
+            });
+        }
+    }
+
+    /// One statement for the batch. Should it fail, its halves are tried, and theirs, so that
+    /// a submission the database refuses fails alone and the others are still written together.
+    async fn write(&self, db: &DatabaseConnection, batch: Vec<Together>) {
+        let mut answers: Vec<(Together, Result<(), DbErr>)> = Vec::with_capacity(batch.len());
+        let mut parts = vec![batch];
+        while let Some(mut part) = parts.pop() {
+            let written = job::Entity::insert_many(part.iter().map(|t| t.row.clone()))
+                .exec_without_returning(db)
+                .await;
+            match written {
+                Ok(_) => answers.extend(part.into_iter().map(|t| (t, Ok(())))),
+                Err(e) if part.len() == 1 => {
+                    answers.extend(part.into_iter().map(|t| (t, Err(e.clone()))))
+                }
+                Err(_) => {
+                    let half = part.split_off(part.len() / 2);
+                    parts.push(half);
+                    parts.push(part);
+                }
+            }
+        }
+        let mut queued = false;
+        for (t, written) in answers {
+            let answer = written.map(|()| {
+                let id = *t.row.id.as_ref();
+                let run_at = *t.row.run_at.as_ref();
+                match t.publication {
+                    Some(publication) => hand_over(&self.handoff, publication),
+                    None => queued = true,
+                }
+                Submitted::New { id, run_at }
+            });
+            let _ = t.reply.send(answer);
+        }
+        if queued {
+            self.wake.notify_one();
+        }
+    }
+}
+
+/// Gives a committed job, marked published, to this process's relay.
+fn hand_over(handoff: &OnceLock<mpsc::UnboundedSender<Publication>>, publication: Publication) {
+    let id = publication.id;
+    if !matches!(handoff.get().map(|h| h.send(publication)), Some(Ok(()))) {
+        // The relay has stopped (shutting down): the sweep publishes it later.
+        tracing::warn!(job_id = %id, "no relay to hand the job to; it waits for the next sweep");
     }
 }

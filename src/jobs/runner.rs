@@ -20,7 +20,7 @@ use sea_orm::{
     sea_query::{Expr, ExprTrait},
 };
 use serde_json::Value;
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, OwnedSemaphorePermit, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -154,14 +154,28 @@ impl Runner {
     /// Runs a claimed job's handler, within the job timeout and until it is cancelled, and
     /// stores its outcome.
     pub(crate) async fn execute(&self, row: Row) -> Result<Outcome, DbErr> {
+        self.execute_in(row, None).await
+    }
+
+    /// Like `execute`, in a worker's `slot`, which is given back as soon as the handler
+    /// returns: storing the outcome (in a batch with others) takes no slot.
+    pub(crate) async fn execute_in(
+        &self,
+        row: Row,
+        slot: Option<OwnedSemaphorePermit>,
+    ) -> Result<Outcome, DbErr> {
         let (span, request) = attempt_span(&row);
-        let attempt = crate::telemetry::REQUEST_ID.scope(request, self.attempt(row));
+        let attempt = crate::telemetry::REQUEST_ID.scope(request, self.attempt(row, slot));
         let outcome = tracing::Instrument::instrument(attempt, span.clone()).await;
         record_outcome(&span, &outcome);
         outcome
     }
 
-    async fn attempt(&self, row: Row) -> Result<Outcome, DbErr> {
+    async fn attempt(
+        &self,
+        row: Row,
+        slot: Option<OwnedSemaphorePermit>,
+    ) -> Result<Outcome, DbErr> {
         let started = Instant::now();
         // Starts the outcome and cancellation tasks with the first job.
         let outcomes = self.outcome_task().clone();
@@ -198,6 +212,7 @@ impl Runner {
         };
         lock(&self.running).remove(&row.id);
         lock(&self.progress).remove(&row.id);
+        drop(slot);
         let scrubbed = handler.as_ref().and_then(|h| h.scrubbed(&row.payload));
         let (id, name, attempt) = (row.id, row.name.clone(), row.attempts);
         let (reply, answer) = oneshot::channel();

@@ -1039,3 +1039,129 @@ async fn ten_thousand_jobs_survive_a_killed_worker_and_a_broker_restart() {
     }
     common::delete_queues(&queue).await;
 }
+
+/// A worker's Prometheus text, from its `WORKER_METRICS_ADDR`.
+async fn worker_metrics(port: u16) -> String {
+    keel::net::http_client()
+        .build()
+        .unwrap()
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The value of the sample `line` starts with (name and labels), 0 when absent.
+fn sample(text: &str, line: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(line)?.trim().parse::<f64>().ok())
+        .unwrap_or(0.0) as u64
+}
+
+/// A burst's messages are settled with the broker in far fewer frames than messages (multiple
+/// acknowledgements), every one of them once, and none before its job's outcome is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_is_acknowledged_in_few_frames_and_every_message_once() {
+    const JOBS: usize = 400;
+    let queue = common::unique_queue();
+    let app = rabbit_app(Backend::Postgres, &queue, &[("WORKER_CONCURRENCY", "8")]).await;
+    // One statement queues them all (`enqueue_all`), committed with its transaction.
+    let txn = sea_orm::TransactionTrait::begin(&app.state.db)
+        .await
+        .unwrap();
+    let jobs = (0..JOBS)
+        .map(|i| keel::jobs::NewJob::new("test_task", json!({"message": i.to_string()})))
+        .collect();
+    let ids = app
+        .state
+        .jobs
+        .queue()
+        .enqueue_all(&txn, jobs)
+        .await
+        .unwrap();
+    assert_eq!(ids.len(), JOBS);
+    txn.commit().await.unwrap();
+    app.state.jobs.queue().wake();
+
+    let port = common::free_port();
+    let mut env = app.env.clone();
+    env.insert("WORKER_METRICS_ADDR".into(), format!("127.0.0.1:{port}"));
+    let _worker = KeelProcess::spawn(&env);
+    eventually(Duration::from_secs(60), "every job done", || async {
+        (succeeded(&app).await == JOBS as u64).then_some(())
+    })
+    .await;
+    // Every message acknowledged once: the worker counts them, and the broker holds none.
+    let text = eventually(Duration::from_secs(10), "every message settled", || async {
+        let text = worker_metrics(port).await;
+        (sample(&text, "keel_job_settlements_total{settlement=\"ack\"}") == JOBS as u64)
+            .then_some(text)
+    })
+    .await;
+    let frames = sample(&text, "keel_job_settlement_frames_total");
+    assert!(
+        frames > 0 && frames * 2 <= JOBS as u64,
+        "{frames} frames settled {JOBS} messages"
+    );
+    let rows = job::Entity::find()
+        .filter(job::Column::Id.is_in(ids))
+        .all(&app.state.db)
+        .await
+        .unwrap();
+    assert!(rows.iter().all(|j| j.attempts == 1), "none ran twice");
+    common::delete_queues(&queue).await;
+}
+
+/// Submissions made at the same moment are written together (one transaction for many: their
+/// rows share the inserting transaction id), and one that the database refuses fails alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_submissions_are_written_together_and_fail_alone() {
+    use sea_orm::{ConnectionTrait, Statement};
+    let queue = common::unique_queue();
+    let app = rabbit_app(Backend::Postgres, &queue, &[]).await;
+    let submissions: Vec<_> = (0..60)
+        .map(|i| {
+            let jobs = app.state.jobs.clone();
+            // PostgreSQL refuses a NUL character in text: that submission's row cannot be
+            // written.
+            let name = if i == 30 { "test\0task" } else { "test_task" };
+            let job = keel::jobs::NewJob::new(name, json!({"message": i.to_string()}));
+            tokio::spawn(async move { jobs.submit(job).await })
+        })
+        .collect();
+    let mut accepted = Vec::new();
+    let mut refused = 0;
+    for s in submissions {
+        match s.await.unwrap() {
+            Ok(submitted) => accepted.push(submitted.id()),
+            Err(_) => refused += 1,
+        }
+    }
+    assert_eq!((accepted.len(), refused), (59, 1));
+    // Before any worker takes them, the rows are as their inserts left them.
+    let transactions = app
+        .state
+        .db
+        .query_one_raw(Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            "SELECT count(DISTINCT xmin::text) FROM jobs WHERE name = 'test_task'",
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get_by_index::<i64>(0)
+        .unwrap();
+    assert!(
+        transactions < 30,
+        "59 submissions were written by {transactions} transactions"
+    );
+    // Every accepted one runs.
+    let _worker = KeelProcess::spawn(&app.env);
+    for id in accepted {
+        row_when_succeeded(&app, id, Duration::from_secs(30), "a submitted job").await;
+    }
+    common::delete_queues(&queue).await;
+}

@@ -15,9 +15,7 @@ use std::{
 use chrono::Utc;
 use futures_util::StreamExt;
 use lapin::{
-    options::{
-        BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
-    },
+    options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions},
     types::FieldTable,
 };
 use tokio::sync::{Semaphore, mpsc};
@@ -31,6 +29,7 @@ use crate::{
 };
 use sea_orm::{ColumnTrait, Condition};
 
+use super::acks::{Acks, Settlement};
 use super::{
     CLAIMS_PER_BATCH, CONNECT_TIMEOUT, PREFETCH_PER_JOB, RabbitError, backoff, connect,
     with_timeout,
@@ -234,8 +233,11 @@ async fn consume_connection(
     let mut deliveries = futures_util::stream::select_all(lanes);
     tracing::info!(%queue, prefetch, concurrency, "worker consuming");
     let consumed = consuming.start();
+    let acks = Acks::default();
+    let acking = CancellationToken::new();
+    let acker = tokio::spawn(acks.clone().run(acking.clone()));
     let (to_claim, claims) = mpsc::unbounded_channel();
-    let claimer = tokio::spawn(claim_deliveries(runner.clone(), claims));
+    let claimer = tokio::spawn(claim_deliveries(runner.clone(), claims, acks.clone()));
     let mut waiting: BinaryHeap<Waiting> = BinaryHeap::new();
     let mut arrived: u64 = 0;
     let outcome = loop {
@@ -248,15 +250,28 @@ async fn consume_connection(
                     let _ = channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
                 }
                 drop(to_claim);
+                // What waits for a slot goes back to the queue now (settled, so that no
+                // multiple acknowledgement covers it).
+                for next in waiting.drain() {
+                    let (tag, acker) = (next.delivery.delivery_tag, next.delivery.acker);
+                    acks.settle(acker, tag, Settlement::Requeue);
+                }
+                let deadline = tokio::time::Instant::now() + grace;
                 let all = u32::try_from(concurrency.max(1)).unwrap_or(u32::MAX);
-                if tokio::time::timeout(grace, permits.acquire_many(all)).await.is_err() {
+                if tokio::time::timeout_at(deadline, permits.acquire_many(all)).await.is_err() {
                     tracing::warn!(%queue, "jobs still running at the shutdown deadline; the broker will redeliver them");
                 }
+                // The finished jobs' outcomes are stored, then their messages settled.
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                acks.drained(left.max(Duration::from_secs(1))).await;
+                acking.cancel();
+                let _ = acker.await;
                 let _ = conn.close(200, "worker shutting down".into()).await;
                 break Ok(());
             }
             next = deliveries.next() => match next {
                 Some((lane, Some(Ok(delivery)))) => {
+                    acks.arrived(delivery.delivery_tag);
                     arrived += 1;
                     waiting.push(Waiting {
                         priority: delivery.properties.priority().unwrap_or(lane.priority()),
@@ -279,6 +294,7 @@ async fn consume_connection(
     };
     drop(consumed);
     claimer.abort();
+    acking.cancel();
     outcome
 }
 
@@ -286,7 +302,11 @@ async fn consume_connection(
 type InHand = (lapin::message::Delivery, tokio::sync::OwnedSemaphorePermit);
 
 /// Claims the waiting deliveries' jobs, a batch at a time, and starts each claimed one.
-async fn claim_deliveries(runner: Arc<Runner>, mut deliveries: mpsc::UnboundedReceiver<InHand>) {
+async fn claim_deliveries(
+    runner: Arc<Runner>,
+    mut deliveries: mpsc::UnboundedReceiver<InHand>,
+    acks: Acks,
+) {
     let mut batch = Vec::with_capacity(CLAIMS_PER_BATCH);
     while deliveries.recv_many(&mut batch, CLAIMS_PER_BATCH).await > 0 {
         // A redelivered message may belong to a worker that died mid-job: its row is STARTED,
@@ -303,7 +323,7 @@ async fn claim_deliveries(runner: Arc<Runner>, mut deliveries: mpsc::UnboundedRe
                     }
                     None => {
                         tracing::error!("message without a job id; dead-lettering it");
-                        tokio::spawn(settle(delivery, Ok(Outcome::Failed), permit));
+                        settle(&acks, delivery, Ok(Outcome::Failed), permit);
                     }
                 }
             }
@@ -315,14 +335,14 @@ async fn claim_deliveries(runner: Arc<Runner>, mut deliveries: mpsc::UnboundedRe
                     Ok(failed) => {
                         for id in failed {
                             if let Some((delivery, permit)) = mine.remove(&id) {
-                                tokio::spawn(settle(delivery, Ok(Outcome::Failed), permit));
+                                settle(&acks, delivery, Ok(Outcome::Failed), permit);
                             }
                         }
                         ids = mine.keys().copied().collect();
                     }
                     Err(e) => {
                         for (delivery, permit) in mine.into_values() {
-                            tokio::spawn(settle(delivery, Err(e.clone()), permit));
+                            settle(&acks, delivery, Err(e.clone()), permit);
                         }
                         continue;
                     }
@@ -334,7 +354,7 @@ async fn claim_deliveries(runner: Arc<Runner>, mut deliveries: mpsc::UnboundedRe
                         let Some((delivery, permit)) = mine.remove(&row.id) else {
                             continue;
                         };
-                        let runner = runner.clone();
+                        let (runner, acks) = (runner.clone(), acks.clone());
                         let mut row = row;
                         // The attempt continues the trace from the span that published this
                         // message (itself a child of the one that queued the job).
@@ -342,18 +362,24 @@ async fn claim_deliveries(runner: Arc<Runner>, mut deliveries: mpsc::UnboundedRe
                             row.trace_context = Some(context);
                         }
                         tokio::spawn(async move {
-                            let outcome = runner.execute(row).await;
-                            settle(delivery, outcome, permit).await;
+                            // The slot is free again once the handler returns; the message
+                            // waits for its outcome to be stored.
+                            let outcome = runner.execute_in(row, Some(permit)).await;
+                            let (tag, acker) = (delivery.delivery_tag, delivery.acker);
+                            match outcome {
+                                Ok(outcome) => acks.settle(acker, tag, settlement(outcome)),
+                                Err(e) => requeue_later(acks, acker, tag, e, None),
+                            }
                         });
                     }
                     // Finished, cancelled, or another worker's: nothing to run.
                     for (delivery, permit) in mine.into_values() {
-                        tokio::spawn(settle(delivery, Ok(Outcome::Skipped), permit));
+                        settle(&acks, delivery, Ok(Outcome::Skipped), permit);
                     }
                 }
                 Err(e) => {
                     for (delivery, permit) in mine.into_values() {
-                        tokio::spawn(settle(delivery, Err(e.clone()), permit));
+                        settle(&acks, delivery, Err(e.clone()), permit);
                     }
                 }
             }
@@ -361,36 +387,46 @@ async fn claim_deliveries(runner: Arc<Runner>, mut deliveries: mpsc::UnboundedRe
     }
 }
 
-/// Acknowledges a delivery once its outcome is stored: a job that failed for good goes to the
-/// dead letters, and a database failure leaves the message to be delivered again.
-async fn settle(
+/// How a delivery is settled once its job's outcome is stored: a job that failed for good
+/// goes to the dead letters, any other is acknowledged.
+fn settlement(outcome: Outcome) -> Settlement {
+    match outcome {
+        Outcome::Failed => Settlement::DeadLetter,
+        _ => Settlement::Ack,
+    }
+}
+
+/// Settles a delivery that did not run; a database failure leaves the message to be
+/// delivered again, a second later, its slot held meanwhile.
+fn settle(
+    acks: &Acks,
     delivery: lapin::message::Delivery,
     outcome: Result<Outcome, sea_orm::DbErr>,
     permit: tokio::sync::OwnedSemaphorePermit,
 ) {
-    let ack = match outcome {
-        Ok(Outcome::Failed) => delivery
-            .nack(BasicNackOptions {
-                requeue: false,
-                ..Default::default()
-            })
-            .await
-            .map(|_| ()),
-        Ok(_) => delivery.ack(BasicAckOptions::default()).await.map(|_| ()),
-        Err(e) => {
-            tracing::error!(error = %e, "could not store a job outcome; requeueing the message");
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            delivery
-                .nack(BasicNackOptions {
-                    requeue: true,
-                    ..Default::default()
-                })
-                .await
-                .map(|_| ())
+    let (tag, acker) = (delivery.delivery_tag, delivery.acker);
+    match outcome {
+        Ok(outcome) => {
+            drop(permit);
+            acks.settle(acker, tag, settlement(outcome));
         }
-    };
-    if let Err(e) = ack {
-        tracing::warn!(error = %e, "acknowledgement lost; the broker will redeliver the message");
+        Err(e) => requeue_later(acks.clone(), acker, tag, e, Some(permit)),
     }
-    drop(permit);
+}
+
+/// Puts a message back in its queue a second from now, holding `permit` meanwhile: the
+/// database could not store what its job did, or claim it.
+fn requeue_later(
+    acks: Acks,
+    acker: lapin::Acker,
+    tag: u64,
+    error: sea_orm::DbErr,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+) {
+    tracing::error!(error = %error, "could not store a job outcome; requeueing the message");
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        acks.settle(acker, tag, Settlement::Requeue);
+        drop(permit);
+    });
 }

@@ -8,6 +8,7 @@
 //! its name and priority as properties); the row is the truth. Retries and delayed jobs are
 //! scheduled in the table (`run_at`) and published by the relay when due.
 
+mod acks;
 mod consumer;
 mod legacy;
 mod relay;
