@@ -15,35 +15,48 @@ use super::{JobStatus, Queue, Runner, limits};
 use crate::config::limits::Limits;
 use crate::entities::job::{self, Model as Row};
 
+/// What a claim took, and what it left for later.
+#[derive(Debug, Default)]
+pub(crate) struct Claimed {
+    /// Marked STARTED by this worker: to run now.
+    pub rows: Vec<Row>,
+    /// Held for their queue's rate until their start slot: whoever delivered them keeps them
+    /// until then and offers them again (`limits::Admission::slots`).
+    pub slots: Vec<(Uuid, DateTime<Utc>)>,
+}
+
 impl Runner {
-    /// Marks as STARTED by this worker those of `ids` that are PENDING or RETRY (or, with
-    /// `takeover`, STARTED by a worker whose message was redelivered), and returns their rows.
-    /// Jobs not returned are another worker's, finished, cancelled, or held back by a limit
-    /// (`limits`: back in the table until their turn). Jobs no limit applies to are claimed in
-    /// one statement; a takeover continues its dead worker's run, within the limits it had.
-    pub(crate) async fn claim(&self, ids: &[Uuid], takeover: bool) -> Result<Vec<Row>, DbErr> {
+    /// Marks as STARTED by this worker those of `ids` that are PENDING or RETRY and returns
+    /// their rows; with `takeover`, first those STARTED by a worker whose message was
+    /// redelivered (it died), which continue its run within the limits it had. Jobs not
+    /// returned are another worker's, finished, cancelled, or held back by a limit (`limits`:
+    /// a rate's slot in `slots`, a concurrency limit's back in the table until their turn). Jobs
+    /// no limit applies to are claimed in one statement.
+    pub(crate) async fn claim(&self, ids: &[Uuid], takeover: bool) -> Result<Claimed, DbErr> {
+        let mut claimed = Claimed::default();
         if ids.is_empty() {
-            return Ok(Vec::new());
+            return Ok(claimed);
         }
         if takeover {
-            return claim_rows(&self.db, ids, true, &self.worker_id, None).await;
+            claimed.rows = claim_rows(&self.db, ids, true, &self.worker_id, None).await?;
         }
         let limits = &self.settings.limits;
-        let mut claimed = claim_rows(&self.db, ids, false, &self.worker_id, Some(limits)).await?;
-        if claimed.len() < ids.len() {
-            let rest: Vec<Uuid> = ids
-                .iter()
-                .filter(|id| !claimed.iter().any(|r| r.id == **id))
-                .copied()
-                .collect();
-            claimed.extend(self.claim_limited(&rest).await?);
+        let rest = not_among(ids, &claimed.rows);
+        claimed
+            .rows
+            .extend(claim_rows(&self.db, &rest, false, &self.worker_id, Some(limits)).await?);
+        let rest = not_among(ids, &claimed.rows);
+        if !rest.is_empty() {
+            let limited = self.claim_limited(&rest).await?;
+            claimed.rows.extend(limited.rows);
+            claimed.slots = limited.slots;
         }
         Ok(claimed)
     }
 
     /// Claims what the limits let start of the claimable jobs among `ids`, and holds the rest
     /// back, in one transaction.
-    async fn claim_limited(&self, ids: &[Uuid]) -> Result<Vec<Row>, DbErr> {
+    async fn claim_limited(&self, ids: &[Uuid]) -> Result<Claimed, DbErr> {
         let _one_at_a_time = limits::sqlite_lock(self.db.get_database_backend()).await;
         let tx = self.db.begin().await?;
         let rows: Vec<ClaimableRow> = job::Entity::find()
@@ -66,7 +79,7 @@ impl Runner {
             .await?;
         if rows.is_empty() {
             tx.commit().await?;
-            return Ok(Vec::new());
+            return Ok(Claimed::default());
         }
         let candidates = rows
             .into_iter()
@@ -78,25 +91,36 @@ impl Runner {
                 run_at,
             })
             .collect();
-        let (admitted, held) = limits::admit(&tx, &self.settings.limits, candidates).await?;
-        let claimed = claim_rows(&tx, &admitted, false, &self.worker_id, None).await?;
+        let admission = limits::admit(&tx, &self.settings.limits, candidates).await?;
+        let rows = claim_rows(&tx, &admission.admitted, false, &self.worker_id, None).await?;
         tx.commit().await?;
-        // The relay publishes the held jobs again at their time: it looks at the table now to
-        // learn the earliest.
-        if held > 0
+        // The relay publishes the jobs held for a concurrency limit again at their time: it
+        // looks at the table now to learn the earliest.
+        if admission.unpublished > 0
             && let Some(wake) = &self.wake
         {
             wake.notify_one();
         }
-        Ok(claimed)
+        Ok(Claimed {
+            rows,
+            slots: admission.slots,
+        })
     }
+}
+
+/// Those of `ids` without a row in `rows`.
+fn not_among(ids: &[Uuid], rows: &[Row]) -> Vec<Uuid> {
+    ids.iter()
+        .filter(|id| !rows.iter().any(|r| r.id == **id))
+        .copied()
+        .collect()
 }
 
 /// A claimable job as the limits see it: id, queue, concurrency key, why it waited, `run_at`.
 type ClaimableRow = (Uuid, String, Option<String>, Option<String>, DateTime<Utc>);
 
-/// Marks as STARTED by `worker` those of `ids` that are PENDING or RETRY (with `takeover`, or
-/// STARTED), in one statement, and returns their rows; with `unlimited`, only those no limit
+/// Marks as STARTED by `worker` those of `ids` that are PENDING or RETRY (with `takeover`, those
+/// STARTED instead), in one statement, and returns their rows; with `unlimited`, only those no limit
 /// applies to (no concurrency key, a queue without limits).
 async fn claim_rows(
     db: &impl ConnectionTrait,
@@ -109,11 +133,14 @@ async fn claim_rows(
         return Ok(Vec::new());
     }
     let now = Utc::now();
-    let mut claimable = Condition::any()
-        .add(job::Column::Status.is_in([JobStatus::Pending.as_str(), JobStatus::Retry.as_str()]));
-    if takeover {
-        claimable = claimable.add(job::Column::Status.eq(JobStatus::Started.as_str()));
-    }
+    // A takeover continues a dead worker's run; waiting jobs go through the limits.
+    let claimable = if takeover {
+        Condition::all().add(job::Column::Status.eq(JobStatus::Started.as_str()))
+    } else {
+        Condition::all().add(
+            job::Column::Status.is_in([JobStatus::Pending.as_str(), JobStatus::Retry.as_str()]),
+        )
+    };
     let mut update = job::Entity::update_many()
         .col_expr(
             job::Column::Status,

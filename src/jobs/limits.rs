@@ -114,13 +114,25 @@ pub(super) async fn sqlite_lock(
     (backend == DbBackend::Sqlite).then_some(SQLITE.lock().await)
 }
 
+/// What the limits decided for a claim's candidates.
+#[derive(Debug, Default)]
+pub(super) struct Admission {
+    /// To start now, in order.
+    pub admitted: Vec<Uuid>,
+    /// Held for their rate's start slot, each with it: their messages stay with the worker
+    /// that holds them until then (they are not published again).
+    pub slots: Vec<(Uuid, DateTime<Utc>)>,
+    /// Held for a concurrency limit: back in the table, unpublished, for the relay.
+    pub unpublished: usize,
+}
+
 /// Which of `candidates` (in the order to start them) start now, decided inside the transaction
-/// `tx`, which holds the others back (they are to be claimed in it too); and how many it held.
+/// `tx`, which holds the others back (they are to be claimed in it too).
 pub(super) async fn admit(
     tx: &impl ConnectionTrait,
     limits: &Limits,
     candidates: Vec<Candidate>,
-) -> Result<(Vec<Uuid>, usize), DbErr> {
+) -> Result<Admission, DbErr> {
     lock(tx, limits, &candidates).await?;
     // After the locks: whatever started or finished before is counted.
     let now = Utc::now();
@@ -221,7 +233,12 @@ pub(super) async fn admit(
         )
         .await?;
     }
-    let held_back = held.len();
+    let slots: Vec<(Uuid, DateTime<Utc>)> = held
+        .iter()
+        .filter(|(_, why, _)| *why == Held::Rate)
+        .map(|(id, _, at)| (*id, *at))
+        .collect();
+    let unpublished = held.len() - slots.len();
     if !held.is_empty() {
         let mut values: Vec<Value> = vec![now.into()];
         let mut rows = Vec::with_capacity(held.len());
@@ -232,16 +249,25 @@ pub(super) async fn admit(
             values.push(why.as_str().into());
             values.push(at.into());
         }
-        // Unpublished, so that the relay publishes them again when `run_at` comes.
+        // A job held for a concurrency limit is unpublished, so that the relay publishes it
+        // again when `run_at` comes (or a finishing job brings it forward). One held for its
+        // rate slot keeps its message, which the claiming worker holds until the slot: it
+        // counts as published now, so that the relay's sweep leaves it alone meanwhile.
         let sql = format!(
-            "UPDATE jobs SET waiting_for = v.column2, run_at = v.column3, published_at = NULL, \
+            "UPDATE jobs SET waiting_for = v.column2, run_at = v.column3, \
+             published_at = CASE WHEN v.column2 = '{rate}' THEN $1 ELSE NULL END, \
              updated_at = $1 FROM (VALUES {}) AS v \
              WHERE jobs.id = v.column1 AND jobs.status IN ('PENDING', 'RETRY')",
-            rows.join(", ")
+            rows.join(", "),
+            rate = Held::Rate.as_str()
         );
         query(&sql, values).await?;
     }
-    Ok((admitted, held_back))
+    Ok(Admission {
+        admitted,
+        slots,
+        unpublished,
+    })
 }
 
 /// How many jobs run whose `column` (`queue`, `concurrency_key`) is `value`.

@@ -159,8 +159,9 @@ async fn poll_queue(
         };
         let found = !due.is_empty();
         // One statement claims every due job found; each then runs on its own task.
+        // Jobs held for a rate's slot are found again here when it comes (`run_at`).
         let claimed = match runner.claim(&due, false).await {
-            Ok(rows) => rows,
+            Ok(claimed) => claimed.rows,
             Err(e) => {
                 tracing::warn!(error = %e, %queue, "claiming jobs failed; retrying");
                 Vec::new()

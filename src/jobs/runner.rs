@@ -115,7 +115,7 @@ impl Runner {
     /// Like `run`; `takeover` also claims a job left STARTED by a worker that died (the broker
     /// redelivered its message, so that worker's channel is gone).
     pub async fn run_claiming(&self, job_id: Uuid, takeover: bool) -> Result<Outcome, DbErr> {
-        match self.claim(&[job_id], takeover).await?.pop() {
+        match self.claim(&[job_id], takeover).await?.rows.pop() {
             Some(row) => self.execute(row).await,
             None => Ok(Outcome::Skipped),
         }

@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use lapin::{
     options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions},
@@ -176,6 +176,40 @@ impl Ord for Waiting {
     }
 }
 
+/// A delivery held for its rate's start slot.
+struct Parked {
+    at: tokio::time::Instant,
+    delivery: lapin::message::Delivery,
+}
+
+impl PartialEq for Parked {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.delivery.delivery_tag) == (other.at, other.delivery.delivery_tag)
+    }
+}
+
+impl Eq for Parked {}
+
+impl PartialOrd for Parked {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Parked {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.delivery.delivery_tag).cmp(&(other.at, other.delivery.delivery_tag))
+    }
+}
+
+/// Until the earliest parked delivery's slot (never, with none).
+async fn sleep_until_first(parked: &BinaryHeap<Reverse<Parked>>) {
+    match parked.peek() {
+        Some(Reverse(first)) => tokio::time::sleep_until(first.at).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// One connection's life: returns Ok on shutdown, Err when the connection or a consumer ends.
 ///
 /// Deliveries flow through three stages. Each lane's consumer holds up to its prefetch of
@@ -237,8 +271,16 @@ async fn consume_connection(
     let acking = CancellationToken::new();
     let acker = tokio::spawn(acks.clone().run(acking.clone()));
     let (to_claim, claims) = mpsc::unbounded_channel();
-    let claimer = tokio::spawn(claim_deliveries(runner.clone(), claims, acks.clone()));
+    let (to_park, mut parking) = mpsc::unbounded_channel();
+    let claimer = tokio::spawn(claim_deliveries(
+        runner.clone(),
+        claims,
+        acks.clone(),
+        to_park,
+    ));
     let mut waiting: BinaryHeap<Waiting> = BinaryHeap::new();
+    // Deliveries held for their rate's start slot, the earliest first.
+    let mut parked: BinaryHeap<Reverse<Parked>> = BinaryHeap::new();
     let mut arrived: u64 = 0;
     let outcome = loop {
         tokio::select! {
@@ -252,9 +294,9 @@ async fn consume_connection(
                 drop(to_claim);
                 // What waits for a slot goes back to the queue now (settled, so that no
                 // multiple acknowledgement covers it).
-                for next in waiting.drain() {
-                    let (tag, acker) = (next.delivery.delivery_tag, next.delivery.acker);
-                    acks.settle(acker, tag, Settlement::Requeue);
+                let parked = parked.drain().map(|Reverse(p)| p.delivery);
+                for delivery in waiting.drain().map(|w| w.delivery).chain(parked) {
+                    acks.settle(delivery.acker, delivery.delivery_tag, Settlement::Requeue);
                 }
                 let deadline = tokio::time::Instant::now() + grace;
                 let all = u32::try_from(concurrency.max(1)).unwrap_or(u32::MAX);
@@ -282,6 +324,23 @@ async fn consume_connection(
                 Some((_, Some(Err(e)))) => break Err(e.into()),
                 Some((_, None)) | None => break Err(RabbitError::ConsumerEnded),
             },
+            Some((delivery, at)) = parking.recv() => {
+                let wait = (at - Utc::now()).to_std().unwrap_or_default();
+                parked.push(Reverse(Parked { at: tokio::time::Instant::now() + wait, delivery }));
+            }
+            () = sleep_until_first(&parked), if !parked.is_empty() => {
+                let now = tokio::time::Instant::now();
+                while parked.peek().is_some_and(|Reverse(p)| p.at <= now) {
+                    let Some(Reverse(p)) = parked.pop() else { break };
+                    arrived += 1;
+                    waiting.push(Waiting {
+                        // Its slot has come: before anything that arrived meanwhile.
+                        priority: u8::MAX,
+                        order: Reverse(arrived),
+                        delivery: p.delivery,
+                    });
+                }
+            }
             permit = permits.clone().acquire_owned(), if !waiting.is_empty() => {
                 let (Ok(permit), Some(next)) = (permit, waiting.pop()) else {
                     break Ok(());
@@ -306,6 +365,7 @@ async fn claim_deliveries(
     runner: Arc<Runner>,
     mut deliveries: mpsc::UnboundedReceiver<InHand>,
     acks: Acks,
+    park: mpsc::UnboundedSender<(lapin::message::Delivery, DateTime<Utc>)>,
 ) {
     let mut batch = Vec::with_capacity(CLAIMS_PER_BATCH);
     while deliveries.recv_many(&mut batch, CLAIMS_PER_BATCH).await > 0 {
@@ -349,8 +409,15 @@ async fn claim_deliveries(
                 }
             }
             match runner.claim(&ids, takeover).await {
-                Ok(rows) => {
-                    for row in rows {
+                Ok(claimed) => {
+                    // Held for their rate's slot: kept, without a slot, and offered again then.
+                    for (id, at) in claimed.slots {
+                        if let Some((delivery, permit)) = mine.remove(&id) {
+                            drop(permit);
+                            let _ = park.send((delivery, at));
+                        }
+                    }
+                    for row in claimed.rows {
                         let Some((delivery, permit)) = mine.remove(&row.id) else {
                             continue;
                         };
