@@ -54,7 +54,10 @@ impl JobSettings {
         }
         let worker_metrics_addr = r.address("WORKER_METRICS_ADDR", "0.0.0.0:9091")?;
         let scheduler_health_addr = r.address("SCHEDULER_HEALTH_ADDR", "0.0.0.0:9092")?;
-        let worker_concurrency = r.ranged("WORKER_CONCURRENCY", 4, 1, 1000)? as usize;
+        // Handlers are async tasks: a slot costs a task, not a thread or a process. 16 keeps a
+        // worker busy on short jobs, where 4 left it waiting on its own database round trips
+        // (BENCHMARKS.md, "Against Celery").
+        let worker_concurrency = r.ranged("WORKER_CONCURRENCY", 16, 1, 1000)? as usize;
         let mut queue_concurrency = Vec::new();
         for (queue, var) in [
             (Queue::Email, "WORKER_CONCURRENCY_EMAIL"),
@@ -62,7 +65,7 @@ impl JobSettings {
             (Queue::Maintenance, "WORKER_CONCURRENCY_MAINTENANCE"),
         ] {
             if r.raw(var).is_some() {
-                queue_concurrency.push((queue, r.ranged(var, 4, 1, 1000)? as usize));
+                queue_concurrency.push((queue, r.ranged(var, 16, 1, 1000)? as usize));
             }
         }
         let limits = Limits {
@@ -347,7 +350,7 @@ mod tests {
     fn workers_serve_every_queue_with_its_concurrency() {
         let s = read(&[]).unwrap();
         assert_eq!(s.worker_queues, Queue::ALL.to_vec());
-        assert_eq!(s.concurrency(Queue::Email), 4);
+        assert_eq!(s.concurrency(Queue::Email), 16);
         let s = read(&[
             ("WORKER_QUEUES", "default,email"),
             ("WORKER_CONCURRENCY", "8"),
