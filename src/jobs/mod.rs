@@ -17,6 +17,7 @@ pub mod retention;
 mod runner;
 pub mod schedule;
 pub mod stats;
+mod together;
 mod view;
 mod watch;
 

@@ -114,16 +114,7 @@ async fn verification_mail_arrives_through_the_worker() {
     let features: Value = app.get("/features", None).await.json().await.unwrap();
     assert_eq!(features["rabbitmq"], true);
     // The worker serves its own metrics.
-    let text = keel::net::http_client()
-        .build()
-        .unwrap()
-        .get(format!("http://127.0.0.1:{metrics_port}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = worker_metrics(metrics_port).await;
     assert!(
         text.contains("keel_jobs_total{name=\"send_email\",outcome=\"succeeded\"}"),
         "{text}"

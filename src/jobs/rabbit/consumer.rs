@@ -184,7 +184,7 @@ struct Parked {
 
 impl PartialEq for Parked {
     fn eq(&self, other: &Self) -> bool {
-        (self.at, self.delivery.delivery_tag) == (other.at, other.delivery.delivery_tag)
+        self.cmp(other).is_eq()
     }
 }
 
@@ -272,14 +272,13 @@ async fn consume_connection(
     let acker = tokio::spawn(acks.clone().run(acking.clone()));
     let (to_claim, claims) = mpsc::unbounded_channel();
     let (to_park, mut parking) = mpsc::unbounded_channel();
-    let claimer = tokio::spawn(claim_deliveries(
+    let mut claimer = tokio::spawn(claim_deliveries(
         runner.clone(),
         claims,
         acks.clone(),
         to_park,
     ));
     let mut waiting: BinaryHeap<Waiting> = BinaryHeap::new();
-    // Deliveries held for their rate's start slot, the earliest first.
     let mut parked: BinaryHeap<Reverse<Parked>> = BinaryHeap::new();
     let mut arrived: u64 = 0;
     let outcome = loop {
@@ -292,13 +291,15 @@ async fn consume_connection(
                     let _ = channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
                 }
                 drop(to_claim);
+                let deadline = tokio::time::Instant::now() + grace;
+                let _ = tokio::time::timeout_at(deadline, &mut claimer).await;
                 // What waits for a slot goes back to the queue now (settled, so that no
                 // multiple acknowledgement covers it).
-                let parked = parked.drain().map(|Reverse(p)| p.delivery);
+                let just_parked = std::iter::from_fn(|| parking.try_recv().ok()).map(|(d, _)| d);
+                let parked = parked.drain().map(|Reverse(p)| p.delivery).chain(just_parked);
                 for delivery in waiting.drain().map(|w| w.delivery).chain(parked) {
                     acks.settle(delivery.acker, delivery.delivery_tag, Settlement::Requeue);
                 }
-                let deadline = tokio::time::Instant::now() + grace;
                 let all = u32::try_from(concurrency.max(1)).unwrap_or(u32::MAX);
                 if tokio::time::timeout_at(deadline, permits.acquire_many(all)).await.is_err() {
                     tracing::warn!(%queue, "jobs still running at the shutdown deadline; the broker will redeliver them");
