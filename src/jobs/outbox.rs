@@ -108,6 +108,11 @@ impl NewJob {
         self.dedupe_key = Some(key.into());
         self
     }
+
+    /// Whether a unique or dedupe key may make its insert meet an existing job.
+    fn keyed(&self) -> bool {
+        self.dedupe_key.is_some() || self.unique_key.is_some()
+    }
 }
 
 /// The PostgreSQL channel on which enqueues are announced to other processes.
@@ -260,8 +265,7 @@ impl JobQueue {
             .handoff
             .get()
             .filter(|_| job.dedupe_key.is_none() && due_now);
-        let plain = job.dedupe_key.is_none() && job.unique_key.is_none();
-        if plain && origin.trace_context.is_none() {
+        if !job.keyed() && origin.trace_context.is_none() {
             let id = Uuid::new_v4();
             let publication = handoff.map(|_| self.publication(id, &job, &origin));
             let mut row = self.model(id, job, origin);
@@ -274,12 +278,11 @@ impl JobQueue {
                 publication,
                 reply,
             });
+            let stopped = || DbErr::Custom("the submission writer stopped".into());
             if sent.is_err() {
-                return Err(DbErr::Custom("the submission writer stopped".into()));
+                return Err(stopped());
             }
-            return answer
-                .await
-                .unwrap_or_else(|_| Err(DbErr::Custom("the submission writer stopped".into())));
+            return answer.await.unwrap_or_else(|_| Err(stopped()));
         }
         if handoff.is_none() {
             let submitted = self.insert(db, job, None, origin).await?;
@@ -310,15 +313,8 @@ impl JobQueue {
 
     /// The task writing submissions together, started on first use.
     fn together(&self, db: &DatabaseConnection) -> &mpsc::UnboundedSender<Together> {
-        self.together.get_or_init(|| {
-            let (tx, rx) = mpsc::unbounded_channel();
-            let writer = Writer {
-                handoff: self.handoff.clone(),
-                wake: self.wake.clone(),
-            };
-            tokio::spawn(writer.run(db.clone(), rx));
-            tx
-        })
+        self.together
+            .get_or_init(|| Writer::start(self.handoff.clone(), self.wake.clone(), db.clone()))
     }
 
     /// The queue and priority `job` gets: what it asks for, or its kind's.
@@ -388,7 +384,7 @@ impl JobQueue {
         let mut ids = Vec::with_capacity(jobs.len());
         let mut plain = Vec::new();
         for job in jobs {
-            if job.dedupe_key.is_none() && job.unique_key.is_none() {
+            if !job.keyed() {
                 let id = Uuid::new_v4();
                 plain.push(self.model(id, job, origin.clone()));
                 ids.push(id);

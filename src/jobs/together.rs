@@ -28,14 +28,25 @@ pub(super) struct Together {
 /// queue, so that it ends when the queue is dropped.
 #[derive(Clone)]
 pub(super) struct Writer {
-    pub handoff: Arc<OnceLock<mpsc::UnboundedSender<Publication>>>,
-    pub wake: Arc<Notify>,
+    handoff: Arc<OnceLock<mpsc::UnboundedSender<Publication>>>,
+    wake: Arc<Notify>,
 }
 
 impl Writer {
+    /// Starts the writer of a queue's submissions on `db`; it ends when the sender is dropped.
+    pub fn start(
+        handoff: Arc<OnceLock<mpsc::UnboundedSender<Publication>>>,
+        wake: Arc<Notify>,
+        db: DatabaseConnection,
+    ) -> mpsc::UnboundedSender<Together> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(Self { handoff, wake }.run(db, rx));
+        tx
+    }
+
     /// Writes whatever submissions wait, as one statement, up to `BATCHES_AT_ONCE` statements
     /// at a time; ends when the queue is dropped.
-    pub async fn run(self, db: DatabaseConnection, mut rx: mpsc::UnboundedReceiver<Together>) {
+    async fn run(self, db: DatabaseConnection, mut rx: mpsc::UnboundedReceiver<Together>) {
         let statements = Arc::new(Semaphore::new(BATCHES_AT_ONCE));
         loop {
             let Ok(statement) = statements.clone().acquire_owned().await else {

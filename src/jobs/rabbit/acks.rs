@@ -23,6 +23,8 @@ use lapin::{
 };
 use tokio::sync::Notify;
 
+use crate::jobs::watch::lock;
+
 /// What becomes of a delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Settlement {
@@ -55,12 +57,6 @@ pub struct Acks {
     wake: Arc<Notify>,
     /// Signalled whenever settlements went out.
     sent: Arc<Notify>,
-}
-
-fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
-    state
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Acks {

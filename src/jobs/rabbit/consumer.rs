@@ -4,7 +4,7 @@
 
 use std::{
     cmp::Reverse,
-    collections::{BinaryHeap, HashMap},
+    collections::{BTreeMap, BinaryHeap, HashMap},
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
@@ -176,36 +176,13 @@ impl Ord for Waiting {
     }
 }
 
-/// A delivery held for its rate's start slot.
-struct Parked {
-    at: tokio::time::Instant,
-    delivery: lapin::message::Delivery,
-}
-
-impl PartialEq for Parked {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other).is_eq()
-    }
-}
-
-impl Eq for Parked {}
-
-impl PartialOrd for Parked {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Parked {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.at, self.delivery.delivery_tag).cmp(&(other.at, other.delivery.delivery_tag))
-    }
-}
+/// Deliveries held for their rate's start slot, by slot (then delivery tag), the earliest first.
+type Parked = BTreeMap<(tokio::time::Instant, u64), lapin::message::Delivery>;
 
 /// Until the earliest parked delivery's slot (never, with none).
-async fn sleep_until_first(parked: &BinaryHeap<Reverse<Parked>>) {
-    match parked.peek() {
-        Some(Reverse(first)) => tokio::time::sleep_until(first.at).await,
+async fn sleep_until_first(parked: &Parked) {
+    match parked.first_key_value() {
+        Some(((at, _), _)) => tokio::time::sleep_until(*at).await,
         None => std::future::pending().await,
     }
 }
@@ -279,7 +256,7 @@ async fn consume_connection(
         to_park,
     ));
     let mut waiting: BinaryHeap<Waiting> = BinaryHeap::new();
-    let mut parked: BinaryHeap<Reverse<Parked>> = BinaryHeap::new();
+    let mut parked = Parked::new();
     let mut arrived: u64 = 0;
     let outcome = loop {
         tokio::select! {
@@ -296,7 +273,7 @@ async fn consume_connection(
                 // What waits for a slot goes back to the queue now (settled, so that no
                 // multiple acknowledgement covers it).
                 let just_parked = std::iter::from_fn(|| parking.try_recv().ok()).map(|(d, _)| d);
-                let parked = parked.drain().map(|Reverse(p)| p.delivery).chain(just_parked);
+                let parked = std::mem::take(&mut parked).into_values().chain(just_parked);
                 for delivery in waiting.drain().map(|w| w.delivery).chain(parked) {
                     acks.settle(delivery.acker, delivery.delivery_tag, Settlement::Requeue);
                 }
@@ -327,18 +304,18 @@ async fn consume_connection(
             },
             Some((delivery, at)) = parking.recv() => {
                 let wait = (at - Utc::now()).to_std().unwrap_or_default();
-                parked.push(Reverse(Parked { at: tokio::time::Instant::now() + wait, delivery }));
+                let tag = delivery.delivery_tag;
+                parked.insert((tokio::time::Instant::now() + wait, tag), delivery);
             }
             () = sleep_until_first(&parked), if !parked.is_empty() => {
                 let now = tokio::time::Instant::now();
-                while parked.peek().is_some_and(|Reverse(p)| p.at <= now) {
-                    let Some(Reverse(p)) = parked.pop() else { break };
+                while let Some(entry) = parked.first_entry().filter(|e| e.key().0 <= now) {
                     arrived += 1;
                     waiting.push(Waiting {
                         // Its slot has come: before anything that arrived meanwhile.
                         priority: u8::MAX,
                         order: Reverse(arrived),
-                        delivery: p.delivery,
+                        delivery: entry.remove(),
                     });
                 }
             }
